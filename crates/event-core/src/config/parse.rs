@@ -1,0 +1,525 @@
+//! Parsing and checking of every variable; one set of rules for the environment and for
+//! configurations built in code.
+
+use std::time::Duration;
+
+use super::{BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection};
+
+/// Every variable [`Config`] reads, in the order `docs/configuration.md` lists them.
+pub(super) const VARIABLES: &[&str] = &[
+    "EVENT_BUS_TYPE",
+    "ENABLE_EVENT_SOURCING",
+    "ENABLE_EVENT_REPLAY",
+    "EVENT_BATCH_SIZE",
+    "EVENT_FLUSH_INTERVAL_MS",
+    "REDIS_URL",
+    "EVENT_TTL_SECONDS",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_TOPIC_PREFIX",
+    "EVENT_CONSUMER_GROUP",
+    "KAFKA_RETENTION_MS",
+    "KAFKA_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_COMPRESSION",
+    "ENABLE_EVENT_HANDLERS",
+    "ENABLED_EVENT_HANDLERS",
+    "EVENT_MAX_RETRIES",
+    "EVENT_RETRY_BASE_MS",
+    "EVENT_RETRY_MAX_MS",
+    "EVENT_HANDLER_CONCURRENCY",
+    "EVENT_MAX_PAYLOAD_BYTES",
+    "EVENT_CLAIM_IDLE_MS",
+    "EVENT_SHUTDOWN_TIMEOUT_MS",
+    "EVENT_STALL_TIMEOUT_MS",
+];
+
+/// Collects problems while reading variables, so one error lists them all.
+struct Reader<F> {
+    lookup: F,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).map(|v| v.trim().to_string())
+    }
+
+    fn problem(&mut self, variable: &'static str, value: &str, expected: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            variable,
+            value: if variable == "REDIS_URL" {
+                redact_url(value)
+            } else {
+                value.to_string()
+            },
+            expected: expected.into(),
+        });
+    }
+
+    fn bool(&mut self, name: &'static str, default: bool) -> bool {
+        let Some(raw) = self.raw(name) else {
+            return default;
+        };
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                self.problem(name, &raw, "true or false (also 1/0, yes/no, on/off)");
+                default
+            }
+        }
+    }
+
+    fn number<T>(&mut self, name: &'static str, default: T, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let Some(raw) = self.raw(name) else {
+            return default;
+        };
+        match raw.replace('_', "").parse::<T>() {
+            Ok(n) if n >= min && n <= max => n,
+            _ => {
+                self.problem(name, &raw, format!("a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &'static str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.number(name, default, min, max))
+    }
+
+    fn string(&mut self, name: &'static str, default: &str) -> String {
+        self.raw(name).unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// Reads a [`Config`] through `lookup`, which returns a variable's value if it is set.
+pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut r = Reader {
+        lookup,
+        problems: Vec::new(),
+    };
+    let d = Config::default();
+
+    let bus_type = match r.raw("EVENT_BUS_TYPE") {
+        None => d.bus_type,
+        Some(raw) => match raw.to_ascii_lowercase().as_str() {
+            "memory" => BusType::Memory,
+            "redis" => BusType::Redis,
+            "kafka" => BusType::Kafka,
+            _ => {
+                r.problem("EVENT_BUS_TYPE", &raw, "one of memory, redis, kafka");
+                d.bus_type
+            }
+        },
+    };
+
+    let enable_event_sourcing = r.bool("ENABLE_EVENT_SOURCING", true);
+    let enable_event_replay = r.bool("ENABLE_EVENT_REPLAY", true);
+    let batch_size = r.number("EVENT_BATCH_SIZE", 100usize, 1, 100_000);
+    let flush_interval = r.millis("EVENT_FLUSH_INTERVAL_MS", 1000, 1, 3_600_000);
+
+    let redis_url = r.string("REDIS_URL", &d.redis_url);
+    if !(redis_url.starts_with("redis://")
+        || redis_url.starts_with("rediss://")
+        || redis_url.starts_with("redis+unix://")
+        || redis_url.starts_with("unix://"))
+    {
+        r.problem(
+            "REDIS_URL",
+            &redis_url,
+            "a URL starting with redis:// or rediss:// (TLS), such as redis://user:password@host:6379/0",
+        );
+    }
+
+    let event_ttl =
+        Duration::from_secs(r.number("EVENT_TTL_SECONDS", 604_800u64, 1, 10 * 365 * 86_400));
+
+    let servers_raw = r.string("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092");
+    let kafka_bootstrap_servers: Vec<String> = servers_raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let servers_ok = !kafka_bootstrap_servers.is_empty()
+        && kafka_bootstrap_servers.iter().all(|s| {
+            s.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+        });
+    if !servers_ok {
+        r.problem(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            &servers_raw,
+            "a comma-separated list of host:port, such as localhost:9092,kafka2:9092",
+        );
+    }
+
+    let kafka_topic_prefix = r.string("KAFKA_TOPIC_PREFIX", &d.kafka_topic_prefix);
+    if !valid_name(&kafka_topic_prefix, 100) {
+        r.problem(
+            "KAFKA_TOPIC_PREFIX",
+            &kafka_topic_prefix,
+            "1 to 100 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+        );
+    }
+
+    let consumer_group = match (r.raw("EVENT_CONSUMER_GROUP"), r.raw("KAFKA_CONSUMER_GROUP")) {
+        (Some(a), Some(b)) if a != b => {
+            r.problem(
+                "EVENT_CONSUMER_GROUP",
+                &a,
+                format!("the same value as its alias KAFKA_CONSUMER_GROUP ({b:?}), or only one of the two set"),
+            );
+            a
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => d.consumer_group.clone(),
+    };
+    if !valid_name(&consumer_group, 150) {
+        r.problem(
+            "EVENT_CONSUMER_GROUP",
+            &consumer_group,
+            "1 to 150 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+        );
+    }
+
+    let kafka_retention = r.millis("KAFKA_RETENTION_MS", 604_800_000, 1_000, u64::MAX / 2);
+    let kafka_partitions = r.number("KAFKA_PARTITIONS", 3u32, 1, 10_000);
+    let kafka_replication_factor = r.number("KAFKA_REPLICATION_FACTOR", 1u16, 1, i16::MAX as u16);
+
+    let compression_enabled = r.bool("ENABLE_EVENT_COMPRESSION", true);
+    let kafka_compression = match r.raw("KAFKA_COMPRESSION") {
+        None if !compression_enabled => Compression::None,
+        None => d.kafka_compression,
+        Some(raw) => {
+            let parsed = match raw.to_ascii_lowercase().as_str() {
+                "none" => Some(Compression::None),
+                "gzip" => Some(Compression::Gzip),
+                "snappy" => Some(Compression::Snappy),
+                "lz4" => Some(Compression::Lz4),
+                "zstd" => Some(Compression::Zstd),
+                _ => None,
+            };
+            match parsed {
+                None => {
+                    r.problem(
+                        "KAFKA_COMPRESSION",
+                        &raw,
+                        "one of none, gzip, snappy, lz4, zstd",
+                    );
+                    d.kafka_compression
+                }
+                Some(c) if !compression_enabled && c != Compression::None => {
+                    r.problem(
+                        "KAFKA_COMPRESSION",
+                        &raw,
+                        "none, or unset, since ENABLE_EVENT_COMPRESSION=false",
+                    );
+                    Compression::None
+                }
+                Some(c) => c,
+            }
+        }
+    };
+
+    if let Some(raw) = r.raw("ENABLE_EVENT_ENCRYPTION") {
+        if r.bool("ENABLE_EVENT_ENCRYPTION", false) {
+            r.problem(
+                "ENABLE_EVENT_ENCRYPTION",
+                &raw,
+                "false or unset: payload encryption is not built in; encrypt in transit with rediss:// or KAFKA_TLS_*, and keep secrets out of payloads",
+            );
+        }
+    }
+
+    let enable_event_handlers = r.bool("ENABLE_EVENT_HANDLERS", true);
+    let enabled_event_handlers = match r.raw("ENABLED_EVENT_HANDLERS") {
+        None => HandlerSelection::All,
+        Some(raw) if raw.eq_ignore_ascii_case("all") => HandlerSelection::All,
+        Some(raw) => {
+            let names: Vec<String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() || !names.iter().all(|n| valid_handler_name(n)) {
+                r.problem(
+                    "ENABLED_EVENT_HANDLERS",
+                    &raw,
+                    "all, or a comma-separated list of handler names such as opportunity,user,agent",
+                );
+            }
+            HandlerSelection::Only(names)
+        }
+    };
+
+    let max_retries = r.number("EVENT_MAX_RETRIES", 3u32, 0, 100);
+    let retry_base = r.millis("EVENT_RETRY_BASE_MS", 100, 1, 3_600_000);
+    let retry_max = r.millis("EVENT_RETRY_MAX_MS", 30_000, 1, 86_400_000);
+    if retry_max < retry_base {
+        r.problem(
+            "EVENT_RETRY_MAX_MS",
+            &retry_max.as_millis().to_string(),
+            format!("at least EVENT_RETRY_BASE_MS ({})", retry_base.as_millis()),
+        );
+    }
+    let handler_concurrency = r.number("EVENT_HANDLER_CONCURRENCY", 16usize, 1, 1024);
+    let max_event_bytes = r.number(
+        "EVENT_MAX_PAYLOAD_BYTES",
+        d.max_event_bytes,
+        1024,
+        64 * 1024 * 1024,
+    );
+    let claim_idle = r.millis("EVENT_CLAIM_IDLE_MS", 30_000, 100, 86_400_000);
+    let shutdown_timeout = r.millis("EVENT_SHUTDOWN_TIMEOUT_MS", 30_000, 0, 3_600_000);
+    let stall_timeout = r.millis("EVENT_STALL_TIMEOUT_MS", 60_000, 100, 86_400_000);
+
+    if !r.problems.is_empty() {
+        return Err(ConfigError::new(r.problems));
+    }
+    Ok(Config {
+        bus_type,
+        enable_event_sourcing,
+        enable_event_replay,
+        batch_size,
+        flush_interval,
+        redis_url,
+        event_ttl,
+        kafka_bootstrap_servers,
+        kafka_topic_prefix,
+        consumer_group,
+        kafka_retention,
+        kafka_partitions,
+        kafka_replication_factor,
+        kafka_compression,
+        enable_event_handlers,
+        enabled_event_handlers,
+        max_retries,
+        retry_base,
+        retry_max,
+        handler_concurrency,
+        max_event_bytes,
+        claim_idle,
+        shutdown_timeout,
+        stall_timeout,
+    })
+}
+
+/// Characters allowed in Kafka topic names, used for prefixes and group names alike.
+fn valid_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Handler names become part of group, stream and topic names: lower-case letters, digits,
+/// `_` and `-`, starting with a letter, at most 100 bytes.
+pub(crate) fn valid_handler_name(s: &str) -> bool {
+    s.len() <= 100
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+/// Replaces the password of a URL such as `redis://user:secret@host:6379/0` with `***`, so it
+/// can be logged. A URL without a password comes back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{host}{path}"),
+        // `redis://secret@host` puts a password alone in the user part.
+        None if !userinfo.is_empty() => format!("{scheme}://***{host}{path}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().copied())
+    }
+
+    #[test]
+    fn defaults_are_the_originals() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.event_ttl, Duration::from_secs(604_800));
+        assert_eq!(c.kafka_retention, Duration::from_millis(604_800_000));
+        assert_eq!(c.kafka_partitions, 3);
+        assert_eq!(c.consumer_group, "ai-opportunity-consumers");
+        assert_eq!(c.max_retries, 3);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = parse(&[
+            ("EVENT_BUS_TYPE", "Kafka"),
+            ("ENABLE_EVENT_SOURCING", "false"),
+            ("ENABLE_EVENT_REPLAY", "0"),
+            ("EVENT_BATCH_SIZE", "250"),
+            ("EVENT_FLUSH_INTERVAL_MS", "50"),
+            ("REDIS_URL", "rediss://app:pw@cache:6380/1"),
+            ("EVENT_TTL_SECONDS", "86400"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092, k2:9093"),
+            ("KAFKA_TOPIC_PREFIX", "shop"),
+            ("KAFKA_CONSUMER_GROUP", "shop-consumers"),
+            ("KAFKA_RETENTION_MS", "3600000"),
+            ("KAFKA_PARTITIONS", "12"),
+            ("KAFKA_REPLICATION_FACTOR", "3"),
+            ("KAFKA_COMPRESSION", "zstd"),
+            ("ENABLE_EVENT_HANDLERS", "no"),
+            ("ENABLED_EVENT_HANDLERS", "opportunity, user,,agent"),
+            ("EVENT_MAX_RETRIES", "7"),
+            ("EVENT_RETRY_BASE_MS", "10"),
+            ("EVENT_RETRY_MAX_MS", "1000"),
+            ("EVENT_HANDLER_CONCURRENCY", "4"),
+            ("EVENT_MAX_PAYLOAD_BYTES", "2048"),
+            ("EVENT_CLAIM_IDLE_MS", "5000"),
+            ("EVENT_SHUTDOWN_TIMEOUT_MS", "100"),
+            ("EVENT_STALL_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap();
+        assert_eq!(c.bus_type, BusType::Kafka);
+        assert!(!c.enable_event_sourcing && !c.enable_event_replay && !c.enable_event_handlers);
+        assert_eq!(c.kafka_bootstrap_servers, ["k1:9092", "k2:9093"]);
+        assert_eq!(c.consumer_group, "shop-consumers");
+        assert_eq!(c.kafka_compression, Compression::Zstd);
+        assert_eq!(
+            c.enabled_event_handlers,
+            HandlerSelection::Only(vec!["opportunity".into(), "user".into(), "agent".into()])
+        );
+        assert_eq!(c.retry_policy().max_retries, 7);
+        assert_eq!(c.handler_concurrency, 4);
+        c.validate().unwrap();
+        // The redacted view round-trips through the parser.
+        let again = Config::from_vars(c.redacted().into_iter().map(|(k, v)| {
+            (
+                k,
+                if k == "REDIS_URL" {
+                    c.redis_url.clone()
+                } else {
+                    v
+                },
+            )
+        }))
+        .unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn errors_name_variable_value_and_what_is_allowed() {
+        let err = parse(&[
+            ("EVENT_BUS_TYPE", "rabbit"),
+            ("KAFKA_PARTITIONS", "0"),
+            ("EVENT_MAX_RETRIES", "three"),
+            ("ENABLE_EVENT_REPLAY", "maybe"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems().len(), 4, "{text}");
+        assert!(
+            text.contains(
+                r#"EVENT_BUS_TYPE="rabbit" is not valid: expected one of memory, redis, kafka"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"KAFKA_PARTITIONS="0" is not valid: expected a whole number from 1 to 10000"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("EVENT_MAX_RETRIES=\"three\""), "{text}");
+        assert!(text.contains("ENABLE_EVENT_REPLAY=\"maybe\""), "{text}");
+    }
+
+    #[test]
+    fn dead_flags_of_the_original_do_something_or_are_refused() {
+        let c = parse(&[("ENABLE_EVENT_COMPRESSION", "false")]).unwrap();
+        assert_eq!(c.kafka_compression, Compression::None);
+        assert!(
+            parse(&[
+                ("ENABLE_EVENT_COMPRESSION", "false"),
+                ("KAFKA_COMPRESSION", "gzip")
+            ])
+            .is_err()
+        );
+        assert!(parse(&[("ENABLE_EVENT_ENCRYPTION", "false")]).is_ok());
+        let err = parse(&[("ENABLE_EVENT_ENCRYPTION", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not built in"), "{err}");
+    }
+
+    #[test]
+    fn conflicting_group_aliases_are_refused() {
+        assert!(parse(&[("EVENT_CONSUMER_GROUP", "a"), ("KAFKA_CONSUMER_GROUP", "b")]).is_err());
+        let c = parse(&[("EVENT_CONSUMER_GROUP", "a"), ("KAFKA_CONSUMER_GROUP", "a")]).unwrap();
+        assert_eq!(c.consumer_group, "a");
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let err = parse(&[("REDIS_URL", "http://admin:hunter2@cache")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let c = parse(&[("REDIS_URL", "redis://admin:hunter2@cache:6379/0")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.redacted()["REDIS_URL"], "redis://admin:***@cache:6379/0");
+        assert_eq!(redact_url("redis://hunter2@cache/0"), "redis://***@cache/0");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn bad_servers_and_ranges() {
+        for (k, v) in [
+            ("KAFKA_BOOTSTRAP_SERVERS", ""),
+            ("KAFKA_BOOTSTRAP_SERVERS", "localhost"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "h:99999"),
+            ("EVENT_RETRY_MAX_MS", "5"),
+            ("EVENT_HANDLER_CONCURRENCY", "0"),
+            ("EVENT_TTL_SECONDS", "-1"),
+            ("KAFKA_TOPIC_PREFIX", "has space"),
+            ("ENABLED_EVENT_HANDLERS", "Opportunity"),
+        ] {
+            let err = parse(&[(k, v)]).expect_err(k);
+            assert_eq!(err.problems()[0].variable, k, "{err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_parses_or_names_its_variable(index in 0..VARIABLES.len(), value in ".{0,40}") {
+            let name = VARIABLES[index];
+            match Config::from_vars([(name, value.as_str())]) {
+                Ok(config) => prop_assert!(config.validate().is_ok()),
+                Err(err) => prop_assert!(err.problems().iter().all(|p| p.variable == name
+                    || (name == "EVENT_RETRY_BASE_MS" && p.variable == "EVENT_RETRY_MAX_MS"))),
+            }
+        }
+
+        #[test]
+        fn numbers_in_range_are_accepted(n in 1u32..=10_000) {
+            let c = Config::from_vars([("KAFKA_PARTITIONS", n.to_string())]).unwrap();
+            prop_assert_eq!(c.kafka_partitions, n);
+        }
+    }
+}

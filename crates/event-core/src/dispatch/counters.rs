@@ -1,0 +1,94 @@
+//! [`HandlerCounters`]: lock-free counters a dispatcher updates and stats read.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use time::OffsetDateTime;
+
+/// Counters of one handler's deliveries, shared between its dispatchers and the stats.
+#[derive(Debug, Default)]
+pub struct HandlerCounters {
+    processed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    /// Unix time in milliseconds of the last finished event (0 = never).
+    last_event_ms: AtomicI64,
+    /// Unix time in milliseconds of the last progress, or of the subscription's start.
+    last_progress_ms: AtomicI64,
+}
+
+/// A snapshot of [`HandlerCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CounterSnapshot {
+    /// Events handled successfully.
+    pub processed: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// When an event last finished.
+    pub last_event_at: Option<OffsetDateTime>,
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl HandlerCounters {
+    /// Adds successful events.
+    pub fn add_processed(&self, n: u64) {
+        self.processed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one failed attempt.
+    pub fn add_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds one scheduled retry.
+    pub fn add_retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds one dead-lettered event.
+    pub fn add_dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that events finished now.
+    pub fn mark_progress(&self) {
+        let now = now_ms();
+        self.last_event_ms.store(now, Ordering::Relaxed);
+        self.last_progress_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Restarts the stall clock (a new subscription has not stalled yet).
+    pub fn reset_stall_clock(&self) {
+        self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether nothing finished for `timeout` (the caller checks that there was work to do).
+    pub fn idle_for(&self, timeout: std::time::Duration) -> bool {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        now_ms().saturating_sub(last) > timeout.as_millis() as i64
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let last = self.last_event_ms.load(Ordering::Relaxed);
+        CounterSnapshot {
+            processed: self.processed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            last_event_at: (last > 0)
+                .then(|| {
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1_000_000).ok()
+                })
+                .flatten(),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The delivery engine every backend shares: per-key ordered concurrency, retries with backoff
+//! that never stall other keys, dead-lettering with provenance, batched acknowledgements.
+//!
+//! A backend reads deliveries from its log, [`reserve`](Dispatcher::reserve)s room for them,
+//! hands them to [`Dispatcher::dispatch`], and is told through its [`DeliverySink`] which to
+//! acknowledge and which to dead-letter. The dispatcher spreads deliveries over
+//! `concurrency` lanes by the hash of their ordering key, so one key always runs on one lane,
+//! in order. A lane that must retry an event parks it (and the later events of the same key)
+//! on a timer and goes on with other keys.
+
+mod counters;
+mod lane;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+pub use counters::{CounterSnapshot, HandlerCounters};
+
+use crate::{DeadLetter, Event, EventHandler, RetryPolicy};
+
+/// One event handed to a dispatcher, with the backend's token to acknowledge it by.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    /// The event.
+    pub event: Arc<Event>,
+    /// The backend's handle on it (an offset, a stream entry id, ...).
+    pub token: T,
+    /// Failed attempts already made before this delivery (a redelivery after a crash).
+    pub prior_attempts: u32,
+}
+
+impl<T> Delivery<T> {
+    /// A first delivery.
+    pub fn new(event: Arc<Event>, token: T) -> Self {
+        Self {
+            event,
+            token,
+            prior_attempts: 0,
+        }
+    }
+}
+
+/// Where a dispatcher reports finished deliveries: implemented by each backend.
+#[async_trait]
+pub trait DeliverySink<T>: Send + Sync + 'static {
+    /// Acknowledges deliveries the handler finished.
+    async fn ack(&self, tokens: Vec<T>);
+
+    /// Stores the dead letter (its `id` is empty: the sink assigns one) and then acknowledges
+    /// the delivery.
+    async fn dead_letter(&self, token: T, letter: DeadLetter);
+}
+
+/// How a dispatcher runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DispatchSettings {
+    /// The handler's consumer group, for dead-letter provenance.
+    pub group: String,
+    /// Lanes, that is events in progress at once.
+    pub concurrency: usize,
+    /// Deliveries accepted and not yet finished, at most (back-pressure on the reader).
+    pub max_in_flight: usize,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Acknowledgements are sent in batches of at most this many.
+    pub ack_batch: usize,
+}
+
+impl DispatchSettings {
+    /// Settings with `max_in_flight` = 64 per lane, at least 1024, and acknowledgements in
+    /// batches of 256.
+    pub fn new(group: impl Into<String>, concurrency: usize, retry: RetryPolicy) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            group: group.into(),
+            concurrency,
+            max_in_flight: (concurrency * 64).max(1024),
+            retry,
+            ack_batch: 256,
+        }
+    }
+}
+
+/// Runs one subscription's deliveries through its handler.
+pub struct Dispatcher<T> {
+    lanes: Vec<mpsc::UnboundedSender<Vec<Delivery<T>>>>,
+    tasks: Vec<JoinHandle<()>>,
+    room: Arc<Semaphore>,
+}
+
+impl<T: Send + 'static> Dispatcher<T> {
+    /// Starts the lanes of a dispatcher for `handler`.
+    pub fn start(
+        handler: Arc<dyn EventHandler>,
+        settings: DispatchSettings,
+        sink: Arc<dyn DeliverySink<T>>,
+        counters: Arc<HandlerCounters>,
+    ) -> Self {
+        let room = Arc::new(Semaphore::new(settings.max_in_flight));
+        let shared = Arc::new(lane::LaneShared {
+            handler,
+            settings,
+            sink,
+            counters,
+            room: room.clone(),
+        });
+        let (lanes, tasks) = (0..shared.settings.concurrency)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, tokio::spawn(lane::run(rx, shared.clone())))
+            })
+            .unzip();
+        Self { lanes, tasks, room }
+    }
+
+    /// Waits until there is room for at least one delivery and reserves room for up to `want`;
+    /// returns how many were reserved. Each reserved place must be filled by
+    /// [`dispatch`](Self::dispatch) or given back with [`release`](Self::release).
+    pub async fn reserve(&self, want: usize) -> usize {
+        let want = want.max(1);
+        let take = self.room.available_permits().clamp(1, want);
+        match self.room.acquire_many(take as u32).await {
+            Ok(permit) => {
+                permit.forget();
+                take
+            }
+            // The semaphore is never closed; a closed one means no room.
+            Err(_) => 0,
+        }
+    }
+
+    /// Gives back reserved room that was not used.
+    pub fn release(&self, unused: usize) {
+        if unused > 0 {
+            self.room.add_permits(unused);
+        }
+    }
+
+    /// Hands reserved deliveries to their lanes. Deliveries with the same ordering key keep
+    /// their order.
+    pub fn dispatch(&self, deliveries: Vec<Delivery<T>>) {
+        let n = self.lanes.len();
+        if n == 1 {
+            // A closed lane only happens after a panic inside the dispatcher itself; the
+            // deliveries then stay unacknowledged and are delivered again.
+            let _ = self.lanes[0].send(deliveries);
+            return;
+        }
+        let mut per_lane: Vec<Vec<Delivery<T>>> = (0..n).map(|_| Vec::new()).collect();
+        for d in deliveries {
+            let lane = (ordering_hash(&d.event) % n as u64) as usize;
+            per_lane[lane].push(d);
+        }
+        for (lane, batch) in per_lane.into_iter().enumerate() {
+            if !batch.is_empty() {
+                let _ = self.lanes[lane].send(batch);
+            }
+        }
+    }
+
+    /// Stops taking deliveries and waits up to `timeout` for the lanes to finish everything
+    /// they hold (retries included). Returns `true` if they did; on `false` the remaining lanes
+    /// were stopped and their unfinished deliveries were never acknowledged.
+    pub async fn close(self, timeout: Duration) -> bool {
+        drop(self.lanes);
+        let mut tasks = self.tasks;
+        let all = futures::future::join_all(tasks.iter_mut());
+        match tokio::time::timeout(timeout, all).await {
+            Ok(_) => true,
+            Err(_) => {
+                for task in &tasks {
+                    task.abort();
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The hash that picks a delivery's lane: of the partition key, or of the id when there is
+/// none. Stable within a process, which is all lanes need.
+pub fn ordering_hash(event: &Event) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match &event.partition_key {
+        Some(key) => key.hash(&mut hasher),
+        None => event.id.hash(&mut hasher),
+    }
+    hasher.finish()
+}

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bus;
+pub mod codec;
+mod config;
+pub mod dispatch;
+mod error;
+mod event;
+mod fn_handler;
+mod handler;
+mod memory;
+mod retry;
+
+pub use bus::{
+    AggregateAppend, BusStats, Capabilities, ConsumerHealth, DeadLetter, DeadLetterReason,
+    DeadLetterSelection, EventBus, EventStream, ExpectedVersion, FailureRecord, HandlerStats,
+    Health, HealthStatus, RedriveReport, ReplayQuery, ReplayReport, StartFrom, Subscription,
+    SubscriptionControl, SubscriptionSpec, replay_into,
+};
+pub use codec::JsonCodec;
+pub use config::{
+    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, redact_url,
+};
+pub use error::{BoxError, Error};
+pub use event::{
+    CURRENT_SCHEMA_VERSION, Event, EventBuilder, EventId, EventType, JsonObject, timestamp,
+};
+pub use fn_handler::{FnHandler, handler_fn};
+pub use handler::{EventHandler, FailureKind, HandlerError, ResultExt};
+pub use memory::MemoryBus;
+pub use retry::RetryPolicy;

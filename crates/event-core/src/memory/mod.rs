@@ -1,0 +1,397 @@
+//! [`MemoryBus`]: the embedded in-memory backend.
+
+mod consumer;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use crate::codec::JsonCodec;
+use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::{
+    AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
+    DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
+    RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
+};
+use consumer::{Member, MemoryControl, MemorySink};
+use store::{Store, now_ms};
+
+/// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
+/// backends except persistence across restarts.
+///
+/// Events are kept as `Arc<Event>` in a log per type, never serialized (only measured, to
+/// enforce `EVENT_MAX_PAYLOAD_BYTES` the same way the other backends do). Retention trims
+/// events older than `EVENT_TTL_SECONDS` by the time they were stored.
+///
+/// ```
+/// use std::sync::Arc;
+/// use event_core::{handler_fn, Config, Event, EventBus, EventType, HandlerError, MemoryBus, SubscriptionSpec};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), event_core::Error> {
+/// let bus = MemoryBus::new(Config::default())?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let handler = handler_fn("printer", move |event| {
+///     let tx = tx.clone();
+///     async move {
+///         tx.send(event.id).ok();
+///         Ok::<(), HandlerError>(())
+///     }
+/// });
+/// bus.subscribe(SubscriptionSpec::new("printer", [EventType::USER_REGISTERED]), handler).await?;
+/// let id = bus
+///     .publish(Event::builder(EventType::USER_REGISTERED, "user_service").field("user_id", "u-1").build()?)
+///     .await?;
+/// assert_eq!(rx.recv().await, Some(id));
+/// bus.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    codec: JsonCodec,
+    closed: AtomicBool,
+    store: Mutex<Store>,
+    members: Mutex<HashMap<u64, Member>>,
+    next_member: AtomicU64,
+}
+
+impl Inner {
+    /// Locks the store. A panic while holding the lock cannot leave it half-updated in a way
+    /// that matters more than losing the bus, so a poisoned lock is used as is.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn members(&self) -> MutexGuard<'_, HashMap<u64, Member>> {
+        self.members
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+const CAPABILITIES: Capabilities = Capabilities {
+    backend: "memory",
+    persistent: false,
+    shared_groups: false,
+    per_key_order: true,
+    replay_by_time: true,
+    event_sourcing: true,
+    retention: true,
+};
+
+impl MemoryBus {
+    /// A bus with the given configuration (only the settings that apply to memory are used).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is invalid.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                codec: JsonCodec::new(config.max_event_bytes),
+                store: Mutex::new(Store::new(config.event_ttl)),
+                config,
+                closed: AtomicBool::new(false),
+                members: Mutex::new(HashMap::new()),
+                next_member: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn check_open(&self, operation: &'static str) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::ShutDown { operation });
+        }
+        Ok(())
+    }
+
+    fn check_sourcing(&self) -> Result<(), Error> {
+        if !self.inner.config.enable_event_sourcing {
+            return Err(Error::Disabled {
+                feature: "event sourcing",
+                variable: "ENABLE_EVENT_SOURCING",
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends checked events to the logs and wakes their consumers.
+    fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, Error> {
+        let mut wake = Vec::new();
+        let ids = {
+            let mut store = self.inner.store();
+            if store.closed {
+                return Err(Error::ShutDown {
+                    operation: "publishes",
+                });
+            }
+            store.append(events, now_ms(), &mut wake)
+        };
+        for notify in wake {
+            notify.notify_one();
+        }
+        Ok(ids)
+    }
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        // The default configuration is valid by construction.
+        Self::new(Config::default())
+            .unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+    }
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus")
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        self.check_open("publishes")?;
+        self.inner.codec.check_size(&event)?;
+        let ids = self.append(vec![event])?;
+        Ok(ids[0])
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        if self.check_open("publishes").is_err() {
+            return events
+                .iter()
+                .map(|_| {
+                    Err(Error::ShutDown {
+                        operation: "publishes",
+                    })
+                })
+                .collect();
+        }
+        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
+        let mut accepted = Vec::with_capacity(events.len());
+        for event in events {
+            match self.inner.codec.check_size(&event) {
+                Ok(()) => {
+                    results.push(Ok(event.id));
+                    accepted.push(event);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if self.append(accepted).is_err() {
+            // The bus shut down between the check and the append: nothing was written.
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(Error::ShutDown {
+                    operation: "publishes",
+                });
+            }
+        }
+        results
+    }
+
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<Subscription, Error> {
+        spec.validate()?;
+        self.check_open("subscriptions")?;
+        let config = &self.inner.config;
+        let group = format!("{}.{}", config.consumer_group, spec.handler);
+        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let counters = self.inner.store().join(
+            &spec.handler,
+            &group,
+            &spec.event_types,
+            spec.start,
+            member,
+            notify.clone(),
+        )?;
+        let concurrency = spec.concurrency.unwrap_or(config.handler_concurrency);
+        let sink = Arc::new(MemorySink {
+            inner: self.inner.clone(),
+            handler: spec.handler.clone(),
+        });
+        let dispatcher = Dispatcher::start(
+            handler,
+            DispatchSettings::new(group.clone(), concurrency, config.retry_policy()),
+            sink,
+            counters,
+        );
+        let (stop, task) = consumer::spawn(
+            self.inner.clone(),
+            spec.handler.clone(),
+            member,
+            dispatcher,
+            notify,
+        );
+        self.inner.members().insert(
+            member,
+            Member {
+                stop,
+                task: Some(task),
+            },
+        );
+        Ok(Subscription::new(
+            spec.handler,
+            group,
+            Box::new(MemoryControl {
+                inner: self.inner.clone(),
+                member,
+            }),
+        ))
+    }
+
+    async fn replay(&self, query: ReplayQuery) -> Result<EventStream, Error> {
+        if !self.inner.config.enable_event_replay {
+            return Err(Error::Disabled {
+                feature: "event replay",
+                variable: "ENABLE_EVENT_REPLAY",
+            });
+        }
+        query.validate()?;
+        let events = {
+            let mut store = self.inner.store();
+            store.trim(now_ms());
+            store.replay(&query)
+        };
+        Ok(futures::stream::iter(events.into_iter().map(|e| Ok((*e).clone()))).boxed())
+    }
+
+    async fn stats(&self) -> Result<BusStats, Error> {
+        let mut store = self.inner.store();
+        store.trim(now_ms());
+        Ok(store.stats())
+    }
+
+    async fn health(&self) -> Health {
+        let closed = self.inner.closed.load(Ordering::Acquire);
+        let consumers = {
+            let mut store = self.inner.store();
+            store.trim(now_ms());
+            store.consumers()
+        };
+        let stall = self.inner.config.stall_timeout;
+        let consumers = consumers
+            .into_iter()
+            .map(|(handler, lag, depth, counters)| {
+                let stalled = lag > 0 && counters.idle_for(stall);
+                ConsumerHealth::new(handler, true, stalled, lag, depth)
+            })
+            .collect();
+        let problems = if closed {
+            vec!["the bus has been shut down".to_string()]
+        } else {
+            Vec::new()
+        };
+        Health::assess("memory", None, consumers, problems, closed)
+    }
+
+    async fn dead_letters(&self, handler: &str, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        self.inner.store().dead_letters(handler, limit)
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        handler: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<RedriveReport, Error> {
+        let (redriven, wake) = {
+            let mut store = self.inner.store();
+            let (redriven, unusable) = store.redrive(handler, &selection)?;
+            let report = RedriveReport {
+                redriven: redriven.len() as u64,
+                skipped: unusable
+                    .into_iter()
+                    .map(|d| (d.id, "not a valid envelope: nothing to redrive".to_string()))
+                    .collect(),
+            };
+            (report, store.listeners_of(handler))
+        };
+        for notify in wake {
+            notify.notify_one();
+        }
+        Ok(redriven)
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        handler: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<u64, Error> {
+        self.inner.store().purge(handler, &selection)
+    }
+
+    async fn append_to_aggregate(&self, append: AggregateAppend) -> Result<u64, Error> {
+        self.check_sourcing()?;
+        self.check_open("publishes")?;
+        let key = (append.aggregate_type.clone(), append.aggregate_id.clone());
+        let mut wake = Vec::new();
+        let version = {
+            let mut store = self.inner.store();
+            if store.closed {
+                return Err(Error::ShutDown {
+                    operation: "publishes",
+                });
+            }
+            let events = append.prepare(store.aggregate_version(&key))?;
+            for event in &events {
+                self.inner.codec.check_size(event)?;
+            }
+            store.record_aggregate(key.clone(), &events);
+            store.append(events, now_ms(), &mut wake);
+            store.aggregate_version(&key)
+        };
+        for notify in wake {
+            notify.notify_one();
+        }
+        Ok(version)
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<Event>, Error> {
+        self.check_sourcing()?;
+        Ok(self
+            .inner
+            .store()
+            .load_aggregate(&(aggregate_type.to_string(), aggregate_id.to_string())))
+    }
+
+    async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.store().closed = true;
+        let members: Vec<u64> = self.inner.members().keys().copied().collect();
+        futures::future::join_all(members.into_iter().map(|m| consumer::stop(&self.inner, m)))
+            .await;
+        Ok(())
+    }
+}
