@@ -1,1 +1,58 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! One file per command. Arguments are parsed by hand to keep this crate's dependencies at
+//! `anyhow` alone, so a fresh clone builds it in seconds.
+
+mod bench;
+mod integration_test;
+mod shell;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [arguments]
+
+commands:
+  test                        everything CI runs: rustfmt check, clippy (-D warnings), and
+                              `cargo test --workspace` with EVENTBUS_REQUIRE_INTEGRATION=1
+  integration-test [backend]  the backend conformance suites alone (all, or one backend)
+  bench [backend]             the benchmarks in release mode (all, or one backend); each
+                              writes its section of docs/benchmarks.md
+  help                        this text
+
+backends: memory
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        [] | ["help" | "-h" | "--help", ..] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        ["test", rest @ ..] => no_arguments("test", rest).and_then(|()| test::run()),
+        ["integration-test", rest @ ..] => integration_test::run(rest),
+        ["bench", rest @ ..] => bench::run(rest),
+        [other, ..] => Err(anyhow::anyhow!(
+            "unknown command {other:?}; run `cargo xtask help` for the list"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn no_arguments(command: &str, rest: &[&str]) -> anyhow::Result<()> {
+    match rest {
+        [] => Ok(()),
+        _ => anyhow::bail!(
+            "`cargo xtask {command}` takes no arguments, found {rest:?}; run `cargo xtask help`"
+        ),
+    }
+}

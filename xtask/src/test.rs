@@ -1,0 +1,77 @@
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::shell::{self, cargo};
+
+/// Runs rustfmt's check, clippy with warnings denied, and the whole workspace's tests in one
+/// `cargo test` invocation (one build, all test binaries), then prints a summary line.
+pub(crate) fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut steps = Steps::default();
+
+    steps.run("rustfmt", &mut cargo(["fmt", "--all", "--", "--check"]))?;
+    steps.run(
+        "clippy",
+        &mut cargo([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+
+    let mut tests = cargo(["test", "--workspace"]);
+    // An integration run was asked for: a backend that cannot be reached fails its suite
+    // instead of being skipped.
+    tests.env("EVENTBUS_REQUIRE_INTEGRATION", "1");
+    steps.run("tests", &mut tests)?;
+
+    println!(
+        "xtask test: all {} steps passed in {} ({})",
+        steps.passed.len(),
+        seconds(started.elapsed()),
+        steps.timings()
+    );
+    Ok(())
+}
+
+/// The steps that passed so far, so a failure can say how far the run got.
+#[derive(Default)]
+struct Steps {
+    passed: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn run(&mut self, step: &'static str, command: &mut Command) -> anyhow::Result<()> {
+        match shell::run(step, command) {
+            Ok(took) => {
+                self.passed.push((step, took));
+                Ok(())
+            }
+            Err(error) => {
+                let passed = if self.passed.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.timings()
+                };
+                Err(error.context(format!("xtask test failed (steps passed before: {passed})")))
+            }
+        }
+    }
+
+    fn timings(&self) -> String {
+        self.passed
+            .iter()
+            .map(|(step, took)| format!("{step} {}", seconds(*took)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
