@@ -15,8 +15,12 @@ use crate::{DeadLetter, Error, SubscriptionControl};
 /// A running subscription, as the bus keeps it.
 pub(super) struct Member {
     pub(super) stop: watch::Sender<bool>,
-    /// Yields whether the dispatcher finished everything it held.
+    /// Yields whether the dispatcher finished everything it held; taken by the first stopper.
     pub(super) task: Option<JoinHandle<bool>>,
+    /// Turns `true` when the loop has ended. Unsubscribe and shutdown may stop a member at the
+    /// same time: the one that did not take `task` waits on this, so neither returns before
+    /// the in-flight events are done.
+    ended: watch::Receiver<bool>,
 }
 
 /// Where the dispatcher acknowledges: the handler's group in the store.
@@ -43,10 +47,19 @@ pub(super) fn spawn(
     member: u64,
     dispatcher: Dispatcher<Token>,
     notify: Arc<Notify>,
-) -> (watch::Sender<bool>, JoinHandle<bool>) {
+) -> Member {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(inner, handler, member, dispatcher, notify, stop_rx));
-    (stop_tx, task)
+    let (ended_tx, ended_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let drained = run(inner, handler, member, dispatcher, notify, stop_rx).await;
+        let _ = ended_tx.send(true);
+        drained
+    });
+    Member {
+        stop: stop_tx,
+        task: Some(task),
+        ended: ended_rx,
+    }
 }
 
 async fn run(
@@ -91,19 +104,26 @@ async fn run(
     drained
 }
 
-/// Stops a member and waits for its loop to drain.
+/// Stops a member and waits for its loop to drain, also when another caller is stopping it.
 pub(super) async fn stop(inner: &Arc<Inner>, member: u64) {
-    let task = {
+    let (task, mut ended) = {
         let mut members = inner.members();
         let Some(entry) = members.get_mut(&member) else {
             return;
         };
         let _ = entry.stop.send(true);
-        entry.task.take()
+        (entry.task.take(), entry.ended.clone())
     };
-    if let Some(task) = task {
-        if let Err(e) = task.await {
-            tracing::error!("in-memory consumer task failed: {e}");
+    match task {
+        Some(task) => {
+            if let Err(e) = task.await {
+                tracing::error!("in-memory consumer task failed: {e}");
+            }
+        }
+        // Another caller took the task: wait for the same loop to end. An error means the
+        // task is gone without signalling (it panicked), which ends it too.
+        None => {
+            let _ = ended.wait_for(|ended| *ended).await;
         }
     }
     inner.members().remove(&member);

@@ -244,20 +244,14 @@ impl EventBus for MemoryBus {
             sink,
             counters,
         );
-        let (stop, task) = consumer::spawn(
+        let running = consumer::spawn(
             self.inner.clone(),
             spec.handler.clone(),
             member,
             dispatcher,
             notify,
         );
-        self.inner.members().insert(
-            member,
-            Member {
-                stop,
-                task: Some(task),
-            },
-        );
+        self.inner.members().insert(member, running);
         Ok(Subscription::new(
             spec.handler,
             group,
