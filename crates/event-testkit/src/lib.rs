@@ -1,1 +1,77 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod fixture;
+mod support;
+mod trial;
+mod trials;
+
+pub use fixture::{BusFactory, Fixture, FnFactory, factory_fn};
+pub use trial::{TRIALS, Trial, run_trial};
+
+/// What [`conformance_tests!`] expands to needs; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::trial::by_name;
+    pub use anyhow;
+    pub use tokio;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TRIALS;
+
+    /// The source of each trial module, to check the list against the code.
+    const SOURCES: &[(&str, &str)] = &[
+        ("dead_letters", include_str!("trials/dead_letters.rs")),
+        ("delivery", include_str!("trials/delivery.rs")),
+        ("envelope", include_str!("trials/envelope.rs")),
+        ("failures", include_str!("trials/failures.rs")),
+        ("groups", include_str!("trials/groups.rs")),
+        ("lifecycle", include_str!("trials/lifecycle.rs")),
+        ("ordering", include_str!("trials/ordering.rs")),
+        ("publish", include_str!("trials/publish.rs")),
+        ("replay", include_str!("trials/replay.rs")),
+        ("retention", include_str!("trials/retention.rs")),
+        ("sourcing", include_str!("trials/sourcing.rs")),
+        ("stats_health", include_str!("trials/stats_health.rs")),
+    ];
+
+    #[test]
+    fn each_trial_doc_is_its_functions_doc_comment() {
+        for trial in TRIALS {
+            let (module, function) = trial.name.split_once("::").unwrap();
+            let source = SOURCES
+                .iter()
+                .find(|(m, _)| *m == module)
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| panic!("no source for module {module}"));
+            let expected = format!("/// {}\npub(crate) async fn {function}(", trial.doc);
+            assert!(
+                source.contains(&expected),
+                "the list's doc of {} is not the doc comment of its function",
+                trial.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_trial_function_is_listed() {
+        let mut found = 0;
+        for (module, source) in SOURCES {
+            for line in source.lines() {
+                if let Some(rest) = line.strip_prefix("pub(crate) async fn ") {
+                    let function = rest.split('(').next().unwrap();
+                    let name = format!("{module}::{function}");
+                    assert!(
+                        TRIALS.iter().any(|t| t.name == name),
+                        "{name} is not in the trial list"
+                    );
+                    found += 1;
+                }
+            }
+        }
+        assert_eq!(found, TRIALS.len());
+    }
+}

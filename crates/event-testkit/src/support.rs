@@ -1,0 +1,451 @@
+//! What the trials share: fresh names, events, a recording handler with scripted failures,
+//! and waiting on a condition with a deadline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use async_trait::async_trait;
+use event_core::{
+    DeadLetter, Event, EventBus, EventHandler, EventId, EventType, HandlerError, ReplayQuery,
+    Subscription, SubscriptionSpec,
+};
+use futures::TryStreamExt as _;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+/// How long a trial waits for something that should happen. Generous, so slow CI backends
+/// pass; on memory every wait ends in milliseconds.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The source every trial's events name.
+pub(crate) const SOURCE: &str = "event_testkit";
+
+fn random_suffix() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// A fresh custom event type, `t{random}.{verb}`, so trials never see each other's events.
+pub(crate) fn fresh_type(verb: &str) -> EventType {
+    EventType::new(format!("t{}.{verb}", random_suffix()))
+        .unwrap_or_else(|e| panic!("a generated event type is valid: {e}"))
+}
+
+/// A fresh handler name, `h{random}`, so every trial has its own consumer groups.
+pub(crate) fn fresh_handler() -> String {
+    format!("h{}", random_suffix())
+}
+
+/// An event of `event_type` whose payload is `{"n": n}`.
+pub(crate) fn numbered(event_type: &EventType, n: u64) -> Event {
+    Event::builder(event_type.clone(), SOURCE)
+        .field("n", n)
+        .build()
+        .unwrap_or_else(|e| panic!("a numbered event is valid: {e}"))
+}
+
+/// An event of `event_type` with partition key `key` and payload `{"key": key, "n": n}`.
+pub(crate) fn keyed(event_type: &EventType, key: &str, n: u64) -> Event {
+    Event::builder(event_type.clone(), SOURCE)
+        .field("key", key)
+        .field("n", n)
+        .partition_key(key)
+        .build()
+        .unwrap_or_else(|e| panic!("a keyed event is valid: {e}"))
+}
+
+/// An event of `event_type` at a given time, with payload `{"n": n}`.
+pub(crate) fn numbered_at(event_type: &EventType, n: u64, at: OffsetDateTime) -> Event {
+    Event::builder(event_type.clone(), SOURCE)
+        .field("n", n)
+        .timestamp(at)
+        .build()
+        .unwrap_or_else(|e| panic!("a numbered event is valid: {e}"))
+}
+
+/// The `n` of an event made by [`numbered`] or [`keyed`].
+pub(crate) fn n_of(event: &Event) -> u64 {
+    event
+        .payload
+        .get("n")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+/// Publishes a marker event: once a handler has it, it has had every earlier event of its
+/// type with the same ordering (used to show that something did *not* happen).
+pub(crate) async fn publish_marker(
+    bus: &dyn EventBus,
+    event_type: &EventType,
+) -> anyhow::Result<EventId> {
+    let marker = Event::builder(event_type.clone(), SOURCE)
+        .field("marker", true)
+        .build()?;
+    Ok(bus.publish(marker).await?)
+}
+
+/// Publishes events one by one, in order; returns their ids.
+pub(crate) async fn publish_all(
+    bus: &dyn EventBus,
+    events: impl IntoIterator<Item = Event>,
+) -> anyhow::Result<Vec<EventId>> {
+    let mut ids = Vec::new();
+    for event in events {
+        ids.push(bus.publish(event).await?);
+    }
+    Ok(ids)
+}
+
+/// Subscribes a recorder to `event_types` with the default spec.
+pub(crate) async fn subscribe(
+    bus: &dyn EventBus,
+    recorder: &Arc<Recorder>,
+    event_types: impl IntoIterator<Item = EventType>,
+) -> anyhow::Result<Subscription> {
+    subscribe_spec(
+        bus,
+        recorder,
+        SubscriptionSpec::new(recorder.name(), event_types),
+    )
+    .await
+}
+
+/// Subscribes a recorder with a spec.
+pub(crate) async fn subscribe_spec(
+    bus: &dyn EventBus,
+    recorder: &Arc<Recorder>,
+    spec: SubscriptionSpec,
+) -> anyhow::Result<Subscription> {
+    let handler: Arc<dyn EventHandler> = recorder.clone();
+    bus.subscribe(spec, handler)
+        .await
+        .with_context(|| format!("subscribing {}", recorder.name()))
+}
+
+/// How many retained events of `event_type` the bus's stats count.
+pub(crate) async fn stored_count(
+    bus: &dyn EventBus,
+    event_type: &EventType,
+) -> anyhow::Result<u64> {
+    Ok(bus
+        .stats()
+        .await?
+        .events_by_type
+        .get(event_type.as_str())
+        .copied()
+        .unwrap_or(0))
+}
+
+/// Every event a replay query returns, in the order returned.
+pub(crate) async fn replay_all(
+    bus: &dyn EventBus,
+    query: ReplayQuery,
+) -> anyhow::Result<Vec<Event>> {
+    let stream = bus.replay(query).await?;
+    Ok(stream.try_collect().await?)
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for at most `timeout`.
+///
+/// # Errors
+/// When the deadline passes first, naming `what` was awaited.
+pub(crate) async fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("gave up after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Like [`wait_until`] for a condition that must ask the bus (stats, replay, dead letters).
+pub(crate) async fn wait_for<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("gave up after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the handler has at least `n` dead letters, and returns them (oldest first).
+pub(crate) async fn wait_for_dead_letters(
+    bus: &dyn EventBus,
+    handler: &str,
+    n: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let letters = bus.dead_letters(handler, 1000).await?;
+        if letters.len() >= n {
+            return Ok(letters);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "gave up after {DEADLINE:?} waiting for {n} dead letters of {handler}; there are {}",
+                letters.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Checks that every id in `ids` occurs exactly once in `seen`, and nothing else does.
+pub(crate) fn exactly_once(seen: &[EventId], ids: &[EventId], who: &str) -> anyhow::Result<()> {
+    let mut counts: HashMap<EventId, usize> = HashMap::new();
+    for id in seen {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let missing = ids.iter().filter(|id| !counts.contains_key(id)).count();
+    let twice = counts.values().filter(|n| **n > 1).count();
+    let expected: std::collections::HashSet<&EventId> = ids.iter().collect();
+    let foreign = counts.keys().filter(|id| !expected.contains(id)).count();
+    ensure!(
+        missing == 0 && twice == 0 && foreign == 0,
+        "{who}: of {} events, {missing} never arrived, {twice} arrived more than once, and {foreign} unexpected events arrived ({} deliveries in all)",
+        ids.len(),
+        seen.len()
+    );
+    Ok(())
+}
+
+/// What a [`Recorder`] does with one attempt.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    /// Succeed at once.
+    Succeed,
+    /// Yield to the scheduler this many times, then succeed (shakes up interleavings).
+    Yield(u32),
+    /// Work for this long, then succeed.
+    Work(Duration),
+    /// Fail with a transient error.
+    Transient,
+    /// Fail with a permanent error.
+    Permanent,
+    /// Panic.
+    Panic,
+    /// Wait for a permit of the gate (the trial adds permits to let calls through), then
+    /// succeed.
+    Gate(Arc<Semaphore>),
+}
+
+/// One call of `on_error`.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorCall {
+    pub(crate) id: EventId,
+    pub(crate) attempt: u32,
+    pub(crate) transient: bool,
+    pub(crate) message: String,
+}
+
+type Script = dyn Fn(&Event, u32) -> Step + Send + Sync;
+
+#[derive(Default)]
+struct Record {
+    /// Events handled successfully, in the order they finished.
+    handled: Vec<Event>,
+    /// Calls of `handle` per event id.
+    attempts: HashMap<EventId, u32>,
+    /// Every call of `handle`, in order.
+    calls: Vec<EventId>,
+    /// Every call of `on_error`, in order.
+    errors: Vec<ErrorCall>,
+}
+
+/// A handler that records what it is given and follows a script: succeed, fail transiently
+/// or permanently, panic, or work for a while, chosen per event and attempt.
+pub(crate) struct Recorder {
+    name: String,
+    script: Box<Script>,
+    record: Mutex<Record>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Recorder {
+    /// A recorder that handles everything successfully.
+    pub(crate) fn new(name: &str) -> Arc<Self> {
+        Self::scripted(name, |_, _| Step::Succeed)
+    }
+
+    /// A recorder with a fresh name that handles everything successfully.
+    pub(crate) fn fresh() -> Arc<Self> {
+        Self::new(&fresh_handler())
+    }
+
+    /// A recorder whose `script(event, attempt)` (attempts counted from 1 per event id)
+    /// decides each call.
+    pub(crate) fn scripted(
+        name: &str,
+        script: impl Fn(&Event, u32) -> Step + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_string(),
+            script: Box::new(script),
+            record: Mutex::new(Record::default()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn record(&self) -> MutexGuard<'_, Record> {
+        // A scripted panic never happens while the lock is held, but a poisoned lock must not
+        // hide the trial's real failure.
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events handled successfully, in the order they finished.
+    pub(crate) fn handled(&self) -> Vec<Event> {
+        self.record().handled.clone()
+    }
+
+    /// Ids of the events handled successfully, in order.
+    pub(crate) fn handled_ids(&self) -> Vec<EventId> {
+        self.record().handled.iter().map(|e| e.id).collect()
+    }
+
+    /// How many events were handled successfully.
+    pub(crate) fn handled_count(&self) -> usize {
+        self.record().handled.len()
+    }
+
+    /// Whether the event was handled successfully.
+    pub(crate) fn has_handled(&self, id: &EventId) -> bool {
+        self.record().handled.iter().any(|e| e.id == *id)
+    }
+
+    /// Calls of `handle`, all events.
+    pub(crate) fn calls(&self) -> usize {
+        self.record().calls.len()
+    }
+
+    /// Calls of `handle` for one event.
+    pub(crate) fn calls_for(&self, id: &EventId) -> u32 {
+        self.record().attempts.get(id).copied().unwrap_or(0)
+    }
+
+    /// Every call of `on_error`, in order.
+    pub(crate) fn errors(&self) -> Vec<ErrorCall> {
+        self.record().errors.clone()
+    }
+
+    /// The most calls of `handle` that ran at the same time.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the event has been handled successfully.
+    pub(crate) async fn wait_for_event(&self, id: &EventId) -> anyhow::Result<()> {
+        wait_until(
+            DEADLINE,
+            &format!("{} handled event {id}", self.name),
+            || self.has_handled(id),
+        )
+        .await
+    }
+
+    /// Waits until at least `n` events have been handled successfully.
+    pub(crate) async fn wait_for_count(&self, n: usize) -> anyhow::Result<()> {
+        wait_until(
+            DEADLINE,
+            &format!("{} handled {n} events", self.name),
+            || self.handled_count() >= n,
+        )
+        .await
+        .with_context(|| format!("{} had handled {}", self.name, self.handled_count()))
+    }
+}
+
+/// Counts a call as in flight until dropped, even when the call panics.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _in_flight = InFlight(&self.in_flight);
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let attempt = {
+            let mut record = self.record();
+            record.calls.push(event.id);
+            let attempt = record.attempts.entry(event.id).or_default();
+            *attempt += 1;
+            *attempt
+        };
+        match (self.script)(event, attempt) {
+            Step::Succeed => {}
+            Step::Yield(n) => {
+                for _ in 0..n {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Step::Work(d) => tokio::time::sleep(d).await,
+            Step::Transient => {
+                return Err(HandlerError::transient(format!(
+                    "scripted transient failure of {} at attempt {attempt}",
+                    event.id
+                )));
+            }
+            Step::Permanent => {
+                return Err(HandlerError::permanent(format!(
+                    "scripted permanent failure of {} at attempt {attempt}",
+                    event.id
+                )));
+            }
+            Step::Panic => panic!("scripted panic of {} at attempt {attempt}", event.id),
+            Step::Gate(gate) => {
+                if let Ok(permit) = gate.acquire().await {
+                    permit.forget();
+                }
+            }
+        }
+        self.record().handled.push(event.clone());
+        Ok(())
+    }
+
+    async fn on_error(&self, event: &Event, error: &HandlerError, attempt: u32) {
+        self.record().errors.push(ErrorCall {
+            id: event.id,
+            attempt,
+            transient: error.is_transient(),
+            message: error.message().to_string(),
+        });
+    }
+}

@@ -1,0 +1,205 @@
+//! Order and concurrency: per-key order, bounded concurrency, retries that stall no one else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use event_core::{EventBus, SubscriptionSpec};
+
+use crate::Fixture;
+use crate::support::{
+    Recorder, Step, exactly_once, fresh_handler, fresh_type, keyed, n_of, numbered, publish_all,
+    subscribe_spec,
+};
+
+/// With concurrency 16, events of each partition key reach the handler in publish order.
+pub(crate) async fn per_key_order(fx: &Fixture) -> anyhow::Result<()> {
+    const KEYS: usize = 64;
+    const PER_KEY: u64 = 40;
+    const PUBLISHERS: usize = 16;
+    let bus = fx.bus().await?;
+    let event_type = fresh_type("updated");
+    // Random yields shuffle how the lanes interleave.
+    let recorder = Recorder::scripted(&fresh_handler(), |_, _| Step::Yield(fastrand::u32(0..4)));
+    subscribe_spec(
+        &*bus,
+        &recorder,
+        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(16),
+    )
+    .await?;
+    // Each publisher owns some keys and publishes their events in order, interleaved; the
+    // publishers run at the same time.
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let bus: Arc<dyn EventBus> = bus.clone();
+            let event_type = event_type.clone();
+            tokio::spawn(async move {
+                let keys: Vec<String> = (p..KEYS)
+                    .step_by(PUBLISHERS)
+                    .map(|k| format!("key-{k}"))
+                    .collect();
+                let mut ids = Vec::new();
+                for n in 0..PER_KEY {
+                    for key in &keys {
+                        ids.push(bus.publish(keyed(&event_type, key, n)).await?);
+                    }
+                }
+                anyhow::Ok(ids)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for publisher in publishers {
+        ids.extend(publisher.await.context("a publisher task panicked")??);
+    }
+    recorder.wait_for_count(ids.len()).await?;
+    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in recorder.handled() {
+        by_key
+            .entry(event.partition_key.clone().unwrap_or_default())
+            .or_default()
+            .push(n_of(&event));
+    }
+    ensure!(
+        by_key.len() == KEYS,
+        "events of {} keys arrived",
+        by_key.len()
+    );
+    let expected: Vec<u64> = (0..PER_KEY).collect();
+    for (key, seen) in &by_key {
+        ensure!(
+            *seen == expected,
+            "events of {key} arrived in the order {seen:?}, not in publish order"
+        );
+    }
+    ensure!(
+        recorder.max_in_flight() > 1,
+        "the handler never ran two events at once with concurrency 16"
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
+
+/// At most `concurrency` handler calls run at once, and more than one does.
+pub(crate) async fn concurrency_is_bounded(fx: &Fixture) -> anyhow::Result<()> {
+    const CONCURRENCY: usize = 4;
+    let bus = fx.bus().await?;
+    let event_type = fresh_type("created");
+    let recorder = Recorder::scripted(&fresh_handler(), |_, _| {
+        Step::Work(Duration::from_millis(3))
+    });
+    subscribe_spec(
+        &*bus,
+        &recorder,
+        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(CONCURRENCY),
+    )
+    .await?;
+    let events: Vec<_> = (0..200).map(|n| numbered(&event_type, n)).collect();
+    let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+    for result in bus.publish_batch(events).await {
+        result?;
+    }
+    recorder.wait_for_count(ids.len()).await?;
+    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    let max = recorder.max_in_flight();
+    ensure!(
+        max <= CONCURRENCY,
+        "{max} handler calls ran at once with concurrency {CONCURRENCY}"
+    );
+    ensure!(
+        max > 1,
+        "handler calls never overlapped with concurrency {CONCURRENCY}"
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
+
+/// Without a concurrency in the spec, `EVENT_HANDLER_CONCURRENCY` bounds the handler calls at once.
+pub(crate) async fn concurrency_defaults_to_config(fx: &Fixture) -> anyhow::Result<()> {
+    const CONCURRENCY: usize = 2;
+    let bus = fx.bus_with(|c| c.handler_concurrency = CONCURRENCY).await?;
+    let event_type = fresh_type("created");
+    let recorder = Recorder::scripted(&fresh_handler(), |_, _| {
+        Step::Work(Duration::from_millis(2))
+    });
+    subscribe_spec(
+        &*bus,
+        &recorder,
+        SubscriptionSpec::new(recorder.name(), [event_type.clone()]),
+    )
+    .await?;
+    let events: Vec<_> = (0..100).map(|n| numbered(&event_type, n)).collect();
+    let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+    for result in bus.publish_batch(events).await {
+        result?;
+    }
+    recorder.wait_for_count(ids.len()).await?;
+    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    let max = recorder.max_in_flight();
+    ensure!(
+        max == CONCURRENCY,
+        "{max} handler calls ran at once with EVENT_HANDLER_CONCURRENCY={CONCURRENCY}"
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
+
+/// A key waiting for a retry does not hold up other keys, even on one lane, and keeps its own order.
+pub(crate) async fn retry_does_not_stall_other_keys(fx: &Fixture) -> anyhow::Result<()> {
+    // Every retry waits 300 to 600 ms: far longer than the other key's events take.
+    let bus = fx
+        .bus_with(|c| {
+            c.retry_base = Duration::from_millis(600);
+            c.retry_max = Duration::from_millis(600);
+        })
+        .await?;
+    let event_type = fresh_type("updated");
+    let slow = keyed(&event_type, "key-a", 0);
+    let slow_id = slow.id;
+    let recorder = Recorder::scripted(&fresh_handler(), move |event, attempt| {
+        if event.id == slow_id && attempt == 1 {
+            Step::Transient
+        } else {
+            Step::Succeed
+        }
+    });
+    subscribe_spec(
+        &*bus,
+        &recorder,
+        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(1),
+    )
+    .await?;
+    let behind = keyed(&event_type, "key-a", 1);
+    let others: Vec<_> = (0..20).map(|n| keyed(&event_type, "key-b", n)).collect();
+    let mut ids = publish_all(&*bus, [slow, behind.clone()]).await?;
+    ids.extend(publish_all(&*bus, others.clone()).await?);
+    recorder.wait_for_count(ids.len()).await?;
+    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    let order = recorder.handled_ids();
+    let position = |id| order.iter().position(|x| *x == id).unwrap_or(usize::MAX);
+    let slow_at = position(slow_id);
+    let last_other = others.iter().map(|e| position(e.id)).max().unwrap_or(0);
+    ensure!(
+        last_other < slow_at,
+        "key-b's events waited for key-a's retry (the retry finished {slow_at}th, key-b's last {last_other}th)"
+    );
+    ensure!(
+        position(behind.id) > slow_at,
+        "key-a's second event overtook its first while the first waited for a retry"
+    );
+    ensure!(
+        recorder.calls_for(&slow_id) == 2,
+        "the failing event was tried {} times, expected 2",
+        recorder.calls_for(&slow_id)
+    );
+    ensure!(
+        recorder.calls() == ids.len() + 1,
+        "{} handler calls for {} events and one retry",
+        recorder.calls(),
+        ids.len()
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
