@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::{
-    Config, DeadLetterSelection, Event, EventBus, EventHandler, EventType, HandlerError,
-    MemoryBus, ReplayQuery, StartFrom, SubscriptionSpec, timestamp,
+    Config, DeadLetterSelection, Event, EventBus, EventHandler, EventType, HandlerError, MemoryBus,
+    ReplayQuery, StartFrom, SubscriptionSpec, timestamp,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -30,9 +30,15 @@ impl EventHandler for OpportunityCatalogue {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         let id = event.payload.get("opportunity_id").and_then(|v| v.as_str());
         let Some(id) = id else {
-            return Err(HandlerError::permanent("opportunity event without opportunity_id"));
+            return Err(HandlerError::permanent(
+                "opportunity event without opportunity_id",
+            ));
         };
-        let title = event.payload.get("title").and_then(|v| v.as_str()).unwrap_or("Unknown");
+        let title = event
+            .payload
+            .get("title")
+            .and_then(|v| v.as_str())
+            .unwrap_or("Unknown");
         self.titles
             .lock()
             .map_err(|_| HandlerError::permanent("catalogue lock poisoned"))?
@@ -74,9 +80,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let catalogue = Arc::new(OpportunityCatalogue::default());
     let monitor = Arc::new(AgentMonitor::default());
-    let opportunity_types = [EventType::OPPORTUNITY_CREATED, EventType::OPPORTUNITY_UPDATED];
+    let opportunity_types = [
+        EventType::OPPORTUNITY_CREATED,
+        EventType::OPPORTUNITY_UPDATED,
+    ];
     bus.subscribe(
-        SubscriptionSpec::new("opportunity", opportunity_types.clone()).start_from(StartFrom::Earliest),
+        SubscriptionSpec::new("opportunity", opportunity_types.clone())
+            .start_from(StartFrom::Earliest),
         catalogue.clone(),
     )
     .await?;
@@ -122,7 +132,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stats = bus.stats().await?;
-        let done = |h: &str| stats.handlers.get(h).map_or(0, |s| s.processed + s.dead_lettered);
+        let done = |h: &str| {
+            stats
+                .handlers
+                .get(h)
+                .map_or(0, |s| s.processed + s.dead_lettered)
+        };
         if done("opportunity") == 6 && done("agent") == 1 {
             break;
         }
@@ -140,16 +155,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dead = bus.dead_letters("opportunity", 10).await?;
     println!("\ndead letters of `opportunity`: {}", dead.len());
     for letter in &dead {
-        println!("  {} after {} attempt(s): {}", letter.id, letter.attempts, letter.last_error);
+        println!(
+            "  {} after {} attempt(s): {}",
+            letter.id, letter.attempts, letter.last_error
+        );
     }
-    let purged = bus.purge_dead_letters("opportunity", DeadLetterSelection::All).await?;
+    let purged = bus
+        .purge_dead_letters("opportunity", DeadLetterSelection::All)
+        .await?;
     println!("  purged {purged}");
 
     println!("\nreplay of the last minute:");
-    let mut replay = bus.replay(ReplayQuery::new([], started - time::Duration::minutes(1))).await?;
+    let mut replay = bus
+        .replay(ReplayQuery::new([], started - time::Duration::minutes(1)))
+        .await?;
     while let Some(event) = replay.next().await {
         let event = event?;
-        println!("  {} {} {}", timestamp::format(event.timestamp), event.event_type, event.id);
+        println!(
+            "  {} {} {}",
+            timestamp::format(event.timestamp),
+            event.event_type,
+            event.id
+        );
     }
 
     let stats = bus.stats().await?;

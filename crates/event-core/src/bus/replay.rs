@@ -68,13 +68,13 @@ impl ReplayQuery {
     /// # Errors
     /// [`Error::InvalidArgument`] when `to` is before `from` or the limit is zero.
     pub fn validate(&self) -> Result<(), Error> {
-        if let Some(to) = self.to {
-            if to < self.from {
-                return Err(Error::InvalidArgument(format!(
-                    "replay window ends ({to}) before it starts ({})",
-                    self.from
-                )));
-            }
+        if let Some(to) = self.to
+            && to < self.from
+        {
+            return Err(Error::InvalidArgument(format!(
+                "replay window ends ({to}) before it starts ({})",
+                self.from
+            )));
         }
         if self.limit == Some(0) {
             return Err(Error::InvalidArgument(

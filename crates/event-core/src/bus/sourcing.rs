@@ -60,15 +60,15 @@ impl AggregateAppend {
                 "an aggregate append needs at least one event".into(),
             ));
         }
-        if let ExpectedVersion::Exact(expected) = self.expected_version {
-            if expected != current {
-                return Err(Error::VersionConflict {
-                    aggregate_type: self.aggregate_type.clone(),
-                    aggregate_id: self.aggregate_id.clone(),
-                    expected,
-                    actual: current,
-                });
-            }
+        if let ExpectedVersion::Exact(expected) = self.expected_version
+            && expected != current
+        {
+            return Err(Error::VersionConflict {
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                expected,
+                actual: current,
+            });
         }
         Ok(self
             .events

@@ -89,13 +89,13 @@ impl SubscriptionSpec {
                 self.handler
             )));
         }
-        if let Some(n) = self.concurrency {
-            if !(1..=1024).contains(&n) {
-                return Err(Error::InvalidArgument(format!(
-                    "concurrency {n} for {:?} must be from 1 to 1024",
-                    self.handler
-                )));
-            }
+        if let Some(n) = self.concurrency
+            && !(1..=1024).contains(&n)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "concurrency {n} for {:?} must be from 1 to 1024",
+                self.handler
+            )));
         }
         Ok(())
     }

@@ -226,14 +226,14 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         }
     };
 
-    if let Some(raw) = r.raw("ENABLE_EVENT_ENCRYPTION") {
-        if r.bool("ENABLE_EVENT_ENCRYPTION", false) {
-            r.problem(
+    if let Some(raw) = r.raw("ENABLE_EVENT_ENCRYPTION")
+        && r.bool("ENABLE_EVENT_ENCRYPTION", false)
+    {
+        r.problem(
                 "ENABLE_EVENT_ENCRYPTION",
                 &raw,
                 "false or unset: payload encryption is not built in; encrypt in transit with rediss:// or KAFKA_TLS_*, and keep secrets out of payloads",
             );
-        }
     }
 
     let enable_event_handlers = r.bool("ENABLE_EVENT_HANDLERS", true);

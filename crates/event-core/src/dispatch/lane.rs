@@ -128,11 +128,11 @@ impl<T: Send + 'static> Lane<T> {
         while let Some(item) = self.ready.pop_front() {
             // A first attempt of a blocked key waits behind the parked retry; a retry
             // (it has failures) is the head of its key and runs.
-            if item.failures.is_none() {
-                if let Some(waiting) = self.blocked.get_mut(&item.key) {
-                    waiting.push_back(item);
-                    continue;
-                }
+            if item.failures.is_none()
+                && let Some(waiting) = self.blocked.get_mut(&item.key)
+            {
+                waiting.push_back(item);
+                continue;
             }
             let key = item.key;
             let was_retry = item.failures.is_some();
@@ -166,11 +166,9 @@ impl<T: Send + 'static> Lane<T> {
     /// of its key, release the deliveries waiting behind it, in order, at the front.
     fn finish(&mut self, key: u64, was_retry: bool) {
         self.finished += 1;
-        if was_retry {
-            if let Some(waiting) = self.blocked.remove(&key) {
-                for item in waiting.into_iter().rev() {
-                    self.ready.push_front(item);
-                }
+        if was_retry && let Some(waiting) = self.blocked.remove(&key) {
+            for item in waiting.into_iter().rev() {
+                self.ready.push_front(item);
             }
         }
     }

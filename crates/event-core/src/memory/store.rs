@@ -307,10 +307,10 @@ impl Store {
                 while !cursor.done_ahead.is_empty() && cursor.done_ahead.contains(&cursor.read) {
                     cursor.read += 1;
                 }
-                if let Some(entry) = log.get(cursor.read) {
-                    if best.is_none_or(|(_, _, seq)| entry.seq < seq) {
-                        best = Some((idx, cursor.read, entry.seq));
-                    }
+                if let Some(entry) = log.get(cursor.read)
+                    && best.is_none_or(|(_, _, seq)| entry.seq < seq)
+                {
+                    best = Some((idx, cursor.read, entry.seq));
                 }
             }
             let Some((idx, offset, _)) = best else { break };
@@ -337,10 +337,10 @@ impl Store {
         };
         for token in tokens {
             group.in_flight = group.in_flight.saturating_sub(1);
-            if let Token::Log { type_idx, offset } = token {
-                if let Some(cursor) = group.cursors.get_mut(&type_idx) {
-                    cursor.ack(offset);
-                }
+            if let Token::Log { type_idx, offset } = token
+                && let Some(cursor) = group.cursors.get_mut(&type_idx)
+            {
+                cursor.ack(offset);
             }
         }
     }
