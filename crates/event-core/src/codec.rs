@@ -82,6 +82,11 @@ impl JsonCodec {
     /// # Errors
     /// [`Error::EventTooLarge`] when the event's encoding is over the limit.
     pub fn check_size(&self, event: &Event) -> Result<(), Error> {
+        // Most events are far below the limit: a bound found without formatting anything
+        // settles them, and only events near the limit are measured exactly.
+        if max_encoded_len(event) <= self.max_bytes {
+            return Ok(());
+        }
         self.check(event, self.encoded_len(event)?)
     }
 
@@ -95,6 +100,45 @@ impl JsonCodec {
             });
         }
         Ok(())
+    }
+}
+
+/// The most bytes any JSON encoding of `event` can take: field names and punctuation, every
+/// string as if each byte needed a six-byte `\u00XX` escape, every number at its longest.
+fn max_encoded_len(event: &Event) -> usize {
+    /// Field names, quotes, colons, commas, braces, the id, the timestamp and the numbers.
+    const FIXED: usize = 400;
+    let text = |s: &str| 2 + 6 * s.len();
+    let optional = |s: &Option<String>| s.as_deref().map_or(4, text);
+    FIXED
+        + text(event.event_type.as_str())
+        + text(&event.source)
+        + optional(&event.correlation_id)
+        + optional(&event.causation_id)
+        + optional(&event.partition_key)
+        + optional(&event.aggregate_id)
+        + optional(&event.aggregate_type)
+        + object_bound(&event.payload)
+        + object_bound(&event.metadata)
+        + object_bound(&event.extra)
+}
+
+fn object_bound(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    2 + map
+        .iter()
+        .map(|(k, v)| 2 + 6 * k.len() + 2 + value_bound(v))
+        .sum::<usize>()
+}
+
+fn value_bound(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        // The longest f64 (`-2.2250738585072014e-308`) or i64/u64 is under 32 characters.
+        Value::Number(_) => 32,
+        Value::String(s) => 2 + 6 * s.len(),
+        Value::Array(items) => 2 + items.iter().map(|v| value_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => object_bound(map),
     }
 }
 
@@ -260,6 +304,19 @@ mod tests {
             event.extra = extra.into_iter().collect();
             let bytes = codec.encode(&event).unwrap();
             prop_assert_eq!(codec.decode(&bytes).unwrap(), event);
+        }
+
+        #[test]
+        fn the_size_bound_is_never_below_the_encoding(
+            payload in prop::collection::btree_map(".{1,12}", json_value(), 0..8),
+            source in "[a-z].{0,15}",
+            key in proptest::option::of(".{0,24}"),
+        ) {
+            let mut builder = Event::builder(EventType::SIGNAL_DETECTED, source).payload(&payload);
+            if let Some(k) = key { builder = builder.partition_key(k); }
+            let event = builder.build().unwrap();
+            let codec = JsonCodec::default();
+            prop_assert!(max_encoded_len(&event) >= codec.encoded_len(&event).unwrap());
         }
 
         #[test]

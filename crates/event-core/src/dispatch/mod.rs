@@ -13,6 +13,7 @@ mod lane;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,7 +93,14 @@ pub struct Dispatcher<T> {
     lanes: Vec<mpsc::UnboundedSender<Vec<Delivery<T>>>>,
     tasks: Vec<JoinHandle<()>>,
     room: Arc<Semaphore>,
+    /// The lane that gets the next run of key-less deliveries.
+    next_lane: AtomicUsize,
 }
+
+/// Key-less deliveries go to lanes in runs of at least this many: they need no order, and
+/// one send per run costs far less than one per delivery. Under a backlog the runs still
+/// reach every lane, one read after another.
+const KEYLESS_RUN: usize = 32;
 
 impl<T: Send + 'static> Dispatcher<T> {
     /// Starts the lanes of a dispatcher for `handler`.
@@ -116,7 +124,12 @@ impl<T: Send + 'static> Dispatcher<T> {
                 (tx, tokio::spawn(lane::run(rx, shared.clone())))
             })
             .unzip();
-        Self { lanes, tasks, room }
+        Self {
+            lanes,
+            tasks,
+            room,
+            next_lane: AtomicUsize::new(0),
+        }
     }
 
     /// Waits until there is room for at least one delivery and reserves room for up to `want`;
@@ -142,8 +155,8 @@ impl<T: Send + 'static> Dispatcher<T> {
         }
     }
 
-    /// Hands reserved deliveries to their lanes. Deliveries with the same ordering key keep
-    /// their order.
+    /// Hands reserved deliveries to their lanes. Deliveries with the same partition key go to
+    /// one lane and keep their order; deliveries without a key are handed out in runs.
     pub fn dispatch(&self, deliveries: Vec<Delivery<T>>) {
         let n = self.lanes.len();
         if n == 1 {
@@ -152,11 +165,28 @@ impl<T: Send + 'static> Dispatcher<T> {
             let _ = self.lanes[0].send(deliveries);
             return;
         }
+        let keyless = deliveries
+            .iter()
+            .filter(|d| d.event.partition_key.is_none())
+            .count();
+        let run = keyless.div_ceil(n).max(KEYLESS_RUN);
+        let mut lane = self.next_lane.load(Ordering::Relaxed) % n;
+        let mut in_run = 0;
         let mut per_lane: Vec<Vec<Delivery<T>>> = (0..n).map(|_| Vec::new()).collect();
         for d in deliveries {
-            let lane = (ordering_hash(&d.event) % n as u64) as usize;
-            per_lane[lane].push(d);
+            let target = if d.event.partition_key.is_some() {
+                (ordering_hash(&d.event) % n as u64) as usize
+            } else {
+                if in_run == run {
+                    lane = (lane + 1) % n;
+                    in_run = 0;
+                }
+                in_run += 1;
+                lane
+            };
+            per_lane[target].push(d);
         }
+        self.next_lane.store((lane + 1) % n, Ordering::Relaxed);
         for (lane, batch) in per_lane.into_iter().enumerate() {
             if !batch.is_empty() {
                 let _ = self.lanes[lane].send(batch);

@@ -18,7 +18,7 @@ use crate::{
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
     RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
 };
-use consumer::{Member, MemoryControl, MemorySink};
+use consumer::{Member, MemoryControl, MemorySink, StopMode};
 use store::{Store, now_ms};
 
 /// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
@@ -175,6 +175,9 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        // Publishing never waits on I/O here; this yield point lets a publisher in a tight loop
+        // give the consumers it wakes a turn on its worker thread.
+        tokio::task::consume_budget().await;
         self.check_open("publishes")?;
         self.inner.codec.check_size(&event)?;
         let ids = self.append(vec![event])?;
@@ -182,6 +185,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        tokio::task::consume_budget().await;
         if self.check_open("publishes").is_err() {
             return events
                 .iter()
@@ -252,6 +256,14 @@ impl EventBus for MemoryBus {
             notify,
         );
         self.inner.members().insert(member, running);
+        if self.inner.closed.load(Ordering::Acquire) {
+            // Shut down while this subscription was starting: stop it like the others.
+            let until = tokio::time::Instant::now() + config.shutdown_timeout;
+            consumer::stop(&self.inner, member, StopMode::Drain { until }).await;
+            return Err(Error::ShutDown {
+                operation: "subscriptions",
+            });
+        }
         Ok(Subscription::new(
             spec.handler,
             group,
@@ -383,9 +395,66 @@ impl EventBus for MemoryBus {
     async fn shutdown(&self) -> Result<(), Error> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.store().closed = true;
-        let members: Vec<u64> = self.inner.members().keys().copied().collect();
-        futures::future::join_all(members.into_iter().map(|m| consumer::stop(&self.inner, m)))
-            .await;
+        let mode = StopMode::Drain {
+            until: tokio::time::Instant::now() + self.inner.config.shutdown_timeout,
+        };
+        // A subscribe racing with this call may register its member after a pass collected
+        // the others; passes repeat until none is left (subscribe refuses once it sees the
+        // bus closed, so this ends).
+        loop {
+            let members: Vec<u64> = self.inner.members().keys().copied().collect();
+            if members.is_empty() {
+                break;
+            }
+            let stops = members
+                .into_iter()
+                .map(|m| consumer::stop(&self.inner, m, mode));
+            futures::future::join_all(stops).await;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::{EventType, HandlerError, handler_fn};
+
+    /// The in-memory bus keeps nothing after shutdown, so shutdown delivers what was already
+    /// published before it stops (the persistent backends deliver it after a restart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_delivers_the_backlog_first() {
+        let bus = MemoryBus::default();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let handler = handler_fn("counter", move |_| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let spec = SubscriptionSpec::new("counter", [EventType::SIGNAL_DETECTED]);
+        bus.subscribe(spec, handler).await.unwrap();
+        let events: Vec<Event> = (0..2_000)
+            .map(|i| {
+                Event::builder(EventType::SIGNAL_DETECTED, "test")
+                    .field("i", i)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        assert!(bus.publish_batch(events).await.iter().all(Result::is_ok));
+        bus.shutdown().await.unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 2_000);
+        let refused = bus
+            .subscribe(
+                SubscriptionSpec::new("late", [EventType::SIGNAL_DETECTED]),
+                handler_fn("late", |_| async { Ok(()) }),
+            )
+            .await;
+        assert!(matches!(refused, Err(Error::ShutDown { .. })));
     }
 }

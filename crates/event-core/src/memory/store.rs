@@ -2,7 +2,7 @@
 //! positions and dead letters, and aggregate histories. Everything sits behind one mutex held
 //! only for short, non-blocking sections.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -59,32 +59,55 @@ struct Cursor {
     read: u64,
     /// Every offset below this is acknowledged.
     committed: u64,
-    /// Acknowledged offsets above `committed`.
-    done_ahead: BTreeSet<u64>,
+    /// Acknowledgements from `committed` on: `acked[i]` is offset `committed + i`. Lanes
+    /// finish out of order, so this window holds the gaps until they fill.
+    acked: VecDeque<bool>,
 }
 
 impl Cursor {
+    fn at(position: u64) -> Self {
+        Self {
+            read: position,
+            committed: position,
+            acked: VecDeque::new(),
+        }
+    }
+
     fn ack(&mut self, offset: u64) {
-        if offset == self.committed {
+        let Some(i) = offset.checked_sub(self.committed) else {
+            return;
+        };
+        let i = i as usize;
+        if self.acked.len() <= i {
+            self.acked.resize(i + 1, false);
+        }
+        self.acked[i] = true;
+        self.advance();
+    }
+
+    /// Moves `committed` over the acknowledged offsets at the front of the window.
+    fn advance(&mut self) {
+        while self.acked.front() == Some(&true) {
+            self.acked.pop_front();
             self.committed += 1;
-            while self.done_ahead.first() == Some(&self.committed) {
-                self.done_ahead.pop_first();
-                self.committed += 1;
-            }
-        } else if offset > self.committed {
-            self.done_ahead.insert(offset);
+        }
+    }
+
+    /// Whether `offset` was acknowledged (after a rewind, such offsets are not delivered again).
+    fn is_acked(&self, offset: u64) -> bool {
+        match offset.checked_sub(self.committed) {
+            None => true,
+            Some(i) => self.acked.get(i as usize) == Some(&true),
         }
     }
 
     /// Moves past offsets retention has trimmed.
     fn clamp(&mut self, base: u64) {
         if self.committed < base {
+            let trimmed = ((base - self.committed) as usize).min(self.acked.len());
+            self.acked.drain(..trimmed);
             self.committed = base;
-            self.done_ahead = self.done_ahead.split_off(&base);
-            while self.done_ahead.first() == Some(&self.committed) {
-                self.done_ahead.pop_first();
-                self.committed += 1;
-            }
+            self.advance();
         }
         self.read = self.read.max(self.committed);
     }
@@ -208,6 +231,11 @@ impl Store {
         member: u64,
         notify: Arc<Notify>,
     ) -> Result<Arc<HandlerCounters>, Error> {
+        if self.closed {
+            return Err(Error::ShutDown {
+                operation: "subscriptions",
+            });
+        }
         let types: Vec<u32> = event_types.iter().map(|t| self.type_idx(t)).collect();
         let mut sorted = types.clone();
         sorted.sort_unstable();
@@ -246,11 +274,7 @@ impl Store {
                         .position(|e| e.event.timestamp >= t)
                         .map_or(log.end(), |i| log.base + i as u64),
                 };
-                Cursor {
-                    read: position,
-                    committed: position,
-                    done_ahead: BTreeSet::new(),
-                }
+                Cursor::at(position)
             });
             log.listeners.push((member, notify.clone()));
         }
@@ -304,7 +328,7 @@ impl Store {
                 };
                 let log = &self.logs[idx as usize];
                 // Skip entries acknowledged before a rewind.
-                while !cursor.done_ahead.is_empty() && cursor.done_ahead.contains(&cursor.read) {
+                while cursor.is_acked(cursor.read) {
                     cursor.read += 1;
                 }
                 if let Some(entry) = log.get(cursor.read)
@@ -536,5 +560,40 @@ impl Store {
             .get(key)
             .map(|h| h.iter().map(|e| (**e).clone()).collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_commits_contiguous_acks_in_any_order() {
+        let mut c = Cursor::at(10);
+        for offset in [12, 14, 11] {
+            c.ack(offset);
+        }
+        assert_eq!(c.committed, 10);
+        assert!(c.is_acked(11) && c.is_acked(12) && !c.is_acked(13) && c.is_acked(14));
+        c.ack(10);
+        assert_eq!(c.committed, 13);
+        c.ack(13);
+        assert_eq!(c.committed, 15);
+        assert!(c.acked.is_empty());
+        c.ack(3);
+        assert_eq!(c.committed, 15);
+    }
+
+    #[test]
+    fn clamp_skips_trimmed_offsets_and_keeps_later_acks() {
+        let mut c = Cursor::at(0);
+        c.ack(2);
+        c.ack(5);
+        c.clamp(2);
+        assert_eq!(c.committed, 3);
+        assert!(c.is_acked(5) && !c.is_acked(4));
+        c.clamp(100);
+        assert_eq!((c.committed, c.read), (100, 100));
+        assert!(c.acked.is_empty());
     }
 }
