@@ -125,6 +125,9 @@ pub struct Config {
     /// `REDIS_URL` (default `redis://localhost:6379/0`). May hold a password: it is never
     /// printed by `Debug`.
     pub redis_url: String,
+    /// `REDIS_KEY_PREFIX` (default `ai-opportunity`): every Redis key starts with
+    /// `{prefix}:`.
+    pub redis_key_prefix: String,
     /// `EVENT_TTL_SECONDS` (default 604800, 7 days): how long Redis and memory keep events.
     pub event_ttl: Duration,
     /// `KAFKA_BOOTSTRAP_SERVERS` (default `localhost:9092`), comma-separated `host:port`.
@@ -177,6 +180,7 @@ impl Default for Config {
             batch_size: 100,
             flush_interval: Duration::from_millis(1000),
             redis_url: "redis://localhost:6379/0".into(),
+            redis_key_prefix: "ai-opportunity".into(),
             event_ttl: Duration::from_secs(604_800),
             kafka_bootstrap_servers: vec!["localhost:9092".into()],
             kafka_topic_prefix: "ai-opportunity".into(),
@@ -263,6 +267,7 @@ impl Config {
             "EVENT_BATCH_SIZE" => self.batch_size.to_string(),
             "EVENT_FLUSH_INTERVAL_MS" => ms(self.flush_interval),
             "REDIS_URL" => self.redis_url.clone(),
+            "REDIS_KEY_PREFIX" => self.redis_key_prefix.clone(),
             "EVENT_TTL_SECONDS" => self.event_ttl.as_secs().to_string(),
             "KAFKA_BOOTSTRAP_SERVERS" => self.kafka_bootstrap_servers.join(","),
             "KAFKA_TOPIC_PREFIX" => self.kafka_topic_prefix.clone(),
