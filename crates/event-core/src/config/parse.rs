@@ -135,6 +135,15 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         );
     }
 
+    let redis_key_prefix = r.string("REDIS_KEY_PREFIX", &d.redis_key_prefix);
+    if !valid_name(&redis_key_prefix, 100) {
+        r.problem(
+            "REDIS_KEY_PREFIX",
+            &redis_key_prefix,
+            "1 to 100 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+        );
+    }
+
     let event_ttl =
         Duration::from_secs(r.number("EVENT_TTL_SECONDS", 604_800u64, 1, 10 * 365 * 86_400));
 
