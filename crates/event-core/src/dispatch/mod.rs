@@ -8,6 +8,7 @@
 //! in order. A lane that must retry an event parks it (and the later events of the same key)
 //! on a timer and goes on with other keys.
 
+mod consumers;
 mod counters;
 mod lane;
 
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+pub use consumers::{ConsumerSet, StopMode, StopSignal};
 pub use counters::{CounterSnapshot, HandlerCounters};
 
 use crate::{DeadLetter, Event, EventHandler, RetryPolicy};

@@ -4,54 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Inner;
 use super::store::Token;
-use crate::dispatch::{DeliverySink, Dispatcher};
+use crate::dispatch::{DeliverySink, Dispatcher, StopMode, StopSignal};
 use crate::{DeadLetter, Error, SubscriptionControl};
-
-/// A running subscription, as the bus keeps it.
-pub(super) struct Member {
-    pub(super) stop: watch::Sender<StopMode>,
-    /// Yields whether the dispatcher finished everything it held; taken by the first stopper.
-    pub(super) task: Option<JoinHandle<bool>>,
-    /// Turns `true` when the loop has ended. Unsubscribe and shutdown may stop a member at the
-    /// same time: the one that did not take `task` waits on this, so neither returns before
-    /// the in-flight events are done.
-    ended: watch::Receiver<bool>,
-}
-
-/// What a consumer loop is asked to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum StopMode {
-    /// Keep delivering.
-    Run,
-    /// The bus is shutting down and keeps nothing afterwards: deliver what is already
-    /// published, then stop, all before `until`.
-    Drain { until: Instant },
-    /// Unsubscribe: take nothing more (the group keeps it), finish in-flight events before
-    /// `until`.
-    Now { until: Instant },
-}
-
-impl StopMode {
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            StopMode::Run => None,
-            StopMode::Drain { until } | StopMode::Now { until } => Some(until),
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Where the dispatcher acknowledges: the handler's group in the store.
 pub(super) struct MemorySink {
@@ -70,47 +29,30 @@ impl DeliverySink<Token> for MemorySink {
     }
 }
 
-/// Starts the loop that moves events from the store to the dispatcher.
-pub(super) fn spawn(
+/// Moves events from the store to the dispatcher until asked to stop. On
+/// [`StopMode::Drain`] (shutdown: the in-memory bus keeps nothing afterwards) it first
+/// delivers what is already published; on [`StopMode::Now`] (unsubscribe) it takes nothing
+/// more. Returns whether the dispatcher finished every event it held.
+pub(super) async fn run(
     inner: Arc<Inner>,
     handler: String,
     member: u64,
     dispatcher: Dispatcher<Token>,
     notify: Arc<Notify>,
-) -> Member {
-    let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
-    let (ended_tx, ended_rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let drained = run(inner, handler, member, dispatcher, notify, stop_rx).await;
-        let _ = ended_tx.send(true);
-        drained
-    });
-    Member {
-        stop: stop_tx,
-        task: Some(task),
-        ended: ended_rx,
-    }
-}
-
-async fn run(
-    inner: Arc<Inner>,
-    handler: String,
-    member: u64,
-    dispatcher: Dispatcher<Token>,
-    notify: Arc<Notify>,
-    mut stop: watch::Receiver<StopMode>,
+    mut stop: StopSignal,
 ) -> bool {
     let batch = inner.config.batch_size;
     loop {
-        let mode = *stop.borrow_and_update();
-        let deadline = mode.deadline();
-        if matches!(mode, StopMode::Now { .. }) || deadline.is_some_and(|d| Instant::now() >= d) {
+        let mode = stop.mode();
+        if matches!(mode, StopMode::Now { .. })
+            || mode.deadline().is_some_and(|d| Instant::now() >= d)
+        {
             break;
         }
         let room = tokio::select! {
             biased;
-            changed = stop.changed() => if changed.is_err() { break } else { continue },
-            () = sleep_until(deadline) => break,
+            changed = stop.changed() => if changed { continue } else { break },
+            () = mode.deadline_passed() => break,
             room = dispatcher.reserve(batch) => room,
         };
         let deliveries = inner.store().take(&handler, room);
@@ -121,20 +63,16 @@ async fn run(
             }
             tokio::select! {
                 biased;
-                changed = stop.changed() => if changed.is_err() { break },
+                changed = stop.changed() => if !changed { break },
                 () = notify.notified() => {}
             }
             continue;
         }
         dispatcher.dispatch(deliveries);
     }
-    let timeout = stop
-        .borrow()
-        .deadline()
-        .map_or(inner.config.shutdown_timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-    let drained = dispatcher.close(timeout).await;
+    let drained = dispatcher
+        .close(stop.remaining(inner.config.shutdown_timeout))
+        .await;
     if !drained {
         tracing::warn!(
             handler = %handler,
@@ -144,38 +82,6 @@ async fn run(
     }
     inner.store().leave(&handler, member, drained);
     drained
-}
-
-/// Stops a member and waits for its loop to drain, also when another caller is stopping it.
-pub(super) async fn stop(inner: &Arc<Inner>, member: u64, mode: StopMode) {
-    let (task, mut ended) = {
-        let mut members = inner.members();
-        let Some(entry) = members.get_mut(&member) else {
-            return;
-        };
-        // A drain asked for while an unsubscribe is under way does not undo it.
-        entry.stop.send_if_modified(|current| {
-            let stronger = matches!(mode, StopMode::Now { .. }) || *current == StopMode::Run;
-            if stronger {
-                *current = mode;
-            }
-            stronger
-        });
-        (entry.task.take(), entry.ended.clone())
-    };
-    match task {
-        Some(task) => {
-            if let Err(e) = task.await {
-                tracing::error!("in-memory consumer task failed: {e}");
-            }
-        }
-        // Another caller took the task: wait for the same loop to end. An error means the
-        // task is gone without signalling (it panicked), which ends it too.
-        None => {
-            let _ = ended.wait_for(|ended| *ended).await;
-        }
-    }
-    inner.members().remove(&member);
 }
 
 /// The [`SubscriptionControl`] of an in-memory subscription.
@@ -188,16 +94,14 @@ pub(super) struct MemoryControl {
 impl SubscriptionControl for MemoryControl {
     async fn unsubscribe(&self) -> Result<(), Error> {
         let until = Instant::now() + self.inner.config.shutdown_timeout;
-        stop(&self.inner, self.member, StopMode::Now { until }).await;
+        self.inner
+            .consumers
+            .stop(self.member, StopMode::Now { until })
+            .await;
         Ok(())
     }
 
     fn is_active(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire)
-            && self
-                .inner
-                .members()
-                .get(&self.member)
-                .is_some_and(|m| m.task.as_ref().is_some_and(|t| !t.is_finished()))
+        !self.inner.closed.load(Ordering::Acquire) && self.inner.consumers.is_running(self.member)
     }
 }

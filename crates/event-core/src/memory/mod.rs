@@ -3,8 +3,7 @@
 mod consumer;
 mod store;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -12,13 +11,13 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::codec::JsonCodec;
-use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::dispatch::{ConsumerSet, DispatchSettings, Dispatcher, StopMode};
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
     RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
 };
-use consumer::{Member, MemoryControl, MemorySink, StopMode};
+use consumer::{MemoryControl, MemorySink};
 use store::{Store, now_ms};
 
 /// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
@@ -62,8 +61,7 @@ pub(crate) struct Inner {
     codec: JsonCodec,
     closed: AtomicBool,
     store: Mutex<Store>,
-    members: Mutex<HashMap<u64, Member>>,
-    next_member: AtomicU64,
+    consumers: ConsumerSet,
 }
 
 impl Inner {
@@ -71,12 +69,6 @@ impl Inner {
     /// that matters more than losing the bus, so a poisoned lock is used as is.
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn members(&self) -> MutexGuard<'_, HashMap<u64, Member>> {
-        self.members
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -105,8 +97,7 @@ impl MemoryBus {
                 store: Mutex::new(Store::new(config.event_ttl)),
                 config,
                 closed: AtomicBool::new(false),
-                members: Mutex::new(HashMap::new()),
-                next_member: AtomicU64::new(1),
+                consumers: ConsumerSet::default(),
             }),
         })
     }
@@ -227,7 +218,7 @@ impl EventBus for MemoryBus {
         self.check_open("subscriptions")?;
         let config = &self.inner.config;
         let group = format!("{}.{}", config.consumer_group, spec.handler);
-        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        let member = self.inner.consumers.next_id();
         let notify = Arc::new(Notify::new());
         let counters = self.inner.store().join(
             &spec.handler,
@@ -248,18 +239,18 @@ impl EventBus for MemoryBus {
             sink,
             counters,
         );
-        let running = consumer::spawn(
-            self.inner.clone(),
-            spec.handler.clone(),
-            member,
-            dispatcher,
-            notify,
-        );
-        self.inner.members().insert(member, running);
+        let inner = self.inner.clone();
+        let handler_name = spec.handler.clone();
+        self.inner.consumers.spawn(member, move |stop| {
+            consumer::run(inner, handler_name, member, dispatcher, notify, stop)
+        });
         if self.inner.closed.load(Ordering::Acquire) {
             // Shut down while this subscription was starting: stop it like the others.
             let until = tokio::time::Instant::now() + config.shutdown_timeout;
-            consumer::stop(&self.inner, member, StopMode::Drain { until }).await;
+            self.inner
+                .consumers
+                .stop(member, StopMode::Drain { until })
+                .await;
             return Err(Error::ShutDown {
                 operation: "subscriptions",
             });
@@ -395,22 +386,11 @@ impl EventBus for MemoryBus {
     async fn shutdown(&self) -> Result<(), Error> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.store().closed = true;
-        let mode = StopMode::Drain {
-            until: tokio::time::Instant::now() + self.inner.config.shutdown_timeout,
-        };
-        // A subscribe racing with this call may register its member after a pass collected
-        // the others; passes repeat until none is left (subscribe refuses once it sees the
-        // bus closed, so this ends).
-        loop {
-            let members: Vec<u64> = self.inner.members().keys().copied().collect();
-            if members.is_empty() {
-                break;
-            }
-            let stops = members
-                .into_iter()
-                .map(|m| consumer::stop(&self.inner, m, mode));
-            futures::future::join_all(stops).await;
-        }
+        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        self.inner
+            .consumers
+            .stop_all(StopMode::Drain { until })
+            .await;
         Ok(())
     }
 }
