@@ -158,3 +158,23 @@ impl Fixture {
         self.made.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// What a fixture constructor of [`conformance_tests!`](crate::conformance_tests) returns:
+/// a [`Fixture`], or `Option<Fixture>` for a backend whose server may be absent outside an
+/// integration run (the constructor then reports the skip itself, loudly, and returns `None`).
+pub trait MaybeFixture {
+    /// The fixture, if there is one.
+    fn into_fixture(self) -> Option<Fixture>;
+}
+
+impl MaybeFixture for Fixture {
+    fn into_fixture(self) -> Option<Fixture> {
+        Some(self)
+    }
+}
+
+impl MaybeFixture for Option<Fixture> {
+    fn into_fixture(self) -> Option<Fixture> {
+        self
+    }
+}

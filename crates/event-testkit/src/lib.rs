@@ -7,12 +7,13 @@ mod support;
 mod trial;
 mod trials;
 
-pub use fixture::{BusFactory, Fixture, FnFactory, factory_fn};
+pub use fixture::{BusFactory, Fixture, FnFactory, MaybeFixture, factory_fn};
 pub use trial::{TRIALS, Trial, run_trial};
 
 /// What [`conformance_tests!`] expands to needs; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::MaybeFixture;
     pub use crate::trial::by_name;
     pub use anyhow;
     pub use tokio;

@@ -132,7 +132,11 @@ macro_rules! __conformance_test_fns {
                 crate = "::event_testkit::__private::tokio"
             )]
             async fn $name() -> $crate::__private::anyhow::Result<()> {
-                let fixture = $fixture().await?;
+                let Some(fixture) = $crate::__private::MaybeFixture::into_fixture($fixture().await?) else {
+                    // The fixture said why it has no backend (a server not configured outside
+                    // an integration run).
+                    return Ok(());
+                };
                 $crate::run_trial(&fixture, &$crate::__private::by_name::$name).await
             }
         )*

@@ -3,7 +3,6 @@
 /// What a backend supports. The conformance suite selects trials by it, and the manager checks
 /// the configuration against it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Capabilities {
     /// The backend's name (`memory`, `redis`, `kafka`).
     pub backend: &'static str,

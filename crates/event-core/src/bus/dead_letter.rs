@@ -20,7 +20,6 @@ pub enum DeadLetterReason {
 
 /// An event a handler gave up on, with its provenance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct DeadLetter {
     /// The dead letter's id in its queue (backend-specific; use it to redrive or purge one).
     pub id: String,
@@ -110,7 +109,6 @@ impl DeadLetterSelection {
 
 /// What a redrive did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RedriveReport {
     /// Dead letters handed back to the handler (and removed from the queue).
     pub redriven: u64,

@@ -87,7 +87,6 @@ impl ReplayQuery {
 
 /// What [`replay_into`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ReplayReport {
     /// Events read.
     pub replayed: u64,

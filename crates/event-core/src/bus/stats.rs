@@ -7,7 +7,6 @@ use time::OffsetDateTime;
 
 /// Statistics of a bus. Counts never include events trimmed by retention.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct BusStats {
     /// The backend's name.
     pub backend: String,
@@ -25,7 +24,6 @@ pub struct BusStats {
 
 /// Statistics of one handler's consumer group.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct HandlerStats {
     /// The consumer group.
     pub group: String,

@@ -1,0 +1,328 @@
+//! [`RedisBus`]: the [`EventBus`] on Redis Streams.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use event_core::dispatch::{ConsumerSet, HandlerCounters, StopMode};
+use event_core::{
+    AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event,
+    EventBus, EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
+    Subscription, SubscriptionSpec,
+};
+use fred::prelude::{Client, ClientLike, StreamsInterface};
+use fred::types::Value;
+use time::OffsetDateTime;
+
+use crate::keys::Keys;
+use crate::{admin, client, consumer, entry, replay, sourcing};
+
+/// The event bus on Redis Streams: a stream per event type, a consumer group per handler,
+/// dead-letter streams, replay by time, event sourcing with optimistic concurrency.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use event_core::{handler_fn, Config, Event, EventBus, EventType, HandlerError, SubscriptionSpec};
+/// use event_redis::RedisBus;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = Config::from_env()?; // REDIS_URL, EVENT_TTL_SECONDS, ...
+/// config.redis_url = "redis://localhost:6379/0".into();
+/// let bus = RedisBus::connect(config).await?;
+/// bus.subscribe(
+///     SubscriptionSpec::new("audit", [EventType::USER_REGISTERED]),
+///     handler_fn("audit", |event| async move {
+///         println!("{} {}", event.event_type, event.id);
+///         Ok::<(), HandlerError>(())
+///     }),
+/// )
+/// .await?;
+/// bus.publish(Event::builder(EventType::USER_REGISTERED, "user_service").build()?).await?;
+/// bus.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+/// A handler subscribed through this bus instance.
+#[derive(Clone)]
+pub(crate) struct LocalHandler {
+    pub(crate) group: String,
+    pub(crate) streams: Vec<String>,
+    pub(crate) counters: Arc<HandlerCounters>,
+    pub(crate) members: Vec<u64>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) codec: JsonCodec,
+    pub(crate) client: Client,
+    pub(crate) keys: Keys,
+    pub(crate) closed: AtomicBool,
+    pub(crate) consumers: ConsumerSet,
+    handlers: Mutex<HashMap<String, LocalHandler>>,
+    pub(crate) sourcing: sourcing::AppendScript,
+}
+
+impl Inner {
+    /// The handlers subscribed through this instance.
+    pub(crate) fn handlers(&self) -> MutexGuard<'_, HashMap<String, LocalHandler>> {
+        self.handlers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stream ids below this time are past the retention.
+    pub(crate) fn cutoff_ms(&self) -> i64 {
+        let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        now.saturating_sub(i64::try_from(self.config.event_ttl.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    pub(crate) fn group(&self, handler: &str) -> String {
+        format!("{}.{handler}", self.config.consumer_group)
+    }
+
+    pub(crate) fn check_open(&self, operation: &'static str) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShutDown { operation });
+        }
+        Ok(())
+    }
+}
+
+const CAPABILITIES: Capabilities = Capabilities {
+    backend: "redis",
+    persistent: true,
+    shared_groups: true,
+    per_key_order: true,
+    replay_by_time: true,
+    event_sourcing: true,
+    retention: true,
+};
+
+impl RedisBus {
+    /// Connects to `config.redis_url` and checks the server answers.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad configuration or URL, [`Error::Backend`] when the server
+    /// cannot be reached (the message names the URL without its password).
+    pub async fn connect(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let client = client::build(&config)?;
+        client::connect(&client, &config).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                codec: JsonCodec::new(config.max_event_bytes),
+                keys: Keys::new(&config.redis_key_prefix),
+                client,
+                closed: AtomicBool::new(false),
+                consumers: ConsumerSet::default(),
+                handlers: Mutex::new(HashMap::new()),
+                sourcing: sourcing::AppendScript::new(),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The `XADD` of one encoded event, trimming the stream to the retention.
+    fn cap(&self) -> (&'static str, &'static str, String) {
+        ("MINID", "~", entry::id_at(self.inner.cutoff_ms()))
+    }
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("url", &event_core::redact_url(&self.inner.config.redis_url))
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        self.inner.check_open("publishes")?;
+        let json = self.inner.codec.encode(&event)?;
+        let key = self.inner.keys.stream(&event.event_type);
+        let _: Value = self
+            .inner
+            .client
+            .xadd(key, false, self.cap(), "*", entry::fields(&event, json))
+            .await
+            .map_err(|e| client::error("XADD", e))?;
+        Ok(event.id)
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        if self.inner.check_open("publishes").is_err() {
+            return events
+                .iter()
+                .map(|_| {
+                    Err(Error::ShutDown {
+                        operation: "publishes",
+                    })
+                })
+                .collect();
+        }
+        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
+        let pipeline = self.inner.client.pipeline();
+        let mut queued = Vec::new();
+        let cap = self.cap();
+        for event in &events {
+            let json = match self.inner.codec.encode(event) {
+                Ok(json) => json,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let key = self.inner.keys.stream(&event.event_type);
+            let queued_ok: Result<Value, _> = pipeline
+                .xadd(key, false, cap.clone(), "*", entry::fields(event, json))
+                .await;
+            match queued_ok {
+                Ok(_) => {
+                    queued.push(results.len());
+                    results.push(Ok(event.id));
+                }
+                Err(e) => results.push(Err(client::error("XADD", e))),
+            }
+        }
+        if queued.is_empty() {
+            return results;
+        }
+        // One round trip for the whole batch; each reply belongs to one event.
+        let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all().await;
+        for (slot, reply) in queued
+            .iter()
+            .zip(replies.into_iter().chain(std::iter::repeat_with(|| {
+                Err(fred::error::Error::new(
+                    fred::error::ErrorKind::Unknown,
+                    "no reply",
+                ))
+            })))
+        {
+            if let Err(e) = reply {
+                results[*slot] = Err(client::error("XADD", e));
+            }
+        }
+        results
+    }
+
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<Subscription, Error> {
+        spec.validate()?;
+        self.inner.check_open("subscriptions")?;
+        consumer::subscribe(&self.inner, spec, handler).await
+    }
+
+    async fn replay(&self, query: ReplayQuery) -> Result<EventStream, Error> {
+        replay::replay(&self.inner, query).await
+    }
+
+    async fn stats(&self) -> Result<BusStats, Error> {
+        admin::stats(&self.inner).await
+    }
+
+    async fn health(&self) -> Health {
+        admin::health(&self.inner).await
+    }
+
+    async fn dead_letters(&self, handler: &str, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        admin::dead_letters(&self.inner, handler, limit).await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        handler: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<RedriveReport, Error> {
+        admin::redrive(&self.inner, handler, &selection).await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        handler: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<u64, Error> {
+        admin::purge(&self.inner, handler, &selection).await
+    }
+
+    async fn append_to_aggregate(&self, append: AggregateAppend) -> Result<u64, Error> {
+        self.inner.check_open("publishes")?;
+        sourcing::append(&self.inner, append).await
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<Event>, Error> {
+        sourcing::load(&self.inner, aggregate_type, aggregate_id).await
+    }
+
+    async fn shutdown(&self) -> Result<(), Error> {
+        let first = !self.inner.closed.swap(true, Ordering::AcqRel);
+        // Events not yet delivered stay in the streams for the next start: consumers stop
+        // taking events at once and only finish what they hold. A second call waits too.
+        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        self.inner.consumers.stop_all(StopMode::Now { until }).await;
+        if first {
+            self.inner
+                .client
+                .quit()
+                .await
+                .map_err(|e| client::error("closing the connection", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Registers a local member of a handler.
+    pub(crate) fn add_member(
+        &self,
+        handler: &str,
+        group: &str,
+        streams: &[String],
+        member: u64,
+    ) -> Arc<HandlerCounters> {
+        let mut handlers = self.handlers();
+        let local = handlers
+            .entry(handler.to_string())
+            .or_insert_with(|| LocalHandler {
+                group: group.to_string(),
+                streams: streams.to_vec(),
+                counters: Arc::new(HandlerCounters::default()),
+                members: Vec::new(),
+            });
+        local.streams = streams.to_vec();
+        local.members.push(member);
+        local.counters.reset_stall_clock();
+        local.counters.clone()
+    }
+
+    /// Forgets a local member once its loop has ended.
+    pub(crate) fn remove_member(&self, handler: &str, member: u64) {
+        if let Some(local) = self.handlers().get_mut(handler) {
+            local.members.retain(|m| *m != member);
+        }
+    }
+}
