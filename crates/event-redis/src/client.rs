@@ -1,10 +1,17 @@
-//! The Redis connection: built from `REDIS_URL` with a reconnect policy and command timeouts
-//! always set, and errors mapped to [`event_core::Error`] without secrets.
+//! The Redis connection: built from `REDIS_URL` (and `REDIS_TLS_CA_FILE`) with a reconnect
+//! policy and command timeouts always set, and errors mapped to [`event_core::Error`] without
+//! secrets.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use event_core::{Config, ConfigError, Error, redact_url};
 use fred::prelude::{Builder, Client, ClientLike, ErrorKind, ReconnectPolicy};
+use fred::rustls::pki_types::CertificateDer;
+use fred::rustls::pki_types::pem::PemObject;
+use fred::rustls::{ClientConfig, RootCertStore};
+use fred::types::config::{TlsConfig, TlsConnector};
 
 /// How long one command may take before it fails (blocking reads block for less).
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -13,7 +20,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds a client for `REDIS_URL` (`redis://`, `rediss://` for TLS, `user:password@`).
 pub(crate) fn build(config: &Config) -> Result<Client, Error> {
-    let fred_config = fred::types::config::Config::from_url(&config.redis_url).map_err(|e| {
+    // For `rediss://`, fred's `from_url` builds a rustls connector trusting the system's roots
+    // (rustls-native-certs: the OS store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), and fails when
+    // any of them cannot be read. With our own CA those roots are not used, so the URL is
+    // parsed as plain `redis://` and the TLS connector set below.
+    let tls = config
+        .redis_tls_ca_file
+        .as_deref()
+        .map(tls_config)
+        .transpose()?;
+    let url = match (&tls, config.redis_url.strip_prefix("rediss://")) {
+        (Some(_), Some(rest)) => format!("redis://{rest}"),
+        _ => config.redis_url.clone(),
+    };
+    let mut fred_config = fred::types::config::Config::from_url(&url).map_err(|e| {
         Error::Config(ConfigError::single(
             "REDIS_URL",
             redact_url(&config.redis_url),
@@ -23,6 +43,9 @@ pub(crate) fn build(config: &Config) -> Result<Client, Error> {
             ),
         ))
     })?;
+    if let Some(tls) = tls {
+        fred_config.tls = Some(tls);
+    }
     Builder::from_config(fred_config)
         .with_connection_config(|c| {
             c.connection_timeout = CONNECT_TIMEOUT;
@@ -39,6 +62,41 @@ pub(crate) fn build(config: &Config) -> Result<Client, Error> {
         .map_err(|e| error("building the Redis client", e))
 }
 
+/// A TLS configuration trusting only the CA certificates in the PEM file at `path`, as
+/// `redis-cli --cacert` does; the server's certificate must name the URL's host.
+fn tls_config(path: &Path) -> Result<TlsConfig, Error> {
+    let problem = |why: String| {
+        Error::Config(ConfigError::single(
+            "REDIS_TLS_CA_FILE",
+            path.display().to_string(),
+            format!(
+                "a readable PEM file with the certificate of the CA that signed the Redis server's certificate ({why})"
+            ),
+        ))
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| problem(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(problem("it holds no CERTIFICATE block".into()));
+    }
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates {
+        roots
+            .add(certificate)
+            .map_err(|e| problem(format!("a certificate cannot be used as a root: {e}")))?;
+    }
+    // The provider is named rather than taken from the process default, which rustls cannot
+    // choose when another crate of the build enables a second provider.
+    let provider = Arc::new(fred::rustls::crypto::ring::default_provider());
+    let client_config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| problem(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(client_config).into())
+}
+
 /// Connects a client, failing with a clear message when the server cannot be reached.
 pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Error> {
     // The first connection must succeed; after that the reconnect policy takes over.
@@ -47,11 +105,13 @@ pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Erro
         Ok(Err(e)) => Err(Error::Backend {
             backend: "redis",
             message: format!(
-                "cannot connect to Redis at {}: {}",
+                "cannot connect to Redis at {}: {}{}",
                 redact_url(&config.redis_url),
-                e.details()
+                e.details(),
+                hint(&config.redis_url, &e)
             ),
-            transient: true,
+            // A refused password or certificate stays refused; retrying cannot help.
+            transient: is_transient(&e),
             source: Some(Box::new(e)),
         }),
         Err(_) => {
@@ -69,22 +129,46 @@ pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Erro
     }
 }
 
+/// What to do about a connection failure whose client error says little.
+fn hint(url: &str, e: &fred::error::Error) -> &'static str {
+    // fred passes rustls and socket errors on as the `Debug` text of an `io::Error`.
+    let details = e.details();
+    if details.contains("InvalidCertificate") {
+        " (the server's TLS certificate is not trusted or does not name this host: set \
+         REDIS_TLS_CA_FILE to the certificate of the CA that signed it)"
+    } else if url.starts_with("redis://")
+        && ["ConnectionReset", "UnexpectedEof", "BrokenPipe"]
+            .iter()
+            .any(|kind| details.contains(kind))
+    {
+        // A TLS port drops a plain client as soon as its first bytes are not a TLS handshake.
+        " (the server closed the connection: if it accepts only TLS, use a rediss:// URL)"
+    } else {
+        ""
+    }
+}
+
+/// Whether a client error may go away by itself: connection problems and timeouts, but not a
+/// refused password (`ErrorKind::Auth`) or an untrusted certificate.
+fn is_transient(e: &fred::error::Error) -> bool {
+    match e.kind() {
+        ErrorKind::IO => !e.details().contains("InvalidCertificate"),
+        ErrorKind::Timeout
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel
+        | ErrorKind::Backpressure => true,
+        _ => false,
+    }
+}
+
 /// Maps a client error; connection problems and timeouts are transient.
 pub(crate) fn error(context: &str, e: fred::error::Error) -> Error {
-    let transient = matches!(
-        e.kind(),
-        ErrorKind::IO
-            | ErrorKind::Timeout
-            | ErrorKind::Canceled
-            | ErrorKind::Routing
-            | ErrorKind::Cluster
-            | ErrorKind::Sentinel
-            | ErrorKind::Backpressure
-    );
     Error::Backend {
         backend: "redis",
         message: format!("{context}: {}", e.details()),
-        transient,
+        transient: is_transient(&e),
         source: Some(Box::new(e)),
     }
 }

@@ -6,6 +6,7 @@ mod parse;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigProblem};
@@ -128,6 +129,12 @@ pub struct Config {
     /// `REDIS_KEY_PREFIX` (default `ai-opportunity`): every Redis key starts with
     /// `{prefix}:`.
     pub redis_key_prefix: String,
+    /// `REDIS_TLS_CA_FILE` (default unset): a PEM file with the certificate of the CA that
+    /// signed the Redis server's certificate. When set, `rediss://` trusts these certificates
+    /// instead of the system's roots (a private CA, a self-signed server); when unset it
+    /// trusts the system's roots. Allowed only with a `rediss://` `REDIS_URL`; the file is
+    /// read when the bus connects.
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// `EVENT_TTL_SECONDS` (default 604800, 7 days): how long Redis and memory keep events.
     pub event_ttl: Duration,
     /// `KAFKA_BOOTSTRAP_SERVERS` (default `localhost:9092`), comma-separated `host:port`.
@@ -181,6 +188,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             redis_url: "redis://localhost:6379/0".into(),
             redis_key_prefix: "ai-opportunity".into(),
+            redis_tls_ca_file: None,
             event_ttl: Duration::from_secs(604_800),
             kafka_bootstrap_servers: vec!["localhost:9092".into()],
             kafka_topic_prefix: "ai-opportunity".into(),
@@ -268,6 +276,12 @@ impl Config {
             "EVENT_FLUSH_INTERVAL_MS" => ms(self.flush_interval),
             "REDIS_URL" => self.redis_url.clone(),
             "REDIS_KEY_PREFIX" => self.redis_key_prefix.clone(),
+            // Unset is written as empty, which the parser reads as unset.
+            "REDIS_TLS_CA_FILE" => self
+                .redis_tls_ca_file
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
             "EVENT_TTL_SECONDS" => self.event_ttl.as_secs().to_string(),
             "KAFKA_BOOTSTRAP_SERVERS" => self.kafka_bootstrap_servers.join(","),
             "KAFKA_TOPIC_PREFIX" => self.kafka_topic_prefix.clone(),

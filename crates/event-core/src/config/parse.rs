@@ -1,6 +1,7 @@
 //! Parsing and checking of every variable; one set of rules for the environment and for
 //! configurations built in code.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection};
@@ -14,6 +15,7 @@ pub(super) const VARIABLES: &[&str] = &[
     "EVENT_FLUSH_INTERVAL_MS",
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
+    "REDIS_TLS_CA_FILE",
     "EVENT_TTL_SECONDS",
     "KAFKA_BOOTSTRAP_SERVERS",
     "KAFKA_TOPIC_PREFIX",
@@ -141,6 +143,22 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
             "REDIS_KEY_PREFIX",
             &redis_key_prefix,
             "1 to 100 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+        );
+    }
+
+    // Empty counts as unset, so an env file can leave the line blank. The file itself is read
+    // by the Redis backend when it connects, so that parsing does no I/O.
+    let redis_tls_ca_file = r
+        .raw("REDIS_TLS_CA_FILE")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &redis_tls_ca_file
+        && !redis_url.starts_with("rediss://")
+    {
+        r.problem(
+            "REDIS_TLS_CA_FILE",
+            &path.display().to_string(),
+            "unset, since REDIS_URL does not start with rediss:// (the CA file is for TLS connections only)",
         );
     }
 
@@ -300,6 +318,7 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         flush_interval,
         redis_url,
         redis_key_prefix,
+        redis_tls_ca_file,
         event_ttl,
         kafka_bootstrap_servers,
         kafka_topic_prefix,
@@ -390,6 +409,7 @@ mod tests {
             ("EVENT_FLUSH_INTERVAL_MS", "50"),
             ("REDIS_URL", "rediss://app:pw@cache:6380/1"),
             ("REDIS_KEY_PREFIX", "shop"),
+            ("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem"),
             ("EVENT_TTL_SECONDS", "86400"),
             ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092, k2:9093"),
             ("KAFKA_TOPIC_PREFIX", "shop"),
@@ -413,6 +433,10 @@ mod tests {
         assert_eq!(c.bus_type, BusType::Kafka);
         assert!(!c.enable_event_sourcing && !c.enable_event_replay && !c.enable_event_handlers);
         assert_eq!(c.kafka_bootstrap_servers, ["k1:9092", "k2:9093"]);
+        assert_eq!(
+            c.redis_tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/redis/ca.pem"))
+        );
         assert_eq!(c.consumer_group, "shop-consumers");
         assert_eq!(c.kafka_compression, Compression::Zstd);
         assert_eq!(
@@ -498,6 +522,26 @@ mod tests {
         assert_eq!(c.redacted()["REDIS_URL"], "redis://admin:***@cache:6379/0");
         assert_eq!(redact_url("redis://hunter2@cache/0"), "redis://***@cache/0");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn tls_ca_file_needs_rediss() {
+        let err = parse(&[("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem")]).unwrap_err();
+        assert_eq!(err.problems()[0].variable, "REDIS_TLS_CA_FILE", "{err}");
+        assert!(err.to_string().contains("rediss://"), "{err}");
+        let c = parse(&[
+            ("REDIS_URL", "rediss://cache:6380/0"),
+            ("REDIS_TLS_CA_FILE", " /etc/redis/ca.pem "),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/redis/ca.pem"))
+        );
+        c.validate().unwrap();
+        let blank = parse(&[("REDIS_TLS_CA_FILE", "  ")]).unwrap();
+        assert_eq!(blank.redis_tls_ca_file, None);
+        assert_eq!(blank.redacted()["REDIS_TLS_CA_FILE"], "");
     }
 
     #[test]
