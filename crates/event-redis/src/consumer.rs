@@ -384,13 +384,16 @@ async fn read(
         .await
         .map_err(|e| client::error("XREADGROUP", e))?;
     let cutoff = sub.inner.cutoff_ms();
-    for (stream_key, entries) in response {
-        let Some(stream) = sub.streams.iter().position(|s| *s == stream_key) else {
-            continue;
-        };
-        for (id, fields) in entries {
-            taken.add(sub, stream, id, &fields, 0, cutoff);
-        }
+    let mut entries: Vec<(usize, String, HashMap<String, Value>)> = response
+        .into_iter()
+        .filter_map(|(key, entries)| Some((sub.streams.iter().position(|s| *s == key)?, entries)))
+        .flat_map(|(stream, entries)| entries.into_iter().map(move |(id, f)| (stream, id, f)))
+        .collect();
+    // One read returns each stream's entries apart; hand them out in the order Redis stored
+    // them, whatever the stream.
+    entries.sort_by_key(|(_, id, _)| entry::id_order(id));
+    for (stream, id, fields) in entries {
+        taken.add(sub, stream, id, &fields, 0, cutoff);
     }
     Ok(())
 }

@@ -73,6 +73,12 @@ pub(crate) fn id_millis(id: &str) -> Option<i64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
+/// A stream id as numbers, for ordering entries of several streams (`(0, 0)` if malformed).
+pub(crate) fn id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// The lowest stream id at or after a Unix time in milliseconds.
 pub(crate) fn id_at(millis: i64) -> String {
     format!("{}-0", millis.max(0))
@@ -125,5 +131,6 @@ mod tests {
         assert_eq!(id_millis("12"), Some(12));
         assert_eq!(id_millis("x-1"), None);
         assert_eq!(id_at(-5), "0-0");
+        assert!(id_order("9-10") > id_order("9-9") && id_order("10-0") > id_order("9-99"));
     }
 }

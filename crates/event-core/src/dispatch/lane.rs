@@ -57,7 +57,14 @@ struct Lane<T> {
     acks: Vec<T>,
     /// Deliveries finished since the last flush (room to give back).
     finished: usize,
+    /// When acknowledgements were last sent.
+    last_flush: Instant,
 }
+
+/// A busy lane sends its acknowledgements at least this often, so a crash or a slow handler
+/// never leaves many finished events unacknowledged (to be delivered again, or claimed by
+/// another consumer while already done).
+const ACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(super) async fn run<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<Vec<Delivery<T>>>,
@@ -71,6 +78,7 @@ pub(super) async fn run<T: Send + 'static>(
         timer_seq: 0,
         acks: Vec::new(),
         finished: 0,
+        last_flush: Instant::now(),
     };
     let mut open = true;
     loop {
@@ -149,7 +157,9 @@ impl<T: Send + 'static> Lane<T> {
                         .insert((Instant::now() + delay, self.timer_seq), item);
                 }
             }
-            if self.acks.len() >= self.shared.settings.ack_batch {
+            if self.acks.len() >= self.shared.settings.ack_batch
+                || (self.finished > 0 && self.last_flush.elapsed() >= ACK_INTERVAL)
+            {
                 self.flush().await;
             }
             if self
@@ -174,6 +184,7 @@ impl<T: Send + 'static> Lane<T> {
     }
 
     async fn flush(&mut self) {
+        self.last_flush = Instant::now();
         if !self.acks.is_empty() {
             let tokens = std::mem::take(&mut self.acks);
             self.shared.sink.ack(tokens).await;
