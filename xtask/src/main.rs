@@ -5,7 +5,9 @@
 
 mod bench;
 mod integration_test;
+mod services;
 mod shell;
+mod suites;
 mod test;
 
 use std::process::ExitCode;
@@ -15,13 +17,20 @@ usage: cargo xtask <command> [arguments]
 
 commands:
   test                        everything CI runs: rustfmt check, clippy (-D warnings), and
-                              `cargo test --workspace` with EVENTBUS_REQUIRE_INTEGRATION=1
-  integration-test [backend]  the backend conformance suites alone (all, or one backend)
+                              `cargo test --workspace` with EVENTBUS_REQUIRE_INTEGRATION=1,
+                              against a throwaway redis-server and Kafka broker for the
+                              backends in the workspace
+  integration-test [backend]  the backends' integration tests alone (all, or one backend):
+                              the event-testkit conformance suite and the backend crate's tests
+  services up [service]...    start redis and/or kafka in the background; prints
+                              `export EVENTBUS_TEST_...` lines: eval \"$(cargo xtask services up)\"
+  services down|status        stop them, or say whether they run
+  services kill|restart <s>   kill one (SIGKILL, data kept), or start it again on the same port
   bench [backend]             the benchmarks in release mode (all, or one backend); each
                               writes its section of docs/benchmarks.md
   help                        this text
 
-backends: memory
+backends: memory, redis, kafka; services: redis, kafka (docs/testing.md)
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +43,7 @@ fn main() -> ExitCode {
         }
         ["test", rest @ ..] => no_arguments("test", rest).and_then(|()| test::run()),
         ["integration-test", rest @ ..] => integration_test::run(rest),
+        ["services", rest @ ..] => services::command::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         [other, ..] => Err(anyhow::anyhow!(
             "unknown command {other:?}; run `cargo xtask help` for the list"

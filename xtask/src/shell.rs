@@ -47,6 +47,29 @@ pub(crate) fn run(step: &str, command: &mut Command) -> anyhow::Result<Duration>
     Ok(started.elapsed())
 }
 
+/// Runs `command` as the step called `step`, with both its output streams going to standard
+/// error: for commands whose standard output is kept for machine-readable lines
+/// (`cargo xtask services up`).
+///
+/// # Errors
+/// As [`run`].
+pub(crate) fn run_to_stderr(step: &str, command: &mut Command) -> anyhow::Result<Duration> {
+    eprintln!("$ {}", display(command));
+    let started = Instant::now();
+    let status = command
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("step `{step}`: could not start `{}`", display(command)))?;
+    if !status.success() {
+        bail!(
+            "step `{step}` failed ({status}) after {:.1}s: `{}`",
+            started.elapsed().as_secs_f64(),
+            display(command)
+        );
+    }
+    Ok(started.elapsed())
+}
+
 /// Runs `command` as the step called `step` and returns its standard output, which is also
 /// copied to the terminal line by line as it arrives; standard error goes to the terminal.
 ///

@@ -3,10 +3,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::services::{RunningServices, Service};
 use crate::shell::{self, cargo};
+use crate::suites;
 
-/// Runs rustfmt's check, clippy with warnings denied, and the whole workspace's tests in one
-/// `cargo test` invocation (one build, all test binaries), then prints a summary line.
+/// Runs rustfmt's check, clippy with warnings denied, starts the servers the present backend
+/// suites need, and runs the whole workspace's tests against them in one `cargo test`
+/// invocation (one build, all test binaries), then prints a summary line.
 pub(crate) fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut steps = Steps::default();
@@ -24,11 +27,16 @@ pub(crate) fn run() -> anyhow::Result<()> {
         ]),
     )?;
 
+    // The servers of the backends in the workspace, stopped when `services` drops: after the
+    // tests, or at a failure.
+    let services = steps.start_services(&suites::services_for(&suites::present()))?;
     let mut tests = cargo(["test", "--workspace"]);
+    tests.envs(services.env());
     // An integration run was asked for: a backend that cannot be reached fails its suite
     // instead of being skipped.
     tests.env("EVENTBUS_REQUIRE_INTEGRATION", "1");
     steps.run("tests", &mut tests)?;
+    drop(services);
 
     println!(
         "xtask test: all {} steps passed in {} ({})",
@@ -52,15 +60,33 @@ impl Steps {
                 self.passed.push((step, took));
                 Ok(())
             }
-            Err(error) => {
-                let passed = if self.passed.is_empty() {
-                    "none".to_string()
-                } else {
-                    self.timings()
-                };
-                Err(error.context(format!("xtask test failed (steps passed before: {passed})")))
-            }
+            Err(error) => Err(self.failed(error)),
         }
+    }
+
+    /// Starts `services` as a step of its own (none: no step).
+    fn start_services(&mut self, services: &[Service]) -> anyhow::Result<RunningServices> {
+        if services.is_empty() {
+            println!("xtask test: no backend suite in the workspace needs a server");
+            return Ok(RunningServices::default());
+        }
+        let started = Instant::now();
+        match RunningServices::start(services) {
+            Ok(running) => {
+                self.passed.push(("servers", started.elapsed()));
+                Ok(running)
+            }
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    fn failed(&self, error: anyhow::Error) -> anyhow::Error {
+        let passed = if self.passed.is_empty() {
+            "none".to_string()
+        } else {
+            self.timings()
+        };
+        error.context(format!("xtask test failed (steps passed before: {passed})"))
     }
 
     fn timings(&self) -> String {

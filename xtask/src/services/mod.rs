@@ -1,0 +1,171 @@
+//! Throwaway local servers for the integration suites: a `redis-server` and a single-node
+//! Apache Kafka broker (KRaft), each on free loopback ports with its data in a fresh
+//! directory, with no Docker needed.
+//!
+//! `cargo xtask test` and `cargo xtask integration-test` start the ones their suites need
+//! ([`RunningServices`], stopped when dropped, also on failure); `cargo xtask services up`
+//! starts them detached for hand-run tests ([`command`]). Tests learn where they are from the
+//! environment variables below.
+
+pub(crate) mod command;
+mod kafka;
+mod kafka_jars;
+mod ports;
+mod probe;
+mod process;
+mod redis;
+mod state;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+
+pub(crate) use kafka::KafkaBroker;
+pub(crate) use process::Lifetime;
+pub(crate) use redis::RedisServer;
+
+use crate::shell::project_root;
+
+/// `redis://127.0.0.1:<port>/0`: the Redis server to test against.
+pub(crate) const REDIS_URL_VAR: &str = "EVENTBUS_TEST_REDIS_URL";
+/// The `redis-server` program, for tests that start (and kill) servers of their own.
+pub(crate) const REDIS_SERVER_VAR: &str = "EVENTBUS_TEST_REDIS_SERVER";
+/// `127.0.0.1:<port>`: the Kafka bootstrap servers to test against.
+pub(crate) const KAFKA_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_BROKERS";
+/// `<libs>/*`: the class path of the Kafka jars, to run its tools with `java -cp`.
+pub(crate) const KAFKA_CLASSPATH_VAR: &str = "EVENTBUS_TEST_KAFKA_CLASSPATH";
+
+/// A server the suites can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Service {
+    Redis,
+    Kafka,
+}
+
+impl Service {
+    pub(crate) const ALL: [Service; 2] = [Service::Redis, Service::Kafka];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::Redis => "redis",
+            Service::Kafka => "kafka",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> anyhow::Result<Self> {
+        match Service::ALL.into_iter().find(|s| s.name() == name) {
+            Some(service) => Ok(service),
+            None => bail!("unknown service {name:?}; known services: redis, kafka"),
+        }
+    }
+}
+
+/// The servers of one xtask run. Dropping it stops them and deletes their files, whether the
+/// run passed, failed or panicked.
+#[derive(Default)]
+pub(crate) struct RunningServices {
+    redis: Option<RedisServer>,
+    kafka: Option<KafkaBroker>,
+}
+
+impl RunningServices {
+    /// Starts each of `services` (none: nothing to do). A server that cannot start is an
+    /// error saying how to get it; those already started are stopped again.
+    pub(crate) fn start(services: &[Service]) -> anyhow::Result<Self> {
+        let mut running = RunningServices::default();
+        if services.is_empty() {
+            return Ok(running);
+        }
+        let started = Instant::now();
+        for service in services {
+            match service {
+                Service::Redis if running.redis.is_none() => {
+                    running.redis = Some(RedisServer::start(Lifetime::Scoped)?);
+                }
+                Service::Kafka if running.kafka.is_none() => {
+                    running.kafka = Some(KafkaBroker::start(Lifetime::Scoped)?);
+                }
+                _ => {}
+            }
+        }
+        eprintln!(
+            "xtask: {} started in {:.1}s",
+            running.names().join(" and "),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(running)
+    }
+
+    /// The environment variables that tell the tests where the servers are.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(redis) = &self.redis {
+            env.extend(redis_env(redis));
+        }
+        if let Some(kafka) = &self.kafka {
+            env.extend(kafka_env(kafka));
+        }
+        env
+    }
+
+    /// What runs, for messages: `["redis", "kafka"]`.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.redis.is_some() {
+            names.push(Service::Redis.name());
+        }
+        if self.kafka.is_some() {
+            names.push(Service::Kafka.name());
+        }
+        names
+    }
+}
+
+pub(crate) fn redis_env(redis: &RedisServer) -> [(&'static str, String); 2] {
+    [
+        (REDIS_URL_VAR, redis.url()),
+        (REDIS_SERVER_VAR, redis.binary().display().to_string()),
+    ]
+}
+
+pub(crate) fn kafka_env(kafka: &KafkaBroker) -> [(&'static str, String); 2] {
+    [
+        (KAFKA_BROKERS_VAR, kafka.bootstrap_servers()),
+        (KAFKA_CLASSPATH_VAR, kafka.classpath()),
+    ]
+}
+
+/// `target/xtask-cache` (under `$CARGO_TARGET_DIR` when that is set): the Kafka jars and the
+/// services' state file. Kept across runs; `cargo clean` empties it.
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+        .join("xtask-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_parse_by_name() {
+        for service in Service::ALL {
+            assert_eq!(Service::parse(service.name()).unwrap(), service);
+        }
+        assert!(
+            Service::parse("postgres")
+                .unwrap_err()
+                .to_string()
+                .contains("redis, kafka")
+        );
+    }
+
+    #[test]
+    fn nothing_needed_starts_nothing() {
+        let running = RunningServices::start(&[]).unwrap();
+        assert!(running.env().is_empty());
+        assert!(running.names().is_empty());
+    }
+}

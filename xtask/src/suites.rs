@@ -1,0 +1,136 @@
+//! The backend suites and the servers each one needs: the one table that `cargo xtask test`
+//! and `cargo xtask integration-test` read.
+//!
+//! A suite takes part once its backend crate exists in the workspace, so a new backend's
+//! servers start as soon as its crate appears; the memory suite always does.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+use crate::services::Service;
+use crate::shell::project_root;
+
+/// One backend's integration tests.
+#[derive(Debug)]
+pub(crate) struct Suite {
+    pub(crate) backend: &'static str,
+    /// The backend's own package, under `crates/`; its tests read the servers' addresses from
+    /// the environment. `None` for memory, which lives in `event-core`.
+    pub(crate) package: Option<&'static str>,
+    /// The conformance suite's test target in `event-testkit` (`tests/<name>.rs`), run when
+    /// that file exists.
+    pub(crate) conformance_target: &'static str,
+    /// The servers it needs, started before its tests and stopped after them.
+    pub(crate) services: &'static [Service],
+}
+
+/// Every suite, in the order they run.
+pub(crate) const SUITES: &[Suite] = &[
+    Suite {
+        backend: "memory",
+        package: None,
+        conformance_target: "memory",
+        services: &[],
+    },
+    Suite {
+        backend: "redis",
+        package: Some("event-redis"),
+        conformance_target: "redis",
+        services: &[Service::Redis],
+    },
+    Suite {
+        backend: "kafka",
+        package: Some("event-kafka"),
+        conformance_target: "kafka",
+        services: &[Service::Kafka],
+    },
+];
+
+impl Suite {
+    /// Whether its backend is in the workspace yet.
+    pub(crate) fn is_present(&self) -> bool {
+        self.package
+            .is_none_or(|package| crate_dir(package).join("Cargo.toml").is_file())
+    }
+
+    /// Whether `event-testkit` has a test target for it.
+    pub(crate) fn has_conformance_target(&self) -> bool {
+        crate_dir("event-testkit")
+            .join("tests")
+            .join(format!("{}.rs", self.conformance_target))
+            .is_file()
+    }
+}
+
+fn crate_dir(package: &str) -> std::path::PathBuf {
+    project_root().join("crates").join(package)
+}
+
+/// The suites whose backend is in the workspace.
+pub(crate) fn present() -> Vec<&'static Suite> {
+    SUITES.iter().filter(|s| s.is_present()).collect()
+}
+
+/// The named backend's suite; an error when it is unknown or not in the workspace yet.
+pub(crate) fn find(backend: &str) -> anyhow::Result<&'static Suite> {
+    let Some(suite) = SUITES.iter().find(|s| s.backend == backend) else {
+        bail!("unknown backend {backend:?}; known backends: {}", known());
+    };
+    if !suite.is_present() {
+        bail!(
+            "the {backend} backend is not in the workspace yet ({} is missing)",
+            Path::new("crates")
+                .join(suite.package.unwrap_or_default())
+                .display()
+        );
+    }
+    Ok(suite)
+}
+
+/// The servers that `suites` need, each once, in table order.
+pub(crate) fn services_for(suites: &[&Suite]) -> Vec<Service> {
+    let mut services = Vec::new();
+    for service in suites.iter().flat_map(|s| s.services) {
+        if !services.contains(service) {
+            services.push(*service);
+        }
+    }
+    services
+}
+
+pub(crate) fn known() -> String {
+    SUITES
+        .iter()
+        .map(|s| s.backend)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_always_present_and_needs_no_server() {
+        let memory = find("memory").unwrap();
+        assert!(memory.services.is_empty());
+        assert!(memory.has_conformance_target());
+        assert!(present().iter().any(|s| s.backend == "memory"));
+        assert!(
+            find("mongo")
+                .unwrap_err()
+                .to_string()
+                .contains("memory, redis, kafka")
+        );
+    }
+
+    #[test]
+    fn each_server_is_needed_once() {
+        let all: Vec<&Suite> = SUITES.iter().collect();
+        assert_eq!(services_for(&all), [Service::Redis, Service::Kafka]);
+        let doubled = [&SUITES[1], &SUITES[1], &SUITES[0]];
+        assert_eq!(services_for(&doubled), [Service::Redis]);
+        assert!(services_for(&[&SUITES[0]]).is_empty());
+    }
+}
