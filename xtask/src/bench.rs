@@ -17,20 +17,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
+use crate::services::{RunningServices, Service};
 use crate::shell::{cargo, project_root, read_output, run_tee};
 
-/// One backend's benchmark: a bench target of a package.
+/// One backend's benchmark: a bench target of a package, and the servers it runs against
+/// (started for the run, their addresses passed in the environment, stopped after).
 struct Benchmark {
     backend: &'static str,
     package: &'static str,
     bench_target: &'static str,
+    services: &'static [Service],
 }
 
-const BENCHMARKS: &[Benchmark] = &[Benchmark {
-    backend: "memory",
-    package: "event-core",
-    bench_target: "memory",
-}];
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        backend: "memory",
+        package: "event-core",
+        bench_target: "memory",
+        services: &[],
+    },
+    Benchmark {
+        backend: "redis",
+        package: "event-redis",
+        bench_target: "redis",
+        services: &[Service::Redis],
+    },
+];
 
 const DOCUMENT: &str = "docs/benchmarks.md";
 
@@ -68,16 +80,17 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 
 /// Runs one benchmark and rewrites its section of the document.
 fn run_one(benchmark: &Benchmark, machine: &Machine) -> anyhow::Result<()> {
-    let output = run_tee(
-        &format!("{} benchmark", benchmark.backend),
-        &mut cargo([
-            "bench",
-            "-p",
-            benchmark.package,
-            "--bench",
-            benchmark.bench_target,
-        ]),
-    )?;
+    let services = RunningServices::start(benchmark.services)?;
+    let mut command = cargo([
+        "bench",
+        "-p",
+        benchmark.package,
+        "--bench",
+        benchmark.bench_target,
+    ]);
+    command.envs(services.env());
+    let output = run_tee(&format!("{} benchmark", benchmark.backend), &mut command)?;
+    drop(services);
     let report = Report::parse(&output)?;
     let section = render(benchmark, &report, machine);
 

@@ -1,0 +1,453 @@
+//! Benchmark of [`RedisBus`] against a real redis-server (`EVENTBUS_TEST_REDIS_URL`), with
+//! `redis-benchmark` sending the same `XADD` of the same 300-byte envelope as the raw
+//! reference, in the same run on the same server.
+//!
+//! Run it with `cargo xtask bench redis`, which starts a server and writes
+//! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use event_core::{
+    Config, Event, EventBus, EventHandler, EventType, HandlerError, JsonCodec, SubscriptionSpec,
+};
+use event_redis::RedisBus;
+use serde_json::Value;
+
+const EVENT_TYPE: EventType = EventType::SIGNAL_DETECTED;
+const ENVELOPE_BYTES: usize = 300;
+const LATENCY_RATE: u64 = 10_000;
+const LATENCY_DURATION: Duration = Duration::from_secs(3);
+
+fn result(kind: &str, id: &str, value: f64, unit: &str, target: &str, label: &str) {
+    println!("RESULT\t{kind}\t{id}\t{value:.1}\t{unit}\t{target}\t{label}");
+}
+
+fn note(text: &str) {
+    println!("RESULT\tnote\t{text}");
+}
+
+/// An event whose envelope encodes to about [`ENVELOPE_BYTES`] bytes.
+fn event(n: u64, sent_ns: u64) -> Event {
+    let build = |filler: usize| {
+        Event::builder(EVENT_TYPE, "bench")
+            .field("n", n)
+            .field("sent_ns", sent_ns)
+            .field("content", "x".repeat(filler))
+            .partition_key(format!("signal-{}", n % 1024))
+            .build()
+            .expect("a valid event")
+    };
+    let base = JsonCodec::default().encoded_len(&build(0)).unwrap_or(0);
+    build(ENVELOPE_BYTES.saturating_sub(base))
+}
+
+/// Counts handled events; records latency from the `sent_ns` field when asked.
+struct Counter {
+    name: String,
+    base: Instant,
+    count: AtomicUsize,
+    latencies: Option<Vec<AtomicU64>>,
+}
+
+#[async_trait]
+impl EventHandler for Counter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let i = self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(latencies) = &self.latencies {
+            let sent = event
+                .payload
+                .get("sent_ns")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let now = self.base.elapsed().as_nanos() as u64;
+            if let Some(slot) = latencies.get(i) {
+                slot.store(now.saturating_sub(sent), Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Bench {
+    url: String,
+    prefix: String,
+    base: Instant,
+}
+
+impl Bench {
+    async fn bus(&self) -> RedisBus {
+        let mut config = Config::default();
+        config.redis_url = self.url.clone();
+        config.redis_key_prefix = self.prefix.clone();
+        RedisBus::connect(config)
+            .await
+            .expect("the benchmark needs a Redis server")
+    }
+
+    async fn single(&self, n: u64) -> f64 {
+        let bus = self.bus().await;
+        let events: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
+        let start = Instant::now();
+        for e in events {
+            bus.publish(e).await.expect("publish");
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    async fn concurrent(&self, n: u64, publishers: u64) -> f64 {
+        let bus = self.bus().await;
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..publishers)
+            .map(|p| {
+                let bus = bus.clone();
+                let events: Vec<Event> = (0..n / publishers).map(|i| event(p * n + i, 0)).collect();
+                tokio::spawn(async move {
+                    for e in events {
+                        bus.publish(e).await.expect("publish");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("publisher");
+        }
+        let rate = (n / publishers * publishers) as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    async fn batches(&self, n: u64, size: usize) -> f64 {
+        let bus = self.bus().await;
+        let mut events: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
+        let start = Instant::now();
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(size));
+            for r in bus
+                .publish_batch(std::mem::replace(&mut events, rest))
+                .await
+            {
+                r.expect("publish");
+            }
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    /// Publishes `n` events in batches of 100 while `handlers` handlers consume; the clock
+    /// stops when every handler has handled every event and nothing is left unacknowledged.
+    async fn end_to_end(&self, n: u64, handlers: usize) -> f64 {
+        let bus = self.bus().await;
+        let event_type = EventType::new(format!("bench{}.e2e", fastrand::u32(..))).expect("type");
+        let mut counters = Vec::new();
+        for h in 0..handlers {
+            let counter = Arc::new(Counter {
+                name: format!("e2e{h}"),
+                base: self.base,
+                count: AtomicUsize::new(0),
+                latencies: None,
+            });
+            bus.subscribe(
+                SubscriptionSpec::new(counter.name.clone(), [event_type.clone()]),
+                counter.clone(),
+            )
+            .await
+            .expect("subscribe");
+            counters.push(counter);
+        }
+        let mut events: Vec<Event> = (0..n)
+            .map(|i| {
+                let mut e = event(i, 0);
+                e.event_type = event_type.clone();
+                e
+            })
+            .collect();
+        let start = Instant::now();
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(100));
+            for r in bus
+                .publish_batch(std::mem::replace(&mut events, rest))
+                .await
+            {
+                r.expect("publish");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while counters
+            .iter()
+            .any(|c| c.count.load(Ordering::Relaxed) < n as usize)
+        {
+            assert!(Instant::now() < deadline, "handlers did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        loop {
+            let stats = bus.stats().await.expect("stats");
+            let pending: u64 = counters
+                .iter()
+                .filter_map(|c| stats.handlers.get(&c.name))
+                .map(|h| h.pending)
+                .sum();
+            if pending == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "acknowledgements did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    /// Single publishes paced at [`LATENCY_RATE`]; returns sorted latencies in microseconds.
+    async fn latency(&self) -> Vec<f64> {
+        let bus = self.bus().await;
+        let event_type =
+            EventType::new(format!("bench{}.latency", fastrand::u32(..))).expect("type");
+        let total = (LATENCY_RATE * LATENCY_DURATION.as_secs()) as usize;
+        let counter = Arc::new(Counter {
+            name: "latency".into(),
+            base: self.base,
+            count: AtomicUsize::new(0),
+            latencies: Some((0..total).map(|_| AtomicU64::new(0)).collect()),
+        });
+        bus.subscribe(
+            SubscriptionSpec::new("latency", [event_type.clone()]),
+            counter.clone(),
+        )
+        .await
+        .expect("subscribe");
+        let tick = Duration::from_millis(1);
+        let per_tick = LATENCY_RATE / 1000;
+        let mut next = Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            for _ in 0..per_tick {
+                let mut e = event(sent as u64, self.base.elapsed().as_nanos() as u64);
+                e.event_type = event_type.clone();
+                bus.publish(e).await.expect("publish");
+                sent += 1;
+            }
+            next += tick;
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter.count.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bus.shutdown().await.ok();
+        let mut us: Vec<f64> = counter
+            .latencies
+            .iter()
+            .flatten()
+            .map(|l| l.load(Ordering::Relaxed) as f64 / 1000.0)
+            .collect();
+        us.sort_by(f64::total_cmp);
+        us
+    }
+}
+
+/// `redis-benchmark` sending our `XADD` (same fields, same 300-byte envelope); requests/s.
+fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Option<f64> {
+    let authority = url.trim_start_matches("redis://").split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let e = event(0, 0);
+    let json = String::from_utf8(JsonCodec::default().encode(&e).ok()?).ok()?;
+    let output = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-c",
+            &clients.to_string(),
+            "-P",
+            &pipeline.to_string(),
+        ])
+        .args(["-n", &requests.to_string(), "--csv"])
+        .args([
+            "XADD",
+            "bench:raw",
+            "MINID",
+            "~",
+            "0",
+            "*",
+            "id",
+            &e.id.to_string(),
+            "type",
+        ])
+        .args([EVENT_TYPE.as_str(), "key", "signal-0", "event", &json])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // CSV: a header line, then `"XADD ...","<rps>",...`.
+    text.lines()
+        .nth(1)?
+        .split("\",\"")
+        .nth(1)?
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
+    sorted
+        .get((sorted.len() * per_mille / 1000).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let Ok(url) = std::env::var("EVENTBUS_TEST_REDIS_URL") else {
+        eprintln!(
+            "set EVENTBUS_TEST_REDIS_URL, or run `cargo xtask bench redis`, which starts a server"
+        );
+        std::process::exit(2);
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bench = Bench {
+        url: url.clone(),
+        prefix: format!("eventbus-bench-{:08x}", fastrand::u32(..)),
+        base: Instant::now(),
+    };
+    let size = JsonCodec::default().encoded_len(&event(0, 0)).unwrap_or(0);
+    println!("RedisBus benchmark on {url}, envelopes of {size} bytes");
+
+    let raw_single = redis_benchmark(&url, 1, 1, 20_000);
+    let raw_concurrent = redis_benchmark(&url, 64, 1, 200_000);
+    let raw_pipelined = redis_benchmark(&url, 1, 100, 500_000);
+
+    runtime.block_on(async {
+        let single = bench.single(20_000).await;
+        println!("single awaited publishes: {single:.0} events/s");
+        let concurrent = bench.concurrent(200_000, 64).await;
+        println!("64 concurrent publishers: {concurrent:.0} events/s");
+        let batches = bench.batches(500_000, 100).await;
+        println!("batches of 100: {batches:.0} events/s");
+        let e2e_one = bench.end_to_end(200_000, 1).await;
+        println!("end to end, 1 handler: {e2e_one:.0} events/s");
+        let e2e_four = bench.end_to_end(100_000, 4).await;
+        println!("end to end, 4 handlers: {e2e_four:.0} events/s");
+        let latencies = bench.latency().await;
+        let (p50, p99, p999) = (
+            percentile(&latencies, 500),
+            percentile(&latencies, 990),
+            percentile(&latencies, 999),
+        );
+        println!(
+            "latency at {LATENCY_RATE}/s: p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs"
+        );
+
+        result(
+            "bus",
+            "single",
+            single,
+            "events/s",
+            "-",
+            "Single publishes, each awaited",
+        );
+        result(
+            "bus",
+            "concurrent",
+            concurrent,
+            "events/s",
+            "-",
+            "64 concurrent publishers, single publishes",
+        );
+        let half_raw = raw_pipelined.map_or("-".to_string(), |r| format!(">={:.0}", r / 2.0));
+        result(
+            "bus",
+            "batches",
+            batches,
+            "events/s",
+            &half_raw,
+            "`publish_batch` of 100, one publisher (target: half of `redis-benchmark -P 100`)",
+        );
+        result(
+            "bus",
+            "e2e_one",
+            e2e_one,
+            "events/s",
+            ">=100000",
+            "End to end (publish, handle, ack), 1 handler",
+        );
+        result(
+            "bus",
+            "e2e_four",
+            e2e_four,
+            "events/s",
+            "-",
+            "End to end, 4 handlers (events published per second, each handled 4 times)",
+        );
+        result(
+            "bus",
+            "latency_p50",
+            p50,
+            "µs",
+            "-",
+            "Latency publish to handled at 10,000 events/s: p50",
+        );
+        result(
+            "bus",
+            "latency_p99",
+            p99,
+            "µs",
+            "<5000",
+            "Latency publish to handled at 10,000 events/s: p99",
+        );
+        result(
+            "bus",
+            "latency_p999",
+            p999,
+            "µs",
+            "-",
+            "Latency publish to handled at 10,000 events/s: p99.9",
+        );
+    });
+    for (id, value, label) in [
+        (
+            "raw_single",
+            raw_single,
+            "`redis-benchmark -c 1 -P 1`, the same XADD",
+        ),
+        (
+            "raw_concurrent",
+            raw_concurrent,
+            "`redis-benchmark -c 64 -P 1`, the same XADD",
+        ),
+        (
+            "raw_pipelined",
+            raw_pipelined,
+            "`redis-benchmark -c 1 -P 100`, the same XADD",
+        ),
+    ] {
+        match value {
+            Some(v) => result("reference", id, v, "events/s", "-", label),
+            None => note(&format!(
+                "{label}: redis-benchmark did not run (is it installed?)"
+            )),
+        }
+    }
+    note(&format!(
+        "redis-server on the same 2-core machine as the benchmark; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+    ));
+    note(
+        "End to end: one task publishes with `publish_batch` of 100 while the handlers consume; the clock stops when every handler has handled every event and `XINFO GROUPS` shows nothing pending.",
+    );
+    note(
+        "Latency: single `publish` calls paced at 10 per millisecond for 3 s; each event carries its publish time; the handler records handled minus published.",
+    );
+}
