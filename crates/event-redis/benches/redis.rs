@@ -84,7 +84,9 @@ struct Bench {
 
 impl Bench {
     async fn bus(&self) -> RedisBus {
-        let mut config = Config::default();
+        // The environment's settings (EVENT_BATCH_SIZE, EVENT_HANDLER_CONCURRENCY, ...) apply,
+        // for experiments; `cargo xtask bench` runs with none set.
+        let mut config = Config::from_env().expect("a valid configuration");
         config.redis_url = self.url.clone();
         config.redis_key_prefix = self.prefix.clone();
         RedisBus::connect(config)
@@ -128,17 +130,9 @@ impl Bench {
 
     async fn batches(&self, n: u64, size: usize) -> f64 {
         let bus = self.bus().await;
-        let mut events: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
+        let events: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
         let start = Instant::now();
-        while !events.is_empty() {
-            let rest = events.split_off(events.len().min(size));
-            for r in bus
-                .publish_batch(std::mem::replace(&mut events, rest))
-                .await
-            {
-                r.expect("publish");
-            }
-        }
+        publish_in_batches(&bus, events, size).await;
         let rate = n as f64 / start.elapsed().as_secs_f64();
         bus.shutdown().await.ok();
         rate
@@ -165,7 +159,7 @@ impl Bench {
             .expect("subscribe");
             counters.push(counter);
         }
-        let mut events: Vec<Event> = (0..n)
+        let events: Vec<Event> = (0..n)
             .map(|i| {
                 let mut e = event(i, 0);
                 e.event_type = event_type.clone();
@@ -173,15 +167,7 @@ impl Bench {
             })
             .collect();
         let start = Instant::now();
-        while !events.is_empty() {
-            let rest = events.split_off(events.len().min(100));
-            for r in bus
-                .publish_batch(std::mem::replace(&mut events, rest))
-                .await
-            {
-                r.expect("publish");
-            }
-        }
+        publish_in_batches(&bus, events, 100).await;
         let deadline = Instant::now() + Duration::from_secs(300);
         while counters
             .iter()
@@ -256,6 +242,19 @@ impl Bench {
     }
 }
 
+async fn publish_in_batches(bus: &RedisBus, events: Vec<Event>, size: usize) {
+    let mut events = events.into_iter();
+    loop {
+        let batch: Vec<Event> = events.by_ref().take(size).collect();
+        if batch.is_empty() {
+            return;
+        }
+        for r in bus.publish_batch(batch).await {
+            r.expect("publish");
+        }
+    }
+}
+
 /// `redis-benchmark` sending our `XADD` (same fields, same 300-byte envelope); requests/s.
 fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Option<f64> {
     let authority = url.trim_start_matches("redis://").split('/').next()?;
@@ -273,7 +272,7 @@ fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Opt
             "-P",
             &pipeline.to_string(),
         ])
-        .args(["-n", &requests.to_string(), "--csv"])
+        .args(["-n", &requests.to_string(), "-q"])
         .args([
             "XADD",
             "bench:raw",
@@ -288,15 +287,28 @@ fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Opt
         .args([EVENT_TYPE.as_str(), "key", "signal-0", "event", &json])
         .output()
         .ok()?;
+    // `-q` prints `<command>: <rate> requests per second, p50=...`; the command itself holds
+    // the envelope, so the rate is the word just before "requests per second".
     let text = String::from_utf8_lossy(&output.stdout);
-    // CSV: a header line, then `"XADD ...","<rps>",...`.
-    text.lines()
-        .nth(1)?
-        .split("\",\"")
-        .nth(1)?
-        .trim_matches('"')
-        .parse()
-        .ok()
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" requests per second"))?;
+    let before = &line[..line.find(" requests per second")?];
+    before.split_whitespace().last()?.parse().ok()
+}
+
+/// Sets `appendfsync everysec`, Redis's default durability with AOF on: the test servers
+/// fsync every write (for the fault tests), which measures the disk rather than the bus.
+fn fsync_every_second(url: &str) -> Option<()> {
+    use std::io::{Read, Write};
+    let authority = url.trim_start_matches("redis://").split('/').next()?;
+    let mut stream = std::net::TcpStream::connect(authority).ok()?;
+    let command = "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nappendfsync\r\n$8\r\neverysec\r\n";
+    stream.write_all(command.as_bytes()).ok()?;
+    let mut reply = [0u8; 64];
+    let n = stream.read(&mut reply).ok()?;
+    reply[..n].starts_with(b"+OK").then_some(())
 }
 
 fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
@@ -326,6 +338,10 @@ fn main() {
     let size = JsonCodec::default().encoded_len(&event(0, 0)).unwrap_or(0);
     println!("RedisBus benchmark on {url}, envelopes of {size} bytes");
 
+    let fsync_note = match fsync_every_second(&url) {
+        Some(()) => "`appendonly yes` with `appendfsync everysec` (set by the benchmark)",
+        None => "the server's own persistence settings (CONFIG SET appendfsync failed)",
+    };
     let raw_single = redis_benchmark(&url, 1, 1, 20_000);
     let raw_concurrent = redis_benchmark(&url, 64, 1, 200_000);
     let raw_pipelined = redis_benchmark(&url, 1, 100, 500_000);
@@ -442,7 +458,7 @@ fn main() {
         }
     }
     note(&format!(
-        "redis-server on the same 2-core machine as the benchmark; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+        "redis-server on the same 2-core machine as the benchmark, with {fsync_note}; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
     ));
     note(
         "End to end: one task publishes with `publish_batch` of 100 while the handlers consume; the clock stops when every handler has handled every event and `XINFO GROUPS` shows nothing pending.",
