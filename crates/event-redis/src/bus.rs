@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerSet, HandlerCounters, StopMode};
+use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters, StopMode};
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event,
     EventBus, EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -91,6 +91,20 @@ impl Inner {
             return Err(Error::ShutDown { operation });
         }
         Ok(())
+    }
+}
+
+impl ConsumerHost for Inner {
+    fn consumers(&self) -> &ConsumerSet {
+        &self.consumers
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn shutdown_timeout(&self) -> std::time::Duration {
+        self.config.shutdown_timeout
     }
 }
 

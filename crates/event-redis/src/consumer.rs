@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::dispatch::{
-    Delivery, DeliverySink, DispatchSettings, Dispatcher, StopMode, StopSignal,
+    Delivery, DeliverySink, DispatchSettings, Dispatcher, MemberControl, StopMode, StopSignal,
 };
 use event_core::{
-    DeadLetter, DeadLetterReason, Error, EventHandler, StartFrom, Subscription,
-    SubscriptionControl, SubscriptionSpec,
+    DeadLetter, DeadLetterReason, Error, EventHandler, StartFrom, Subscription, SubscriptionSpec,
 };
 use fred::prelude::{Client, ClientLike, SetsInterface, StreamsInterface, TransactionInterface};
 use fred::types::Value;
@@ -126,10 +125,7 @@ pub(crate) async fn subscribe(
     Ok(Subscription::new(
         spec.handler,
         group,
-        Box::new(RedisControl {
-            inner: inner.clone(),
-            member,
-        }),
+        Box::new(MemberControl::new(inner.clone(), member)),
     ))
 }
 
@@ -540,27 +536,5 @@ impl DeliverySink<Token> for RedisSink {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
             }
         }
-    }
-}
-
-/// The [`SubscriptionControl`] of a Redis subscription.
-struct RedisControl {
-    inner: Arc<Inner>,
-    member: u64,
-}
-
-#[async_trait]
-impl SubscriptionControl for RedisControl {
-    async fn unsubscribe(&self) -> Result<(), Error> {
-        let until = Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop(self.member, StopMode::Now { until })
-            .await;
-        Ok(())
-    }
-
-    fn is_active(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire) && self.inner.consumers.is_running(self.member)
     }
 }

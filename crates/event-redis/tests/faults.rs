@@ -27,6 +27,7 @@ use event_core::{
     handler_fn,
 };
 use event_redis::RedisBus;
+use event_testkit::{integration_required, test_server};
 use fred::prelude::{Builder, Client, ClientLike, KeysInterface, ListInterface, StreamsInterface};
 use fred::types::Value;
 use futures::TryStreamExt as _;
@@ -68,7 +69,7 @@ const CRASH_AFTER: usize = 150;
 /// running the same handler takes them over and every event is handled at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_consumer_process_is_taken_over() -> anyhow::Result<()> {
-    let Some(url) = shared_redis_url()? else {
+    let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
     let suffix = random_suffix();
@@ -712,7 +713,7 @@ const ROUND_EVENTS: u64 = 25;
 /// kill, is handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_reader_connection_resumes() -> anyhow::Result<()> {
-    let Some(url) = shared_redis_url()? else {
+    let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
     // A database of its own, so the connections to kill are found by `db=` and no other
@@ -901,28 +902,6 @@ fn url_with_own_database(url: &str) -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
 // ---------------------------------------------------------------------------------------------
-
-/// The shared test server, or a failure that says how to get one. Outside an integration run
-/// (`EVENTBUS_REQUIRE_INTEGRATION` unset) a missing server is reported and the test passes.
-fn shared_redis_url() -> anyhow::Result<Option<String>> {
-    match std::env::var("EVENTBUS_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Ok(Some(url)),
-        _ if integration_required() => bail!(
-            "EVENTBUS_TEST_REDIS_URL is not set: run `cargo xtask test`, or start a server with \
-             `eval \"$(cargo xtask services up redis)\"` and run the tests again"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: no Redis server (set EVENTBUS_TEST_REDIS_URL, or run `cargo xtask test`, which starts one)"
-            );
-            Ok(None)
-        }
-    }
-}
-
-fn integration_required() -> bool {
-    std::env::var("EVENTBUS_REQUIRE_INTEGRATION").is_ok_and(|v| v == "1")
-}
 
 /// Runs a scenario within [`TEST_BOUND`]; its guards kill what it started either way.
 async fn bounded(scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -199,3 +199,44 @@ impl ConsumerSet {
         }
     }
 }
+
+/// A bus that runs consumer loops: what [`MemberControl`] needs from it.
+pub trait ConsumerHost: Send + Sync + 'static {
+    /// The bus's consumer loops.
+    fn consumers(&self) -> &ConsumerSet;
+    /// Whether the bus has been shut down.
+    fn is_closed(&self) -> bool;
+    /// How long an unsubscribe waits for in-flight events (`EVENT_SHUTDOWN_TIMEOUT_MS`).
+    fn shutdown_timeout(&self) -> std::time::Duration;
+}
+
+/// The [`SubscriptionControl`](crate::SubscriptionControl) of one member of a
+/// [`ConsumerSet`]: unsubscribe stops its loop at once (the group keeps what it did not take)
+/// and waits for its in-flight events.
+pub struct MemberControl<H> {
+    host: std::sync::Arc<H>,
+    member: u64,
+}
+
+impl<H> MemberControl<H> {
+    /// The control of `member` on `host`.
+    pub fn new(host: std::sync::Arc<H>, member: u64) -> Self {
+        Self { host, member }
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: ConsumerHost> crate::SubscriptionControl for MemberControl<H> {
+    async fn unsubscribe(&self) -> Result<(), crate::Error> {
+        let until = Instant::now() + self.host.shutdown_timeout();
+        self.host
+            .consumers()
+            .stop(self.member, StopMode::Now { until })
+            .await;
+        Ok(())
+    }
+
+    fn is_active(&self) -> bool {
+        !self.host.is_closed() && self.host.consumers().is_running(self.member)
+    }
+}

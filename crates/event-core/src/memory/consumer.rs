@@ -1,7 +1,6 @@
 //! One subscription's consumer loop on the in-memory bus, and its acknowledgement sink.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -9,8 +8,8 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::store::Token;
+use crate::DeadLetter;
 use crate::dispatch::{DeliverySink, Dispatcher, StopMode, StopSignal};
-use crate::{DeadLetter, Error, SubscriptionControl};
 
 /// Where the dispatcher acknowledges: the handler's group in the store.
 pub(super) struct MemorySink {
@@ -82,26 +81,4 @@ pub(super) async fn run(
     }
     inner.store().leave(&handler, member, drained);
     drained
-}
-
-/// The [`SubscriptionControl`] of an in-memory subscription.
-pub(super) struct MemoryControl {
-    pub(super) inner: Arc<Inner>,
-    pub(super) member: u64,
-}
-
-#[async_trait]
-impl SubscriptionControl for MemoryControl {
-    async fn unsubscribe(&self) -> Result<(), Error> {
-        let until = Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop(self.member, StopMode::Now { until })
-            .await;
-        Ok(())
-    }
-
-    fn is_active(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire) && self.inner.consumers.is_running(self.member)
-    }
 }

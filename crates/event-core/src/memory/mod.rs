@@ -11,13 +11,15 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::codec::JsonCodec;
-use crate::dispatch::{ConsumerSet, DispatchSettings, Dispatcher, StopMode};
+use crate::dispatch::{
+    ConsumerHost, ConsumerSet, DispatchSettings, Dispatcher, MemberControl, StopMode,
+};
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
     RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
 };
-use consumer::{MemoryControl, MemorySink};
+use consumer::MemorySink;
 use store::{Store, now_ms};
 
 /// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
@@ -71,6 +73,20 @@ impl Inner {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ConsumerHost for Inner {
+    fn consumers(&self) -> &ConsumerSet {
+        &self.consumers
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn shutdown_timeout(&self) -> std::time::Duration {
+        self.config.shutdown_timeout
     }
 }
 
@@ -258,10 +274,7 @@ impl EventBus for MemoryBus {
         Ok(Subscription::new(
             spec.handler,
             group,
-            Box::new(MemoryControl {
-                inner: self.inner.clone(),
-                member,
-            }),
+            Box::new(MemberControl::new(self.inner.clone(), member)),
         ))
     }
 

@@ -47,7 +47,7 @@ pub(crate) fn tools(need_openssl: bool) -> anyhow::Result<Option<Tools>> {
             redis_server,
             openssl,
         })),
-        _ if std::env::var("EVENTBUS_REQUIRE_INTEGRATION").is_ok_and(|v| v == "1") => bail!(
+        _ if event_testkit::integration_required() => bail!(
             "{} not found, and EVENTBUS_REQUIRE_INTEGRATION=1 requires the Redis security tests: \
              install what is missing (Debian/Ubuntu: `sudo apt-get install redis-server openssl`; macOS: \
              `brew install redis openssl`) or set EVENTBUS_TEST_REDIS_SERVER to a redis-server \

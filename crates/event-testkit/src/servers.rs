@@ -1,0 +1,31 @@
+//! Finding the test servers that `cargo xtask` starts, with one rule for every backend's
+//! integration tests: a missing server fails an integration run, and is reported loudly (never
+//! skipped in silence) otherwise.
+
+/// Whether an integration run was asked for (`EVENTBUS_REQUIRE_INTEGRATION=1`, set by
+/// `cargo xtask test`): a server that is missing then fails the tests.
+pub fn integration_required() -> bool {
+    std::env::var("EVENTBUS_REQUIRE_INTEGRATION").is_ok_and(|v| v == "1")
+}
+
+/// The address in `variable` (such as `EVENTBUS_TEST_REDIS_URL`), set by `cargo xtask` for
+/// the server `service` (`redis`, `kafka`).
+///
+/// # Errors
+/// When the variable is unset in an integration run, with a message that says how to start
+/// the server. Outside one, `Ok(None)` after printing `SKIPPED` to stderr.
+pub fn test_server(variable: &str, service: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Ok(Some(value)),
+        _ if integration_required() => anyhow::bail!(
+            "{variable} is not set: run `cargo xtask test`, or start the server with \
+             `eval \"$(cargo xtask services up {service})\"` and run the tests again"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: no {service} server (set {variable}, or run `cargo xtask test`, which starts one)"
+            );
+            Ok(None)
+        }
+    }
+}
