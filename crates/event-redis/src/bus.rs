@@ -16,7 +16,7 @@ use fred::types::Value;
 use time::OffsetDateTime;
 
 use crate::keys::Keys;
-use crate::{admin, client, consumer, entry, replay, sourcing};
+use crate::{admin, client, consumer, entry, publish, replay, sourcing};
 
 /// The event bus on Redis Streams: a stream per event type, a consumer group per handler,
 /// dead-letter streams, replay by time, event sourcing with optimistic concurrency.
@@ -66,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) consumers: ConsumerSet,
     handlers: Mutex<HashMap<String, LocalHandler>>,
     pub(crate) sourcing: sourcing::AppendScript,
+    pub(crate) batch_script: publish::BatchScript,
 }
 
 impl Inner {
@@ -137,6 +138,7 @@ impl RedisBus {
                 consumers: ConsumerSet::default(),
                 handlers: Mutex::new(HashMap::new()),
                 sourcing: sourcing::AppendScript::new(),
+                batch_script: publish::BatchScript::new(),
                 config,
             }),
         })
@@ -193,45 +195,36 @@ impl EventBus for RedisBus {
                 .collect();
         }
         let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
-        let pipeline = self.inner.client.pipeline();
+        let mut batch = publish::Batch::new(&self.inner.keys, self.inner.cutoff_ms());
         let mut queued = Vec::new();
-        let cap = self.cap();
         for event in &events {
-            let json = match self.inner.codec.encode(event) {
-                Ok(json) => json,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            let key = self.inner.keys.stream(&event.event_type);
-            let queued_ok: Result<Value, _> = pipeline
-                .xadd(key, false, cap.clone(), "*", entry::fields(event, json))
-                .await;
-            match queued_ok {
-                Ok(_) => {
+            match self.inner.codec.encode(event) {
+                Ok(json) => {
+                    batch.push(event, json);
                     queued.push(results.len());
                     results.push(Ok(event.id));
                 }
-                Err(e) => results.push(Err(client::error("XADD", e))),
+                Err(e) => results.push(Err(e)),
             }
         }
         if queued.is_empty() {
             return results;
         }
-        // One round trip for the whole batch; each reply belongs to one event.
-        let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all().await;
-        for (slot, reply) in queued
-            .iter()
-            .zip(replies.into_iter().chain(std::iter::repeat_with(|| {
-                Err(fred::error::Error::new(
-                    fred::error::ErrorKind::Unknown,
-                    "no reply",
-                ))
-            })))
-        {
-            if let Err(e) = reply {
-                results[*slot] = Err(client::error("XADD", e));
+        // One command, one round trip, for the whole batch; a reply per event.
+        match batch.send(&self.inner).await {
+            Ok(replies) => {
+                for (slot, reply) in queued.iter().zip(replies) {
+                    if let Err(e) = reply {
+                        results[*slot] = Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let transient = e.is_transient();
+                for slot in queued {
+                    results[slot] = Err(Error::backend("redis", message.clone(), transient));
+                }
             }
         }
         results

@@ -8,6 +8,7 @@ mod client;
 mod consumer;
 mod entry;
 mod keys;
+mod publish;
 mod replay;
 mod sourcing;
 
