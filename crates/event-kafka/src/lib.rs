@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod control;
 mod data;
+mod partitioner;
 mod record;
