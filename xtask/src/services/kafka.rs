@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::kafka_jars::{HOW_TO_GET_JAVA, KafkaJars, java};
-use super::ports::{free_loopback_ports, is_port_taken, loopback, wait_until_ready};
+use super::ports::{free_loopback_ports, is_port_taken, loopback};
 use super::probe::kafka_api_versions;
-use super::process::{Lifetime, ServerProcess, display, log_tail, new_work_dir, remove_work_dir};
+use super::process::{Lifetime, ServerProcess, display, new_work_dir, remove_work_dir};
 use super::state::Record;
 
 /// Generous: a cold JVM on a busy two-core machine takes several seconds.
@@ -200,23 +200,13 @@ impl KafkaBroker {
     fn wait_ready(&mut self) -> anyhow::Result<Duration> {
         let log = self.dir.join("broker.log");
         let addr = loopback(self.port);
-        let process = &mut self.process;
-        let waited = wait_until_ready(
+        self.process.wait_ready(
             &format!("the Kafka broker on {addr}"),
+            &log,
             START_TIMEOUT,
             Duration::from_millis(250),
-            || {
-                if let Err(how) = process.status() {
-                    bail!("the Kafka broker exited during start-up ({how})");
-                }
-                Ok(kafka_api_versions(addr))
-            },
-        );
-        let waited = waited.and_then(|took| match process.status() {
-            Ok(()) => Ok(took),
-            Err(how) => bail!("the Kafka broker exited right after answering ({how})"),
-        });
-        waited.map_err(|e| anyhow::anyhow!("{e:#}; {}", log_tail(&log, 50)))
+            || kafka_api_versions(addr),
+        )
     }
 }
 

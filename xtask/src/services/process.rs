@@ -79,6 +79,30 @@ impl ServerProcess {
     }
 
     /// Whether it is still running; `Err` holds how it ended, for messages.
+    /// Waits until `probe` finds the server ready while this process runs, and checks it
+    /// still runs afterwards (an answer from someone else's server on the port would not do).
+    /// A failure carries the tail of the server's `log`.
+    pub(crate) fn wait_ready(
+        &mut self,
+        what: &str,
+        log: &std::path::Path,
+        timeout: std::time::Duration,
+        interval: std::time::Duration,
+        mut probe: impl FnMut() -> super::ports::Probe,
+    ) -> anyhow::Result<std::time::Duration> {
+        let waited = super::ports::wait_until_ready(what, timeout, interval, || {
+            if let Err(how) = self.status() {
+                anyhow::bail!("{what} exited during start-up ({how})");
+            }
+            Ok(probe())
+        });
+        let waited = waited.and_then(|took| match self.status() {
+            Ok(()) => Ok(took),
+            Err(how) => anyhow::bail!("{what} exited right after answering ({how})"),
+        });
+        waited.map_err(|e| anyhow::anyhow!("{e:#}; {}", log_tail(log, 50)))
+    }
+
     pub(crate) fn status(&mut self) -> Result<(), String> {
         match &mut self.child {
             Some(child) => match child.try_wait() {

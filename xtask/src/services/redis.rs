@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::ports::{free_loopback_ports, is_port_taken, loopback, wait_until_ready};
+use super::ports::{free_loopback_ports, is_port_taken, loopback};
 use super::probe::redis_ping;
 use super::process::{
-    Lifetime, ServerProcess, find_program, is_root, log_tail, new_work_dir, remove_work_dir,
+    Lifetime, ServerProcess, find_program, is_root, new_work_dir, remove_work_dir,
 };
 use super::state::Record;
 use crate::shell;
@@ -179,24 +179,13 @@ impl RedisServer {
     fn wait_ready(&mut self) -> anyhow::Result<Duration> {
         let log = self.log();
         let addr = loopback(self.port);
-        let process = &mut self.process;
-        let waited = wait_until_ready(
+        self.process.wait_ready(
             &format!("redis-server on {addr}"),
+            &log,
             START_TIMEOUT,
             Duration::from_millis(50),
-            || {
-                if let Err(how) = process.status() {
-                    bail!("redis-server exited during start-up ({how})");
-                }
-                Ok(redis_ping(addr))
-            },
-        );
-        // An answer from someone else's server on that port would not do.
-        let waited = waited.and_then(|took| match process.status() {
-            Ok(()) => Ok(took),
-            Err(how) => bail!("redis-server exited right after answering ({how})"),
-        });
-        waited.map_err(|e| anyhow::anyhow!("{e:#}; {}", log_tail(&log, 50)))
+            || redis_ping(addr),
+        )
     }
 }
 
