@@ -1,8 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 #![warn(missing_docs)]
 
+mod admin;
+mod bus;
+mod consumer;
 mod control;
 mod data;
 mod partitioner;
 mod record;
+mod replay;
+mod topics;
+
+pub use bus::KafkaBus;

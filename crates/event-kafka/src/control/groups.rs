@@ -57,14 +57,14 @@ impl ControlClient {
     /// # Errors
     /// A backend error when a broker refuses or does not answer in time.
     pub(crate) async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
-        let deadline = self.deadline();
+        let deadline = &self.deadline();
         let groups = self
-            .retrying(&deadline, async || {
-                let metadata = self.fetch_metadata(Some(&[]), &deadline).await?;
+            .retrying(deadline, move || async move {
+                let metadata = self.fetch_metadata(Some(&[]), deadline).await?;
                 let mut groups = Vec::new();
                 for broker in &metadata.brokers {
                     let (version, response) = self
-                        .call(Node::Broker(broker.id), &deadline, |_| {
+                        .call(Node::Broker(broker.id), deadline, |_| {
                             ListGroupsRequest::default()
                         })
                         .await?;

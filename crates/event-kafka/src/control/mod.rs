@@ -325,11 +325,18 @@ impl ControlClient {
 
     /// Runs `attempt` until it succeeds, fails with something other than a routing error, or
     /// the deadline leaves no time for another try.
-    async fn retrying<T>(
+    ///
+    /// `attempt` is a closure returning a future rather than an async closure: the futures of
+    /// async closures are not provably `Send` (rust-lang/rust#110338), and the bus runs these
+    /// calls in spawned tasks.
+    async fn retrying<T, Fut>(
         &self,
         deadline: &Deadline,
-        mut attempt: impl AsyncFnMut() -> Result<T, ControlError>,
-    ) -> Result<T, ControlError> {
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, ControlError>
+    where
+        Fut: std::future::Future<Output = Result<T, ControlError>>,
+    {
         let mut pause = FIRST_PAUSE;
         loop {
             match attempt().await {
@@ -352,9 +359,10 @@ impl ControlClient {
         build: impl Fn(i16) -> R,
         handle: impl Fn(i16, R::Response) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
-        self.retrying(deadline, async || {
+        let (build, handle) = (&build, &handle);
+        self.retrying(deadline, move || async move {
             let coordinator = self.coordinator(group, deadline).await?;
-            let result = match self.call(Node::Broker(coordinator), deadline, &build).await {
+            let result = match self.call(Node::Broker(coordinator), deadline, build).await {
                 Ok((version, response)) => handle(version, response),
                 Err(e) => Err(e),
             };

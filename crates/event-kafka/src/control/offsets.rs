@@ -70,10 +70,10 @@ impl ControlClient {
                 "a timestamp to list offsets at must be milliseconds since 1970, not {ms}"
             )));
         }
-        let deadline = self.deadline();
+        let deadline = &self.deadline();
         Ok(self
-            .retrying(&deadline, async || {
-                self.list_offsets_once(topic, partitions, at, &deadline)
+            .retrying(deadline, move || async move {
+                self.list_offsets_once(topic, partitions, at, deadline)
                     .await
             })
             .await?)
@@ -179,10 +179,10 @@ impl ControlClient {
     /// A transient backend error when the coordinator is not available within the timeout
     /// (on a new cluster, until `__consumer_offsets` exists).
     pub(crate) async fn find_coordinator(&self, group: &str) -> Result<i32, Error> {
-        let deadline = self.deadline();
+        let deadline = &self.deadline();
         Ok(self
-            .retrying(&deadline, async || {
-                self.lookup_coordinator(group, &deadline).await
+            .retrying(deadline, move || async move {
+                self.lookup_coordinator(group, deadline).await
             })
             .await?)
     }

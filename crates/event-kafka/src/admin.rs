@@ -1,0 +1,321 @@
+//! Stats (offsets and high watermarks), health (a metadata round trip, consumer tasks,
+//! stalls) and the dead-letter operations (list, redrive, purge) on the dead-letter topics.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use event_core::{
+    BusStats, ConsumerHealth, DeadLetter, DeadLetterSelection, Error, HandlerStats, Health,
+    RedriveReport,
+};
+use rskafka::record::Record;
+
+use crate::bus::{Inner, LocalHandler};
+use crate::consumer::dlq_header;
+use crate::control::OffsetSpec;
+use crate::data::{Fetched, OffsetAt};
+use crate::record;
+
+/// Bytes per fetch when reading a topic to its end.
+const READ_BYTES: i32 = 4 * 1024 * 1024;
+
+/// Every record of one partition from `from` up to `end` (exclusive).
+pub(crate) async fn read_partition(
+    inner: &Inner,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    end: i64,
+) -> Result<Vec<(i64, Record)>, Error> {
+    let mut out = Vec::new();
+    let mut position = from;
+    while position < end {
+        match inner
+            .plane
+            .fetch(
+                topic,
+                partition,
+                position,
+                READ_BYTES,
+                Duration::from_millis(10),
+            )
+            .await?
+        {
+            Fetched::Records { records, .. } => {
+                let before = position;
+                for r in records {
+                    if r.offset < position || r.offset >= end {
+                        continue;
+                    }
+                    position = r.offset + 1;
+                    out.push((r.offset, r.record));
+                }
+                if position == before {
+                    // Nothing more below `end` (compacted or aborted offsets): done.
+                    break;
+                }
+            }
+            Fetched::OffsetOutOfRange => {
+                let earliest = inner
+                    .plane
+                    .offset_at(topic, partition, OffsetAt::Earliest)
+                    .await?;
+                if earliest <= position {
+                    break;
+                }
+                position = earliest;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The retained records of each partition of a topic: latest − earliest, summed.
+async fn retained(inner: &Inner, topic: &str) -> Result<u64, Error> {
+    let earliest = inner
+        .control
+        .list_offsets(topic, &[], OffsetSpec::Earliest)
+        .await?;
+    let latest = inner
+        .control
+        .list_offsets(topic, &[], OffsetSpec::Latest)
+        .await?;
+    Ok(latest
+        .iter()
+        .map(|(p, l)| {
+            let e = earliest.get(p).copied().flatten().unwrap_or(0);
+            u64::try_from(l.unwrap_or(0) - e).unwrap_or(0)
+        })
+        .sum())
+}
+
+/// The live dead letters of a group, in offset order; the id of each is its offset.
+async fn read_dead_letters(inner: &Inner, group: &str) -> Result<Vec<DeadLetter>, Error> {
+    let topic = inner.topics.dead_letters(group);
+    if inner
+        .topics
+        .existing(&inner.control, &topic)
+        .await?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let start = inner.plane.offset_at(&topic, 0, OffsetAt::Earliest).await?;
+    let end = inner.plane.offset_at(&topic, 0, OffsetAt::Latest).await?;
+    let records = read_partition(inner, &topic, 0, start, end).await?;
+    let mut removed = HashSet::new();
+    let mut letters = Vec::new();
+    for (offset, r) in records {
+        if let Some(id) = r.headers.get(dlq_header::REMOVED) {
+            removed.insert(String::from_utf8_lossy(id).into_owned());
+            continue;
+        }
+        let Some(value) = r.value.as_deref() else {
+            continue;
+        };
+        match serde_json::from_slice::<DeadLetter>(value) {
+            Ok(mut letter) => {
+                letter.id = offset.to_string();
+                letters.push(letter);
+            }
+            Err(e) => {
+                tracing::warn!(%topic, offset, "unreadable dead letter skipped: {e}");
+            }
+        }
+    }
+    letters.retain(|l| !removed.contains(&l.id));
+    Ok(letters)
+}
+
+/// Records that hide dead letters (redriven or purged).
+async fn remove(inner: &Inner, group: &str, ids: &[String]) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let topic = inner.topics.dead_letters(group);
+    let now = record::kafka_timestamp(time::OffsetDateTime::now_utc());
+    let markers = ids
+        .iter()
+        .map(|id| Record {
+            key: None,
+            value: None,
+            headers: BTreeMap::from([(dlq_header::REMOVED.to_string(), id.clone().into_bytes())]),
+            timestamp: now,
+        })
+        .collect();
+    inner.produce(&topic, 0, markers).await?;
+    Ok(())
+}
+
+pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
+    let mut stats = BusStats {
+        backend: "kafka".into(),
+        ..BusStats::default()
+    };
+    for (event_type, topic, _) in inner.topics.all_event_topics(&inner.control).await? {
+        let n = retained(inner, &topic).await?;
+        if n > 0 {
+            stats.total_events += n;
+            stats.events_by_type.insert(event_type.to_string(), n);
+        }
+    }
+    let local: Vec<(String, LocalHandler)> = inner
+        .handlers()
+        .iter()
+        .map(|(name, h)| (name.clone(), h.clone()))
+        .collect();
+    for (handler, local) in local {
+        let snapshot = local.counters.snapshot();
+        let mut handler_stats = HandlerStats {
+            group: local.group.clone(),
+            event_types: local.event_types.clone(),
+            subscriptions: local.members.len(),
+            processed: snapshot.processed,
+            failed: snapshot.failed,
+            retried: snapshot.retried,
+            dead_lettered: snapshot.dead_lettered,
+            last_event_at: snapshot.last_event_at,
+            ..HandlerStats::default()
+        };
+        let group = inner.groups().get(&handler).cloned();
+        if let Some(group) = group {
+            handler_stats.pending = group.pending();
+            handler_stats.lag = group.lag();
+        }
+        handler_stats.dead_letter_depth =
+            read_dead_letters(inner, &local.group).await?.len() as u64;
+        if !local.members.is_empty() {
+            stats.active_subscribers += 1;
+            stats.subscription_tasks += local.members.len();
+        }
+        stats.handlers.insert(handler, handler_stats);
+    }
+    Ok(stats)
+}
+
+pub(crate) async fn health(inner: &Inner) -> Health {
+    if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+        return Health::assess(
+            "kafka",
+            None,
+            Vec::new(),
+            vec!["the bus has been shut down".into()],
+            true,
+        );
+    }
+    let started = Instant::now();
+    let metadata = inner.control.metadata(Some(&[])).await;
+    let round_trip = started.elapsed();
+    if let Err(e) = metadata {
+        let problem = format!(
+            "Kafka at {} does not answer: {e}",
+            inner.config.kafka_bootstrap_servers.join(",")
+        );
+        return Health::assess("kafka", None, Vec::new(), vec![problem], true);
+    }
+    let local: Vec<(String, LocalHandler)> = inner
+        .handlers()
+        .iter()
+        .filter(|(_, h)| !h.members.is_empty())
+        .map(|(name, h)| (name.clone(), h.clone()))
+        .collect();
+    let mut consumers = Vec::new();
+    let mut problems = Vec::new();
+    for (handler, local) in local {
+        let group = inner.groups().get(&handler).cloned();
+        let backlog = group.map_or(0, |g| g.lag() + g.pending());
+        let depth = match read_dead_letters(inner, &local.group).await {
+            Ok(letters) => letters.len() as u64,
+            Err(e) => {
+                problems.push(format!(
+                    "cannot read the dead letters of {}: {e}",
+                    local.group
+                ));
+                0
+            }
+        };
+        let alive = local.members.iter().any(|m| inner.consumers.is_running(*m));
+        let stalled = backlog > 0 && local.counters.idle_for(inner.config.stall_timeout);
+        consumers.push(ConsumerHealth::new(handler, alive, stalled, backlog, depth));
+    }
+    Health::assess("kafka", Some(round_trip), consumers, problems, false)
+}
+
+/// Refuses handlers neither this bus nor the cluster's groups know.
+async fn known(inner: &Inner, handler: &str) -> Result<String, Error> {
+    let group = inner.group(handler);
+    if inner.handlers().contains_key(handler) {
+        return Ok(group);
+    }
+    let groups = inner.control.list_groups().await?;
+    if groups.iter().any(|g| g.group_id == group) {
+        Ok(group)
+    } else {
+        Err(Error::UnknownHandler {
+            name: handler.to_string(),
+        })
+    }
+}
+
+fn selected(letters: Vec<DeadLetter>, selection: &DeadLetterSelection) -> Vec<DeadLetter> {
+    letters
+        .into_iter()
+        .filter(|l| selection.includes(&l.id))
+        .collect()
+}
+
+pub(crate) async fn dead_letters(
+    inner: &Inner,
+    handler: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, Error> {
+    let group = known(inner, handler).await?;
+    let mut letters = read_dead_letters(inner, &group).await?;
+    letters.truncate(limit);
+    Ok(letters)
+}
+
+pub(crate) async fn redrive(
+    inner: &Inner,
+    handler: &str,
+    selection: &DeadLetterSelection,
+) -> Result<RedriveReport, Error> {
+    let group = known(inner, handler).await?;
+    let topic = inner.topics.redrive(&group);
+    inner
+        .topics
+        .ensure(&inner.control, &[(topic.clone(), 1)])
+        .await?;
+    let mut report = RedriveReport::default();
+    let mut moved = Vec::new();
+    let mut records = Vec::new();
+    for letter in selected(read_dead_letters(inner, &group).await?, selection) {
+        let Some(event) = &letter.event else {
+            report
+                .skipped
+                .push((letter.id, "not a valid envelope: nothing to redrive".into()));
+            continue;
+        };
+        records.push(record::encode(&inner.codec, event)?);
+        moved.push(letter.id);
+    }
+    // The events first, then the markers: a failure in between redelivers, never loses.
+    inner.produce(&topic, 0, records).await?;
+    remove(inner, &group, &moved).await?;
+    report.redriven = moved.len() as u64;
+    Ok(report)
+}
+
+pub(crate) async fn purge(
+    inner: &Inner,
+    handler: &str,
+    selection: &DeadLetterSelection,
+) -> Result<u64, Error> {
+    let group = known(inner, handler).await?;
+    let ids: Vec<String> = selected(read_dead_letters(inner, &group).await?, selection)
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    remove(inner, &group, &ids).await?;
+    Ok(ids.len() as u64)
+}

@@ -1,0 +1,775 @@
+//! Subscriptions: one group per handler in this process, a fetch task per partition of its
+//! topics, acknowledgements tracked per partition and committed to Kafka's offset store up to
+//! the first unfinished offset, dead letters produced to the group's dead-letter topic.
+//!
+//! Several subscriptions of one handler in this process share the group's work: the group's
+//! dispatcher calls a router that hands each event to one of the subscriptions' handlers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use event_core::dispatch::{
+    Delivery, DeliverySink, DispatchSettings, Dispatcher, HandlerCounters, MemberControl, StopMode,
+    StopSignal,
+};
+use event_core::{
+    DeadLetter, DeadLetterReason, Error, Event, EventHandler, HandlerError, StartFrom,
+    Subscription, SubscriptionSpec,
+};
+use rskafka::record::Record;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::bus::Inner;
+use crate::data::{Fetched, OffsetAt};
+use crate::record;
+
+/// How long one fetch waits for records: the longest an idle task takes to notice a stop.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+/// About how many bytes one fetch returns.
+const MAX_BYTES: i32 = 1024 * 1024;
+/// How often changed positions are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// Attempts at producing a dead letter before giving up (the delivery then stays
+/// unacknowledged and is delivered again after a restart: twice, never lost).
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Headers of a dead-letter record.
+pub(crate) mod dlq_header {
+    pub(crate) const REASON: &str = "dlq_reason";
+    pub(crate) const HANDLER: &str = "dlq_handler";
+    pub(crate) const GROUP: &str = "dlq_group";
+    pub(crate) const ATTEMPTS: &str = "dlq_attempts";
+    pub(crate) const LAST_ERROR: &str = "dlq_last_error";
+    pub(crate) const TOPIC: &str = "dlq_original_topic";
+    pub(crate) const PARTITION: &str = "dlq_original_partition";
+    pub(crate) const OFFSET: &str = "dlq_original_offset";
+    /// On a marker record: the id (offset) of a dead letter that was redriven or purged.
+    pub(crate) const REMOVED: &str = "dlq_removed";
+}
+
+/// Where a record is: the index of its topic in the group's list, its partition and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Token {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+}
+
+/// A group's position in one partition.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    /// Every offset below this is finished: the offset to commit.
+    committed: i64,
+    /// The last position committed to Kafka.
+    sent: i64,
+    /// The next offset to fetch.
+    read: i64,
+    /// The partition's high watermark, from the last fetch.
+    high_watermark: i64,
+    /// Finished offsets from `committed` on: `acked[i]` is offset `committed + i`.
+    acked: VecDeque<bool>,
+}
+
+impl Tracker {
+    fn at(position: i64) -> Self {
+        Self {
+            committed: position,
+            sent: position,
+            read: position,
+            high_watermark: position,
+            acked: VecDeque::new(),
+        }
+    }
+
+    fn ack(&mut self, offset: i64) {
+        let Ok(i) = usize::try_from(offset - self.committed) else {
+            return;
+        };
+        if self.acked.len() <= i {
+            self.acked.resize(i + 1, false);
+        }
+        self.acked[i] = true;
+        while self.acked.front() == Some(&true) {
+            self.acked.pop_front();
+            self.committed += 1;
+        }
+    }
+
+    /// Delivered and not finished.
+    pub(crate) fn pending(&self) -> u64 {
+        let done = self.acked.iter().filter(|a| **a).count() as i64;
+        u64::try_from(self.read - self.committed - done).unwrap_or(0)
+    }
+
+    /// Not delivered yet.
+    pub(crate) fn lag(&self) -> u64 {
+        u64::try_from(self.high_watermark - self.read).unwrap_or(0)
+    }
+}
+
+/// One subscription's handler, as the router sees it.
+struct Member {
+    id: u64,
+    handler: Arc<dyn EventHandler>,
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+struct Busy<'a>(&'a Member);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The handler the group's dispatcher calls: it hands each event to one subscription.
+struct Router {
+    name: String,
+    members: Mutex<Vec<Arc<Member>>>,
+}
+
+impl Router {
+    fn members(&self) -> MutexGuard<'_, Vec<Arc<Member>>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subscription that handles an event: fixed by the event id while the members stay.
+    fn pick(&self, event: &Event) -> Option<Arc<Member>> {
+        let members = self.members();
+        if members.is_empty() {
+            return None;
+        }
+        let i = (event.id.as_uuid().as_u128() % members.len() as u128) as usize;
+        Some(members[i].clone())
+    }
+}
+
+#[async_trait]
+impl EventHandler for Router {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let Some(member) = self.pick(event) else {
+            return Err(HandlerError::transient(
+                "no subscription of the handler is left to handle the event",
+            ));
+        };
+        member.busy.fetch_add(1, Ordering::AcqRel);
+        let _busy = Busy(&member);
+        member.handler.handle(event).await
+    }
+
+    async fn on_error(&self, event: &Event, error: &HandlerError, attempt: u32) {
+        if let Some(member) = self.pick(event) {
+            member.handler.on_error(event, error, attempt).await;
+        }
+    }
+}
+
+/// The group of one handler in this process.
+pub(crate) struct Group {
+    inner: Arc<Inner>,
+    pub(crate) handler: String,
+    pub(crate) name: String,
+    /// The event topics, then the redrive topic.
+    topics: Vec<String>,
+    dead_letters: String,
+    trackers: Mutex<HashMap<(usize, i32), Tracker>>,
+    router: Arc<Router>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    commit_task: Mutex<Option<JoinHandle<()>>>,
+    dispatcher: Mutex<Option<Arc<Dispatcher<Token>>>>,
+    closing: AtomicBool,
+    finished: watch::Sender<bool>,
+}
+
+impl Group {
+    pub(crate) fn trackers(&self) -> MutexGuard<'_, HashMap<(usize, i32), Tracker>> {
+        self.trackers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivered and not finished, over all partitions.
+    pub(crate) fn pending(&self) -> u64 {
+        self.trackers().values().map(Tracker::pending).sum()
+    }
+
+    /// Not delivered yet, over all partitions.
+    pub(crate) fn lag(&self) -> u64 {
+        self.trackers().values().map(Tracker::lag).sum()
+    }
+
+    /// Positions that changed since they were last committed.
+    fn changed(&self) -> Vec<(String, i32, i64)> {
+        self.trackers()
+            .iter()
+            .filter(|(_, t)| t.committed != t.sent)
+            .map(|((topic, partition), t)| (self.topics[*topic].clone(), *partition, t.committed))
+            .collect()
+    }
+
+    async fn commit(&self) {
+        let changed = self.changed();
+        if changed.is_empty() {
+            return;
+        }
+        match self
+            .inner
+            .control
+            .commit_offsets(&self.name, -1, "", &changed)
+            .await
+        {
+            Ok(()) => {
+                let mut trackers = self.trackers();
+                for (topic, partition, offset) in changed {
+                    if let Some(i) = self.topics.iter().position(|t| *t == topic)
+                        && let Some(t) = trackers.get_mut(&(i, partition))
+                    {
+                        t.sent = offset;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.name, "committing offsets failed, retrying: {e}");
+            }
+        }
+    }
+
+    fn ack(&self, tokens: &[Token]) {
+        let mut trackers = self.trackers();
+        for token in tokens {
+            if let Some(t) = trackers.get_mut(&(token.topic, token.partition)) {
+                t.ack(token.offset);
+            }
+        }
+    }
+
+    /// A subscription leaves: the last one stops the group, finishes what it holds and
+    /// commits. Returns whether everything taken was finished in time.
+    async fn leave(self: &Arc<Self>, member: u64, timeout: Duration) -> bool {
+        let (last, leaving) = {
+            let _groups = self.inner.groups();
+            let mut members = self.router.members();
+            let leaving = members.iter().find(|m| m.id == member).cloned();
+            if members.len() <= 1 {
+                self.closing.store(true, Ordering::Release);
+                (true, leaving)
+            } else {
+                members.retain(|m| m.id != member);
+                (false, leaving)
+            }
+        };
+        let drained = if last {
+            self.close(timeout).await
+        } else if let Some(leaving) = leaving {
+            // The others take the group's next events; wait for this one's calls to end.
+            tokio::time::timeout(timeout, async {
+                loop {
+                    let idle = leaving.idle.notified();
+                    if leaving.busy.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    idle.await;
+                }
+            })
+            .await
+            .is_ok()
+        } else {
+            true
+        };
+        self.inner.remove_member(&self.handler, member);
+        drained
+    }
+
+    async fn close(self: &Arc<Self>, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        let dispatcher = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let drained = match dispatcher.map(Arc::try_unwrap) {
+            Some(Ok(dispatcher)) => dispatcher.close(timeout).await,
+            Some(Err(_)) | None => true,
+        };
+        if !drained {
+            tracing::warn!(
+                handler = %self.handler,
+                "handler did not finish its in-flight events in time; they stay uncommitted and will be delivered again"
+            );
+        }
+        let commit_task = self
+            .commit_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = commit_task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.commit().await;
+        self.inner.groups().remove(&self.handler);
+        let _ = self.finished.send(true);
+        drained
+    }
+}
+
+/// Starts a subscription: joins the handler's group in this process, or starts it.
+pub(crate) async fn subscribe(
+    inner: &Arc<Inner>,
+    spec: SubscriptionSpec,
+    handler: Arc<dyn EventHandler>,
+) -> Result<Subscription, Error> {
+    let _one_at_a_time = inner.subscribing.lock().await;
+    let group_name = inner.group(&spec.handler);
+    let mut event_types: Vec<String> = spec
+        .event_types
+        .iter()
+        .map(|t| t.as_str().to_string())
+        .collect();
+    event_types.sort();
+    event_types.dedup();
+    let member = inner.consumers.next_id();
+    let entry = Arc::new(Member {
+        id: member,
+        handler,
+        busy: AtomicUsize::new(0),
+        idle: Notify::new(),
+    });
+    // Join the running group of the handler; wait for one that is stopping to finish first.
+    let joined = loop {
+        let waiting = {
+            let groups = inner.groups();
+            match groups.get(&spec.handler) {
+                Some(g) if !g.closing.load(Ordering::Acquire) => {
+                    g.router.members().push(entry.clone());
+                    break Some(g.clone());
+                }
+                Some(g) => g.finished.subscribe(),
+                None => break None,
+            }
+        };
+        let mut finished = waiting;
+        let _ = finished.wait_for(|f| *f).await;
+    };
+    let group = match joined {
+        Some(group) => {
+            inner.add_member(&spec.handler, &group_name, &event_types, member);
+            group
+        }
+        None => {
+            let counters = inner.add_member(&spec.handler, &group_name, &event_types, member);
+            match start_group(inner, &spec, &group_name, &event_types, entry, counters).await {
+                Ok(group) => group,
+                Err(e) => {
+                    inner.remove_member(&spec.handler, member);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let timeout = inner.config.shutdown_timeout;
+    inner.consumers.spawn(member, move |stop| {
+        member_loop(group, member, stop, timeout)
+    });
+    if inner.closed.load(Ordering::Acquire) {
+        let until = Instant::now() + inner.config.shutdown_timeout;
+        inner.consumers.stop(member, StopMode::Now { until }).await;
+        return Err(Error::ShutDown {
+            operation: "subscriptions",
+        });
+    }
+    Ok(Subscription::new(
+        spec.handler,
+        group_name,
+        Box::new(MemberControl::new(inner.clone(), member)),
+    ))
+}
+
+/// A subscription's life: wait for a stop, then leave the group.
+async fn member_loop(
+    group: Arc<Group>,
+    member: u64,
+    mut stop: StopSignal,
+    timeout: Duration,
+) -> bool {
+    loop {
+        if stop.mode() != StopMode::Run {
+            break;
+        }
+        if !stop.changed().await {
+            break;
+        }
+    }
+    group.leave(member, stop.remaining(timeout)).await
+}
+
+/// Where a new group starts in one partition.
+async fn start_position(
+    inner: &Inner,
+    topic: &str,
+    partition: i32,
+    start: StartFrom,
+) -> Result<i64, Error> {
+    let at = match start {
+        StartFrom::Earliest => OffsetAt::Earliest,
+        StartFrom::Time(t) => OffsetAt::Timestamp(record::unix_millis(t)),
+        _ => OffsetAt::Latest,
+    };
+    inner.plane.offset_at(topic, partition, at).await
+}
+
+async fn start_group(
+    inner: &Arc<Inner>,
+    spec: &SubscriptionSpec,
+    group_name: &str,
+    event_types: &[String],
+    member: Arc<Member>,
+    counters: Arc<HandlerCounters>,
+) -> Result<Arc<Group>, Error> {
+    let mut topics: Vec<String> = event_types.iter().map(|t| inner.topics.events(t)).collect();
+    let partitions = inner.config.kafka_partitions as i32;
+    let mut wanted: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
+    let redrive = inner.topics.redrive(group_name);
+    let dead_letters = inner.topics.dead_letters(group_name);
+    wanted.push((redrive.clone(), 1));
+    wanted.push((dead_letters.clone(), 1));
+    let counts = inner.topics.ensure(&inner.control, &wanted).await?;
+    topics.push(redrive);
+    let counts = &counts[..topics.len()];
+    let request: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .zip(counts)
+        .map(|(t, n)| (t.clone(), (0..*n).collect()))
+        .collect();
+    let committed = inner.control.fetch_offsets(group_name, &request).await?;
+    let mut trackers = HashMap::new();
+    let mut new_positions = Vec::new();
+    for (i, (topic, n)) in topics.iter().zip(counts).enumerate() {
+        let redrive_topic = i == topics.len() - 1;
+        for p in 0..*n {
+            let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
+                Some(offset) => offset,
+                None => {
+                    let start = if redrive_topic {
+                        StartFrom::Earliest
+                    } else {
+                        spec.start
+                    };
+                    let position = start_position(inner, topic, p, start).await?;
+                    new_positions.push((topic.clone(), p, position));
+                    position
+                }
+            };
+            trackers.insert((i, p), Tracker::at(position));
+        }
+    }
+    // The group exists from now on: a resubscribe or a restart resumes from here.
+    inner
+        .control
+        .commit_offsets(group_name, -1, "", &new_positions)
+        .await?;
+
+    let (stop, _) = watch::channel(false);
+    let (finished, _) = watch::channel(false);
+    let group = Arc::new(Group {
+        inner: inner.clone(),
+        handler: spec.handler.clone(),
+        name: group_name.to_string(),
+        topics,
+        dead_letters,
+        trackers: Mutex::new(trackers),
+        router: Arc::new(Router {
+            name: spec.handler.clone(),
+            members: Mutex::new(vec![member]),
+        }),
+        stop,
+        tasks: Mutex::new(Vec::new()),
+        commit_task: Mutex::new(None),
+        dispatcher: Mutex::new(None),
+        closing: AtomicBool::new(false),
+        finished,
+    });
+    let concurrency = spec.concurrency.unwrap_or(inner.config.handler_concurrency);
+    let dispatcher = Arc::new(Dispatcher::start(
+        group.router.clone(),
+        DispatchSettings::new(
+            group_name.to_string(),
+            concurrency,
+            inner.config.retry_policy(),
+        ),
+        Arc::new(KafkaSink {
+            group: group.clone(),
+        }),
+        counters,
+    ));
+    *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher.clone());
+    let mut tasks = Vec::new();
+    for (i, n) in counts.iter().enumerate() {
+        for p in 0..*n {
+            let position = group.trackers()[&(i, p)].read;
+            tasks.push(tokio::spawn(partition_loop(
+                group.clone(),
+                dispatcher.clone(),
+                i,
+                p,
+                position,
+            )));
+        }
+    }
+    *group.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+    let committer = group.clone();
+    let mut stop_commits = group.stop.subscribe();
+    *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(COMMIT_EVERY) => {}
+                _ = stop_commits.changed() => {}
+            }
+            committer.commit().await;
+        }
+    }));
+    drop(dispatcher);
+    inner.groups().insert(spec.handler.clone(), group.clone());
+    Ok(group)
+}
+
+/// The fetch loop of one partition.
+async fn partition_loop(
+    group: Arc<Group>,
+    dispatcher: Arc<Dispatcher<Token>>,
+    topic_index: usize,
+    partition: i32,
+    mut position: i64,
+) {
+    let inner = group.inner.clone();
+    let reader = inner.plane.reader();
+    let topic = group.topics[topic_index].clone();
+    let mut stop = group.stop.subscribe();
+    let sink = KafkaSink {
+        group: group.clone(),
+    };
+    let mut failures = 0u32;
+    let batch = inner.config.batch_size.max(1);
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        let room = tokio::select! {
+            biased;
+            _ = stop.changed() => continue,
+            room = dispatcher.reserve(batch) => room,
+        };
+        let fetched = tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                dispatcher.release(room);
+                continue;
+            }
+            fetched = reader.fetch(&topic, partition, position, MAX_BYTES, MAX_WAIT) => fetched,
+        };
+        match fetched {
+            Ok(Fetched::Records {
+                records,
+                high_watermark,
+            }) => {
+                failures = 0;
+                let mut deliveries = Vec::new();
+                let mut dead = Vec::new();
+                for r in records {
+                    if r.offset < position {
+                        continue;
+                    }
+                    if deliveries.len() + dead.len() >= room {
+                        break;
+                    }
+                    let token = Token {
+                        topic: topic_index,
+                        partition,
+                        offset: r.offset,
+                    };
+                    position = r.offset + 1;
+                    match record::decode(&inner.codec, &r.record) {
+                        Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
+                        Err(e) => dead.push((token, invalid_letter(&group, &r.record, &e))),
+                    }
+                }
+                {
+                    let mut trackers = group.trackers();
+                    if let Some(t) = trackers.get_mut(&(topic_index, partition)) {
+                        t.read = position;
+                        t.high_watermark = high_watermark.max(position);
+                    }
+                }
+                dispatcher.release(room - deliveries.len());
+                for (token, letter) in dead {
+                    tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, "record is not an event envelope; dead-lettered: {}", letter.last_error);
+                    sink.dead_letter(token, letter).await;
+                }
+                if !deliveries.is_empty() {
+                    dispatcher.dispatch(deliveries);
+                }
+            }
+            Ok(Fetched::OffsetOutOfRange) => {
+                dispatcher.release(room);
+                match inner
+                    .plane
+                    .offset_at(&topic, partition, OffsetAt::Earliest)
+                    .await
+                {
+                    Ok(earliest) => {
+                        tracing::warn!(handler = %group.handler, %topic, partition, position, earliest, "offset out of range; starting again from the earliest offset");
+                        position = earliest;
+                        group
+                            .trackers()
+                            .insert((topic_index, partition), Tracker::at(earliest));
+                    }
+                    Err(e) => {
+                        tracing::warn!(handler = %group.handler, %topic, partition, "offset out of range and the earliest offset is unknown: {e}");
+                        pause(&mut stop, 1).await;
+                    }
+                }
+            }
+            Err(e) => {
+                dispatcher.release(room);
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(50) {
+                    tracing::warn!(handler = %group.handler, %topic, partition, failures, "fetching from Kafka failed, retrying: {e}");
+                }
+                pause(&mut stop, failures).await;
+            }
+        }
+    }
+}
+
+async fn pause(stop: &mut watch::Receiver<bool>, failures: u32) {
+    let pause = Duration::from_millis(100 * u64::from(failures.min(50)));
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+}
+
+fn invalid_letter(group: &Group, record: &Record, error: &Error) -> DeadLetter {
+    let now = OffsetDateTime::now_utc();
+    DeadLetter {
+        id: String::new(),
+        handler: group.handler.clone(),
+        group: group.name.clone(),
+        reason: DeadLetterReason::InvalidEnvelope,
+        event: None,
+        raw: Some(record::raw_text(record)),
+        attempts: 1,
+        first_error: error.to_string(),
+        last_error: error.to_string(),
+        first_failed_at: now,
+        last_failed_at: now,
+        dead_lettered_at: now,
+    }
+}
+
+/// The record of a dead letter: its JSON as value, provenance in headers.
+pub(crate) fn dead_letter_record(
+    letter: &DeadLetter,
+    origin: Option<(&str, i32, i64)>,
+) -> Result<Record, Error> {
+    let json = serde_json::to_vec(letter)
+        .map_err(|e| Error::backend("kafka", format!("encoding a dead letter: {e}"), false))?;
+    let mut headers = std::collections::BTreeMap::new();
+    let reason = serde_json::to_value(letter.reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    headers.insert(dlq_header::REASON.to_string(), reason.into_bytes());
+    headers.insert(
+        dlq_header::HANDLER.to_string(),
+        letter.handler.clone().into_bytes(),
+    );
+    headers.insert(
+        dlq_header::GROUP.to_string(),
+        letter.group.clone().into_bytes(),
+    );
+    headers.insert(
+        dlq_header::ATTEMPTS.to_string(),
+        letter.attempts.to_string().into_bytes(),
+    );
+    headers.insert(
+        dlq_header::LAST_ERROR.to_string(),
+        letter.last_error.clone().into_bytes(),
+    );
+    if let Some((topic, partition, offset)) = origin {
+        headers.insert(dlq_header::TOPIC.to_string(), topic.as_bytes().to_vec());
+        headers.insert(
+            dlq_header::PARTITION.to_string(),
+            partition.to_string().into_bytes(),
+        );
+        headers.insert(
+            dlq_header::OFFSET.to_string(),
+            offset.to_string().into_bytes(),
+        );
+    }
+    Ok(Record {
+        key: letter.event.as_ref().map(|e| e.id.to_string().into_bytes()),
+        value: Some(json),
+        headers,
+        timestamp: record::kafka_timestamp(OffsetDateTime::now_utc()),
+    })
+}
+
+/// Acknowledgements and dead letters of one group.
+struct KafkaSink {
+    group: Arc<Group>,
+}
+
+#[async_trait]
+impl DeliverySink<Token> for KafkaSink {
+    async fn ack(&self, tokens: Vec<Token>) {
+        self.group.ack(&tokens);
+    }
+
+    async fn dead_letter(&self, token: Token, mut letter: DeadLetter) {
+        let group = &self.group;
+        letter.id.clear();
+        let topic = group.topics[token.topic].as_str();
+        let record = match dead_letter_record(&letter, Some((topic, token.partition, token.offset)))
+        {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(handler = %group.handler, "dead letter cannot be encoded, left unacknowledged: {e}");
+                return;
+            }
+        };
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match group
+                .inner
+                .plane
+                .produce(&group.dead_letters, 0, vec![record.clone()])
+                .await
+            {
+                Ok(_) => {
+                    group.ack(&[token]);
+                    return;
+                }
+                Err(e) if attempt == WRITE_ATTEMPTS => {
+                    tracing::warn!(handler = %group.handler, "storing a dead letter failed; the event stays uncommitted and will be delivered again: {e}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Topic names and topic creation: `{prefix}.{event_type}` for events, `{prefix}.dlq.{group}`
+//! for dead letters, `{prefix}.redrive.{group}` for redriven events; created on demand with
+//! their partitions, replication factor and configs, and their partition counts cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use event_core::{Config, Error, EventType};
+
+use crate::control::{ControlClient, TopicCreation, TopicSpec};
+
+/// How long the brokers may take to create topics.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The names of the bus's topics and the partition counts of those it has seen.
+pub(crate) struct Topics {
+    prefix: String,
+    partitions: i32,
+    replication: i16,
+    retention_ms: String,
+    known: Mutex<HashMap<String, i32>>,
+}
+
+impl Topics {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            prefix: config.kafka_topic_prefix.clone(),
+            partitions: i32::try_from(config.kafka_partitions).unwrap_or(i32::MAX),
+            replication: i16::try_from(config.kafka_replication_factor).unwrap_or(i16::MAX),
+            retention_ms: config.kafka_retention.as_millis().to_string(),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The topic of an event type.
+    pub(crate) fn events(&self, event_type: &str) -> String {
+        format!("{}.{event_type}", self.prefix)
+    }
+
+    /// The dead-letter topic of a group.
+    pub(crate) fn dead_letters(&self, group: &str) -> String {
+        format!("{}.dlq.{group}", self.prefix)
+    }
+
+    /// The redrive topic of a group.
+    pub(crate) fn redrive(&self, group: &str) -> String {
+        format!("{}.redrive.{group}", self.prefix)
+    }
+
+    /// The event type of one of the bus's event topics; `None` for other topics.
+    pub(crate) fn event_type_of(&self, topic: &str) -> Option<EventType> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        if rest.starts_with("dlq.") || rest.starts_with("redrive.") {
+            return None;
+        }
+        EventType::new(rest).ok()
+    }
+
+    /// The cached partition count of a topic.
+    pub(crate) fn cached(&self, topic: &str) -> Option<i32> {
+        self.known().get(topic).copied()
+    }
+
+    /// The partition count of an event topic, creating it when needed.
+    pub(crate) async fn event_topic(
+        &self,
+        control: &ControlClient,
+        topic: &str,
+    ) -> Result<i32, Error> {
+        if let Some(n) = self.cached(topic) {
+            return Ok(n);
+        }
+        let counts = self
+            .ensure(control, &[(topic.to_string(), self.partitions)])
+            .await?;
+        Ok(counts[0])
+    }
+
+    /// Creates the topics that do not exist (name, partitions) and returns the partition
+    /// count of each, in order.
+    pub(crate) async fn ensure(
+        &self,
+        control: &ControlClient,
+        topics: &[(String, i32)],
+    ) -> Result<Vec<i32>, Error> {
+        let missing: Vec<TopicSpec> = topics
+            .iter()
+            .filter(|(name, _)| self.cached(name).is_none())
+            .map(|(name, partitions)| TopicSpec {
+                name: name.clone(),
+                partitions: *partitions,
+                replication_factor: self.replication,
+                configs: vec![
+                    ("retention.ms".into(), self.retention_ms.clone()),
+                    ("cleanup.policy".into(), "delete".into()),
+                ],
+            })
+            .collect();
+        if !missing.is_empty() {
+            let outcomes = control.create_topics(&missing, CREATE_TIMEOUT).await?;
+            for (name, outcome) in &outcomes {
+                if let TopicCreation::Failed(why) = outcome {
+                    return Err(Error::backend(
+                        "kafka",
+                        format!("creating topic {name}: {why}"),
+                        false,
+                    ));
+                }
+            }
+            let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+            let metadata = control.metadata(Some(&names)).await?;
+            let mut known = self.known();
+            for name in &names {
+                if let Some(t) = metadata.topic(name)
+                    && t.error.is_none()
+                    && t.partition_count() > 0
+                {
+                    known.insert(
+                        name.clone(),
+                        i32::try_from(t.partition_count()).unwrap_or(i32::MAX),
+                    );
+                }
+            }
+        }
+        topics
+            .iter()
+            .map(|(name, _)| {
+                self.cached(name).ok_or_else(|| {
+                    Error::backend(
+                        "kafka",
+                        format!("topic {name} has no partitions in the metadata after creating it"),
+                        true,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The partition count of an existing topic, from the cache or the metadata; `None` when
+    /// it does not exist. Never creates it.
+    pub(crate) async fn existing(
+        &self,
+        control: &ControlClient,
+        topic: &str,
+    ) -> Result<Option<i32>, Error> {
+        if let Some(n) = self.cached(topic) {
+            return Ok(Some(n));
+        }
+        let metadata = control.metadata(Some(&[topic.to_string()])).await?;
+        let Some(t) = metadata.topic(topic) else {
+            return Ok(None);
+        };
+        if t.error.is_some() || t.partition_count() == 0 {
+            return Ok(None);
+        }
+        let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
+        self.known().insert(topic.to_string(), n);
+        Ok(Some(n))
+    }
+
+    /// Every event topic of the bus with its partition count, from the cluster's metadata.
+    pub(crate) async fn all_event_topics(
+        &self,
+        control: &ControlClient,
+    ) -> Result<Vec<(EventType, String, i32)>, Error> {
+        let metadata = control.metadata(None).await?;
+        let mut out = Vec::new();
+        for t in &metadata.topics {
+            if t.error.is_some() || t.partition_count() == 0 {
+                continue;
+            }
+            if let Some(event_type) = self.event_type_of(&t.name) {
+                let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
+                self.known().insert(t.name.clone(), n);
+                out.push((event_type, t.name.clone(), n));
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+}
