@@ -2,11 +2,6 @@
 //! which partition holds a key: `toPositive(murmur2(key)) % partitions`, with `murmur2` exactly
 //! as `org.apache.kafka.common.utils.Utils.murmur2`.
 
-#![allow(
-    dead_code,
-    reason = "the publisher of the Kafka backend calls it; until then only the tests do"
-)]
-
 /// `Utils.murmur2` of the Java client: 32-bit MurmurHash2 with seed `0x9747b28c`, reading
 /// the data in little-endian 4-byte blocks.
 pub(crate) fn murmur2(data: &[u8]) -> i32 {

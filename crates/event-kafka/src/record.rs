@@ -7,9 +7,6 @@
 //! only source of truth and the headers are not trusted, except that a `content_type` other
 //! than JSON says at once that the record is not an envelope.
 
-// The bus (the next part of issue 4) is the caller; until it lands only the tests use this.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::BTreeMap;
 
 use event_core::{Error, Event, JsonCodec};

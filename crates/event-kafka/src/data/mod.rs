@@ -11,7 +11,8 @@
 //! rskafka's ends on its first error, so the bus runs its own fetch loop over
 //! [`Reader::fetch`].
 
-// The bus (the next part of issue 4) is the caller; until it lands only the tests use this.
+// The bus uses most of this; `partitions` and `Reader::plane` serve the tests and the
+// consumer-group issue.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod connections;
