@@ -204,6 +204,8 @@ async fn run(
         (config.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut next_claim = Instant::now();
     let mut failures = 0u32;
+    // Apart from the loop, which can wait a long time for room while slow handlers hold it.
+    let keeper = tokio::spawn(keep_claims(sub.clone(), claim_every));
     loop {
         // Events stay in the streams, so any stop (drain included) takes nothing more.
         if stop.mode() != StopMode::Run {
@@ -256,6 +258,7 @@ async fn run(
     let drained = dispatcher
         .close(stop.remaining(config.shutdown_timeout))
         .await;
+    keeper.abort();
     if !drained {
         tracing::warn!(
             handler = %sub.handler,
@@ -458,6 +461,41 @@ async fn claim(sub: &Subscriber, count: usize, taken: &mut Taken) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Every `interval` (at most half of `EVENT_CLAIM_IDLE_MS`), resets the idle time of the
+/// entries this consumer is still working on (`XCLAIM ... JUSTID` to itself: no new delivery, no
+/// delivery count), so a slow handler's events are not taken over by another consumer while
+/// this one is alive. Runs until aborted when the loop ends.
+async fn keep_claims(sub: Arc<Subscriber>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut mine: HashMap<usize, Vec<String>> = HashMap::new();
+        for token in sub.in_flight().iter() {
+            mine.entry(token.stream).or_default().push(token.id.clone());
+        }
+        for (stream, ids) in mine {
+            let kept: Result<Value, _> = sub
+                .inner
+                .client
+                .xclaim(
+                    sub.streams[stream].as_str(),
+                    sub.group.as_str(),
+                    sub.consumer.as_str(),
+                    0,
+                    ids,
+                    None,
+                    None,
+                    None,
+                    false,
+                    true,
+                )
+                .await;
+            if let Err(e) = kept {
+                tracing::debug!(handler = %sub.handler, "refreshing claims failed, retrying next time: {e}");
+            }
+        }
+    }
 }
 
 /// Acknowledges and dead-letters for one subscription.

@@ -1059,3 +1059,94 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+// ---------------------------------------------------------------------------------------------
+// A slow handler keeps its claims: a second instance does not take over its events.
+// ---------------------------------------------------------------------------------------------
+
+/// Two instances of one handler (two buses, as two processes would be) with
+/// `EVENT_CLAIM_IDLE_MS` of 300 ms; each event takes 1.2 s. The instance working on an event
+/// keeps resetting its idle time, so the other never claims it: each event is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handler_keeps_its_claims() -> anyhow::Result<()> {
+    let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
+        return Ok(());
+    };
+    let suffix = random_suffix();
+    let prefix = format!("eventbus-faults-slow-{suffix}");
+    let outcome = bounded(slow_handler_scenario(&url, &prefix, &suffix)).await;
+    cleanup(&url, &prefix).await;
+    outcome
+}
+
+async fn slow_handler_scenario(url: &str, prefix: &str, suffix: &str) -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.redis_url = url.to_string();
+    config.redis_key_prefix = prefix.to_string();
+    config.claim_idle = Duration::from_millis(300);
+    let event_type = EventType::new(format!("slow{suffix}.created"))?;
+    let handler_name = format!("slow{suffix}");
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut buses = Vec::new();
+    for _ in 0..2 {
+        let bus = RedisBus::connect(config.clone()).await?;
+        let calls = calls.clone();
+        let handler = handler_fn(handler_name.clone(), move |event: Arc<Event>| {
+            let calls = calls.clone();
+            async move {
+                lock(&calls).push(event.id.to_string());
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let spec = SubscriptionSpec::new(handler_name.clone(), [event_type.clone()])
+            .start_from(StartFrom::Earliest)
+            .concurrency(2);
+        bus.subscribe(spec, handler).await?;
+        buses.push(bus);
+    }
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            ids.push(
+                buses[0]
+                    .publish(numbered(&event_type, n, None)?)
+                    .await?
+                    .to_string(),
+            );
+        }
+        ids
+    };
+    let group = format!("{}.{handler_name}", config.consumer_group);
+    let stream = format!("{prefix}:stream:{event_type}");
+    let admin = admin_client(url).await?;
+    wait_until(
+        "every slow event is handled and acknowledged",
+        secs(30),
+        async || {
+            let handled = lock(&calls).len();
+            let pending = pending_count(&admin, &stream, &group).await?;
+            if handled >= ids.len() && pending == 0 {
+                Ok(Wait::Done)
+            } else {
+                Ok(Wait::Pending(format!("{handled} calls, {pending} pending")))
+            }
+        },
+    )
+    .await?;
+    let calls = lock(&calls).clone();
+    let mut unique = calls.clone();
+    unique.sort();
+    unique.dedup();
+    ensure!(
+        calls.len() == ids.len() && unique.len() == ids.len(),
+        "{} calls for {} events: a live consumer's events were taken over ({calls:?})",
+        calls.len(),
+        ids.len()
+    );
+    for bus in &buses {
+        bus.shutdown().await?;
+    }
+    let _ = admin.quit().await;
+    Ok(())
+}
