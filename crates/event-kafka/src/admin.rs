@@ -220,7 +220,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
         .map(|(name, h)| (name.clone(), h.clone()))
         .collect();
     let mut consumers = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems = inner.topics.misconfigured();
     for (handler, local) in local {
         let group = inner.groups().get(&handler).cloned();
         let backlog = group.map_or(0, |g| g.lag() + g.pending());

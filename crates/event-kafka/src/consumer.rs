@@ -182,6 +182,8 @@ pub(crate) struct Group {
     inner: Arc<Inner>,
     pub(crate) handler: String,
     pub(crate) name: String,
+    /// The event types, sorted.
+    event_types: Vec<String>,
     /// The event topics, then the redrive topic.
     topics: Vec<String>,
     dead_letters: String,
@@ -357,6 +359,12 @@ pub(crate) async fn subscribe(
             let groups = inner.groups();
             match groups.get(&spec.handler) {
                 Some(g) if !g.closing.load(Ordering::Acquire) => {
+                    if g.event_types != event_types {
+                        return Err(Error::InvalidArgument(format!(
+                            "handler {} is already subscribed in this process to {:?}; its subscriptions share one group and must name the same event types, not {:?}",
+                            spec.handler, g.event_types, event_types
+                        )));
+                    }
                     g.router.members().push(entry.clone());
                     break Some(g.clone());
                 }
@@ -491,6 +499,7 @@ async fn start_group(
         inner: inner.clone(),
         handler: spec.handler.clone(),
         name: group_name.to_string(),
+        event_types: event_types.to_vec(),
         topics,
         dead_letters,
         trackers: Mutex::new(trackers),

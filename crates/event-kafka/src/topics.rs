@@ -2,7 +2,7 @@
 //! for dead letters, `{prefix}.redrive.{group}` for redriven events; created on demand with
 //! their partitions, replication factor and configs, and their partition counts cached.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub(crate) struct Topics {
     replication: i16,
     retention_ms: String,
     known: Mutex<HashMap<String, i32>>,
+    /// Topics that existed with other settings than the bus would give them, and how.
+    misconfigured: Mutex<BTreeMap<String, String>>,
 }
 
 impl Topics {
@@ -30,6 +32,7 @@ impl Topics {
             replication: i16::try_from(config.kafka_replication_factor).unwrap_or(i16::MAX),
             retention_ms: config.kafka_retention.as_millis().to_string(),
             known: Mutex::new(HashMap::new()),
+            misconfigured: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -59,6 +62,16 @@ impl Topics {
             return None;
         }
         EventType::new(rest).ok()
+    }
+
+    /// What is wrong with topics that existed with other settings, for health.
+    pub(crate) fn misconfigured(&self) -> Vec<String> {
+        self.misconfigured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(topic, why)| format!("topic {topic} exists with other settings: {why}"))
+            .collect()
     }
 
     /// The cached partition count of a topic.
@@ -112,20 +125,28 @@ impl Topics {
                     ));
                 }
             }
+            let existed: Vec<String> = outcomes
+                .iter()
+                .filter(|(_, o)| *o == TopicCreation::AlreadyExists)
+                .map(|(name, _)| name.clone())
+                .collect();
             let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
             let metadata = control.metadata(Some(&names)).await?;
-            let mut known = self.known();
-            for name in &names {
-                if let Some(t) = metadata.topic(name)
-                    && t.error.is_none()
-                    && t.partition_count() > 0
-                {
-                    known.insert(
-                        name.clone(),
-                        i32::try_from(t.partition_count()).unwrap_or(i32::MAX),
-                    );
+            {
+                let mut known = self.known();
+                for name in &names {
+                    if let Some(t) = metadata.topic(name)
+                        && t.error.is_none()
+                        && t.partition_count() > 0
+                    {
+                        known.insert(
+                            name.clone(),
+                            i32::try_from(t.partition_count()).unwrap_or(i32::MAX),
+                        );
+                    }
                 }
             }
+            self.check_existing(control, &missing, &existed).await;
         }
         topics
             .iter()
@@ -139,6 +160,52 @@ impl Topics {
                 })
             })
             .collect()
+    }
+
+    /// Compares topics that existed before with the settings the bus would give them; what
+    /// differs is reported by health (the topics are used as they are).
+    async fn check_existing(
+        &self,
+        control: &ControlClient,
+        specs: &[TopicSpec],
+        existed: &[String],
+    ) {
+        if existed.is_empty() {
+            return;
+        }
+        let configs = match control.describe_topic_configs(existed).await {
+            Ok(configs) => configs,
+            Err(e) => {
+                tracing::debug!("cannot read the configs of existing topics: {e}");
+                HashMap::new()
+            }
+        };
+        let mut found = Vec::new();
+        for spec in specs.iter().filter(|s| existed.contains(&s.name)) {
+            let mut differences = Vec::new();
+            if let Some(n) = self.cached(&spec.name)
+                && n != spec.partitions
+            {
+                differences.push(format!("{n} partitions, not {}", spec.partitions));
+            }
+            if let Some(actual) = configs.get(&spec.name) {
+                for (key, wanted) in &spec.configs {
+                    if let Some(value) = actual.get(key)
+                        && value != wanted
+                    {
+                        differences.push(format!("{key}={value}, not {wanted}"));
+                    }
+                }
+            }
+            if !differences.is_empty() {
+                tracing::warn!(topic = %spec.name, "topic exists with other settings: {}", differences.join(", "));
+                found.push((spec.name.clone(), differences.join(", ")));
+            }
+        }
+        self.misconfigured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(found);
     }
 
     /// The partition count of an existing topic, from the cache or the metadata; `None` when

@@ -1,0 +1,176 @@
+//! What the conformance suite does not check and is particular to Kafka: a foreign record in
+//! an event topic is dead-lettered with provenance and never wedges its partition; dead
+//! letters are records with provenance headers; a topic that existed with other settings is
+//! reported by health. Against a real broker (`EVENTBUS_TEST_KAFKA_BROKERS`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use event_core::{
+    Config, DeadLetterReason, Event, EventBus, EventType, HandlerError, HealthStatus,
+    SubscriptionSpec, handler_fn,
+};
+use event_kafka::KafkaBus;
+use rskafka::chrono::DateTime;
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::record::Record;
+
+fn config(brokers: &str) -> Config {
+    let mut config = Config::default();
+    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka_topic_prefix = format!("eventbus-bus-test-{:08x}", fastrand::u32(..));
+    config.kafka_partitions = 1;
+    config
+}
+
+fn fresh(what: &str) -> String {
+    format!("{what}{:08x}", fastrand::u32(..))
+}
+
+async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_foreign_record_is_dead_lettered_with_provenance() -> anyhow::Result<()> {
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let config = config(&brokers);
+    let bus = KafkaBus::connect(config.clone()).await?;
+    let event_type = EventType::new(format!("test.{}", fresh("created")))?;
+    let handler = fresh("audit");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    bus.subscribe(
+        SubscriptionSpec::new(handler.clone(), [event_type.clone()]),
+        handler_fn(handler.clone(), move |event: Arc<Event>| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(event.id);
+                Ok::<(), HandlerError>(())
+            }
+        }),
+    )
+    .await?;
+
+    // Another client writes a record that is not an envelope, then we publish an event.
+    let topic = format!("{}.{}", config.kafka_topic_prefix, event_type);
+    let client = ClientBuilder::new(vec![brokers.clone()]).build().await?;
+    let partition = client
+        .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
+        .await?;
+    let offsets = partition
+        .produce(
+            vec![Record {
+                key: Some(b"k".to_vec()),
+                value: Some(b"not an envelope".to_vec()),
+                headers: BTreeMap::new(),
+                timestamp: DateTime::from_timestamp_millis(now_ms()).unwrap_or_default(),
+            }],
+            Compression::NoCompression,
+        )
+        .await?;
+    let event = Event::builder(event_type.clone(), "bus_test").build()?;
+    let id = bus.publish(event).await?;
+    wait_until("the event after the foreign record", || {
+        seen.lock().unwrap().contains(&id)
+    })
+    .await?;
+
+    let letters = bus.dead_letters(&handler, 10).await?;
+    ensure!(letters.len() == 1, "dead letters: {letters:?}");
+    let letter = &letters[0];
+    ensure!(
+        letter.reason == DeadLetterReason::InvalidEnvelope,
+        "{letter:?}"
+    );
+    ensure!(letter.event.is_none(), "{letter:?}");
+    let raw = letter.raw.as_deref().context("no raw text")?;
+    ensure!(raw.contains("not an envelope"), "raw text {raw:?}");
+
+    // The dead letter is a record with its provenance in headers.
+    let group = format!("{}.{handler}", config.consumer_group);
+    let dlq = client
+        .partition_client(
+            format!("{}.dlq.{group}", config.kafka_topic_prefix),
+            0,
+            UnknownTopicHandling::Retry,
+        )
+        .await?;
+    let start = dlq.get_offset(OffsetAt::Earliest).await?;
+    let (records, _) = dlq.fetch_records(start, 1..1_000_000, 1_000).await?;
+    let stored = records.first().context("no dead-letter record")?;
+    let header = |name: &str| {
+        stored
+            .record
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    ensure!(
+        header("dlq_reason").as_deref() == Some("invalid_envelope")
+            || header("dlq_reason").is_some_and(|r| r.to_lowercase().contains("invalid")),
+        "dlq_reason {:?}",
+        header("dlq_reason")
+    );
+    ensure!(header("dlq_handler").as_deref() == Some(handler.as_str()));
+    ensure!(header("dlq_group").as_deref() == Some(group.as_str()));
+    ensure!(header("dlq_original_topic").as_deref() == Some(topic.as_str()));
+    ensure!(header("dlq_original_partition").as_deref() == Some("0"));
+    ensure!(header("dlq_original_offset") == Some(offsets[0].to_string()));
+    bus.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_reports_a_topic_with_other_settings() -> anyhow::Result<()> {
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let mut config = config(&brokers);
+    config.kafka_partitions = 2;
+    let event_type = EventType::new(format!("test.{}", fresh("created")))?;
+    let topic = format!("{}.{}", config.kafka_topic_prefix, event_type);
+    let client = ClientBuilder::new(vec![brokers.clone()]).build().await?;
+    client
+        .controller_client()?
+        .create_topic(topic.clone(), 1, 1, 10_000)
+        .await?;
+    let bus = KafkaBus::connect(config).await?;
+    bus.publish(Event::builder(event_type, "bus_test").build()?)
+        .await?;
+    let health = bus.health().await;
+    ensure!(
+        health.status == HealthStatus::Degraded,
+        "health is {health:?}"
+    );
+    ensure!(
+        health
+            .problems
+            .iter()
+            .any(|p| p.contains(&topic) && p.contains("1 partitions")),
+        "problems: {:?}",
+        health.problems
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
