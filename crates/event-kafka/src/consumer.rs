@@ -644,9 +644,13 @@ async fn partition_loop(
                     Ok(earliest) => {
                         tracing::warn!(handler = %group.handler, %topic, partition, position, earliest, "offset out of range; starting again from the earliest offset");
                         position = earliest;
-                        group
-                            .trackers()
-                            .insert((topic_index, partition), Tracker::at(earliest));
+                        let mut trackers = group.trackers();
+                        let mut fresh = Tracker::at(earliest);
+                        // The new position is committed by the next pass of the commit task.
+                        if let Some(old) = trackers.get(&(topic_index, partition)) {
+                            fresh.sent = old.sent;
+                        }
+                        trackers.insert((topic_index, partition), fresh);
                     }
                     Err(e) => {
                         tracing::warn!(handler = %group.handler, %topic, partition, "offset out of range and the earliest offset is unknown: {e}");
