@@ -19,7 +19,7 @@ use event_core::{
     DeadLetter, DeadLetterReason, Error, Event, EventHandler, HandlerError, StartFrom,
     Subscription, SubscriptionSpec,
 };
-use rskafka::record::Record;
+use rskafka::record::{Record, RecordAndOffset};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -558,13 +558,14 @@ async fn start_group(
     Ok(group)
 }
 
-/// The fetch loop of one partition.
+/// The fetch loop of one partition. Records fetched beyond the dispatcher's room wait in a
+/// buffer for the next pass, so a fetch is never thrown away.
 async fn partition_loop(
     group: Arc<Group>,
     dispatcher: Arc<Dispatcher<Token>>,
     topic_index: usize,
     partition: i32,
-    mut position: i64,
+    start: i64,
 ) {
     let inner = group.inner.clone();
     let reader = inner.plane.reader();
@@ -575,6 +576,9 @@ async fn partition_loop(
     };
     let mut failures = 0u32;
     let batch = inner.config.batch_size.max(1);
+    // The next offset to fetch, and the records fetched and not yet handed out.
+    let mut position = start;
+    let mut buffer: VecDeque<RecordAndOffset> = VecDeque::new();
     loop {
         if *stop.borrow_and_update() {
             break;
@@ -584,88 +588,97 @@ async fn partition_loop(
             _ = stop.changed() => continue,
             room = dispatcher.reserve(batch) => room,
         };
-        let fetched = tokio::select! {
-            biased;
-            _ = stop.changed() => {
-                dispatcher.release(room);
-                continue;
-            }
-            fetched = reader.fetch(&topic, partition, position, MAX_BYTES, MAX_WAIT) => fetched,
-        };
-        match fetched {
-            Ok(Fetched::Records {
-                records,
-                high_watermark,
-            }) => {
-                failures = 0;
-                let mut deliveries = Vec::new();
-                let mut dead = Vec::new();
-                for r in records {
-                    if r.offset < position {
-                        continue;
-                    }
-                    if deliveries.len() + dead.len() >= room {
-                        break;
-                    }
-                    let token = Token {
-                        topic: topic_index,
-                        partition,
-                        offset: r.offset,
-                    };
-                    position = r.offset + 1;
-                    match record::decode(&inner.codec, &r.record) {
-                        Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
-                        Err(e) => dead.push((token, invalid_letter(&group, &r.record, &e))),
-                    }
+        if buffer.is_empty() {
+            let fetched = tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    dispatcher.release(room);
+                    continue;
                 }
-                {
-                    let mut trackers = group.trackers();
-                    if let Some(t) = trackers.get_mut(&(topic_index, partition)) {
-                        t.read = position;
+                fetched = reader.fetch(&topic, partition, position, MAX_BYTES, MAX_WAIT) => fetched,
+            };
+            match fetched {
+                Ok(Fetched::Records {
+                    records,
+                    high_watermark,
+                }) => {
+                    failures = 0;
+                    for r in records {
+                        if r.offset >= position {
+                            position = r.offset + 1;
+                            buffer.push_back(r);
+                        }
+                    }
+                    if let Some(t) = group.trackers().get_mut(&(topic_index, partition)) {
                         t.high_watermark = high_watermark.max(position);
                     }
                 }
-                dispatcher.release(room - deliveries.len());
-                for (token, letter) in dead {
-                    tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, "record is not an event envelope; dead-lettered: {}", letter.last_error);
-                    sink.dead_letter(token, letter).await;
-                }
-                if !deliveries.is_empty() {
-                    dispatcher.dispatch(deliveries);
-                }
-            }
-            Ok(Fetched::OffsetOutOfRange) => {
-                dispatcher.release(room);
-                match inner
-                    .plane
-                    .offset_at(&topic, partition, OffsetAt::Earliest)
-                    .await
-                {
-                    Ok(earliest) => {
-                        tracing::warn!(handler = %group.handler, %topic, partition, position, earliest, "offset out of range; starting again from the earliest offset");
-                        position = earliest;
-                        let mut trackers = group.trackers();
-                        let mut fresh = Tracker::at(earliest);
-                        // The new position is committed by the next pass of the commit task.
-                        if let Some(old) = trackers.get(&(topic_index, partition)) {
-                            fresh.sent = old.sent;
+                Ok(Fetched::OffsetOutOfRange) => {
+                    dispatcher.release(room);
+                    match inner
+                        .plane
+                        .offset_at(&topic, partition, OffsetAt::Earliest)
+                        .await
+                    {
+                        Ok(earliest) => {
+                            tracing::warn!(handler = %group.handler, %topic, partition, position, earliest, "offset out of range; starting again from the earliest offset");
+                            position = earliest;
+                            let mut trackers = group.trackers();
+                            let mut fresh = Tracker::at(earliest);
+                            // The new position is committed by the next pass of the commit task.
+                            if let Some(old) = trackers.get(&(topic_index, partition)) {
+                                fresh.sent = old.sent;
+                            }
+                            trackers.insert((topic_index, partition), fresh);
                         }
-                        trackers.insert((topic_index, partition), fresh);
+                        Err(e) => {
+                            tracing::warn!(handler = %group.handler, %topic, partition, "offset out of range and the earliest offset is unknown: {e}");
+                            pause(&mut stop, 1).await;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(handler = %group.handler, %topic, partition, "offset out of range and the earliest offset is unknown: {e}");
-                        pause(&mut stop, 1).await;
+                    continue;
+                }
+                Err(e) => {
+                    dispatcher.release(room);
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(50) {
+                        tracing::warn!(handler = %group.handler, %topic, partition, failures, "fetching from Kafka failed, retrying: {e}");
                     }
+                    pause(&mut stop, failures).await;
+                    continue;
                 }
             }
-            Err(e) => {
-                dispatcher.release(room);
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(50) {
-                    tracing::warn!(handler = %group.handler, %topic, partition, failures, "fetching from Kafka failed, retrying: {e}");
-                }
-                pause(&mut stop, failures).await;
+        }
+        let mut deliveries = Vec::new();
+        let mut dead = Vec::new();
+        let mut delivered = None;
+        while deliveries.len() + dead.len() < room {
+            let Some(r) = buffer.pop_front() else {
+                break;
+            };
+            let token = Token {
+                topic: topic_index,
+                partition,
+                offset: r.offset,
+            };
+            delivered = Some(r.offset + 1);
+            match record::decode(&inner.codec, &r.record) {
+                Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
+                Err(e) => dead.push((token, invalid_letter(&group, &r.record, &e))),
             }
+        }
+        if let Some(delivered) = delivered
+            && let Some(t) = group.trackers().get_mut(&(topic_index, partition))
+        {
+            t.read = delivered;
+        }
+        dispatcher.release(room - deliveries.len());
+        for (token, letter) in dead {
+            tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, "record is not an event envelope; dead-lettered: {}", letter.last_error);
+            sink.dead_letter(token, letter).await;
+        }
+        if !deliveries.is_empty() {
+            dispatcher.dispatch(deliveries);
         }
     }
 }
