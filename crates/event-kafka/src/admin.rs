@@ -1,7 +1,9 @@
 //! Stats (offsets and high watermarks), health (a metadata round trip, consumer tasks,
 //! stalls) and the dead-letter operations (list, redrive, purge) on the dead-letter topics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use event_core::{
@@ -70,23 +72,28 @@ pub(crate) async fn read_partition(
     Ok(out)
 }
 
-/// The retained records of each partition of a topic: latest − earliest, summed.
-async fn retained(inner: &Inner, topic: &str) -> Result<u64, Error> {
+/// The retained records of a topic (latest − earliest, summed over partitions) and the
+/// latest offset of each partition.
+async fn retained(inner: &Inner, topic: &str) -> Result<(u64, HashMap<i32, i64>), Error> {
     let earliest = inner
         .control
         .list_offsets(topic, &[], OffsetSpec::Earliest)
         .await?;
-    let latest = inner
+    let latest: HashMap<i32, i64> = inner
         .control
         .list_offsets(topic, &[], OffsetSpec::Latest)
-        .await?;
-    Ok(latest
+        .await?
+        .into_iter()
+        .map(|(p, l)| (p, l.unwrap_or(0)))
+        .collect();
+    let count = latest
         .iter()
         .map(|(p, l)| {
             let e = earliest.get(p).copied().flatten().unwrap_or(0);
-            u64::try_from(l.unwrap_or(0) - e).unwrap_or(0)
+            u64::try_from(l - e).unwrap_or(0)
         })
-        .sum())
+        .sum();
+    Ok((count, latest))
 }
 
 /// The live dead letters of a group, in offset order; the id of each is its offset.
@@ -152,8 +159,11 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
         backend: "kafka".into(),
         ..BusStats::default()
     };
-    for (event_type, topic, _) in inner.topics.all_event_topics(&inner.control).await? {
-        let n = retained(inner, &topic).await?;
+    let topics = inner.topics.all_event_topics(&inner.control).await?;
+    let mut latest = HashMap::new();
+    for (event_type, topic, _) in &topics {
+        let (n, ends) = retained(inner, topic).await?;
+        latest.insert(topic.clone(), ends);
         if n > 0 {
             stats.total_events += n;
             stats.events_by_type.insert(event_type.to_string(), n);
@@ -190,7 +200,83 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
         }
         stats.handlers.insert(handler, handler_stats);
     }
+    remote_handlers(inner, &topics, &latest, &mut stats).await?;
     Ok(stats)
+}
+
+/// Handlers subscribed in other processes: the cluster's groups named
+/// `{EVENT_CONSUMER_GROUP}.{handler}` with committed offsets on this bus's event topics, with
+/// their lag (latest − committed) and dead-letter depth.
+async fn remote_handlers(
+    inner: &Inner,
+    topics: &[(event_core::EventType, String, i32)],
+    latest: &HashMap<String, HashMap<i32, i64>>,
+    stats: &mut BusStats,
+) -> Result<(), Error> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let prefix = format!("{}.", inner.config.consumer_group);
+    let remote: Vec<(String, String)> = inner
+        .control
+        .list_groups()
+        .await?
+        .into_iter()
+        .filter_map(|g| {
+            let handler = g.group_id.strip_prefix(&prefix)?.to_string();
+            (!stats.handlers.contains_key(&handler)).then_some((handler, g.group_id))
+        })
+        .collect();
+    let request: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .map(|(_, topic, n)| (topic.clone(), (0..*n).collect()))
+        .collect();
+    let request = &request;
+    let offsets: Vec<_> = futures::stream::iter(remote)
+        .map(|(handler, group)| async move {
+            let committed = inner.control.fetch_offsets(&group, request).await;
+            (handler, group, committed)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (handler, group, committed) in offsets {
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::debug!(%group, "cannot read the committed offsets of a group: {e}");
+                continue;
+            }
+        };
+        let mut handler_stats = HandlerStats {
+            group: group.clone(),
+            ..HandlerStats::default()
+        };
+        for (event_type, topic, n) in topics {
+            let mut has = false;
+            for p in 0..*n {
+                if let Some(c) = committed.get(&(topic.clone(), p)).copied().flatten() {
+                    has = true;
+                    let end = latest
+                        .get(topic)
+                        .and_then(|l| l.get(&p))
+                        .copied()
+                        .unwrap_or(c);
+                    handler_stats.lag += u64::try_from(end - c).unwrap_or(0);
+                }
+            }
+            if has {
+                handler_stats.event_types.push(event_type.to_string());
+            }
+        }
+        if handler_stats.event_types.is_empty() {
+            // A group of another bus (another topic prefix) on the same cluster.
+            continue;
+        }
+        handler_stats.dead_letter_depth = read_dead_letters(inner, &group).await?.len() as u64;
+        stats.handlers.insert(handler, handler_stats);
+    }
+    Ok(())
 }
 
 pub(crate) async fn health(inner: &Inner) -> Health {

@@ -174,3 +174,56 @@ fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[tokio::test]
+async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let config = config(&brokers);
+    let event_type = EventType::new(format!("test.{}", fresh("created")))?;
+    let handler = fresh("audit");
+    let consumer = KafkaBus::connect(config.clone()).await?;
+    let seen = Arc::new(Mutex::new(0usize));
+    let count = seen.clone();
+    consumer
+        .subscribe(
+            SubscriptionSpec::new(handler.clone(), [event_type.clone()]),
+            handler_fn(handler.clone(), move |_: Arc<Event>| {
+                let count = count.clone();
+                async move {
+                    *count.lock().unwrap() += 1;
+                    Ok::<(), HandlerError>(())
+                }
+            }),
+        )
+        .await?;
+    for _ in 0..3 {
+        consumer
+            .publish(Event::builder(event_type.clone(), "bus_test").build()?)
+            .await?;
+    }
+    wait_until("three events handled", || *seen.lock().unwrap() == 3).await?;
+    consumer.shutdown().await?;
+
+    // Another process (another bus) publishes two more and reads the stats.
+    let other = KafkaBus::connect(config.clone()).await?;
+    for _ in 0..2 {
+        other
+            .publish(Event::builder(event_type.clone(), "bus_test").build()?)
+            .await?;
+    }
+    let stats = other.stats().await?;
+    let seen = stats
+        .handlers
+        .get(&handler)
+        .with_context(|| format!("stats do not list {handler}: {stats:?}"))?;
+    ensure!(
+        seen.group == format!("{}.{handler}", config.consumer_group),
+        "{seen:?}"
+    );
+    ensure!(seen.event_types == [event_type.to_string()], "{seen:?}");
+    ensure!(seen.lag == 2 && seen.subscriptions == 0, "{seen:?}");
+    other.shutdown().await?;
+    Ok(())
+}
