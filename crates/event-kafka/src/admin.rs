@@ -309,7 +309,8 @@ pub(crate) async fn health(inner: &Inner) -> Health {
     let mut problems = inner.topics.misconfigured();
     for (handler, local) in local {
         let group = inner.groups().get(&handler).cloned();
-        let backlog = group.map_or(0, |g| g.lag() + g.pending());
+        let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
+        let fetching = group.as_ref().is_some_and(|g| g.fetching());
         let depth = match read_dead_letters(inner, &local.group).await {
             Ok(letters) => letters.len() as u64,
             Err(e) => {
@@ -320,7 +321,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
                 0
             }
         };
-        let alive = local.members.iter().any(|m| inner.consumers.is_running(*m));
+        let alive = fetching && local.members.iter().any(|m| inner.consumers.is_running(*m));
         let stalled = backlog > 0 && local.counters.idle_for(inner.config.stall_timeout);
         consumers.push(ConsumerHealth::new(handler, alive, stalled, backlog, depth));
     }

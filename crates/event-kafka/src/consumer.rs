@@ -212,6 +212,15 @@ impl Group {
         self.trackers().values().map(Tracker::lag).sum()
     }
 
+    /// Whether every fetch task of the group is still running.
+    pub(crate) fn fetching(&self) -> bool {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .all(|t| !t.is_finished())
+    }
+
     /// Positions that changed since they were last committed.
     fn changed(&self) -> Vec<(String, i32, i64)> {
         self.trackers()
