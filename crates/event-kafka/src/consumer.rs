@@ -305,10 +305,21 @@ impl Group {
 
     async fn close(self: &Arc<Self>, timeout: Duration) -> bool {
         let _ = self.stop.send(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
-            let _ = task.await;
+        let until = Instant::now() + timeout;
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // A task stops at its next await on the signal; one stuck longer (a dead letter that
+        // cannot be written while the broker is away) is aborted at the deadline.
+        let joined =
+            tokio::time::timeout_at(until, futures::future::join_all(tasks.iter_mut())).await;
+        if joined.is_err() {
+            for task in &tasks {
+                task.abort();
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
         }
+        let timeout = until.saturating_duration_since(Instant::now());
         let dispatcher = self
             .dispatcher
             .lock()
