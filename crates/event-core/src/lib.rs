@@ -21,7 +21,8 @@ pub use bus::{
 };
 pub use codec::JsonCodec;
 pub use config::{
-    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, redact_url,
+    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, KafkaSaslMechanism,
+    redact_url,
 };
 pub use error::{BoxError, Error};
 pub use event::{

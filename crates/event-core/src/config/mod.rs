@@ -73,6 +73,35 @@ impl Compression {
     }
 }
 
+/// A SASL mechanism for Kafka (`KAFKA_SASL_MECHANISM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KafkaSaslMechanism {
+    /// `PLAIN`: the password travels as is, so use it with TLS outside a trusted network.
+    Plain,
+    /// `SCRAM-SHA-256` (RFC 5802, RFC 7677): the password never leaves the client.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl KafkaSaslMechanism {
+    /// The name used in `KAFKA_SASL_MECHANISM` and in Kafka's own settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaSaslMechanism::Plain => "PLAIN",
+            KafkaSaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            KafkaSaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl fmt::Display for KafkaSaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which handlers `ENABLED_EVENT_HANDLERS` turns on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandlerSelection {
@@ -152,6 +181,30 @@ pub struct Config {
     pub kafka_replication_factor: u16,
     /// `KAFKA_COMPRESSION` (default `lz4`); `ENABLE_EVENT_COMPRESSION=false` means `none`.
     pub kafka_compression: Compression,
+    /// `KAFKA_SASL_MECHANISM` (default unset: no authentication): `PLAIN`, `SCRAM-SHA-256`
+    /// or `SCRAM-SHA-512`, any case. Needs `kafka_sasl_username` and `kafka_sasl_password`.
+    pub kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
+    /// `KAFKA_SASL_USERNAME` (default unset; empty is unset): the SASL user. Allowed only with
+    /// a mechanism.
+    pub kafka_sasl_username: Option<String>,
+    /// `KAFKA_SASL_PASSWORD` (default unset; empty is unset): the SASL password, taken as is
+    /// (not trimmed). Allowed only with a mechanism. Never printed: `Debug`,
+    /// [`Config::redacted`] and [`ConfigError`] show `***`.
+    pub kafka_sasl_password: Option<String>,
+    /// `KAFKA_TLS_ENABLED` (default `false`, or `true` when any `KAFKA_TLS_*_FILE` is set):
+    /// connect to the brokers with TLS. The brokers' certificates are always verified and must
+    /// name the host the client connects to.
+    pub kafka_tls_enabled: bool,
+    /// `KAFKA_TLS_CA_FILE` (default unset: the system's roots): a PEM file with the CA
+    /// certificates that sign the brokers' certificates. Read when the bus connects.
+    pub kafka_tls_ca_file: Option<PathBuf>,
+    /// `KAFKA_TLS_CERT_FILE` (default unset): a PEM file with the client's certificate chain,
+    /// for brokers that require client certificates (`ssl.client.auth=required`). Needs
+    /// `kafka_tls_key_file`.
+    pub kafka_tls_cert_file: Option<PathBuf>,
+    /// `KAFKA_TLS_KEY_FILE` (default unset): a PEM file with the private key of
+    /// `kafka_tls_cert_file`. Needs `kafka_tls_cert_file`.
+    pub kafka_tls_key_file: Option<PathBuf>,
     /// `ENABLE_EVENT_HANDLERS` (default `true`): the manager registers the domain handlers.
     pub enable_event_handlers: bool,
     /// `ENABLED_EVENT_HANDLERS` (default `all`).
@@ -197,6 +250,13 @@ impl Default for Config {
             kafka_partitions: 3,
             kafka_replication_factor: 1,
             kafka_compression: Compression::Lz4,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_tls_enabled: false,
+            kafka_tls_ca_file: None,
+            kafka_tls_cert_file: None,
+            kafka_tls_key_file: None,
             enable_event_handlers: true,
             enabled_event_handlers: HandlerSelection::All,
             max_retries: 3,
@@ -255,10 +315,10 @@ impl Config {
             .iter()
             .filter_map(|name| {
                 let value = self.variable(name)?;
-                let value = if *name == "REDIS_URL" {
-                    redact_url(&value)
-                } else {
-                    value
+                let value = match *name {
+                    "REDIS_URL" => redact_url(&value),
+                    "KAFKA_SASL_PASSWORD" if !value.is_empty() => "***".to_string(),
+                    _ => value,
                 };
                 Some((*name, value))
             })
@@ -268,6 +328,11 @@ impl Config {
     /// The effective value of one variable, as it would be written in the environment.
     fn variable(&self, name: &str) -> Option<String> {
         let ms = |d: Duration| d.as_millis().to_string();
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default()
+        };
         Some(match name {
             "EVENT_BUS_TYPE" => self.bus_type.to_string(),
             "ENABLE_EVENT_SOURCING" => self.enable_event_sourcing.to_string(),
@@ -277,11 +342,7 @@ impl Config {
             "REDIS_URL" => self.redis_url.clone(),
             "REDIS_KEY_PREFIX" => self.redis_key_prefix.clone(),
             // Unset is written as empty, which the parser reads as unset.
-            "REDIS_TLS_CA_FILE" => self
-                .redis_tls_ca_file
-                .as_ref()
-                .map(|path| path.display().to_string())
-                .unwrap_or_default(),
+            "REDIS_TLS_CA_FILE" => path(&self.redis_tls_ca_file),
             "EVENT_TTL_SECONDS" => self.event_ttl.as_secs().to_string(),
             "KAFKA_BOOTSTRAP_SERVERS" => self.kafka_bootstrap_servers.join(","),
             "KAFKA_TOPIC_PREFIX" => self.kafka_topic_prefix.clone(),
@@ -290,6 +351,17 @@ impl Config {
             "KAFKA_PARTITIONS" => self.kafka_partitions.to_string(),
             "KAFKA_REPLICATION_FACTOR" => self.kafka_replication_factor.to_string(),
             "KAFKA_COMPRESSION" => self.kafka_compression.as_str().to_string(),
+            "KAFKA_SASL_MECHANISM" => self
+                .kafka_sasl_mechanism
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+            "KAFKA_SASL_USERNAME" => self.kafka_sasl_username.clone().unwrap_or_default(),
+            // The real password, for `validate`; `redacted` replaces it.
+            "KAFKA_SASL_PASSWORD" => self.kafka_sasl_password.clone().unwrap_or_default(),
+            "KAFKA_TLS_ENABLED" => self.kafka_tls_enabled.to_string(),
+            "KAFKA_TLS_CA_FILE" => path(&self.kafka_tls_ca_file),
+            "KAFKA_TLS_CERT_FILE" => path(&self.kafka_tls_cert_file),
+            "KAFKA_TLS_KEY_FILE" => path(&self.kafka_tls_key_file),
             "ENABLE_EVENT_HANDLERS" => self.enable_event_handlers.to_string(),
             "ENABLED_EVENT_HANDLERS" => match &self.enabled_event_handlers {
                 HandlerSelection::All => "all".into(),
@@ -310,7 +382,7 @@ impl Config {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Written by hand so REDIS_URL's password never reaches a log.
+        // Written by hand so REDIS_URL's password and KAFKA_SASL_PASSWORD never reach a log.
         let mut s = f.debug_struct("Config");
         for (name, value) in self.redacted() {
             s.field(name, &value);

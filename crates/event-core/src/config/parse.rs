@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection};
+use super::{
+    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, KafkaSaslMechanism,
+};
 
 /// Every variable [`Config`] reads, in the order `docs/configuration.md` lists them.
 pub(super) const VARIABLES: &[&str] = &[
@@ -24,6 +26,13 @@ pub(super) const VARIABLES: &[&str] = &[
     "KAFKA_PARTITIONS",
     "KAFKA_REPLICATION_FACTOR",
     "KAFKA_COMPRESSION",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_TLS_ENABLED",
+    "KAFKA_TLS_CA_FILE",
+    "KAFKA_TLS_CERT_FILE",
+    "KAFKA_TLS_KEY_FILE",
     "ENABLE_EVENT_HANDLERS",
     "ENABLED_EVENT_HANDLERS",
     "EVENT_MAX_RETRIES",
@@ -50,10 +59,11 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     fn problem(&mut self, variable: &'static str, value: &str, expected: impl Into<String>) {
         self.problems.push(ConfigProblem {
             variable,
-            value: if variable == "REDIS_URL" {
-                redact_url(value)
-            } else {
-                value.to_string()
+            value: match variable {
+                "REDIS_URL" => redact_url(value),
+                // Only whether a password was given, never what it is.
+                "KAFKA_SASL_PASSWORD" if !value.is_empty() => "***".to_string(),
+                _ => value.to_string(),
             },
             expected: expected.into(),
         });
@@ -95,6 +105,16 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
 
     fn string(&mut self, name: &'static str, default: &str) -> String {
         self.raw(name).unwrap_or_else(|| default.to_string())
+    }
+
+    /// A variable where empty means unset, so an env file can leave the line blank.
+    fn optional(&self, name: &str) -> Option<String> {
+        self.raw(name).filter(|value| !value.is_empty())
+    }
+
+    /// A path read when the bus connects, so that parsing does no I/O; empty is unset.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.optional(name).map(PathBuf::from)
     }
 }
 
@@ -148,10 +168,7 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
 
     // Empty counts as unset, so an env file can leave the line blank. The file itself is read
     // by the Redis backend when it connects, so that parsing does no I/O.
-    let redis_tls_ca_file = r
-        .raw("REDIS_TLS_CA_FILE")
-        .filter(|path| !path.is_empty())
-        .map(PathBuf::from);
+    let redis_tls_ca_file = r.path("REDIS_TLS_CA_FILE");
     if let Some(path) = &redis_tls_ca_file
         && !redis_url.starts_with("rediss://")
     {
@@ -254,6 +271,9 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         }
     };
 
+    let kafka_sasl = kafka_sasl(&mut r);
+    let kafka_tls = kafka_tls(&mut r);
+
     if let Some(raw) = r.raw("ENABLE_EVENT_ENCRYPTION")
         && r.bool("ENABLE_EVENT_ENCRYPTION", false)
     {
@@ -327,6 +347,13 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         kafka_partitions,
         kafka_replication_factor,
         kafka_compression,
+        kafka_sasl_mechanism: kafka_sasl.mechanism,
+        kafka_sasl_username: kafka_sasl.username,
+        kafka_sasl_password: kafka_sasl.password,
+        kafka_tls_enabled: kafka_tls.enabled,
+        kafka_tls_ca_file: kafka_tls.ca_file,
+        kafka_tls_cert_file: kafka_tls.cert_file,
+        kafka_tls_key_file: kafka_tls.key_file,
         enable_event_handlers,
         enabled_event_handlers,
         max_retries,
@@ -338,6 +365,121 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         shutdown_timeout,
         stall_timeout,
     })
+}
+
+/// The `KAFKA_SASL_*` settings as read.
+struct KafkaSasl {
+    mechanism: Option<KafkaSaslMechanism>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`: all three or none.
+fn kafka_sasl<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> KafkaSasl {
+    const MECHANISMS: &str = "unset, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512";
+    let raw_mechanism = r.optional("KAFKA_SASL_MECHANISM");
+    let mechanism = raw_mechanism.as_deref().and_then(|raw| {
+        let parsed = [
+            KafkaSaslMechanism::Plain,
+            KafkaSaslMechanism::ScramSha256,
+            KafkaSaslMechanism::ScramSha512,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(raw));
+        if parsed.is_none() {
+            r.problem("KAFKA_SASL_MECHANISM", raw, MECHANISMS);
+        }
+        parsed
+    });
+    let username = r.optional("KAFKA_SASL_USERNAME");
+    // Not trimmed: a password may begin or end with a space.
+    let password = (r.lookup)("KAFKA_SASL_PASSWORD").filter(|p| !p.is_empty());
+    match (&raw_mechanism, mechanism) {
+        // A bad mechanism is reported above; the credentials are not checked against it.
+        (Some(_), None) => {}
+        (Some(_), Some(m)) => {
+            let needs = format!(
+                "set, since KAFKA_SASL_MECHANISM={m} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD together"
+            );
+            if username.is_none() {
+                r.problem("KAFKA_SASL_USERNAME", "", format!("a user name {needs}"));
+            }
+            if password.is_none() {
+                r.problem("KAFKA_SASL_PASSWORD", "", format!("a password {needs}"));
+            }
+        }
+        (None, _) => {
+            let unused = format!(
+                "unset, since KAFKA_SASL_MECHANISM is unset (set it to {MECHANISMS} to authenticate)"
+            );
+            if let Some(username) = &username {
+                r.problem("KAFKA_SASL_USERNAME", username, unused.clone());
+            }
+            if let Some(password) = &password {
+                r.problem("KAFKA_SASL_PASSWORD", password, unused);
+            }
+        }
+    }
+    KafkaSasl {
+        mechanism,
+        username,
+        password,
+    }
+}
+
+/// The `KAFKA_TLS_*` settings as read.
+struct KafkaTls {
+    enabled: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+/// `KAFKA_TLS_ENABLED` and the files; any file turns TLS on, a certificate needs its key.
+fn kafka_tls<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> KafkaTls {
+    let ca_file = r.path("KAFKA_TLS_CA_FILE");
+    let cert_file = r.path("KAFKA_TLS_CERT_FILE");
+    let key_file = r.path("KAFKA_TLS_KEY_FILE");
+    let any_file = ca_file.is_some() || cert_file.is_some() || key_file.is_some();
+    let enabled = match r.optional("KAFKA_TLS_ENABLED") {
+        None => any_file,
+        Some(raw) => {
+            let enabled = r.bool("KAFKA_TLS_ENABLED", any_file);
+            if !enabled && any_file {
+                r.problem(
+                    "KAFKA_TLS_ENABLED",
+                    &raw,
+                    "true or unset, since a KAFKA_TLS_*_FILE is set (the files are for TLS connections only)",
+                );
+            }
+            enabled || any_file
+        }
+    };
+    match (&cert_file, &key_file) {
+        (Some(cert), None) => r.problem(
+            "KAFKA_TLS_KEY_FILE",
+            "",
+            format!(
+                "the client certificate's private key, set together with KAFKA_TLS_CERT_FILE ({})",
+                cert.display()
+            ),
+        ),
+        (None, Some(key)) => r.problem(
+            "KAFKA_TLS_CERT_FILE",
+            "",
+            format!(
+                "the client certificate chain, set together with KAFKA_TLS_KEY_FILE ({})",
+                key.display()
+            ),
+        ),
+        _ => {}
+    }
+    KafkaTls {
+        enabled,
+        ca_file,
+        cert_file,
+        key_file,
+    }
 }
 
 /// Characters allowed in Kafka topic names, used for prefixes and group names alike.
@@ -418,6 +560,13 @@ mod tests {
             ("KAFKA_PARTITIONS", "12"),
             ("KAFKA_REPLICATION_FACTOR", "3"),
             ("KAFKA_COMPRESSION", "zstd"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", " pass word "),
+            ("KAFKA_TLS_ENABLED", "true"),
+            ("KAFKA_TLS_CA_FILE", "/etc/kafka/ca.pem"),
+            ("KAFKA_TLS_CERT_FILE", "/etc/kafka/client.pem"),
+            ("KAFKA_TLS_KEY_FILE", "/etc/kafka/client.key"),
             ("ENABLE_EVENT_HANDLERS", "no"),
             ("ENABLED_EVENT_HANDLERS", "opportunity, user,,agent"),
             ("EVENT_MAX_RETRIES", "7"),
@@ -440,6 +589,17 @@ mod tests {
         assert_eq!(c.consumer_group, "shop-consumers");
         assert_eq!(c.kafka_compression, Compression::Zstd);
         assert_eq!(
+            c.kafka_sasl_mechanism,
+            Some(KafkaSaslMechanism::ScramSha512)
+        );
+        assert_eq!(c.kafka_sasl_username.as_deref(), Some("app"));
+        assert_eq!(c.kafka_sasl_password.as_deref(), Some(" pass word "));
+        assert!(c.kafka_tls_enabled);
+        assert_eq!(
+            c.kafka_tls_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/kafka/client.key"))
+        );
+        assert_eq!(
             c.enabled_event_handlers,
             HandlerSelection::Only(vec!["opportunity".into(), "user".into(), "agent".into()])
         );
@@ -448,14 +608,12 @@ mod tests {
         c.validate().unwrap();
         // The redacted view round-trips through the parser.
         let again = Config::from_vars(c.redacted().into_iter().map(|(k, v)| {
-            (
-                k,
-                if k == "REDIS_URL" {
-                    c.redis_url.clone()
-                } else {
-                    v
-                },
-            )
+            let v = match k {
+                "REDIS_URL" => c.redis_url.clone(),
+                "KAFKA_SASL_PASSWORD" => " pass word ".into(),
+                _ => v,
+            };
+            (k, v)
         }))
         .unwrap();
         assert_eq!(again, c);
@@ -525,6 +683,114 @@ mod tests {
     }
 
     #[test]
+    fn kafka_sasl_needs_mechanism_user_and_password_together() {
+        let c = parse(&[
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert_eq!(c.kafka_sasl_mechanism, Some(KafkaSaslMechanism::Plain));
+        // The password survives validation, which reads every variable back.
+        c.validate().unwrap();
+        assert_eq!(c.kafka_sasl_password.as_deref(), Some("hunter2"));
+
+        let err = parse(&[("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")]).unwrap_err();
+        let names: Vec<_> = err.problems().iter().map(|p| p.variable).collect();
+        assert_eq!(
+            names,
+            ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"],
+            "{err}"
+        );
+        assert!(err.to_string().contains("SCRAM-SHA-256"), "{err}");
+
+        let err = parse(&[
+            ("KAFKA_SASL_MECHANISM", "plain"),
+            ("KAFKA_SASL_USERNAME", "app"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert_eq!(err.problems()[0].variable, "KAFKA_SASL_PASSWORD", "{err}");
+
+        let err = parse(&[("KAFKA_SASL_MECHANISM", "GSSAPI")]).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
+
+        let err = parse(&[
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems().len(), 2, "{err}");
+        assert!(
+            err.to_string().contains("KAFKA_SASL_MECHANISM is unset"),
+            "{err}"
+        );
+
+        let blank = parse(&[("KAFKA_SASL_MECHANISM", " "), ("KAFKA_SASL_PASSWORD", "")]).unwrap();
+        assert_eq!(blank, Config::default());
+    }
+
+    #[test]
+    fn kafka_password_never_shows() {
+        let c = parse(&[
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        let debug = format!("{c:?} {c:#?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("***") && debug.contains("app"), "{debug}");
+        assert_eq!(c.redacted()["KAFKA_SASL_PASSWORD"], "***");
+        assert_eq!(Config::default().redacted()["KAFKA_SASL_PASSWORD"], "");
+
+        // A password that is not used, and a configuration with other problems.
+        let err = parse(&[
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+            ("KAFKA_PARTITIONS", "0"),
+        ])
+        .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains(r#"KAFKA_SASL_PASSWORD="***""#), "{text}");
+        let err = parse(&[
+            ("KAFKA_SASL_MECHANISM", "bogus"),
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ])
+        .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn kafka_tls_files_imply_tls_and_a_certificate_needs_its_key() {
+        assert!(!Config::default().kafka_tls_enabled);
+        let c = parse(&[("KAFKA_TLS_ENABLED", "yes")]).unwrap();
+        assert!(c.kafka_tls_enabled && c.kafka_tls_ca_file.is_none());
+        let c = parse(&[("KAFKA_TLS_CA_FILE", " /etc/kafka/ca.pem ")]).unwrap();
+        assert!(c.kafka_tls_enabled);
+        assert_eq!(
+            c.kafka_tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/kafka/ca.pem"))
+        );
+        c.validate().unwrap();
+
+        let err = parse(&[("KAFKA_TLS_CERT_FILE", "/etc/kafka/client.pem")]).unwrap_err();
+        assert_eq!(err.problems()[0].variable, "KAFKA_TLS_KEY_FILE", "{err}");
+        let err = parse(&[("KAFKA_TLS_KEY_FILE", "/etc/kafka/client.key")]).unwrap_err();
+        assert_eq!(err.problems()[0].variable, "KAFKA_TLS_CERT_FILE", "{err}");
+        let err = parse(&[
+            ("KAFKA_TLS_ENABLED", "false"),
+            ("KAFKA_TLS_CA_FILE", "/etc/kafka/ca.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems()[0].variable, "KAFKA_TLS_ENABLED", "{err}");
+        let blank = parse(&[("KAFKA_TLS_CA_FILE", ""), ("KAFKA_TLS_ENABLED", "")]).unwrap();
+        assert_eq!(blank, Config::default());
+    }
+
+    #[test]
     fn tls_ca_file_needs_rediss() {
         let err = parse(&[("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem")]).unwrap_err();
         assert_eq!(err.problems()[0].variable, "REDIS_TLS_CA_FILE", "{err}");
@@ -568,7 +834,10 @@ mod tests {
             match Config::from_vars([(name, value.as_str())]) {
                 Ok(config) => prop_assert!(config.validate().is_ok()),
                 Err(err) => prop_assert!(err.problems().iter().all(|p| p.variable == name
-                    || (name == "EVENT_RETRY_BASE_MS" && p.variable == "EVENT_RETRY_MAX_MS"))),
+                    || (name == "EVENT_RETRY_BASE_MS" && p.variable == "EVENT_RETRY_MAX_MS")
+                    // A mechanism names the credentials it lacks, a certificate its key.
+                    || (name == "KAFKA_SASL_MECHANISM" && p.variable.starts_with("KAFKA_SASL_"))
+                    || (name.starts_with("KAFKA_TLS_") && p.variable.starts_with("KAFKA_TLS_")))),
             }
         }
 
