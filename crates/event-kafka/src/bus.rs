@@ -191,20 +191,24 @@ const CAPABILITIES: Capabilities = Capabilities {
 
 impl KafkaBus {
     /// Connects to `config.kafka_bootstrap_servers` (data path and control plane) and checks
-    /// a broker answers.
+    /// a broker answers, with the SASL credentials (`KAFKA_SASL_*`) and TLS settings
+    /// (`KAFKA_TLS_*`) of `config` on both.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration, [`Error::Backend`] when no broker can be
     /// reached.
     pub async fn connect(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let plane = Arc::new(DataPlane::connect(&config).await?);
+        // The control plane first: it reports a refused password at once, naming the
+        // mechanism and the user, where rskafka would retry until its deadline.
+        let security = Security::from_config(&config)?;
         let control = ControlClient::connect(
             &config.kafka_bootstrap_servers,
-            &Security::default(),
+            &security,
             crate::control::DEFAULT_TIMEOUT,
         )
         .await?;
+        let plane = Arc::new(DataPlane::connect(&config).await?);
         Ok(Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use event_core::{ConfigError, Error};
+use event_core::{Config, ConfigError, Error, KafkaSaslMechanism};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -19,6 +19,92 @@ pub(crate) struct Security {
     pub(crate) sasl: Option<Sasl>,
     /// TLS (`KAFKA_TLS_*`); `None`: plain TCP.
     pub(crate) tls: Option<Tls>,
+}
+
+impl Security {
+    /// The settings `KAFKA_SASL_*` and `KAFKA_TLS_*` of `config` describe. The TLS files are
+    /// read later, by [`Tls::client_config`].
+    ///
+    /// # Errors
+    /// A configuration error for a mechanism without its credentials (a `Config` built in
+    /// code and not validated) or one this build does not implement.
+    pub(crate) fn from_config(config: &Config) -> Result<Self, Error> {
+        let sasl = match config.kafka_sasl_mechanism {
+            None => None,
+            Some(mechanism) => {
+                let mechanism = match mechanism {
+                    KafkaSaslMechanism::Plain => SaslMechanism::Plain,
+                    KafkaSaslMechanism::ScramSha256 => SaslMechanism::ScramSha256,
+                    KafkaSaslMechanism::ScramSha512 => SaslMechanism::ScramSha512,
+                    other => {
+                        return Err(Error::Config(ConfigError::single(
+                            "KAFKA_SASL_MECHANISM",
+                            other.as_str(),
+                            "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512: the mechanisms the Kafka backend implements",
+                        )));
+                    }
+                };
+                let (Some(username), Some(password)) =
+                    (&config.kafka_sasl_username, &config.kafka_sasl_password)
+                else {
+                    let missing = if config.kafka_sasl_username.is_none() {
+                        "KAFKA_SASL_USERNAME"
+                    } else {
+                        "KAFKA_SASL_PASSWORD"
+                    };
+                    return Err(Error::Config(ConfigError::single(
+                        missing,
+                        "",
+                        format!(
+                            "set, since KAFKA_SASL_MECHANISM={mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD together"
+                        ),
+                    )));
+                };
+                Some(Sasl {
+                    mechanism,
+                    username: username.clone(),
+                    password: password.clone(),
+                })
+            }
+        };
+        let any_file = config.kafka_tls_ca_file.is_some()
+            || config.kafka_tls_cert_file.is_some()
+            || config.kafka_tls_key_file.is_some();
+        let tls = (config.kafka_tls_enabled || any_file).then(|| Tls {
+            ca_file: config.kafka_tls_ca_file.clone(),
+            cert_file: config.kafka_tls_cert_file.clone(),
+            key_file: config.kafka_tls_key_file.clone(),
+        });
+        Ok(Security { sasl, tls })
+    }
+
+    /// The SASL settings for rskafka's data path, which implements the same three mechanisms.
+    pub(crate) fn rskafka_sasl(&self) -> Option<rskafka::client::SaslConfig> {
+        let sasl = self.sasl.as_ref()?;
+        let credentials =
+            rskafka::client::Credentials::new(sasl.username.clone(), sasl.password.clone());
+        Some(match sasl.mechanism {
+            SaslMechanism::Plain => rskafka::client::SaslConfig::Plain(credentials),
+            SaslMechanism::ScramSha256 => rskafka::client::SaslConfig::ScramSha256(credentials),
+            SaslMechanism::ScramSha512 => rskafka::client::SaslConfig::ScramSha512(credentials),
+        })
+    }
+
+    /// How the connection is secured, for messages: never the password.
+    pub(crate) fn describe(&self) -> String {
+        let transport = if self.tls.is_some() {
+            "TLS"
+        } else {
+            "plain TCP"
+        };
+        match &self.sasl {
+            None => format!("{transport}, no SASL"),
+            Some(sasl) => format!(
+                "{transport}, SASL {} as user {:?}",
+                sasl.mechanism, sasl.username
+            ),
+        }
+    }
 }
 
 /// A SASL mechanism the client implements.
@@ -240,6 +326,41 @@ mod tests {
             text.contains("app") && text.contains("ScramSha512"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn security_comes_from_the_config() {
+        let config = Config::from_vars([
+            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+            ("KAFKA_SASL_USERNAME", "app"),
+            ("KAFKA_SASL_PASSWORD", "hunter2-secret"),
+            ("KAFKA_TLS_CA_FILE", "/etc/kafka/ca.pem"),
+        ])
+        .unwrap();
+        let security = Security::from_config(&config).unwrap();
+        let sasl = security.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha256);
+        assert_eq!(sasl.password, "hunter2-secret");
+        assert_eq!(
+            security.tls.as_ref().unwrap().ca_file.as_deref(),
+            Some(Path::new("/etc/kafka/ca.pem"))
+        );
+        assert!(matches!(
+            security.rskafka_sasl(),
+            Some(rskafka::client::SaslConfig::ScramSha256(_))
+        ));
+        let described = security.describe();
+        assert_eq!(described, r#"TLS, SASL SCRAM-SHA-256 as user "app""#);
+
+        let plain = Security::from_config(&Config::default()).unwrap();
+        assert!(plain.sasl.is_none() && plain.tls.is_none());
+        assert!(plain.rskafka_sasl().is_none());
+
+        let mut unchecked = Config::default();
+        unchecked.kafka_sasl_mechanism = Some(KafkaSaslMechanism::Plain);
+        unchecked.kafka_sasl_username = Some("app".into());
+        let e = Security::from_config(&unchecked).unwrap_err().to_string();
+        assert!(e.contains("KAFKA_SASL_PASSWORD"), "{e}");
     }
 
     #[test]

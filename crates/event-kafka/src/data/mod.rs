@@ -34,6 +34,7 @@ use rskafka::record::{Record, RecordAndOffset};
 
 use self::connections::PartitionClients;
 use self::error::{backend_error, timeout_error};
+use crate::control::Security;
 
 /// How long one call may take (a fetch gets its `max_wait` on top).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,10 +111,18 @@ impl DataPlane {
     ) -> Result<Self, Error> {
         let compression = compression(config.kafka_compression)?;
         let servers = config.kafka_bootstrap_servers.join(",");
-        let builder = ClientBuilder::new(config.kafka_bootstrap_servers.clone())
+        let security = Security::from_config(config)?;
+        let mut builder = ClientBuilder::new(config.kafka_bootstrap_servers.clone())
             .client_id(CLIENT_ID)
             .backoff_config(backoff(timeout));
-        let context = format!("connecting to Kafka at {servers}");
+        // The same rustls configuration as the control plane's, from the same files.
+        if let Some(tls) = &security.tls {
+            builder = builder.tls_config(tls.client_config()?);
+        }
+        if let Some(sasl) = security.rskafka_sasl() {
+            builder = builder.sasl_config(sasl);
+        }
+        let context = format!("connecting to Kafka at {servers} ({})", security.describe());
         let client = match tokio::time::timeout(timeout, builder.build()).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
