@@ -1,0 +1,240 @@
+//! The security requirements of the Kafka backend, against a private broker the test starts
+//! (not the shared test broker) from the jars of `EVENTBUS_TEST_KAFKA_CLASSPATH`: SASL `PLAIN`,
+//! `SCRAM-SHA-256` and `SCRAM-SHA-512` publish and deliver on both the data path and the
+//! control plane; a wrong password fails at once with an error that names the mechanism and
+//! the user; the password never appears in errors, `Debug` output or logs.
+//!
+//! TLS against a broker is not tested here (only a bad `KAFKA_TLS_CA_FILE`, which fails before
+//! any connection).
+
+// Not `mod harness;` alone: a file directly in `tests/` would be a test target of its own.
+#[path = "security/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use event_core::{
+    Config, Error, Event, EventBus, EventType, HandlerError, KafkaSaslMechanism, SubscriptionSpec,
+    handler_fn,
+};
+use event_kafka::KafkaBus;
+use harness::{BROKER_START, SaslBroker, USER, captured_logs};
+
+/// The whole test, broker start included.
+const TEST_LIMIT: Duration = Duration::from_secs(85);
+/// A refused password is reported by the first SaslAuthenticate, well within this.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(10);
+
+/// Every mechanism authenticates and delivers; a wrong password is refused clearly; the
+/// password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_mechanisms_work_and_the_password_never_shows() -> anyhow::Result<()> {
+    let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
+    else {
+        return Ok(());
+    };
+    let logs = captured_logs();
+    let password = secret("s3cret-pw");
+    let wrong = secret("wr0ng-pw");
+    // Dropped on every path out of this function, also when the time limit cuts it short.
+    let mut broker = SaslBroker::start(&classpath, &password)?;
+    let outcome = tokio::time::timeout(TEST_LIMIT, async {
+        let first = wait_for_broker(&mut broker, &password).await?;
+        first.shutdown().await?;
+
+        for mechanism in [
+            KafkaSaslMechanism::Plain,
+            KafkaSaslMechanism::ScramSha256,
+            KafkaSaslMechanism::ScramSha512,
+        ] {
+            let config = config_for(&broker.address(), mechanism, &password);
+            let bus = KafkaBus::connect(config.clone())
+                .await
+                .map_err(|e| anyhow!("connecting with {mechanism} failed: {e}"))?;
+            round_trip(&bus)
+                .await
+                .with_context(|| format!("round trip with {mechanism}"))?;
+            for shown in [
+                format!("{bus:?}"),
+                format!("{config:?}"),
+                format!("{config:#?}"),
+                format!("{:?}", config.redacted()),
+                format!("{:?}", bus.config()),
+            ] {
+                hidden(&shown, &[&password])?;
+            }
+            ensure!(
+                config.redacted()["KAFKA_SASL_PASSWORD"] == "***",
+                "the redacted password is not ***"
+            );
+            bus.shutdown().await?;
+
+            // The same user with a wrong password: refused at once, clearly, permanently.
+            let started = Instant::now();
+            let err = connect_error(config_for(&broker.address(), mechanism, &wrong)).await?;
+            ensure!(
+                started.elapsed() < REFUSAL_WITHIN,
+                "a refused {mechanism} password took {:?} to report",
+                started.elapsed()
+            );
+            hidden(&everything_shown(&err), &[&password, &wrong])?;
+            let message = err.to_string();
+            eprintln!("a wrong {mechanism} password: {message}");
+            ensure!(
+                message.contains(&format!(
+                    "SASL {mechanism} authentication of user \"{USER}\""
+                )),
+                "the error does not name the mechanism and the user: {message}"
+            );
+            ensure!(
+                message.contains("KAFKA_SASL_PASSWORD"),
+                "the error does not say what to check: {message}"
+            );
+            ensure!(
+                !err.is_transient(),
+                "a refused password is not transient: retrying cannot help ({message})"
+            );
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match outcome {
+        Ok(result) => result?,
+        Err(_) => bail!("the test did not finish within {TEST_LIMIT:?}"),
+    }
+
+    let logged = logs.text();
+    ensure!(
+        logged.contains("rskafka"),
+        "rskafka's log records were not captured, so the check below would prove nothing"
+    );
+    hidden(&logged, &[&password, &wrong])
+}
+
+/// Credentials without a mechanism, and an unreadable `KAFKA_TLS_CA_FILE`, are configuration
+/// errors that name the variable and never the password; nothing is connected.
+#[tokio::test]
+async fn bad_security_settings_are_configuration_errors() -> anyhow::Result<()> {
+    let err = Config::from_vars([
+        ("KAFKA_SASL_USERNAME", USER),
+        ("KAFKA_SASL_PASSWORD", "hunter2-pw"),
+    ])
+    .map(|_| ())
+    .expect_err("credentials without a mechanism were accepted");
+    ensure!(err.to_string().contains("KAFKA_SASL_MECHANISM"), "{err}");
+    hidden(&format!("{err} {err:?}"), &["hunter2-pw"])?;
+
+    // Port 1 is never reached: the CA file is read before connecting.
+    let mut config = config_for("127.0.0.1:1", KafkaSaslMechanism::Plain, "hunter2-pw");
+    let missing = std::env::temp_dir().join(format!(
+        "eventbus-missing-ca-{:016x}.pem",
+        fastrand::u64(..)
+    ));
+    config.kafka_tls_enabled = true;
+    config.kafka_tls_ca_file = Some(missing.clone());
+    let err = connect_error(config).await?;
+    let message = err.to_string();
+    ensure!(
+        matches!(err, Error::Config(_)),
+        "not a configuration error: {err:?}"
+    );
+    ensure!(
+        message.contains("KAFKA_TLS_CA_FILE") && message.contains(&*missing.to_string_lossy()),
+        "the error does not name the variable and the file: {message}"
+    );
+    hidden(&everything_shown(&err), &["hunter2-pw"])
+}
+
+/// Connects with `PLAIN` until the broker answers; fails when it exits or takes too long.
+async fn wait_for_broker(broker: &mut SaslBroker, password: &str) -> anyhow::Result<KafkaBus> {
+    let deadline = Instant::now() + BROKER_START;
+    let config = config_for(&broker.address(), KafkaSaslMechanism::Plain, password);
+    loop {
+        broker.check_running()?;
+        match KafkaBus::connect(config.clone()).await {
+            Ok(bus) => return Ok(bus),
+            Err(e) if Instant::now() < deadline && e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "the private SASL broker did not accept PLAIN within {BROKER_START:?}: {e}"
+                ));
+            }
+        }
+    }
+}
+
+/// A password no other text of the test run contains by chance.
+fn secret(label: &str) -> String {
+    format!("{label}-{:016x}", fastrand::u64(..))
+}
+
+/// A configuration for `servers` with SASL and a topic prefix of its own.
+fn config_for(servers: &str, mechanism: KafkaSaslMechanism, password: &str) -> Config {
+    let mut config = Config::default();
+    config.kafka_bootstrap_servers = vec![servers.to_string()];
+    config.kafka_topic_prefix = format!("security-{:08x}", fastrand::u32(..));
+    config.kafka_partitions = 1;
+    config.kafka_sasl_mechanism = Some(mechanism);
+    config.kafka_sasl_username = Some(USER.into());
+    config.kafka_sasl_password = Some(password.into());
+    config
+}
+
+/// The error of a connection attempt that must fail.
+async fn connect_error(config: Config) -> anyhow::Result<Error> {
+    let servers = config.kafka_bootstrap_servers.join(",");
+    match KafkaBus::connect(config).await {
+        Ok(_) => bail!("connecting to {servers} succeeded but must fail"),
+        Err(e) => Ok(e),
+    }
+}
+
+/// Subscribes, publishes one event and waits until the handler has it.
+async fn round_trip(bus: &KafkaBus) -> anyhow::Result<()> {
+    let (delivered, mut received) = tokio::sync::mpsc::unbounded_channel();
+    bus.subscribe(
+        SubscriptionSpec::new("security_probe", [EventType::USER_REGISTERED]),
+        handler_fn("security_probe", move |event| {
+            let delivered = delivered.clone();
+            async move {
+                let _ = delivered.send(event.id);
+                Ok::<(), HandlerError>(())
+            }
+        }),
+    )
+    .await?;
+    let id = bus
+        .publish(Event::builder(EventType::USER_REGISTERED, "security_test").build()?)
+        .await?;
+    let got = tokio::time::timeout(Duration::from_secs(15), received.recv())
+        .await
+        .context("the published event was not delivered within 15 s")?;
+    ensure!(got == Some(id), "delivered {got:?}, published {id:?}");
+    Ok(())
+}
+
+/// An error's `Display`, `Debug` and every source's `Display` and `Debug`.
+fn everything_shown(err: &Error) -> String {
+    let mut shown = format!("{err}\n{err:?}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        shown.push_str(&format!("\n{cause}\n{cause:?}"));
+        source = cause.source();
+    }
+    shown
+}
+
+/// Fails when `text` contains any of `secrets`.
+fn hidden(text: &str, secrets: &[&str]) -> anyhow::Result<()> {
+    for secret in secrets {
+        ensure!(
+            !text.contains(secret),
+            "a password was shown: {}",
+            text.replace(secret, "<PASSWORD>")
+        );
+    }
+    Ok(())
+}
