@@ -4,8 +4,10 @@
 //! control plane; a wrong password fails at once with an error that names the mechanism and
 //! the user; the password never appears in errors, `Debug` output or logs.
 //!
-//! TLS against a broker is not tested here (only a bad `KAFKA_TLS_CA_FILE`, which fails before
-//! any connection).
+//! TLS: a `SASL_SSL` listener with a certificate from a throwaway CA (made with `openssl`
+//! at test time) works with `KAFKA_TLS_CA_FILE` and is refused without it; a bad
+//! `KAFKA_TLS_CA_FILE` fails before any connection. Client certificates (`KAFKA_TLS_CERT_FILE`,
+//! `KAFKA_TLS_KEY_FILE`) are not tested against a broker.
 
 // Not `mod harness;` alone: a file directly in `tests/` would be a test target of its own.
 #[path = "security/harness.rs"]
@@ -19,7 +21,7 @@ use event_core::{
     handler_fn,
 };
 use event_kafka::KafkaBus;
-use harness::{BROKER_START, SaslBroker, USER, captured_logs};
+use harness::{BROKER_START, SaslBroker, USER, captured_logs, openssl};
 
 /// The whole test, broker start included.
 const TEST_LIMIT: Duration = Duration::from_secs(85);
@@ -38,9 +40,9 @@ async fn sasl_mechanisms_work_and_the_password_never_shows() -> anyhow::Result<(
     let password = secret("s3cret-pw");
     let wrong = secret("wr0ng-pw");
     // Dropped on every path out of this function, also when the time limit cuts it short.
-    let mut broker = SaslBroker::start(&classpath, &password)?;
+    let mut broker = SaslBroker::start(&classpath, &password, None)?;
     let outcome = tokio::time::timeout(TEST_LIMIT, async {
-        let first = wait_for_broker(&mut broker, &password).await?;
+        let first = wait_for_broker(&mut broker, &password, None).await?;
         first.shutdown().await?;
 
         for mechanism in [
@@ -112,6 +114,72 @@ async fn sasl_mechanisms_work_and_the_password_never_shows() -> anyhow::Result<(
     hidden(&logged, &[&password, &wrong])
 }
 
+/// `SASL_SSL`: TLS with `KAFKA_TLS_CA_FILE` and SCRAM on both paths; without the CA the
+/// broker's certificate is not trusted, and the failure is permanent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_works_and_an_untrusted_broker_is_refused() -> anyhow::Result<()> {
+    let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
+    else {
+        return Ok(());
+    };
+    let Some(openssl) = openssl() else {
+        ensure!(
+            !event_testkit::integration_required(),
+            "openssl is not on the PATH, and EVENTBUS_REQUIRE_INTEGRATION=1 requires the Kafka TLS test"
+        );
+        eprintln!("SKIPPED: openssl not found (Debian/Ubuntu: `apt-get install openssl`)");
+        return Ok(());
+    };
+    let logs = captured_logs();
+    let password = secret("tls-pw");
+    let mut broker = SaslBroker::start(&classpath, &password, Some(&openssl))?;
+    let ca = broker
+        .ca_file
+        .clone()
+        .context("a TLS broker without a CA file")?;
+    let outcome = tokio::time::timeout(TEST_LIMIT, async {
+        let first = wait_for_broker(&mut broker, &password, Some(&ca)).await?;
+        first.shutdown().await?;
+
+        let mut config = config_for(
+            &broker.address(),
+            KafkaSaslMechanism::ScramSha256,
+            &password,
+        );
+        config.kafka_tls_ca_file = Some(ca.clone());
+        config.kafka_tls_enabled = true;
+        let bus = KafkaBus::connect(config.clone())
+            .await
+            .map_err(|e| anyhow!("connecting over TLS failed: {e}"))?;
+        round_trip(&bus).await.context("round trip over TLS")?;
+        bus.shutdown().await?;
+
+        // The system's roots do not hold the test CA: verification is on.
+        config.kafka_tls_ca_file = None;
+        let started = Instant::now();
+        let err = connect_error(config).await?;
+        let message = err.to_string();
+        eprintln!("an untrusted broker certificate: {message}");
+        ensure!(
+            started.elapsed() < REFUSAL_WITHIN,
+            "an untrusted certificate took {:?} to report",
+            started.elapsed()
+        );
+        ensure!(
+            !err.is_transient() && message.contains("KAFKA_TLS_CA_FILE"),
+            "an untrusted certificate is transient, or the error does not point to KAFKA_TLS_CA_FILE: {message}"
+        );
+        hidden(&everything_shown(&err), &[&password])?;
+        anyhow::Ok(())
+    })
+    .await;
+    match outcome {
+        Ok(result) => result?,
+        Err(_) => bail!("the test did not finish within {TEST_LIMIT:?}"),
+    }
+    hidden(&logs.text(), &[&password])
+}
+
 /// Credentials without a mechanism, and an unreadable `KAFKA_TLS_CA_FILE`, are configuration
 /// errors that name the variable and never the password; nothing is connected.
 #[tokio::test]
@@ -147,9 +215,15 @@ async fn bad_security_settings_are_configuration_errors() -> anyhow::Result<()> 
 }
 
 /// Connects with `PLAIN` until the broker answers; fails when it exits or takes too long.
-async fn wait_for_broker(broker: &mut SaslBroker, password: &str) -> anyhow::Result<KafkaBus> {
+async fn wait_for_broker(
+    broker: &mut SaslBroker,
+    password: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<KafkaBus> {
     let deadline = Instant::now() + BROKER_START;
-    let config = config_for(&broker.address(), KafkaSaslMechanism::Plain, password);
+    let mut config = config_for(&broker.address(), KafkaSaslMechanism::Plain, password);
+    config.kafka_tls_enabled = ca_file.is_some();
+    config.kafka_tls_ca_file = ca_file.map(ToOwned::to_owned);
     loop {
         broker.check_running()?;
         match KafkaBus::connect(config.clone()).await {

@@ -1,6 +1,7 @@
 //! The harness of the security tests: a private single-node KRaft broker with a
-//! `SASL_PLAINTEXT` client listener, killed and removed on drop (also when a test fails), and
-//! the captured logs of the test binary.
+//! `SASL_PLAINTEXT` or `SASL_SSL` client listener, killed and removed on drop (also when a test
+//! fails), throwaway certificates made with `openssl`, and the captured logs of the test
+//! binary.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use base64::Engine as _;
 /// The SASL user of every mechanism.
 pub(crate) const USER: &str = "app";
 
-/// A broker whose client listener (`SASL_PLAINTEXT`) accepts `PLAIN` for [`USER`] with
+/// A broker whose client listener (`SASL_PLAINTEXT`, or `SASL_SSL` with TLS) accepts `PLAIN` for [`USER`] with
 /// `password`, and `SCRAM-SHA-256` and `SCRAM-SHA-512` for [`USER`] with the same password
 /// (created when its storage is formatted). Controller and inter-broker listeners are
 /// `PLAINTEXT`, on ports of their own.
@@ -22,6 +23,8 @@ pub(crate) struct SaslBroker {
     dir: PathBuf,
     pub(crate) port: u16,
     child: Child,
+    /// With TLS: the PEM file of the CA that signed the broker's certificate.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -32,8 +35,14 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl SaslBroker {
     /// Formats a fresh log directory and starts the broker; it answers some seconds later
-    /// (the caller waits by connecting).
-    pub(crate) fn start(classpath: &str, password: &str) -> anyhow::Result<Self> {
+    /// (the caller waits by connecting). With `openssl` (a path to the program), the client
+    /// listener is `SASL_SSL` with a certificate for `127.0.0.1` and `localhost` signed by a
+    /// throwaway CA.
+    pub(crate) fn start(
+        classpath: &str,
+        password: &str,
+        openssl: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let java = match std::env::var_os("JAVA_HOME").filter(|h| !h.is_empty()) {
             Some(home) => PathBuf::from(home).join("bin").join("java"),
             None => PathBuf::from("java"),
@@ -55,9 +64,19 @@ impl SaslBroker {
         }
         let mut cleanup = Cleanup(dir.clone(), false);
         let (port, internal, controller) = (free_port()?, free_port()?, free_port()?);
+        let tls = openssl
+            .map(|openssl| Certificates::create(openssl, &dir))
+            .transpose()?;
         std::fs::write(
             dir.join("server.properties"),
-            properties(port, internal, controller, &dir.join("data"), password),
+            properties(
+                port,
+                internal,
+                controller,
+                &dir.join("data"),
+                password,
+                tls.as_ref(),
+            ),
         )?;
         let mut id = [0u8; 16];
         fastrand::fill(&mut id);
@@ -101,7 +120,12 @@ impl SaslBroker {
             .spawn()
             .with_context(|| format!("starting the broker with {}", java.display()))?;
         cleanup.1 = true;
-        Ok(Self { dir, port, child })
+        Ok(Self {
+            dir,
+            port,
+            child,
+            ca_file: tls.map(|tls| tls.ca),
+        })
     }
 
     /// `127.0.0.1:<port>` of the `SASL_PLAINTEXT` listener.
@@ -136,21 +160,40 @@ impl Drop for SaslBroker {
     }
 }
 
-fn properties(port: u16, internal: u16, controller: u16, data: &Path, password: &str) -> String {
+fn properties(
+    port: u16,
+    internal: u16,
+    controller: u16,
+    data: &Path,
+    password: &str,
+    tls: Option<&Certificates>,
+) -> String {
+    let (listener, ssl) = match tls {
+        None => ("SASL_PLAINTEXT", String::new()),
+        // Kafka reads a PEM \"keystore\": the unencrypted PKCS#8 key and the certificate.
+        Some(tls) => (
+            "SASL_SSL",
+            format!(
+                "ssl.keystore.type=PEM\nssl.keystore.location={}\nssl.client.auth=none\n",
+                tls.server_pem.display()
+            ),
+        ),
+    };
+    let name = listener.to_ascii_lowercase();
     format!(
         "process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
 controller.listener.names=CONTROLLER
-listeners=SASL_PLAINTEXT://127.0.0.1:{port},BROKER://127.0.0.1:{internal},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port},BROKER://127.0.0.1:{internal},CONTROLLER://127.0.0.1:{controller}
+listeners={listener}://127.0.0.1:{port},BROKER://127.0.0.1:{internal},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners={listener}://127.0.0.1:{port},BROKER://127.0.0.1:{internal},CONTROLLER://127.0.0.1:{controller}
 inter.broker.listener.name=BROKER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,{listener}:{listener}
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{USER}=\"{password}\";
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-log.dirs={data}
+listener.name.{name}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{USER}=\"{password}\";
+listener.name.{name}.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.{name}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+{ssl}log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
@@ -164,6 +207,98 @@ group.initial.rebalance.delay.ms=0
 ",
         data = data.display()
     )
+}
+
+/// `openssl` on the `PATH`.
+pub(crate) fn openssl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("openssl"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A throwaway CA and a broker certificate it signed, for `127.0.0.1` and `localhost`.
+struct Certificates {
+    ca: PathBuf,
+    /// The broker's private key (PKCS#8) followed by its certificate.
+    server_pem: PathBuf,
+}
+
+impl Certificates {
+    fn create(openssl: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let [ca, ca_key, key, csr, extensions, cert, server_pem] = [
+            "ca.crt",
+            "ca.key",
+            "server.key",
+            "server.csr",
+            "server.ext",
+            "server.crt",
+            "server.pem",
+        ]
+        .map(|name| dir.join(name));
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        run(Command::new(openssl)
+            .args(["req", "-x509", "-nodes", "-days", "1"])
+            .args(ec)
+            .args(["-subj", "/CN=eventbus kafka test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca))?;
+        run(Command::new(openssl)
+            .args(["req", "-new", "-nodes"])
+            .args(ec)
+            .args(["-subj", "/CN=localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr))?;
+        std::fs::write(
+            &extensions,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+             basicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n",
+        )?;
+        run(Command::new(openssl)
+            .args(["x509", "-req", "-days", "1", "-set_serial"])
+            .arg(fastrand::u32(1..).to_string())
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&extensions)
+            .arg("-out")
+            .arg(&cert))?;
+        // `openssl pkcs8` writes `PRIVATE KEY` whatever `req` wrote, as Kafka's PEM store needs.
+        let pkcs8 = Command::new(openssl)
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(&key)
+            .output()?;
+        ensure!(pkcs8.status.success(), "openssl pkcs8 failed");
+        let mut pem = pkcs8.stdout;
+        pem.extend(std::fs::read(&cert)?);
+        std::fs::write(&server_pem, pem)?;
+        Ok(Self { ca, server_pem })
+    }
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// How long a test may wait for its broker to answer: a cold JVM on a busy two-core machine.
