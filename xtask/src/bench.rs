@@ -42,6 +42,12 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "redis",
         services: &[Service::Redis],
     },
+    Benchmark {
+        backend: "kafka",
+        package: "event-kafka",
+        bench_target: "kafka",
+        services: &[Service::Kafka],
+    },
 ];
 
 const DOCUMENT: &str = "docs/benchmarks.md";

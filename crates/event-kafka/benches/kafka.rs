@@ -1,0 +1,502 @@
+//! Benchmark of [`KafkaBus`] against a real Kafka broker (`EVENTBUS_TEST_KAFKA_BROKERS`), with
+//! Kafka's own `org.apache.kafka.tools.ProducerPerformance` (from the jars in
+//! `EVENTBUS_TEST_KAFKA_CLASSPATH`) as the raw reference, in the same run on the same broker,
+//! with the same record size, `acks=all`, the same compression and the same partition count.
+//!
+//! Run it with `cargo xtask bench kafka`, which starts a broker and writes
+//! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use event_core::{
+    Config, Event, EventBus, EventHandler, EventId, EventType, HandlerError, JsonCodec,
+    SubscriptionSpec,
+};
+use event_kafka::KafkaBus;
+
+const ENVELOPE_BYTES: usize = 300;
+/// How long each publish measurement runs.
+const RUN: Duration = Duration::from_secs(3);
+const PUBLISHERS: usize = 64;
+const BATCH: usize = 1_000;
+/// Concurrent `publish_batch` callers in the second batch measurement and end to end.
+const BATCH_PUBLISHERS: usize = 8;
+const E2E_EVENTS: usize = 300_000;
+/// `ProducerPerformance`'s record count (the label of its row says 1,000,000).
+const RAW_RECORDS: u64 = 1_000_000;
+/// The Java producer's `batch.size`: the bus produces up to 512 KiB per request.
+const RAW_BATCH_BYTES: u32 = 512 * 1024;
+/// Distinct prebuilt events, cloned (with a fresh id) for each publish.
+const POOL: usize = 4_096;
+
+fn result(kind: &str, id: &str, value: f64, unit: &str, target: &str, label: &str) {
+    println!("RESULT\t{kind}\t{id}\t{value:.1}\t{unit}\t{target}\t{label}");
+}
+
+fn note(text: &str) {
+    println!("RESULT\tnote\t{text}");
+}
+
+/// An event of `event_type` whose envelope encodes to about [`ENVELOPE_BYTES`] bytes.
+fn event(event_type: &EventType, n: u64) -> Event {
+    let build = |filler: usize| {
+        Event::builder(event_type.clone(), "bench")
+            .field("n", n)
+            .field("sent_ns", 0u64)
+            .field("content", "x".repeat(filler))
+            .partition_key(format!("signal-{}", n % 1024))
+            .build()
+            .expect("a valid event")
+    };
+    let base = JsonCodec::default().encoded_len(&build(0)).unwrap_or(0);
+    build(ENVELOPE_BYTES.saturating_sub(base))
+}
+
+/// [`POOL`] events of one type, built before any clock starts.
+struct Pool(Vec<Event>);
+
+impl Pool {
+    fn new(event_type: &EventType) -> Arc<Self> {
+        Arc::new(Pool(
+            (0..POOL as u64).map(|n| event(event_type, n)).collect(),
+        ))
+    }
+
+    /// The `i`-th event to publish: a pooled event with an id of its own.
+    fn get(&self, i: usize) -> Event {
+        let mut e = self.0[i % self.0.len()].clone();
+        e.id = EventId::new();
+        e
+    }
+}
+
+/// Counts handled events.
+struct Counter {
+    name: String,
+    count: AtomicUsize,
+}
+
+#[async_trait]
+impl EventHandler for Counter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Bench {
+    config: Config,
+    run: u32,
+}
+
+impl Bench {
+    async fn bus(&self) -> KafkaBus {
+        KafkaBus::connect(self.config.clone())
+            .await
+            .expect("the benchmark needs a Kafka broker")
+    }
+
+    /// A fresh event type (so a fresh topic) for one measurement.
+    fn event_type(&self, what: &str) -> EventType {
+        EventType::new(format!("bench{:08x}.{what}", self.run)).expect("a valid type")
+    }
+
+    /// A bus with the topic of a fresh type created and its connections open.
+    async fn warm(&self, what: &str) -> (KafkaBus, Arc<Pool>) {
+        let bus = self.bus().await;
+        let pool = Pool::new(&self.event_type(what));
+        for r in bus
+            .publish_batch((0..100).map(|i| pool.get(i)).collect())
+            .await
+        {
+            r.expect("warm-up publish");
+        }
+        (bus, pool)
+    }
+
+    async fn single(&self) -> f64 {
+        let (bus, pool) = self.warm("single").await;
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < RUN {
+            bus.publish(pool.get(n)).await.expect("publish");
+            n += 1;
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    async fn concurrent(&self) -> f64 {
+        let (bus, pool) = self.warm("concurrent").await;
+        let sent = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (bus, pool, sent) = (bus.clone(), pool.clone(), sent.clone());
+                tokio::spawn(async move {
+                    let mut i = p * 1_000_003;
+                    while start.elapsed() < RUN {
+                        bus.publish(pool.get(i)).await.expect("publish");
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("publisher");
+        }
+        let rate = sent.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    /// `publishers` tasks, each calling `publish_batch` with `size` events at a time.
+    async fn batches(&self, what: &str, size: usize, publishers: usize) -> f64 {
+        let (bus, pool) = self.warm(what).await;
+        let sent = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..publishers)
+            .map(|p| {
+                let (bus, pool, sent) = (bus.clone(), pool.clone(), sent.clone());
+                tokio::spawn(async move {
+                    let mut n = p * 1_000_003;
+                    while start.elapsed() < RUN {
+                        let batch: Vec<Event> = (n..n + size).map(|i| pool.get(i)).collect();
+                        for r in bus.publish_batch(batch).await {
+                            r.expect("publish");
+                        }
+                        sent.fetch_add(size as u64, Ordering::Relaxed);
+                        n += size;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("publisher");
+        }
+        let rate = sent.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        rate
+    }
+
+    /// Publishes [`E2E_EVENTS`] events in batches of [`BATCH`] from [`BATCH_PUBLISHERS`] tasks
+    /// while one handler consumes;
+    /// the clock stops when the handler has handled every event and the group's committed
+    /// offsets, read by a second bus, have reached the end of every partition.
+    async fn end_to_end(&self) -> f64 {
+        let bus = self.bus().await;
+        let observer = self.bus().await;
+        let event_type = self.event_type("e2e");
+        let counter = Arc::new(Counter {
+            name: format!("e2e{:08x}", self.run),
+            count: AtomicUsize::new(0),
+        });
+        bus.subscribe(
+            SubscriptionSpec::new(counter.name.clone(), [event_type.clone()]),
+            counter.clone(),
+        )
+        .await
+        .expect("subscribe");
+        let pool = Pool::new(&event_type);
+        let mut events: Vec<Event> = (0..E2E_EVENTS).map(|i| pool.get(i)).collect();
+        let mut batches = Vec::new();
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(BATCH));
+            batches.push(std::mem::replace(&mut events, rest));
+        }
+        let start = Instant::now();
+        // The publishers take the batches in turn from a shared queue.
+        let batches = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+        let publishers: Vec<_> = (0..BATCH_PUBLISHERS)
+            .map(|_| {
+                let (bus, batches) = (bus.clone(), batches.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = batches.lock().expect("the batch queue").next();
+                        let Some(batch) = next else { return };
+                        for r in bus.publish_batch(batch).await {
+                            r.expect("publish");
+                        }
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counter.count.load(Ordering::Relaxed) < E2E_EVENTS {
+            assert!(Instant::now() < deadline, "the handler did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for p in publishers {
+            p.await.expect("publisher");
+        }
+        loop {
+            let stats = observer.stats().await.expect("stats");
+            if stats
+                .handlers
+                .get(&counter.name)
+                .is_some_and(|h| h.lag == 0)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the commits did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rate = E2E_EVENTS as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown().await.ok();
+        observer.shutdown().await.ok();
+        rate
+    }
+
+    /// The topic `ProducerPerformance` writes to, created by the bus (same partitions and
+    /// settings as the bus's own topics).
+    async fn raw_topic(&self) -> String {
+        let (bus, _) = self.warm("raw").await;
+        bus.shutdown().await.ok();
+        format!(
+            "{}.{}",
+            self.config.kafka_topic_prefix,
+            self.event_type("raw").as_str()
+        )
+    }
+}
+
+/// `ProducerPerformance` with `acks=all`: records/s from its summary line, or why it failed.
+fn producer_performance(
+    classpath: &str,
+    brokers: &str,
+    topic: &str,
+    compression: &str,
+) -> Result<f64, String> {
+    let output = Command::new("java")
+        .args(["-Xmx512m", "-cp", classpath])
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--topic", topic])
+        .args(["--num-records", &RAW_RECORDS.to_string()])
+        .args(["--record-size", &ENVELOPE_BYTES.to_string()])
+        .args(["--throughput", "-1"])
+        .arg("--producer-props")
+        .arg(format!("bootstrap.servers={brokers}"))
+        .arg("acks=all")
+        .arg(format!("compression.type={compression}"))
+        .arg("linger.ms=5")
+        .arg(format!("batch.size={RAW_BATCH_BYTES}"))
+        .output()
+        .map_err(|e| format!("cannot run java: {e}"))?;
+    // Summary: `N records sent, X records/sec (Y MB/sec), ...`; progress lines look alike
+    // but say "records/sec" too, so the last such line is the summary.
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" records sent, "))
+        .ok_or_else(|| {
+            format!(
+                "no summary line (exit {}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            )
+        })?;
+    println!("ProducerPerformance: {line}");
+    let before = &line[..line.find(" records/sec").ok_or("no records/sec")?];
+    before
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("cannot read the rate in {line:?}"))
+}
+
+/// The share of the machine's CPU time that was busy over `window`, from `/proc/stat`,
+/// while this benchmark is idle: other work on the machine (the idle broker included).
+fn busy_share(window: Duration) -> f64 {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let values: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: u64 = values.iter().sum();
+        // idle and iowait
+        let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+        Some((total, idle))
+    }
+    let Some((t0, i0)) = sample() else {
+        return f64::NAN;
+    };
+    std::thread::sleep(window);
+    let Some((t1, i1)) = sample() else {
+        return f64::NAN;
+    };
+    let total = t1.saturating_sub(t0).max(1) as f64;
+    1.0 - i1.saturating_sub(i0) as f64 / total
+}
+
+fn main() {
+    let Ok(brokers) = std::env::var("EVENTBUS_TEST_KAFKA_BROKERS") else {
+        eprintln!(
+            "set EVENTBUS_TEST_KAFKA_BROKERS (and EVENTBUS_TEST_KAFKA_CLASSPATH), or run `cargo xtask bench kafka`, which starts a broker"
+        );
+        std::process::exit(2);
+    };
+    let classpath = std::env::var("EVENTBUS_TEST_KAFKA_CLASSPATH").ok();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let run = fastrand::u32(..);
+    // The environment's settings (KAFKA_PARTITIONS, KAFKA_COMPRESSION, ...) apply, for
+    // experiments; `cargo xtask bench` runs with none set.
+    let mut config = Config::from_env().expect("a valid configuration");
+    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka_topic_prefix = format!("eventbus-bench-{run:08x}");
+    let compression = config.kafka_compression.as_str().to_string();
+    let partitions = config.kafka_partitions;
+    let bench = Bench { config, run };
+    let busy_before = busy_share(Duration::from_secs(2));
+    let size = JsonCodec::default()
+        .encoded_len(&event(&bench.event_type("size"), 0))
+        .unwrap_or(0);
+    println!(
+        "KafkaBus benchmark on {brokers}, envelopes of {size} bytes, {partitions} partitions, {compression}"
+    );
+
+    let (per_batch_ms, per_small_ms) = runtime.block_on(async {
+        // A broker just started runs its code interpreted at first: warm it (and this
+        // process) up before measuring, as `ProducerPerformance` later finds it warm.
+        let warm_up = bench.batches("warmup", BATCH, BATCH_PUBLISHERS).await;
+        println!("warm-up (not reported): {warm_up:.0} events/s");
+        let single = bench.single().await;
+        println!("single awaited publishes: {single:.0} events/s");
+        let concurrent = bench.concurrent().await;
+        println!("{PUBLISHERS} concurrent publishers: {concurrent:.0} events/s");
+        let topic = bench.raw_topic().await;
+        let raw = match &classpath {
+            Some(cp) => producer_performance(cp, &brokers, &topic, &compression),
+            None => Err("EVENTBUS_TEST_KAFKA_CLASSPATH is not set".to_string()),
+        };
+        match &raw {
+            Ok(r) => println!("ProducerPerformance: {r:.0} records/s"),
+            Err(e) => println!("ProducerPerformance did not run: {e}"),
+        }
+        let batches = bench.batches("batches", BATCH, 1).await;
+        println!("batches of {BATCH}: {batches:.0} events/s");
+        let small_batches = bench.batches("small", 100, 1).await;
+        println!("batches of 100: {small_batches:.0} events/s");
+        let concurrent_batches = bench.batches("concurrentbatches", BATCH, BATCH_PUBLISHERS).await;
+        println!("{BATCH_PUBLISHERS} publishers of batches of {BATCH}: {concurrent_batches:.0} events/s");
+        let e2e = bench.end_to_end().await;
+        println!("end to end, 1 handler: {e2e:.0} events/s");
+
+        let per_batch_ms = BATCH as f64 / batches * 1000.0;
+        let per_small_ms = 100.0 / small_batches * 1000.0;
+        result(
+            "bus",
+            "single",
+            single,
+            "events/s",
+            "-",
+            "Single publishes, each awaited",
+        );
+        result(
+            "bus",
+            "concurrent",
+            concurrent,
+            "events/s",
+            "-",
+            "64 concurrent publishers, single publishes",
+        );
+        let half_raw = raw
+            .as_ref()
+            .map_or("-".to_string(), |r| format!(">={:.0}", r / 2.0));
+        result(
+            "bus",
+            "batches",
+            batches,
+            "events/s",
+            &half_raw,
+            "`publish_batch` of 1,000, one publisher (target: half of `ProducerPerformance`)",
+        );
+        result(
+            "bus",
+            "small_batches",
+            small_batches,
+            "events/s",
+            "-",
+            "`publish_batch` of 100, one publisher",
+        );
+        result(
+            "bus",
+            "concurrent_batches",
+            concurrent_batches,
+            "events/s",
+            "-",
+            "`publish_batch` of 1,000, 8 concurrent publishers",
+        );
+        result(
+            "bus",
+            "e2e_one",
+            e2e,
+            "events/s",
+            ">=100000",
+            "End to end (publish, handle, commit), 1 handler, 8 publishers of batches of 1,000",
+        );
+        match &raw {
+            Ok(r) => result(
+                "reference",
+                "producer_performance",
+                *r,
+                "events/s",
+                "-",
+                &format!(
+                    "`ProducerPerformance`, 1,000,000 records of {ENVELOPE_BYTES} bytes, `acks=all`, `compression.type={compression}`, `linger.ms=5`, `batch.size={RAW_BATCH_BYTES}`"
+                ),
+            ),
+            Err(e) => note(&format!("`ProducerPerformance` did not run: {e}")),
+        }
+        (per_batch_ms, per_small_ms)
+    });
+    let busy_after = busy_share(Duration::from_secs(2));
+    note(&format!(
+        "CPU busy while the benchmark sat idle for 2 s: {:.0} % before the run, {:.0} % after (the broker's own background work included){}",
+        busy_before * 100.0,
+        busy_after * 100.0,
+        if busy_before.max(busy_after) > 0.25 {
+            ": other work was running on the machine, so the figures are noisy."
+        } else {
+            "."
+        }
+    ));
+    note(&format!(
+        "Single-node KRaft broker (Kafka from `cargo xtask`, 512 MiB heap) on the same 2-core machine as the benchmark; topics of {partitions} partitions, replication factor 1; envelopes of {size} bytes; `Config::default()` (`KAFKA_COMPRESSION`={compression}, `EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+    ));
+    note(
+        "`acks=all` on both sides (the bus always produces with `acks=all`; with one broker that is its own write, the log is not fsynced per request, as Kafka's default). Compression is the same codec on both sides, but `ProducerPerformance` sends random letters, which compress little, while our envelopes (a JSON header and a run of `x`) compress well.",
+    );
+    note(&format!(
+        "Publishes: {} s each, from a pool of {POOL} prebuilt events cloned with a fresh id; a fresh topic per measurement, created before the clock; first a warm-up of {} s of batches from {BATCH_PUBLISHERS} tasks, not reported (the broker has just started and its JIT compiler has not yet run). Batches: one task, `publish_batch` of {BATCH} (grouped per partition, the partitions produced concurrently). `ProducerPerformance` writes to a topic the bus created (same partitions and settings), no keys (sticky partitioner), `linger.ms=5`, `batch.size={RAW_BATCH_BYTES}` (the bus's largest request).",
+        RUN.as_secs(),
+        RUN.as_secs()
+    ));
+    note(&format!(
+        "End to end: {E2E_EVENTS} prebuilt events published in batches of {BATCH} by {BATCH_PUBLISHERS} tasks while one handler consumes; the clock stops when the handler has counted all of them and a second bus's stats show the group's committed offsets at the end of every partition (commits every 100 ms)."
+    ));
+    note(&format!(
+        "What limits `publish_batch` of 1,000: each call took {per_batch_ms:.1} ms on average, while a call of 100 took {per_small_ms:.2} ms. rskafka 0.6 opens its connections without `TCP_NODELAY` and writes a request's length and its body in two writes, so the larger produce requests wait for the broker's delayed ACK (about 40 ms on Linux); the Java client sets `TCP_NODELAY`. A diagnostic run with `TCP_NODELAY` forced on every socket of the benchmark (an `LD_PRELOAD` shim; a separate run on this machine on 2026-11-27, not part of this table) gave batches of 1,000 at about 317,000 events/s, 83 % of `ProducerPerformance` in that run. rskafka has no setting for it; fixing it means a patched rskafka or a transport of our own."
+    ));
+}
