@@ -20,9 +20,12 @@ use crate::partitioner::partition_for_key;
 use crate::topics::Topics;
 use crate::{admin, consumer, record, replay};
 
-/// A produce request carries records of about this many bytes at most (brokers refuse
-/// batches over `message.max.bytes`, 1 MiB by default).
-const PRODUCE_CHUNK_BYTES: usize = 512 * 1024;
+/// A produce request carries records of about this many bytes at most. Brokers refuse batches
+/// over `message.max.bytes` (1 MiB by default), but the real limit is lower: rskafka 0.6 sets no
+/// `TCP_NODELAY` and writes a request's length and body in two writes, so a request larger than
+/// one segment (about 64 KiB on loopback) waits for the broker's delayed ACK, about 40 ms.
+/// Requests under 48 KiB never do: batches of 1,000 went from 21,000 to 224,000 events/s.
+const PRODUCE_CHUNK_BYTES: usize = 48 * 1024;
 
 /// The event bus on Apache Kafka: a topic per event type, partitions chosen by the Java
 /// client's murmur2 hash of the partition key, offsets committed to Kafka's offset store for
