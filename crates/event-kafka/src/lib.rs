@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod assignor;
 mod bus;
 mod consumer;
 mod control;

@@ -7,7 +7,7 @@
 //!   SASL on open), one request at a time;
 //! - `versions`: the requests this client sends and the ApiVersions negotiation;
 //! - `sasl`, `security`: credentials and TLS;
-//! - `admin`, `offsets`, `groups`: the calls, as `impl ControlClient` blocks.
+//! - `admin`, `offsets`, `groups`, `membership`: the calls, as `impl ControlClient` blocks.
 //!
 //! The client keeps one connection for requests any broker can answer and one per broker id
 //! for partition leaders and group coordinators, opened when first needed. Every call is
@@ -16,10 +16,9 @@
 //! request that reached the wrong broker (leadership or a coordinator moving) is retried by
 //! the client itself after refreshing what it knows, within the same deadline.
 //!
-//! Consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) go through
+//! Consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, in `membership`) go through
 //! `ControlClient::coordinator_call`, which finds the group's coordinator, follows it when it
-//! moves, and retries when it is loading; their request types are already registered in
-//! `versions`.
+//! moves, and retries when it is loading.
 
 #![allow(
     dead_code,
@@ -31,6 +30,7 @@ mod admin;
 mod connection;
 mod error;
 mod groups;
+mod membership;
 mod offsets;
 mod sasl;
 mod security;
@@ -48,6 +48,7 @@ pub(crate) use admin::{
 };
 pub(crate) use error::KafkaCode;
 pub(crate) use groups::{GroupDescription, GroupListing, GroupMember};
+pub(crate) use membership::{CONSUMER_PROTOCOL_TYPE, JoinOutcome, JoinedMember, MembershipError};
 pub(crate) use offsets::OffsetSpec;
 pub(crate) use security::{Sasl, SaslMechanism, Security, Tls};
 
