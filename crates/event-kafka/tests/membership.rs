@@ -1,0 +1,355 @@
+//! The classic group protocol of the control-plane client and the Java consumer protocol
+//! encodings against a real broker (`EVENTBUS_TEST_KAFKA_BROKERS`), checked with Kafka's own
+//! `kafka-consumer-groups` tool (`EVENTBUS_TEST_KAFKA_CLASSPATH`): if the tool lists our
+//! members with their partitions, the encodings are what Java reads.
+//!
+//! The client is crate-private, so this black-box test compiles its module files itself.
+
+#[path = "../src/control/mod.rs"]
+mod control;
+
+#[allow(
+    dead_code,
+    reason = "the test uses the range assignor and the encodings only"
+)]
+#[path = "../src/assignor.rs"]
+mod assignor;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use assignor::{Assignment, AssignorMember, RANGE, Subscription};
+use bytes::Bytes;
+use control::{
+    CONSUMER_PROTOCOL_TYPE, ControlClient, JoinOutcome, MembershipError, Security, TopicCreation,
+    TopicSpec,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole test, Java tool runs included.
+const TEST_BOUND: Duration = Duration::from_secs(150);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The pause between heartbeats while waiting for the rebalance to show: the member's
+/// heartbeat interval.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+const PARTITIONS: i32 = 4;
+
+fn java() -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join("bin").join("java"),
+        _ => PathBuf::from("java"),
+    }
+}
+
+/// A member's JoinGroup protocols: range, subscribed to `topic`.
+fn protocols(topic: &str) -> Vec<(&'static str, Bytes)> {
+    vec![(RANGE, Subscription::to_topics(&[topic]).encode())]
+}
+
+async fn join(
+    client: &ControlClient,
+    group: &str,
+    member_id: &str,
+    topic: &str,
+) -> Result<JoinOutcome, MembershipError> {
+    client
+        .join_group(
+            group,
+            member_id,
+            None,
+            SESSION_TIMEOUT,
+            REBALANCE_TIMEOUT,
+            &protocols(topic),
+        )
+        .await
+}
+
+/// The leader's assignments: range over the members' decoded subscriptions.
+fn leader_assignments(joined: &JoinOutcome, topic: &str) -> anyhow::Result<Vec<(String, Bytes)>> {
+    ensure!(joined.is_leader(), "{joined:?} is not the leader's answer");
+    ensure!(joined.protocol_name == RANGE, "{joined:?}");
+    let mut members = Vec::new();
+    for member in &joined.members {
+        let subscription = Subscription::decode(&member.metadata)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the subscription of {}", member.member_id))?;
+        members.push(AssignorMember {
+            member_id: member.member_id.clone(),
+            group_instance_id: member.group_instance_id.clone(),
+            topics: subscription.topics,
+        });
+    }
+    let counts: BTreeMap<String, i32> = [(topic.to_string(), PARTITIONS)].into_iter().collect();
+    Ok(assignor::range(&members, &counts)
+        .into_iter()
+        .map(|(member, partitions)| {
+            let bytes = Assignment {
+                partitions,
+                user_data: None,
+            }
+            .encode();
+            (member, bytes)
+        })
+        .collect())
+}
+
+async fn sync(
+    client: &ControlClient,
+    group: &str,
+    joined: &JoinOutcome,
+    assignments: &[(String, Bytes)],
+) -> anyhow::Result<Vec<i32>> {
+    let bytes = client
+        .sync_group(
+            group,
+            joined.generation_id,
+            &joined.member_id,
+            None,
+            CONSUMER_PROTOCOL_TYPE,
+            &joined.protocol_name,
+            assignments,
+        )
+        .await
+        .with_context(|| format!("syncing {}", joined.member_id))?;
+    let assignment = Assignment::decode(&bytes).map_err(anyhow::Error::msg)?;
+    ensure!(assignment.partitions.len() <= 1, "{assignment:?}");
+    Ok(assignment
+        .partitions
+        .into_values()
+        .next()
+        .unwrap_or_default())
+}
+
+/// One member line of `kafka-consumer-groups --describe --members --verbose`.
+#[derive(Debug)]
+struct ToolMember {
+    consumer_id: String,
+    partitions: usize,
+    assignment: String,
+}
+
+/// Runs Kafka's `ConsumerGroupCommand --describe --members --verbose` on `group` and reads
+/// its member lines (`None`: the tool says the group has no active members).
+async fn tool_members(
+    classpath: &str,
+    brokers: &str,
+    group: &str,
+) -> anyhow::Result<Option<Vec<ToolMember>>> {
+    let mut command = tokio::process::Command::new(java());
+    command
+        .args(["-cp", classpath])
+        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+        .args(["--bootstrap-server", brokers])
+        .args(["--describe", "--group", group, "--members", "--verbose"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .context("kafka-consumer-groups did not finish within 60 s")?
+        .context("running java")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "kafka-consumer-groups failed: {stdout}\n{stderr}"
+    );
+    // Kafka 4 writes this to stderr, earlier releases to stdout.
+    if stdout.contains("has no active members") || stderr.contains("has no active members") {
+        return Ok(None);
+    }
+    // A header line (GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS ... CURRENT-ASSIGNMENT
+    // ...), then one line per member; every column one word.
+    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .with_context(|| format!("no output: {stdout}\n{stderr}"))?
+        .split_whitespace()
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("no {name} column in {stdout}"))
+    };
+    let (id, count) = (column("CONSUMER-ID")?, column("#PARTITIONS")?);
+    // Kafka 4 names it CURRENT-ASSIGNMENT (`topic:0,1`), earlier releases ASSIGNMENT
+    // (`topic(0,1)`).
+    let assignment = column("CURRENT-ASSIGNMENT").or_else(|_| column("ASSIGNMENT"))?;
+    let mut members = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        ensure!(
+            fields.first() == Some(&group),
+            "unexpected line {line:?} in {stdout}"
+        );
+        members.push(ToolMember {
+            consumer_id: fields[id].to_string(),
+            partitions: fields[count]
+                .parse()
+                .with_context(|| format!("#PARTITIONS of {line:?}"))?,
+            assignment: fields
+                .get(assignment)
+                .with_context(|| format!("no assignment in {line:?}"))?
+                .to_string(),
+        });
+    }
+    Ok(Some(members))
+}
+
+/// One member joins and leads, assigns, heartbeats; a second member's join shows in the first
+/// one's heartbeat as a rebalance; both rejoin and sync a range assignment; Kafka's tool lists
+/// both with their partitions; after both leave, the tool finds no members.
+#[tokio::test]
+async fn members_join_sync_rebalance_and_show_in_kafkas_tool() -> anyhow::Result<()> {
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
+    else {
+        return Ok(());
+    };
+    tokio::time::timeout(TEST_BOUND, scenario(&brokers, &classpath))
+        .await
+        .with_context(|| format!("the test did not finish within {TEST_BOUND:?}"))?
+}
+
+async fn scenario(brokers: &str, classpath: &str) -> anyhow::Result<()> {
+    let servers: Vec<String> = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    // One client per member, as two processes would have.
+    let a = ControlClient::connect(&servers, &Security::default(), TIMEOUT).await?;
+    let b = ControlClient::connect(&servers, &Security::default(), TIMEOUT).await?;
+    let suffix = format!("{:016x}", fastrand::u64(..));
+    let topic = format!("eventbus-membership-{suffix}");
+    let group = format!("eventbus-membership-group-{suffix}");
+    let created = a
+        .create_topics(
+            &[TopicSpec {
+                name: topic.clone(),
+                partitions: PARTITIONS,
+                replication_factor: 1,
+                configs: Vec::new(),
+            }],
+            TIMEOUT,
+        )
+        .await?;
+    ensure!(
+        created == vec![(topic.clone(), TopicCreation::Created)],
+        "{created:?}"
+    );
+
+    // Alone: member A joins (through MEMBER_ID_REQUIRED), leads, takes every partition.
+    let first = join(&a, &group, "", &topic).await?;
+    ensure!(
+        !first.member_id.is_empty() && first.is_leader(),
+        "{first:?}"
+    );
+    ensure!(first.members.len() == 1, "{first:?}");
+    let assignments = leader_assignments(&first, &topic)?;
+    let mine = sync(&a, &group, &first, &assignments).await?;
+    ensure!(mine == (0..PARTITIONS).collect::<Vec<_>>(), "{mine:?}");
+    a.heartbeat(&group, first.generation_id, &first.member_id, None)
+        .await
+        .context("the first heartbeat")?;
+
+    // Member B joins: its JoinGroup waits for A to rejoin; A learns it from its heartbeat.
+    let b_join = {
+        let (b, group, topic) = (b.clone(), group.clone(), topic.clone());
+        tokio::spawn(async move { join(&b, &group, "", &topic).await })
+    };
+    let waiting_since = Instant::now();
+    loop {
+        match a
+            .heartbeat(&group, first.generation_id, &first.member_id, None)
+            .await
+        {
+            Ok(()) if waiting_since.elapsed() < REBALANCE_TIMEOUT => {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            }
+            Ok(()) => bail!("no rebalance within {REBALANCE_TIMEOUT:?} of B joining"),
+            Err(MembershipError::RebalanceInProgress) => break,
+            Err(e) => bail!("the heartbeat during B's join: {e}"),
+        }
+    }
+    let a_joined = join(&a, &group, &first.member_id, &topic).await?;
+    let b_joined = b_join.await??;
+    ensure!(a_joined.member_id == first.member_id, "{a_joined:?}");
+    ensure!(a_joined.generation_id > first.generation_id, "{a_joined:?}");
+    ensure!(
+        b_joined.generation_id == a_joined.generation_id,
+        "{b_joined:?}"
+    );
+    ensure!(
+        a_joined.leader == b_joined.leader,
+        "{a_joined:?} {b_joined:?}"
+    );
+    let (leader, follower, leader_client, follower_client) = if a_joined.is_leader() {
+        (&a_joined, &b_joined, &a, &b)
+    } else {
+        (&b_joined, &a_joined, &b, &a)
+    };
+    ensure!(
+        leader.members.len() == 2 && follower.members.is_empty(),
+        "{leader:?} {follower:?}"
+    );
+    let assignments = leader_assignments(leader, &topic)?;
+    // The follower's SyncGroup waits for the leader's.
+    let (led, followed) = tokio::join!(
+        sync(leader_client, &group, leader, &assignments),
+        sync(follower_client, &group, follower, &[]),
+    );
+    let (led, followed) = (led?, followed?);
+    // Range: the member with the smaller id takes partitions 0 and 1.
+    let (smaller, larger) = if leader.member_id < follower.member_id {
+        (&led, &followed)
+    } else {
+        (&followed, &led)
+    };
+    ensure!(
+        smaller == &vec![0, 1] && larger == &vec![2, 3],
+        "{led:?} {followed:?}"
+    );
+    for joined in [&a_joined, &b_joined] {
+        let client = if joined.member_id == a_joined.member_id {
+            &a
+        } else {
+            &b
+        };
+        client
+            .heartbeat(&group, joined.generation_id, &joined.member_id, None)
+            .await
+            .with_context(|| format!("the heartbeat of {} after the sync", joined.member_id))?;
+    }
+
+    // Kafka's tool reads our subscriptions and assignments.
+    let listed = tool_members(classpath, brokers, &group)
+        .await?
+        .context("the tool found no active members")?;
+    ensure!(listed.len() == 2, "{listed:?}");
+    for (joined, partitions) in [(leader, &led), (follower, &followed)] {
+        let member = listed
+            .iter()
+            .find(|m| m.consumer_id == joined.member_id)
+            .with_context(|| format!("{} not in {listed:?}", joined.member_id))?;
+        ensure!(member.partitions == 2, "{member:?}");
+        let (first, second) = (partitions[0], partitions[1]);
+        let kafka_4 = format!("{topic}:{first},{second}");
+        let earlier = format!("{topic}({first},{second})");
+        ensure!(
+            member.assignment == kafka_4 || member.assignment == earlier,
+            "{member:?} was assigned {partitions:?}"
+        );
+    }
+
+    // Both leave: the group is empty.
+    a.leave_group(&group, &a_joined.member_id, None).await?;
+    b.leave_group(&group, &b_joined.member_id, None).await?;
+    let left = tool_members(classpath, brokers, &group).await?;
+    ensure!(left.is_none(), "members after leaving: {left:?}");
+    let described = a.describe_groups(std::slice::from_ref(&group)).await?;
+    ensure!(described[0].state == "Empty", "{described:?}");
+
+    a.delete_topics(&[topic]).await?;
+    Ok(())
+}
