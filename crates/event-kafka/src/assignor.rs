@@ -56,10 +56,13 @@ impl Subscription {
         }
     }
 
-    /// The bytes Java's `ConsumerProtocol.serializeSubscription` would write.
+    /// The bytes Java's `ConsumerProtocol.serializeSubscription` would write: topics sorted
+    /// as Java sorts them.
     pub(crate) fn encode(&self) -> Bytes {
+        let mut topics: Vec<&String> = self.topics.iter().collect();
+        topics.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
         let message = ConsumerProtocolSubscription::default()
-            .with_topics(self.topics.iter().map(|t| text(t)).collect())
+            .with_topics(topics.into_iter().map(|t| text(t)).collect())
             .with_user_data(self.user_data.clone())
             .with_owned_partitions(
                 self.owned_partitions

@@ -353,3 +353,188 @@ async fn scenario(brokers: &str, classpath: &str) -> anyhow::Result<()> {
     a.delete_topics(&[topic]).await?;
     Ok(())
 }
+
+/// `topic:0,1;other:2`, as `tests/java/Assignors.java` writes partitions.
+fn canonical(partitions: &assignor::TopicPartitions) -> String {
+    partitions
+        .iter()
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(topic, list)| {
+            let list: Vec<String> = list.iter().map(ToString::to_string).collect();
+            format!("{topic}:{}", list.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("hex from Java"))
+        .collect()
+}
+
+/// Runs `tests/java/Assignors.java` on `requests`, one answer line per request.
+async fn java_assignors(classpath: &str, requests: &[String]) -> anyhow::Result<Vec<String>> {
+    use tokio::io::AsyncWriteExt;
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/Assignors.java");
+    let mut child = tokio::process::Command::new(java())
+        .args(["-cp", classpath])
+        .arg(&source)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running java")?;
+    let mut stdin = child.stdin.take().context("java's stdin")?;
+    let input = requests.join("\n") + "\n";
+    let writer = async move {
+        stdin.write_all(input.as_bytes()).await?;
+        stdin.shutdown().await
+    };
+    let (written, output) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(writer, child.wait_with_output())
+    })
+    .await
+    .context("Assignors.java did not finish within 60 s")?;
+    let output = output?;
+    ensure!(
+        output.status.success(),
+        "Assignors.java failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    written?;
+    let lines: Vec<String> = String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ensure!(lines.len() == requests.len(), "{lines:?}");
+    Ok(lines)
+}
+
+/// Our range and roundrobin assignors give what the Java client's give, on random groups
+/// (static and dynamic members, overlapping subscriptions, uneven partition counts); Java
+/// reads our subscriptions and assignments, and we read Java's.
+#[tokio::test]
+async fn assignors_and_encodings_agree_with_the_java_client() -> anyhow::Result<()> {
+    let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
+    else {
+        return Ok(());
+    };
+    let mut rng = fastrand::Rng::with_seed(0x0067_726f_7570);
+    let topic_names = ["a", "b", "t0", "t10", "t2", "orders"];
+    let mut requests = Vec::new();
+    let mut ours = Vec::new();
+    for _ in 0..300 {
+        let mut counts = BTreeMap::new();
+        for topic in topic_names {
+            if rng.bool() || counts.is_empty() {
+                counts.insert(topic.to_string(), rng.i32(0..8));
+            }
+        }
+        let topics: Vec<&String> = counts.keys().collect();
+        let mut members: Vec<AssignorMember> = Vec::new();
+        let mut ids: Vec<u32> = (0..40).collect();
+        rng.shuffle(&mut ids);
+        for &n in ids.iter().take(rng.usize(1..7)) {
+            let mut subscribed: Vec<String> = topics
+                .iter()
+                .filter(|_| rng.u8(..) < 160)
+                .map(|t| (*t).clone())
+                .collect();
+            if subscribed.is_empty() {
+                subscribed.push(topics[rng.usize(..topics.len())].clone());
+            }
+            members.push(AssignorMember {
+                member_id: format!("consumer-{n}-{:x}", rng.u16(..)),
+                group_instance_id: (rng.u8(..) < 64).then(|| format!("instance-{}", 40 - n)),
+                topics: subscribed,
+            });
+        }
+        let count_list: Vec<String> = counts.iter().map(|(t, n)| format!("{t}:{n}")).collect();
+        let member_list: Vec<String> = members
+            .iter()
+            .map(|m| {
+                let instance = m.group_instance_id.as_deref().unwrap_or("-");
+                format!("{}/{instance}/{}", m.member_id, m.topics.join(","))
+            })
+            .collect();
+        requests.push(format!(
+            "case {} {}",
+            count_list.join(","),
+            member_list.join(" ")
+        ));
+        let render = |assignment: BTreeMap<String, assignor::TopicPartitions>| {
+            members
+                .iter()
+                .map(|m| format!("{}={}", m.member_id, canonical(&assignment[&m.member_id])))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        ours.push(format!(
+            "{} | {}",
+            render(assignor::range(&members, &counts)),
+            render(assignor::round_robin(&members, &counts))
+        ));
+    }
+
+    // Our encodings for Java to read, Java's for us.
+    let subscription = Subscription {
+        topics: vec!["orders".into(), "a".into()],
+        user_data: Some(Bytes::from_static(&[1, 2, 0xff])),
+        owned_partitions: [
+            ("a".to_string(), vec![0, 3]),
+            ("orders".to_string(), vec![1]),
+        ]
+        .into_iter()
+        .collect(),
+        generation_id: 7,
+        rack_id: Some("rack-1".into()),
+    };
+    let assignment = Assignment {
+        partitions: [
+            ("a".to_string(), vec![0, 3]),
+            ("orders".to_string(), vec![1, 2]),
+        ]
+        .into_iter()
+        .collect(),
+        user_data: Some(Bytes::from_static(&[9])),
+    };
+    let plain = Subscription::to_topics(&["orders"]);
+    let cases = requests.len();
+    requests.push(format!("sub {}", hex(&subscription.encode())));
+    requests.push(format!("sub {}", hex(&plain.encode())));
+    requests.push(format!("asg {}", hex(&assignment.encode())));
+    requests.push(format!("asg {}", hex(&Assignment::default().encode())));
+    requests.push("jsub orders,a 0102ff a:0,3;orders:1 7 rack-1".to_string());
+    requests.push("jasg a:0,3;orders:1,2 09".to_string());
+
+    let answers = java_assignors(&classpath, &requests).await?;
+    for ((request, ours), java) in requests.iter().zip(&ours).zip(&answers[..cases]) {
+        ensure!(ours == java, "{request}\n ours: {ours}\n java: {java}");
+    }
+    let extra = &answers[cases..];
+    ensure!(
+        extra[0] == "a,orders 0102ff a:0,3;orders:1 7 rack-1",
+        "{}",
+        extra[0]
+    );
+    ensure!(extra[1] == "orders -  -1 -", "{:?}", extra[1]);
+    ensure!(extra[2] == "a:0,3;orders:1,2 09", "{}", extra[2]);
+    ensure!(extra[3] == " -", "{:?}", extra[3]);
+    // Java sorts the topics, as our encoding does: the bytes are the same.
+    ensure!(extra[4] == hex(&subscription.encode()), "{}", extra[4]);
+    ensure!(extra[5] == hex(&assignment.encode()), "{}", extra[5]);
+    let java_subscription = Subscription::decode(&unhex(&extra[4])?).map_err(anyhow::Error::msg)?;
+    let mut sorted = subscription.clone();
+    sorted.topics.sort();
+    ensure!(java_subscription == sorted, "{java_subscription:?}");
+    let java_assignment = Assignment::decode(&unhex(&extra[5])?).map_err(anyhow::Error::msg)?;
+    ensure!(java_assignment == assignment, "{java_assignment:?}");
+    Ok(())
+}
