@@ -538,3 +538,106 @@ async fn assignors_and_encodings_agree_with_the_java_client() -> anyhow::Result<
     ensure!(java_assignment == assignment, "{java_assignment:?}");
     Ok(())
 }
+
+/// The answers that tell a member to rejoin or stop come back as matchable variants: a stale
+/// generation, an unknown member, and a static member fenced by a new process with the same
+/// `group.instance.id` (which takes its place without MEMBER_ID_REQUIRED).
+#[tokio::test]
+async fn rejoin_and_fencing_answers_are_distinct() -> anyhow::Result<()> {
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    tokio::time::timeout(TEST_BOUND, fencing(&brokers))
+        .await
+        .with_context(|| format!("the test did not finish within {TEST_BOUND:?}"))?
+}
+
+async fn fencing(brokers: &str) -> anyhow::Result<()> {
+    let servers: Vec<String> = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    let a = ControlClient::connect(&servers, &Security::default(), TIMEOUT).await?;
+    let b = ControlClient::connect(&servers, &Security::default(), TIMEOUT).await?;
+    let suffix = format!("{:016x}", fastrand::u64(..));
+    let topic = format!("eventbus-fencing-{suffix}");
+    let group = format!("eventbus-fencing-group-{suffix}");
+    let instance = Some("instance-1");
+    let static_join = |client: ControlClient| {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move {
+            client
+                .join_group(
+                    &group,
+                    "",
+                    instance,
+                    SESSION_TIMEOUT,
+                    REBALANCE_TIMEOUT,
+                    &protocols(&topic),
+                )
+                .await
+        }
+    };
+
+    let first = static_join(a.clone()).await?;
+    ensure!(
+        first.is_leader() && !first.member_id.is_empty(),
+        "{first:?}"
+    );
+    ensure!(
+        first.members[0].group_instance_id.as_deref() == instance,
+        "{first:?}"
+    );
+    let assignments: Vec<(String, Bytes)> = vec![(
+        first.member_id.clone(),
+        Assignment {
+            partitions: [(topic.clone(), vec![0])].into_iter().collect(),
+            user_data: None,
+        }
+        .encode(),
+    )];
+    let bytes = a
+        .sync_group(
+            &group,
+            first.generation_id,
+            &first.member_id,
+            instance,
+            CONSUMER_PROTOCOL_TYPE,
+            RANGE,
+            &assignments,
+        )
+        .await?;
+    ensure!(bytes == assignments[0].1, "{bytes:?}");
+    a.heartbeat(&group, first.generation_id, &first.member_id, instance)
+        .await?;
+
+    let stale = a
+        .heartbeat(&group, first.generation_id - 1, &first.member_id, instance)
+        .await;
+    ensure!(
+        matches!(stale, Err(MembershipError::IllegalGeneration)),
+        "{stale:?}"
+    );
+    let unknown = a
+        .heartbeat(&group, first.generation_id, "nobody", None)
+        .await;
+    ensure!(
+        matches!(unknown, Err(MembershipError::UnknownMemberId)),
+        "{unknown:?}"
+    );
+    ensure!(unknown.is_err_and(|e| e.needs_rejoin()));
+
+    // Another process with the same instance id takes the member's place.
+    let second = static_join(b.clone()).await?;
+    ensure!(second.member_id != first.member_id, "{second:?}");
+    let fenced = a
+        .heartbeat(&group, first.generation_id, &first.member_id, instance)
+        .await;
+    ensure!(
+        matches!(fenced, Err(MembershipError::FencedInstanceId)),
+        "{fenced:?}"
+    );
+    ensure!(fenced.is_err_and(|e| !e.needs_rejoin()));
+
+    b.leave_group(&group, &second.member_id, instance).await?;
+    let described = a.describe_groups(std::slice::from_ref(&group)).await?;
+    ensure!(described[0].members.is_empty(), "{described:?}");
+    Ok(())
+}
