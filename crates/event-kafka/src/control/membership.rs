@@ -44,6 +44,7 @@ const JOIN_GRACE: Duration = Duration::from_secs(5);
 const MEMBER_ID_RETRIES: usize = 2;
 
 const ILLEGAL_GENERATION: KafkaCode = KafkaCode(22);
+const INCONSISTENT_GROUP_PROTOCOL: KafkaCode = KafkaCode(23);
 const UNKNOWN_MEMBER_ID: KafkaCode = KafkaCode(25);
 const REBALANCE_IN_PROGRESS: KafkaCode = KafkaCode(27);
 const MEMBER_ID_REQUIRED: KafkaCode = KafkaCode(79);
@@ -249,6 +250,17 @@ impl ControlClient {
                             return Ok(Joined::MemberIdRequired(response.member_id.to_string()));
                         }
                         check(response.error_code, &context)?;
+                        // From v7 the coordinator names the group's protocol type; the Java
+                        // client refuses an answer for another one.
+                        if let Some(kind) = response.protocol_type.as_deref()
+                            && kind != CONSUMER_PROTOCOL_TYPE
+                        {
+                            return Err(ControlError::kafka(
+                                INCONSISTENT_GROUP_PROTOCOL,
+                                &format!("{context}: the group's protocol type is {kind:?}"),
+                                None,
+                            ));
+                        }
                         Ok(Joined::Outcome(JoinOutcome {
                             generation_id: response.generation_id,
                             protocol_name: response
@@ -339,6 +351,24 @@ impl ControlClient {
             },
             |_, response| {
                 check(response.error_code, &context)?;
+                // From v5 the answer repeats the type and protocol; the Java client refuses
+                // one that differs from what it joined with.
+                let differs = |answered: Option<&str>, ours: &str| {
+                    answered.is_some_and(|answered| answered != ours)
+                };
+                if differs(response.protocol_type.as_deref(), protocol_type)
+                    || differs(response.protocol_name.as_deref(), protocol_name)
+                {
+                    return Err(ControlError::kafka(
+                        INCONSISTENT_GROUP_PROTOCOL,
+                        &format!(
+                            "{context}: the coordinator answered for protocol {:?}/{:?}, not {protocol_type:?}/{protocol_name:?}",
+                            response.protocol_type.as_deref().unwrap_or_default(),
+                            response.protocol_name.as_deref().unwrap_or_default(),
+                        ),
+                        None,
+                    ));
+                }
                 Ok(response.assignment)
             },
         )
