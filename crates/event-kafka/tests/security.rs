@@ -16,12 +16,10 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use event_core::{
-    Config, Error, Event, EventBus, EventType, HandlerError, KafkaSaslMechanism, SubscriptionSpec,
-    handler_fn,
-};
+use event_core::{Config, Error, EventBus, KafkaSaslMechanism};
 use event_kafka::KafkaBus;
-use harness::{BROKER_START, SaslBroker, USER, captured_logs, openssl};
+use event_testkit::secrets::{captured_logs, everything_shown, hidden, round_trip};
+use harness::{BROKER_START, SaslBroker, USER, openssl};
 
 /// The whole test, broker start included.
 const TEST_LIMIT: Duration = Duration::from_secs(85);
@@ -264,51 +262,4 @@ async fn connect_error(config: Config) -> anyhow::Result<Error> {
         Ok(_) => bail!("connecting to {servers} succeeded but must fail"),
         Err(e) => Ok(e),
     }
-}
-
-/// Subscribes, publishes one event and waits until the handler has it.
-async fn round_trip(bus: &KafkaBus) -> anyhow::Result<()> {
-    let (delivered, mut received) = tokio::sync::mpsc::unbounded_channel();
-    bus.subscribe(
-        SubscriptionSpec::new("security_probe", [EventType::USER_REGISTERED]),
-        handler_fn("security_probe", move |event| {
-            let delivered = delivered.clone();
-            async move {
-                let _ = delivered.send(event.id);
-                Ok::<(), HandlerError>(())
-            }
-        }),
-    )
-    .await?;
-    let id = bus
-        .publish(Event::builder(EventType::USER_REGISTERED, "security_test").build()?)
-        .await?;
-    let got = tokio::time::timeout(Duration::from_secs(15), received.recv())
-        .await
-        .context("the published event was not delivered within 15 s")?;
-    ensure!(got == Some(id), "delivered {got:?}, published {id:?}");
-    Ok(())
-}
-
-/// An error's `Display`, `Debug` and every source's `Display` and `Debug`.
-fn everything_shown(err: &Error) -> String {
-    let mut shown = format!("{err}\n{err:?}");
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        shown.push_str(&format!("\n{cause}\n{cause:?}"));
-        source = cause.source();
-    }
-    shown
-}
-
-/// Fails when `text` contains any of `secrets`.
-fn hidden(text: &str, secrets: &[&str]) -> anyhow::Result<()> {
-    for secret in secrets {
-        ensure!(
-            !text.contains(secret),
-            "a password was shown: {}",
-            text.replace(secret, "<PASSWORD>")
-        );
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod fixture;
+pub mod secrets;
 mod servers;
 mod support;
 mod trial;

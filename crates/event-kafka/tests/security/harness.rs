@@ -1,12 +1,9 @@
 //! The harness of the security tests: a private single-node KRaft broker with a
 //! `SASL_PLAINTEXT` or `SASL_SSL` client listener, killed and removed on drop (also when a test
-//! fails), throwaway certificates made with `openssl`, and the captured logs of the test
-//! binary.
+//! fails), and throwaway certificates made with `openssl`.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
@@ -303,44 +300,3 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// How long a test may wait for its broker to answer: a cold JVM on a busy two-core machine.
 pub(crate) const BROKER_START: Duration = Duration::from_secs(60);
-
-/// Everything logged by this test binary at any level, through `tracing` (which rskafka and
-/// the bus use).
-pub(crate) fn captured_logs() -> &'static SharedBuffer {
-    static LOGS: OnceLock<SharedBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = SharedBuffer::default();
-        let writer = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("this test binary installs no other subscriber");
-        buffer
-    })
-}
-
-#[derive(Clone, Default)]
-pub(crate) struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuffer {
-    pub(crate) fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl io::Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}

@@ -1,12 +1,10 @@
 //! The harness of the security tests: finding `redis-server` and `openssl`, private servers
-//! killed on drop, throwaway certificates, scratch directories and captured logs.
+//! killed on drop, throwaway certificates and scratch directories.
 
 use std::fs::File;
-use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -253,48 +251,5 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Everything logged by this test binary at any level, through `tracing` and, for fred, the
-/// `log` crate.
-pub(crate) fn captured_logs() -> &'static SharedBuffer {
-    static LOGS: OnceLock<SharedBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = SharedBuffer::default();
-        let writer = buffer.clone();
-        // Process-wide rather than `set_default` for this thread: fred logs through the `log`
-        // crate, which only the global `LogTracer` that `try_init` installs forwards.
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("this test binary installs no other subscriber");
-        buffer
-    })
-}
-
-#[derive(Clone, Default)]
-pub(crate) struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuffer {
-    pub(crate) fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl io::Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
