@@ -281,13 +281,7 @@ async fn remote_handlers(
 
 pub(crate) async fn health(inner: &Inner) -> Health {
     if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-        return Health::assess(
-            "kafka",
-            None,
-            Vec::new(),
-            vec!["the bus has been shut down".into()],
-            true,
-        );
+        return Health::shut_down("kafka");
     }
     let started = Instant::now();
     let metadata = inner.control.metadata(Some(&[])).await;
@@ -297,7 +291,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
             "Kafka at {} does not answer: {e}",
             inner.config.kafka_bootstrap_servers.join(",")
         );
-        return Health::assess("kafka", None, Vec::new(), vec![problem], true);
+        return Health::unhealthy("kafka", problem);
     }
     let local: Vec<(String, LocalHandler)> = inner
         .handlers()

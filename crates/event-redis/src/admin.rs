@@ -174,26 +174,20 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
 }
 
 pub(crate) async fn health(inner: &Inner) -> Health {
+    if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+        // The connection is closed: a PING would only wait for its error.
+        return Health::shut_down("redis");
+    }
     let started = Instant::now();
     let ping: Result<Value, _> = inner.client.ping(None).await;
     let round_trip = started.elapsed();
-    let closed = inner.closed.load(std::sync::atomic::Ordering::Acquire);
-    if closed {
-        return Health::assess(
-            "redis",
-            None,
-            Vec::new(),
-            vec!["the bus has been shut down".into()],
-            true,
-        );
-    }
     if let Err(e) = ping {
         let problem = format!(
             "Redis at {} does not answer: {}",
             event_core::redact_url(&inner.config.redis_url),
             e.details()
         );
-        return Health::assess("redis", None, Vec::new(), vec![problem], true);
+        return Health::unhealthy("redis", problem);
     }
     let local: Vec<(String, LocalHandler)> = inner
         .handlers()

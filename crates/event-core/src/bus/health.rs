@@ -69,6 +69,16 @@ pub struct Health {
 }
 
 impl Health {
+    /// The report of a bus that has been shut down.
+    pub fn shut_down(backend: &str) -> Self {
+        Self::unhealthy(backend, "the bus has been shut down".into())
+    }
+
+    /// An unhealthy report with one problem (the backend cannot be reached, say), no consumers.
+    pub fn unhealthy(backend: &str, problem: String) -> Self {
+        Self::assess(backend, None, Vec::new(), vec![problem], true)
+    }
+
     /// Builds a report whose status follows from the problems and the consumers: unhealthy
     /// when `unhealthy` is set, degraded when there is any problem or a consumer is dead or
     /// stalled, healthy otherwise.

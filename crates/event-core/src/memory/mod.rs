@@ -301,7 +301,9 @@ impl EventBus for MemoryBus {
     }
 
     async fn health(&self) -> Health {
-        let closed = self.inner.closed.load(Ordering::Acquire);
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Health::shut_down("memory");
+        }
         let consumers = {
             let mut store = self.inner.store();
             store.trim(now_ms());
@@ -315,12 +317,7 @@ impl EventBus for MemoryBus {
                 ConsumerHealth::new(handler, true, stalled, lag, depth)
             })
             .collect();
-        let problems = if closed {
-            vec!["the bus has been shut down".to_string()]
-        } else {
-            Vec::new()
-        };
-        Health::assess("memory", None, consumers, problems, closed)
+        Health::assess("memory", None, consumers, Vec::new(), false)
     }
 
     async fn dead_letters(&self, handler: &str, limit: usize) -> Result<Vec<DeadLetter>, Error> {
