@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod catalog;
 mod domain;
 mod domain_event;
@@ -9,6 +10,7 @@ mod error;
 mod payloads;
 mod publisher;
 
+pub use batch::{BatchPublisher, BatchSettings, FailedEvent, FlushReport, ScopeOutcome};
 pub use catalog::{CatalogEntry, catalog, catalog_entry};
 pub use domain::{
     AgentEventPublisher, MarketSignalEventPublisher, OpportunityEventPublisher,
