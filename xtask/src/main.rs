@@ -1,9 +1,11 @@
 //! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
 //!
-//! One file per command. Arguments are parsed by hand to keep this crate's dependencies at
-//! `anyhow` alone, so a fresh clone builds it in seconds.
+//! One file per command. Arguments are parsed by hand to keep this crate's dependencies few:
+//! `anyhow`, plus `event-publishers` and `serde_json` for `docs`, which renders the event
+//! catalog from the code.
 
 mod bench;
+mod docs;
 mod integration_test;
 mod services;
 mod shell;
@@ -28,6 +30,8 @@ commands:
   services kill|restart <s>   kill one (SIGKILL, data kept), or start it again on the same port
   bench [backend]             the benchmarks in release mode (all, or one backend); each
                               writes its section of docs/benchmarks.md
+  docs [--check]              render the event catalog into docs/events.md and
+                              docs/asyncapi.json; --check fails when they are stale
   help                        this text
 
 backends: memory, redis, kafka; services: redis, kafka (docs/testing.md)
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         ["integration-test", rest @ ..] => integration_test::run(rest),
         ["services", rest @ ..] => services::command::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
+        ["docs", rest @ ..] => docs::run(rest),
         [other, ..] => Err(anyhow::anyhow!(
             "unknown command {other:?}; run `cargo xtask help` for the list"
         )),

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::services::{RunningServices, Service};
 use crate::shell::{self, cargo};
-use crate::suites;
+use crate::{docs, suites};
 
-/// Runs rustfmt's check, clippy with warnings denied, starts the servers the present backend
+/// Runs rustfmt's check, the check that the generated event catalog is up to date, clippy
+/// with warnings denied, starts the servers the present backend
 /// suites need, and runs the whole workspace's tests against them in one `cargo test`
 /// invocation (one build, all test binaries), then prints a summary line.
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -15,6 +16,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let mut steps = Steps::default();
 
     steps.run("rustfmt", &mut cargo(["fmt", "--all", "--", "--check"]))?;
+    steps.check("docs", docs::check)?;
     steps.run(
         "clippy",
         &mut cargo([
@@ -58,6 +60,22 @@ impl Steps {
         match shell::run(step, command) {
             Ok(took) => {
                 self.passed.push((step, took));
+                Ok(())
+            }
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// Runs an in-process check as the step called `step`.
+    fn check(
+        &mut self,
+        step: &'static str,
+        check: fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        match check() {
+            Ok(()) => {
+                self.passed.push((step, started.elapsed()));
                 Ok(())
             }
             Err(error) => Err(self.failed(error)),

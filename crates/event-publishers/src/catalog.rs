@@ -27,6 +27,8 @@ pub struct CatalogEntry {
     pub type_name: &'static str,
     /// The publishing service of the original system, such as `opportunity_service`.
     pub source: &'static str,
+    /// The domain publisher type, such as `OpportunityEventPublisher`.
+    pub publisher: &'static str,
     /// The domain publisher method that publishes it, such as `opportunity_created`.
     pub method: &'static str,
     /// The current schema version.
@@ -50,6 +52,7 @@ impl CatalogEntry {
             event_type: P::event_type(),
             type_name,
             source,
+            publisher: publisher_of(source),
             method,
             schema_version: P::SCHEMA_VERSION,
             partition_key: P::PARTITION_KEY_FIELD,
@@ -107,11 +110,49 @@ pub fn catalog_entry(event_type: &EventType) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|e| &e.event_type == event_type)
 }
 
+/// The JSON Schema of the envelope (wire format v1) that carries every payload; `payload`
+/// is any object here, each catalog entry's [`schema`](CatalogEntry::schema) describes it.
+pub fn envelope_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Event",
+        "description": "The event envelope, wire format v1: the same JSON object on every backend.",
+        "type": "object",
+        "required": ["id", "event_type", "payload", "timestamp", "source"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "description": "Unique id; a UUIDv7 made at publish unless given."},
+            "event_type": {"type": "string", "pattern": "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$", "description": "The dotted event type, such as `opportunity.created`."},
+            "payload": {"type": "object", "description": "The event's data: the payload type of `event_type`."},
+            "timestamp": {"type": "string", "format": "date-time", "description": "When the event happened: UTC, RFC 3339, six fractional digits."},
+            "source": {"type": "string", "minLength": 1, "description": "The service or component that published it."},
+            "correlation_id": {"type": ["string", "null"], "description": "The request or unit of work this event belongs to."},
+            "causation_id": {"type": ["string", "null"], "description": "The id of the event that caused this one."},
+            "partition_key": {"type": ["string", "null"], "description": "Events with the same key reach each handler in publish order; absent: the id."},
+            "metadata": {"type": ["object", "null"], "description": "Free-form context; the publishers add `publisher_source` and `published_at`."},
+            "schema_version": {"type": "integer", "minimum": 1, "default": 1, "description": "The payload's schema version; older versions are upcast when read."},
+            "aggregate_id": {"type": "string", "description": "Event sourcing: the aggregate this event belongs to."},
+            "aggregate_type": {"type": "string", "description": "Event sourcing: the kind of aggregate."},
+            "aggregate_version": {"type": "integer", "minimum": 1, "description": "Event sourcing: this event's position in its aggregate's history."}
+        },
+        "additionalProperties": true
+    })
+}
+
 fn changes(pairs: &[(&str, Value)]) -> JsonObject {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect()
+}
+
+fn publisher_of(source: &str) -> &'static str {
+    match source {
+        OPPORTUNITY => "OpportunityEventPublisher",
+        USER => "UserEventPublisher",
+        AGENT => "AgentEventPublisher",
+        SIGNAL => "MarketSignalEventPublisher",
+        _ => "SystemEventPublisher",
+    }
 }
 
 const OPPORTUNITY: &str = "opportunity_service";
@@ -383,6 +424,24 @@ mod tests {
             if let Some(key) = entry.partition_key {
                 assert!(entry.example[key].is_string(), "{}", entry.type_name);
             }
+        }
+    }
+
+    #[test]
+    fn the_envelope_schema_names_every_field_of_the_envelope() {
+        let event = event_core::Event::builder(EventType::AGENT_ERROR, "svc")
+            .aggregate("agent", "agent-1")
+            .build()
+            .unwrap();
+        let mut wire = serde_json::to_value(&event).unwrap();
+        wire["aggregate_version"] = json!(1);
+        let schema = envelope_schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for field in wire.as_object().unwrap().keys() {
+            assert!(
+                properties.contains_key(field),
+                "{field} is not in the schema"
+            );
         }
     }
 

@@ -11,7 +11,7 @@ mod payloads;
 mod publisher;
 
 pub use batch::{BatchPublisher, BatchSettings, FailedEvent, FlushReport, ScopeOutcome};
-pub use catalog::{CatalogEntry, catalog, catalog_entry};
+pub use catalog::{CatalogEntry, catalog, catalog_entry, envelope_schema};
 pub use domain::{
     AgentEventPublisher, MarketSignalEventPublisher, OpportunityEventPublisher,
     SystemEventPublisher, UserEventPublisher,

@@ -79,6 +79,7 @@ pub struct OpportunityValidated {
     /// The user who validated (required, not empty).
     pub validator_id: String,
     /// The score given, from 0 to 10 (required).
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub validation_score: f64,
     /// The kind of validation, such as `market_demand` (required, not empty).
     pub validation_type: String,

@@ -22,6 +22,7 @@ pub struct SignalDetected {
     /// The signal's text (required, may be empty: the original's helper sent `""`).
     pub content: String,
     /// How sure the detector is, from 0 to 1 (required).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub confidence: f64,
     /// Likes, comments, shares and so on (optional).
     pub engagement_metrics: Option<JsonObject>,
@@ -48,6 +49,7 @@ pub struct SignalProcessed {
     /// What processing produced, any JSON value (required).
     pub processing_result: Value,
     /// The signal's quality, from 0 to 1 (optional).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub quality_score: Option<f64>,
     /// Keywords extracted from the signal (optional).
     pub extracted_keywords: Option<Vec<String>>,

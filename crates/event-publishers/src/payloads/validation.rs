@@ -21,6 +21,7 @@ pub struct ValidationSubmitted {
     /// The kind of validation, such as `market_demand` (required, not empty).
     pub validation_type: String,
     /// The score proposed, from 0 to 10 (optional).
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub validation_score: Option<f64>,
     /// The validator's comments (optional).
     pub comments: Option<String>,
@@ -53,6 +54,7 @@ pub struct ValidationApproved {
     /// The reviewer who approved it (optional).
     pub approved_by: Option<String>,
     /// The score retained, from 0 to 10 (optional).
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub validation_score: Option<f64>,
     /// Extra fields.
     #[serde(flatten)]
