@@ -43,6 +43,12 @@ const BENCHMARKS: &[Benchmark] = &[
         services: &[Service::Redis],
     },
     Benchmark {
+        backend: "publishers",
+        package: "event-publishers",
+        bench_target: "publishers",
+        services: &[Service::Redis],
+    },
+    Benchmark {
         backend: "kafka",
         package: "event-kafka",
         bench_target: "kafka",

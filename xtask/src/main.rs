@@ -34,7 +34,8 @@ commands:
                               docs/asyncapi.json; --check fails when they are stale
   help                        this text
 
-backends: memory, redis, kafka; services: redis, kafka (docs/testing.md)
+backends: memory, redis, kafka; bench also takes publishers (the batch publisher on memory
+and redis); services: redis, kafka (docs/testing.md)
 ";
 
 fn main() -> ExitCode {

@@ -1,0 +1,171 @@
+//! Benchmark of [`BatchPublisher`] against the backend's raw `publish_batch`, in the same run,
+//! on `MemoryBus` and (when `EVENTBUS_TEST_REDIS_URL` is set) `RedisBus`.
+//!
+//! Both sides start from the same typed payloads, build the same envelopes (validated, with
+//! the publisher's metadata, through `EventPublisher::event`) and publish batches of
+//! `EVENT_BATCH_SIZE` (100): the raw side calls `publish_batch` itself; the batch publisher
+//! adds its buffer, its timer, the copies it keeps to hand failed events back, and a result
+//! per event. Each side runs three rounds on a fresh
+//! bus; the best round counts.
+//!
+//! Run it with `cargo xtask bench publishers`, which starts a Redis server and writes
+//! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_core::{Config, EventBus, MemoryBus};
+use event_publishers::{BatchPublisher, BatchSettings, EventPublisher, SignalDetected};
+use event_redis::RedisBus;
+
+const ROUNDS: usize = 3;
+
+fn result(kind: &str, id: &str, value: f64, unit: &str, target: &str, label: &str) {
+    println!("RESULT\t{kind}\t{id}\t{value:.1}\t{unit}\t{target}\t{label}");
+}
+
+fn note(text: &str) {
+    println!("RESULT\tnote\t{text}");
+}
+
+fn payloads(n: usize) -> Vec<SignalDetected> {
+    (0..n)
+        .map(|i| SignalDetected {
+            signal_id: format!("signal-{i}"),
+            source: "reddit".into(),
+            signal_type: "pain_point".into(),
+            content: format!("Market signal {i}: customers ask for answers outside office hours"),
+            confidence: 0.75,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Raw: build the same envelopes (same publisher, same metadata) and call `publish_batch`
+/// per batch yourself.
+async fn raw(bus: Arc<dyn EventBus>, payloads: Vec<SignalDetected>, size: usize) -> f64 {
+    let n = payloads.len();
+    let publisher = EventPublisher::new(bus.clone(), "bench").for_request("bench-run");
+    let start = Instant::now();
+    let mut payloads = payloads.into_iter();
+    loop {
+        let events: Vec<_> = payloads
+            .by_ref()
+            .take(size)
+            .map(|p| publisher.event(p).expect("a valid event"))
+            .collect();
+        if events.is_empty() {
+            break;
+        }
+        for r in bus.publish_batch(events).await {
+            r.expect("raw publish");
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Through the batch publisher: `add` every payload, then `close`.
+async fn batched(bus: Arc<dyn EventBus>, payloads: Vec<SignalDetected>, size: usize) -> f64 {
+    let n = payloads.len();
+    let publisher = EventPublisher::new(bus, "bench").for_request("bench-run");
+    let settings = BatchSettings::new(size, Config::default().flush_interval);
+    let start = Instant::now();
+    let batch = BatchPublisher::new(publisher, settings);
+    for p in payloads {
+        batch.add(p).await.expect("valid payload");
+    }
+    let report = batch.close().await;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert!(report.is_complete(), "events failed: {report:?}");
+    rate
+}
+
+async fn compare<F, Fut>(backend: &str, n: usize, size: usize, make_bus: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn EventBus>>,
+{
+    let (mut best_raw, mut best_batched) = (0f64, 0f64);
+    for round in 0..ROUNDS {
+        let bus = make_bus().await;
+        let r = raw(bus.clone(), payloads(n), size).await;
+        bus.shutdown().await.ok();
+        let bus = make_bus().await;
+        let b = batched(bus.clone(), payloads(n), size).await;
+        bus.shutdown().await.ok();
+        println!(
+            "{backend} round {}: raw publish_batch {r:.0} events/s, BatchPublisher {b:.0} events/s",
+            round + 1
+        );
+        best_raw = best_raw.max(r);
+        best_batched = best_batched.max(b);
+    }
+    let ratio = 100.0 * best_batched / best_raw;
+    result(
+        "bus",
+        &format!("{backend}_batched"),
+        best_batched,
+        "events/s",
+        &format!(">={:.0}", best_raw * 0.9),
+        &format!(
+            "{backend}: BatchPublisher, {n} typed events in batches of {size} (target: 90% of raw)"
+        ),
+    );
+    result(
+        "bus",
+        &format!("{backend}_ratio"),
+        ratio,
+        "%",
+        ">=90",
+        &format!("{backend}: BatchPublisher as a share of raw `publish_batch`"),
+    );
+    result(
+        "reference",
+        &format!("{backend}_raw"),
+        best_raw,
+        "events/s",
+        "-",
+        &format!(
+            "{backend}: raw `publish_batch` of {size}, the same envelopes built by `EventPublisher::event`"
+        ),
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let size = Config::default().batch_size;
+    note(&format!(
+        "batches of {size} (`EVENT_BATCH_SIZE`), flush interval {} ms; `signal.detected` payloads of about 150 bytes; best of {ROUNDS} rounds per side, a fresh bus per round",
+        Config::default().flush_interval.as_millis()
+    ));
+    runtime.block_on(async {
+        compare("memory", 200_000, size, || async {
+            Arc::new(MemoryBus::new(Config::default()).expect("memory bus")) as Arc<dyn EventBus>
+        })
+        .await;
+        match std::env::var("EVENTBUS_TEST_REDIS_URL") {
+            Ok(url) => {
+                let prefix = format!("eventbus-bench-{:08x}", std::process::id());
+                compare("redis", 100_000, size, || {
+                    let url = url.clone();
+                    let prefix = prefix.clone();
+                    async move {
+                        let mut config = Config::default();
+                        config.redis_url = url;
+                        config.redis_key_prefix = prefix;
+                        Arc::new(RedisBus::connect(config).await.expect("a Redis server"))
+                            as Arc<dyn EventBus>
+                    }
+                })
+                .await;
+            }
+            Err(_) => eprintln!(
+                "no EVENTBUS_TEST_REDIS_URL: Redis skipped; `cargo xtask bench publishers` starts a server"
+            ),
+        }
+    });
+}
