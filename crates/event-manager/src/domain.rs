@@ -1,0 +1,53 @@
+//! The domain handlers that `ENABLE_EVENT_HANDLERS` and `ENABLED_EVENT_HANDLERS` choose.
+//!
+//! Placeholder until the `event-handlers` crate lands: the names are known and checked, and
+//! no handler is built yet.
+
+use std::sync::Arc;
+
+use event_core::{Config, EventBus, HandlerSelection};
+
+use crate::ManagerError;
+use crate::registry::{Entry, HandlerOrigin};
+
+/// A handler's queryable state.
+pub trait View: Send + Sync + 'static {
+    /// The view's name.
+    fn name(&self) -> &str;
+    /// The view's current contents as JSON.
+    fn snapshot(&self) -> serde_json::Value;
+}
+
+/// The domain handlers' names, as `ENABLED_EVENT_HANDLERS` writes them.
+pub(crate) const DOMAIN_HANDLERS: &[&str] = &[
+    "opportunity",
+    "user",
+    "agent",
+    "market_signal",
+    "system",
+    "audit",
+];
+
+/// Checks the names of `ENABLED_EVENT_HANDLERS`.
+pub(crate) fn check_selection(config: &Config) -> Result<(), ManagerError> {
+    if let HandlerSelection::Only(names) = &config.enabled_event_handlers {
+        for name in names {
+            if !DOMAIN_HANDLERS.contains(&name.as_str()) {
+                return Err(ManagerError::UnknownDomainHandler {
+                    name: name.clone(),
+                    known: DOMAIN_HANDLERS.join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the selected domain handlers on `bus`.
+pub(crate) fn build(
+    config: &Config,
+    bus: &Arc<dyn EventBus>,
+) -> Result<Vec<(String, Entry)>, ManagerError> {
+    let _ = (config, bus, HandlerOrigin::Domain);
+    Ok(Vec::new())
+}
