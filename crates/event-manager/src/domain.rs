@@ -51,3 +51,15 @@ pub(crate) fn build(
     let _ = (config, bus, HandlerOrigin::Domain);
     Ok(Vec::new())
 }
+
+/// Checks a standard event's payload against its typed schema; `Err` names the field.
+pub(crate) fn validate(event: &event_core::Event) -> Result<(), String> {
+    let _ = event;
+    Ok(())
+}
+
+/// The event catalog as JSON (types, fields, schemas), when built in.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn catalog() -> Option<serde_json::Value> {
+    None
+}

@@ -67,6 +67,15 @@ pub enum ManagerError {
     #[error(transparent)]
     Bus(#[from] event_core::Error),
 
+    /// A setting of the manager's own (such as `EVENT_API_TOKENS`) is not valid.
+    #[error("{variable} is not valid: {problem}")]
+    InvalidSetting {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong and what is expected (never the secret itself).
+        problem: String,
+    },
+
     /// Waiting for the shutdown signal failed.
     #[error("cannot listen for the shutdown signal: {0}")]
     Signal(#[source] std::io::Error),

@@ -7,9 +7,12 @@ mod domain;
 mod error;
 mod global;
 mod health;
+#[cfg(feature = "http")]
+pub mod http;
 mod lifespan;
 mod manager;
 mod meter;
+mod paging;
 mod registry;
 mod stats;
 
@@ -23,5 +26,6 @@ pub use global::{
 pub use health::ManagerHealth;
 pub use lifespan::shutdown_signal;
 pub use manager::{EventBusManager, ManagerBuilder, ManagerState};
+pub use paging::{ReplayCursor, ReplayPage, recent_events, replay_page};
 pub use registry::HandlerOrigin;
 pub use stats::{HandlerReport, ManagerStats};
