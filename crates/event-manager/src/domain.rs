@@ -52,14 +52,24 @@ pub(crate) fn build(
     Ok(Vec::new())
 }
 
-/// Checks a standard event's payload against its typed schema; `Err` names the field.
-pub(crate) fn validate(event: &event_core::Event) -> Result<(), String> {
-    let _ = event;
-    Ok(())
-}
-
-/// The event catalog as JSON (types, fields, schemas), when built in.
+/// The event catalog as JSON: every typed event with its schema version, partition key,
+/// publisher, JSON Schema and an example (what `docs/events.md` renders).
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) fn catalog() -> Option<serde_json::Value> {
-    None
+pub(crate) fn catalog() -> serde_json::Value {
+    event_publishers::catalog()
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "event_type": e.event_type.as_str(),
+                "type_name": e.type_name,
+                "description": e.description(),
+                "source": e.source,
+                "publisher_method": e.method,
+                "schema_version": e.schema_version,
+                "partition_key": e.partition_key,
+                "schema": e.schema(),
+                "example": e.example,
+            })
+        })
+        .collect()
 }

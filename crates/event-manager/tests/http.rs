@@ -337,6 +337,7 @@ async fn publish_stats_types_health_recent_and_remove() -> anyhow::Result<()> {
     assert_eq!(recent[0]["id"], id.as_str());
     assert_eq!(recent[0]["timestamp"], published["timestamp"]);
     assert_eq!(recent[0]["correlation_id"], "req-1");
+    assert_eq!(recent[0]["metadata"]["publisher_source"], "user_service");
 
     // A custom type is accepted and listed in /types beside the 20 standard ones.
     let custom = json!({"event_type": "billing.invoice_paid", "payload": {"invoice": "i-1"}, "source": "billing"});
@@ -613,6 +614,22 @@ async fn dead_letters_redrive_views_schema_and_metrics() -> anyhow::Result<()> {
     .json()?;
     assert_eq!(dl["count"], 0);
 
+    // The catalog: every typed event with its schema.
+    let schema = get(s.addr, "/api/v1/events/schema", Some(READER))
+        .await?
+        .json()?;
+    let entries = schema.as_array().context("not a list")?;
+    assert_eq!(entries.len(), 21);
+    let created = entries
+        .iter()
+        .find(|e| e["event_type"] == "opportunity.created")
+        .context("no opportunity.created")?;
+    assert_eq!(created["partition_key"], "opportunity_id");
+    assert!(
+        created["schema"]["properties"]["title"].is_object(),
+        "{created}"
+    );
+
     // Views: these custom handlers keep none.
     assert_eq!(
         get(s.addr, "/api/v1/events/views", Some(READER))
@@ -692,9 +709,21 @@ async fn bad_input_is_a_json_4xx_and_leaves_the_bus_unharmed() -> anyhow::Result
             "event over EVENT_MAX_PAYLOAD_BYTES",
             "application/json",
             serde_json::to_vec(
-                &json!({"event_type":"user.registered","payload":{"blob":"x".repeat(10_000)},"source":"s"}),
+                &json!({"event_type":"billing.blob","payload":{"blob":"x".repeat(10_000)},"source":"s"}),
             )?,
             413,
+        ),
+        (
+            "a typed payload without its email",
+            "application/json",
+            br#"{"event_type":"user.registered","payload":{"user_id":"u-1"},"source":"s"}"#.to_vec(),
+            400,
+        ),
+        (
+            "a confidence out of range",
+            "application/json",
+            br#"{"event_type":"signal.detected","payload":{"signal_id":"s-1","source":"reddit","signal_type":"pain_point","content":"c","confidence":7.5},"source":"s"}"#.to_vec(),
+            400,
         ),
         (
             "body over the limit",
@@ -727,6 +756,15 @@ async fn bad_input_is_a_json_4xx_and_leaves_the_bus_unharmed() -> anyhow::Result
         }
         if what == "enum-style type" || what == "unknown type" {
             assert_eq!(code, "invalid_event_type", "{what}");
+        }
+        if what.starts_with("a typed") || what.starts_with("a confidence") {
+            assert_eq!(code, "invalid_payload", "{what}");
+            let field = if what.starts_with("a typed") {
+                "`email`"
+            } else {
+                "`confidence`"
+            };
+            assert!(text.contains(field), "{what}: {text}");
         }
     }
     let replay = "/api/v1/events/replay";

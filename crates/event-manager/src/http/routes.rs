@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
+use event_publishers::EventPublisher;
+
 use crate::paging::{ReplayCursor, recent_events, replay_page};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -104,23 +106,32 @@ pub(super) async fn publish(
     ApiJson(request): ApiJson<PublishRequest>,
 ) -> ApiResult<Response> {
     let event_type = parse_type(&request.event_type)?;
-    let mut builder = Event::builder(event_type, request.source).payload(request.payload);
+    let Value::Object(payload) = request.payload else {
+        return Err(ApiError::bad_request("payload must be a JSON object"));
+    };
+    if request.source.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "source must name the publishing service, found an empty string",
+        ));
+    }
+    let bus = s.manager.bus()?;
+    // Through the publishers: payloads of the catalog's types are validated as typed ones
+    // are, and the metadata (`publisher_source`, `published_at`) is the same.
+    let mut publisher = EventPublisher::new(bus.clone(), request.source);
     if let Some(id) = request.correlation_id {
-        builder = builder.correlation_id(id);
+        publisher = publisher.for_request(id);
     }
     if let Some(id) = request.causation_id {
-        builder = builder.causation_id(id);
-    }
-    if let Some(key) = request.partition_key {
-        builder = builder.partition_key(key);
+        publisher = publisher.with_causation_id(id);
     }
     for (name, value) in request.metadata.unwrap_or_default() {
-        builder = builder.metadata(name, value);
+        publisher = publisher.with_metadata(name, value);
     }
-    let event = builder.build()?;
-    crate::domain::validate(&event).map_err(ApiError::bad_request)?;
+    let event = publisher
+        .json_event(event_type, payload, request.partition_key)
+        .map_err(publish_error)?;
     let (event_type, at) = (event.event_type.to_string(), event.timestamp);
-    let id = s.manager.bus()?.publish(event).await?;
+    let id = bus.publish(event).await?;
     Ok(Json(PublishResponse {
         event_id: id.to_string(),
         event_type,
@@ -315,12 +326,18 @@ pub(super) async fn view(State(s): Shared, Path(handler): Path<String>) -> ApiRe
     ))
 }
 
-pub(super) async fn schema() -> ApiResult<Json<Value>> {
-    crate::domain::catalog().map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported",
-            "the event catalog is not built into this version",
-        )
-    })
+pub(super) async fn schema() -> Json<Value> {
+    Json(crate::domain::catalog())
+}
+
+fn publish_error(e: event_publishers::Error) -> ApiError {
+    match e {
+        event_publishers::Error::Bus(e) => e.into(),
+        invalid @ event_publishers::Error::Invalid { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            invalid.to_string(),
+        ),
+        other => ApiError::bad_request(other.to_string()),
+    }
 }
