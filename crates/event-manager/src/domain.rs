@@ -54,8 +54,7 @@ pub(crate) fn build(
 
 /// The event catalog as JSON: every typed event with its schema version, partition key,
 /// publisher, JSON Schema and an example (what `docs/events.md` renders).
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub(crate) fn catalog() -> serde_json::Value {
+pub fn catalog_json() -> serde_json::Value {
     event_publishers::catalog()
         .iter()
         .map(|e| {

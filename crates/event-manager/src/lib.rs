@@ -17,7 +17,7 @@ mod registry;
 mod stats;
 
 pub use backend::{CapabilityReport, check_capabilities, connect_bus};
-pub use domain::View;
+pub use domain::{View, catalog_json};
 pub use error::ManagerError;
 pub use global::{
     event_bus_lifespan, get_event_bus, get_event_bus_manager, install, publish_event,

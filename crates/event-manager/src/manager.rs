@@ -270,7 +270,7 @@ impl EventBusManager {
             });
         }
         for warning in &report.warnings {
-            tracing::warn!(backend = capabilities.backend, "{warning}");
+            tracing::info!(backend = capabilities.backend, "{warning}");
         }
         let domain_entries = match domain::build(&self.config, &bus) {
             Ok(entries) => entries,

@@ -327,7 +327,7 @@ pub(super) async fn view(State(s): Shared, Path(handler): Path<String>) -> ApiRe
 }
 
 pub(super) async fn schema() -> Json<Value> {
-    Json(crate::domain::catalog())
+    Json(crate::catalog_json())
 }
 
 fn publish_error(e: event_publishers::Error) -> ApiError {
