@@ -356,7 +356,10 @@ impl Group {
         let committed = if request.is_empty() {
             HashMap::new()
         } else {
-            self.inner.control.fetch_offsets(&self.name, &request).await?
+            self.inner
+                .control
+                .fetch_offsets(&self.name, &request)
+                .await?
         };
         let mut positions = Vec::new();
         let mut new_positions = Vec::new();
@@ -367,7 +370,11 @@ impl Group {
                 let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
                     Some(offset) => offset,
                     None => {
-                        let start = if redrive { StartFrom::Earliest } else { self.start };
+                        let start = if redrive {
+                            StartFrom::Earliest
+                        } else {
+                            self.start
+                        };
                         let position = start_position(&self.inner, topic, p, start).await?;
                         new_positions.push((topic.clone(), p, position));
                         position
@@ -679,7 +686,14 @@ async fn start_group(
     wanted.push((dead_letters.clone(), 1));
     let counts = inner.topics.ensure(&inner.control, &wanted).await?;
     topics.push(redrive);
-    start_positions(inner, spec.start, group_name, &topics, &counts[..topics.len()]).await?;
+    start_positions(
+        inner,
+        spec.start,
+        group_name,
+        &topics,
+        &counts[..topics.len()],
+    )
+    .await?;
     // JoinGroup waits at the coordinator until the rebalance completes: it gets a connection
     // of its own, so heartbeats and commits of this and other groups never queue behind it.
     let coordinator = ControlClient::connect(
@@ -729,9 +743,11 @@ async fn start_group(
         counters,
     ));
     *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
-    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(
-        member::run(group.clone(), coordinator, stopped),
-    ));
+    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(member::run(
+        group.clone(),
+        coordinator,
+        stopped,
+    )));
     let committer = group.clone();
     let mut stop_commits = group.stop.subscribe();
     *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(async move {
@@ -769,13 +785,22 @@ async fn start_positions(
     for (i, (topic, n)) in topics.iter().zip(counts).enumerate() {
         let redrive_topic = i == topics.len() - 1;
         for p in 0..*n {
-            if committed.get(&(topic.clone(), p)).copied().flatten().is_none() {
+            if committed
+                .get(&(topic.clone(), p))
+                .copied()
+                .flatten()
+                .is_none()
+            {
                 let start = if redrive_topic {
                     StartFrom::Earliest
                 } else {
                     start
                 };
-                new_positions.push((topic.clone(), p, start_position(inner, topic, p, start).await?));
+                new_positions.push((
+                    topic.clone(),
+                    p,
+                    start_position(inner, topic, p, start).await?,
+                ));
             }
         }
     }

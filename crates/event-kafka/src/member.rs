@@ -70,7 +70,11 @@ fn protocols(strategy: KafkaAssignmentStrategy, topics: &[String]) -> Vec<(&'sta
 /// Runs the membership of `group` until `stop` carries a deadline (or the member is fenced):
 /// join, sync, take the assignment, heartbeat, and give partitions up cleanly on every
 /// rebalance and at the end.
-pub(crate) async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Receiver<StopAt>) {
+pub(crate) async fn run(
+    group: Arc<Group>,
+    coordinator: ControlClient,
+    mut stop: watch::Receiver<StopAt>,
+) {
     let config = &group.inner.config;
     let instance = config.kafka_group_instance_id.clone();
     let protocols = protocols(config.kafka_assignment_strategy, group.topics());
@@ -111,7 +115,10 @@ pub(crate) async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop:
         member_id = outcome.member_id.clone();
         group.set_standing(outcome.generation_id, &member_id);
         tracing::debug!(group = %group.name, generation = outcome.generation_id, member = %member_id, leader = outcome.is_leader(), ?assigned, "joined the Kafka consumer group");
-        let owned = match group.take(&assigned, outcome.generation_id, &member_id).await {
+        let owned = match group
+            .take(&assigned, outcome.generation_id, &member_id)
+            .await
+        {
             Ok(owned) => owned,
             Err(e) => {
                 tracing::warn!(group = %group.name, "taking the assigned partitions failed; rejoining: {e}");
@@ -119,7 +126,14 @@ pub(crate) async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop:
                 continue;
             }
         };
-        let wake = heartbeat(&group, outcome.generation_id, &member_id, instance.as_deref(), &mut stop).await;
+        let wake = heartbeat(
+            &group,
+            outcome.generation_id,
+            &member_id,
+            instance.as_deref(),
+            &mut stop,
+        )
+        .await;
         let deadline = match &wake {
             Wake::Stop(until) => *until,
             _ => Instant::now() + config.kafka_rebalance_timeout.mul_f32(0.75),
@@ -131,7 +145,12 @@ pub(crate) async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop:
                 let _ = group
                     .inner
                     .control
-                    .heartbeat(&group.name, outcome.generation_id, &member_id, instance.as_deref())
+                    .heartbeat(
+                        &group.name,
+                        outcome.generation_id,
+                        &member_id,
+                        instance.as_deref(),
+                    )
                     .await;
             }
         };
@@ -157,7 +176,10 @@ pub(crate) async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop:
     if instance.is_none() && !member_id.is_empty() {
         let left = tokio::time::timeout_at(
             until.max(Instant::now() + Duration::from_secs(1)),
-            group.inner.control.leave_group(&group.name, &member_id, None),
+            group
+                .inner
+                .control
+                .leave_group(&group.name, &member_id, None),
         )
         .await;
         if let Ok(Err(e)) = left {
@@ -186,7 +208,9 @@ async fn join(
         )
         .await?;
     let assignments = if outcome.is_leader() && !outcome.skip_assignment {
-        assign(group, &outcome).await.map_err(MembershipError::Other)?
+        assign(group, &outcome)
+            .await
+            .map_err(MembershipError::Other)?
     } else {
         Vec::new()
     };
@@ -234,7 +258,12 @@ async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Byt
         if counts.contains_key(topic) {
             continue;
         }
-        if let Some(n) = group.inner.topics.existing(&group.inner.control, topic).await? {
+        if let Some(n) = group
+            .inner
+            .topics
+            .existing(&group.inner.control, topic)
+            .await?
+        {
             counts.insert(topic.clone(), n);
         }
     }

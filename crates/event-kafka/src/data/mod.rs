@@ -152,7 +152,10 @@ impl DataPlane {
     }
 
     /// The number of partitions of `topic`, from fresh metadata; `None` when it does not exist.
-    #[cfg_attr(not(test), allow(dead_code, reason = "the tests' topic set-up uses it"))]
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the tests' topic set-up uses it")
+    )]
     pub(crate) async fn partitions(&self, topic: &str) -> Result<Option<i32>, Error> {
         let context = format!("reading the metadata of topic {topic}");
         let topics = match tokio::time::timeout(self.timeout, self.client.list_topics()).await {
