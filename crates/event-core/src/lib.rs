@@ -15,14 +15,14 @@ mod retry;
 
 pub use bus::{
     AggregateAppend, BusStats, Capabilities, ConsumerHealth, DeadLetter, DeadLetterReason,
-    DeadLetterSelection, EventBus, EventStream, ExpectedVersion, FailureRecord, HandlerStats,
-    Health, HealthStatus, RedriveReport, ReplayQuery, ReplayReport, StartFrom, Subscription,
-    SubscriptionControl, SubscriptionSpec, replay_into,
+    DeadLetterSelection, EventBus, EventStream, ExpectedVersion, FailureRecord, GroupMemberStats,
+    HandlerStats, Health, HealthStatus, RedriveReport, ReplayQuery, ReplayReport, StartFrom,
+    Subscription, SubscriptionControl, SubscriptionSpec, replay_into,
 };
 pub use codec::JsonCodec;
 pub use config::{
-    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, KafkaSaslMechanism,
-    redact_url,
+    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection,
+    KafkaAssignmentStrategy, KafkaSaslMechanism, redact_url,
 };
 pub use error::{BoxError, Error};
 pub use event::{

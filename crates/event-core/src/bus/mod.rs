@@ -19,7 +19,7 @@ pub use dead_letter::{
 pub use health::{ConsumerHealth, Health, HealthStatus};
 pub use replay::{EventStream, ReplayQuery, ReplayReport, replay_into};
 pub use sourcing::{AggregateAppend, ExpectedVersion};
-pub use stats::{BusStats, HandlerStats};
+pub use stats::{BusStats, GroupMemberStats, HandlerStats};
 pub use subscription::{StartFrom, Subscription, SubscriptionControl, SubscriptionSpec};
 
 use crate::{Error, Event, EventHandler, EventId};

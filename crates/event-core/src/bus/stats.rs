@@ -48,4 +48,28 @@ pub struct HandlerStats {
     /// When it last finished an event.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_event_at: Option<OffsetDateTime>,
+    /// The group's generation, on backends with a group coordinator (Kafka); each rebalance
+    /// starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i32>,
+    /// The group's members in every process, with the partitions each owns, on backends with
+    /// a group coordinator (Kafka); empty elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<GroupMemberStats>,
+}
+
+/// One member of a handler's consumer group, as the group coordinator reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberStats {
+    /// The member id the coordinator gave.
+    pub member_id: String,
+    /// Its static membership id (`KAFKA_GROUP_INSTANCE_ID`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// The client id it connected with.
+    pub client_id: String,
+    /// The host it connected from.
+    pub host: String,
+    /// The partitions it owns, by topic.
+    pub partitions: BTreeMap<String, Vec<i32>>,
 }

@@ -102,6 +102,34 @@ impl fmt::Display for KafkaSaslMechanism {
     }
 }
 
+/// How a Kafka consumer group's leader spreads partitions over the members
+/// (`KAFKA_ASSIGNMENT_STRATEGY`): the Java client's assignors of the same names, so Java
+/// consumers can join the same group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KafkaAssignmentStrategy {
+    /// `range` (the default): each member takes a contiguous range of each topic's partitions.
+    Range,
+    /// `roundrobin`: every partition of every topic dealt to the members in turn.
+    RoundRobin,
+}
+
+impl KafkaAssignmentStrategy {
+    /// The name used in `KAFKA_ASSIGNMENT_STRATEGY` and in Kafka's group protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaAssignmentStrategy::Range => "range",
+            KafkaAssignmentStrategy::RoundRobin => "roundrobin",
+        }
+    }
+}
+
+impl fmt::Display for KafkaAssignmentStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which handlers `ENABLED_EVENT_HANDLERS` turns on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandlerSelection {
@@ -205,6 +233,24 @@ pub struct Config {
     /// `KAFKA_TLS_KEY_FILE` (default unset): a PEM file with the private key of
     /// `kafka_tls_cert_file`. Needs `kafka_tls_cert_file`.
     pub kafka_tls_key_file: Option<PathBuf>,
+    /// `KAFKA_SESSION_TIMEOUT_MS` (default 45000, as the Java client): a group member that sends
+    /// no heartbeat for this long is removed and its partitions go to the others. The broker
+    /// accepts 6000 to 1800000 unless its `group.min/max.session.timeout.ms` say otherwise.
+    pub kafka_session_timeout: Duration,
+    /// `KAFKA_HEARTBEAT_INTERVAL_MS` (default 3000): how often a member tells the group
+    /// coordinator it is alive; below `KAFKA_SESSION_TIMEOUT_MS`, usually a third of it or less.
+    pub kafka_heartbeat_interval: Duration,
+    /// `KAFKA_REBALANCE_TIMEOUT_MS` (default 60000): how long the coordinator waits for every
+    /// member to rejoin during a rebalance, and so how long a member may spend finishing the
+    /// events of the partitions it gives up before it abandons them (they are delivered again).
+    pub kafka_rebalance_timeout: Duration,
+    /// `KAFKA_GROUP_INSTANCE_ID` (default unset): static membership. A member with an instance
+    /// id that restarts within the session timeout gets its partitions back without a
+    /// rebalance, and leaving does not rebalance the group. Each process of a group needs its
+    /// own id (a second process with the same id fences the first).
+    pub kafka_group_instance_id: Option<String>,
+    /// `KAFKA_ASSIGNMENT_STRATEGY` (default `range`): `range` or `roundrobin`.
+    pub kafka_assignment_strategy: KafkaAssignmentStrategy,
     /// `ENABLE_EVENT_HANDLERS` (default `true`): the manager registers the domain handlers.
     pub enable_event_handlers: bool,
     /// `ENABLED_EVENT_HANDLERS` (default `all`).
@@ -257,6 +303,11 @@ impl Default for Config {
             kafka_tls_ca_file: None,
             kafka_tls_cert_file: None,
             kafka_tls_key_file: None,
+            kafka_session_timeout: Duration::from_millis(45_000),
+            kafka_heartbeat_interval: Duration::from_millis(3_000),
+            kafka_rebalance_timeout: Duration::from_millis(60_000),
+            kafka_group_instance_id: None,
+            kafka_assignment_strategy: KafkaAssignmentStrategy::Range,
             enable_event_handlers: true,
             enabled_event_handlers: HandlerSelection::All,
             max_retries: 3,
@@ -362,6 +413,11 @@ impl Config {
             "KAFKA_TLS_CA_FILE" => path(&self.kafka_tls_ca_file),
             "KAFKA_TLS_CERT_FILE" => path(&self.kafka_tls_cert_file),
             "KAFKA_TLS_KEY_FILE" => path(&self.kafka_tls_key_file),
+            "KAFKA_SESSION_TIMEOUT_MS" => ms(self.kafka_session_timeout),
+            "KAFKA_HEARTBEAT_INTERVAL_MS" => ms(self.kafka_heartbeat_interval),
+            "KAFKA_REBALANCE_TIMEOUT_MS" => ms(self.kafka_rebalance_timeout),
+            "KAFKA_GROUP_INSTANCE_ID" => self.kafka_group_instance_id.clone().unwrap_or_default(),
+            "KAFKA_ASSIGNMENT_STRATEGY" => self.kafka_assignment_strategy.as_str().to_string(),
             "ENABLE_EVENT_HANDLERS" => self.enable_event_handlers.to_string(),
             "ENABLED_EVENT_HANDLERS" => match &self.enabled_event_handlers {
                 HandlerSelection::All => "all".into(),

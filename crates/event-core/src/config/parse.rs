@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection, KafkaSaslMechanism,
+    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection,
+    KafkaAssignmentStrategy, KafkaSaslMechanism,
 };
 
 /// Every variable [`Config`] reads, in the order `docs/configuration.md` lists them.
@@ -33,6 +34,11 @@ pub(super) const VARIABLES: &[&str] = &[
     "KAFKA_TLS_CA_FILE",
     "KAFKA_TLS_CERT_FILE",
     "KAFKA_TLS_KEY_FILE",
+    "KAFKA_SESSION_TIMEOUT_MS",
+    "KAFKA_HEARTBEAT_INTERVAL_MS",
+    "KAFKA_REBALANCE_TIMEOUT_MS",
+    "KAFKA_GROUP_INSTANCE_ID",
+    "KAFKA_ASSIGNMENT_STRATEGY",
     "ENABLE_EVENT_HANDLERS",
     "ENABLED_EVENT_HANDLERS",
     "EVENT_MAX_RETRIES",
@@ -273,6 +279,40 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
 
     let kafka_sasl = kafka_sasl(&mut r);
     let kafka_tls = kafka_tls(&mut r);
+    let kafka_session_timeout = r.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000, 1_000, 3_600_000);
+    let kafka_heartbeat_interval = r.millis("KAFKA_HEARTBEAT_INTERVAL_MS", 3_000, 100, 3_600_000);
+    if kafka_heartbeat_interval >= kafka_session_timeout {
+        r.problem(
+            "KAFKA_HEARTBEAT_INTERVAL_MS",
+            &kafka_heartbeat_interval.as_millis().to_string(),
+            format!(
+                "less than KAFKA_SESSION_TIMEOUT_MS ({}), usually a third of it",
+                kafka_session_timeout.as_millis()
+            ),
+        );
+    }
+    let kafka_rebalance_timeout = r.millis("KAFKA_REBALANCE_TIMEOUT_MS", 60_000, 1_000, 3_600_000);
+    let kafka_group_instance_id = r.optional("KAFKA_GROUP_INSTANCE_ID");
+    if let Some(id) = &kafka_group_instance_id
+        && !valid_name(id, 200)
+    {
+        r.problem(
+            "KAFKA_GROUP_INSTANCE_ID",
+            id,
+            "unset, or 1 to 200 characters of a-z, A-Z, 0-9, '.', '_' or '-', different in each process",
+        );
+    }
+    let kafka_assignment_strategy = match r.raw("KAFKA_ASSIGNMENT_STRATEGY") {
+        None => d.kafka_assignment_strategy,
+        Some(raw) => match raw.to_ascii_lowercase().as_str() {
+            "range" => KafkaAssignmentStrategy::Range,
+            "roundrobin" => KafkaAssignmentStrategy::RoundRobin,
+            _ => {
+                r.problem("KAFKA_ASSIGNMENT_STRATEGY", &raw, "range or roundrobin");
+                d.kafka_assignment_strategy
+            }
+        },
+    };
 
     if let Some(raw) = r.raw("ENABLE_EVENT_ENCRYPTION")
         && r.bool("ENABLE_EVENT_ENCRYPTION", false)
@@ -354,6 +394,11 @@ pub(super) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
         kafka_tls_ca_file: kafka_tls.ca_file,
         kafka_tls_cert_file: kafka_tls.cert_file,
         kafka_tls_key_file: kafka_tls.key_file,
+        kafka_session_timeout,
+        kafka_heartbeat_interval,
+        kafka_rebalance_timeout,
+        kafka_group_instance_id,
+        kafka_assignment_strategy,
         enable_event_handlers,
         enabled_event_handlers,
         max_retries,
@@ -577,9 +622,22 @@ mod tests {
             ("EVENT_CLAIM_IDLE_MS", "5000"),
             ("EVENT_SHUTDOWN_TIMEOUT_MS", "100"),
             ("EVENT_STALL_TIMEOUT_MS", "2000"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "10000"),
+            ("KAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
+            ("KAFKA_REBALANCE_TIMEOUT_MS", "20000"),
+            ("KAFKA_GROUP_INSTANCE_ID", "worker-1"),
+            ("KAFKA_ASSIGNMENT_STRATEGY", "RoundRobin"),
         ])
         .unwrap();
         assert_eq!(c.bus_type, BusType::Kafka);
+        assert_eq!(c.kafka_session_timeout, Duration::from_secs(10));
+        assert_eq!(c.kafka_heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.kafka_rebalance_timeout, Duration::from_secs(20));
+        assert_eq!(c.kafka_group_instance_id.as_deref(), Some("worker-1"));
+        assert_eq!(
+            c.kafka_assignment_strategy,
+            KafkaAssignmentStrategy::RoundRobin
+        );
         assert!(!c.enable_event_sourcing && !c.enable_event_replay && !c.enable_event_handlers);
         assert_eq!(c.kafka_bootstrap_servers, ["k1:9092", "k2:9093"]);
         assert_eq!(
@@ -821,6 +879,10 @@ mod tests {
             ("EVENT_TTL_SECONDS", "-1"),
             ("KAFKA_TOPIC_PREFIX", "has space"),
             ("ENABLED_EVENT_HANDLERS", "Opportunity"),
+            ("KAFKA_HEARTBEAT_INTERVAL_MS", "45000"),
+            ("KAFKA_SESSION_TIMEOUT_MS", "500"),
+            ("KAFKA_GROUP_INSTANCE_ID", "has space"),
+            ("KAFKA_ASSIGNMENT_STRATEGY", "sticky"),
         ] {
             let err = parse(&[(k, v)]).expect_err(k);
             assert_eq!(err.problems()[0].variable, k, "{err}");

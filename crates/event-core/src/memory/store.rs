@@ -524,6 +524,7 @@ impl Store {
                     pending: group.in_flight,
                     lag: self.lag(group) + group.redrive.len() as u64,
                     last_event_at: counters.last_event_at,
+                    ..HandlerStats::default()
                 },
             );
         }

@@ -453,7 +453,7 @@ fn p95(values: &VecDeque<f64>) -> Option<f64> {
 
 /// `agent.task_started`.
 pub(crate) fn agent_task_started() -> EventType {
-    EventType::new(AGENT_TASK_STARTED).expect("`agent.task_started` is a valid event type")
+    <AgentTaskStarted as event_publishers::DomainEvent>::event_type()
 }
 
 #[async_trait]
