@@ -1,55 +1,71 @@
-//! The domain handlers that `ENABLE_EVENT_HANDLERS` and `ENABLED_EVENT_HANDLERS` choose.
-//!
-//! Placeholder until the `event-handlers` crate lands: the names are known and checked, and
-//! no handler is built yet.
+//! The domain handlers that `ENABLE_EVENT_HANDLERS` and `ENABLED_EVENT_HANDLERS` choose, built
+//! by `event-handlers` at each start, and the event catalog of `event-publishers`.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
-use event_core::{Config, EventBus, HandlerSelection};
+use event_core::{Config, EventBus, EventHandler, HandlerSelection, SubscriptionSpec};
+use event_handlers::middleware::{MetricsLayer, SharedHandler, TracingLayer};
+use event_handlers::{DomainContext, DomainHandlerKind};
+use tower::ServiceBuilder;
+
+pub use event_handlers::View;
 
 use crate::ManagerError;
 use crate::registry::{Entry, HandlerOrigin};
 
-/// A handler's queryable state.
-pub trait View: Send + Sync + 'static {
-    /// The view's name.
-    fn name(&self) -> &str;
-    /// The view's current contents as JSON.
-    fn snapshot(&self) -> serde_json::Value;
-}
-
-/// The domain handlers' names, as `ENABLED_EVENT_HANDLERS` writes them.
-pub(crate) const DOMAIN_HANDLERS: &[&str] = &[
-    "opportunity",
-    "user",
-    "agent",
-    "market_signal",
-    "system",
-    "audit",
-];
-
-/// Checks the names of `ENABLED_EVENT_HANDLERS`.
+/// Checks the names of `ENABLED_EVENT_HANDLERS` (case-sensitive, as the variable's rules say).
 pub(crate) fn check_selection(config: &Config) -> Result<(), ManagerError> {
-    if let HandlerSelection::Only(names) = &config.enabled_event_handlers {
-        for name in names {
-            if !DOMAIN_HANDLERS.contains(&name.as_str()) {
-                return Err(ManagerError::UnknownDomainHandler {
-                    name: name.clone(),
-                    known: DOMAIN_HANDLERS.join(", "),
-                });
-            }
-        }
-    }
-    Ok(())
+    selected(config).map(|_| ())
 }
 
-/// Builds the selected domain handlers on `bus`.
+fn selected(config: &Config) -> Result<Vec<DomainHandlerKind>, ManagerError> {
+    if !config.enable_event_handlers {
+        return Ok(Vec::new());
+    }
+    match &config.enabled_event_handlers {
+        HandlerSelection::All => Ok(DomainHandlerKind::ALL.to_vec()),
+        HandlerSelection::Only(names) => names
+            .iter()
+            .map(|name| {
+                DomainHandlerKind::from_str(name).map_err(|_| ManagerError::UnknownDomainHandler {
+                    name: name.clone(),
+                    known: DomainHandlerKind::allowed(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Builds the selected domain handlers on `bus`, each wrapped in the tracing and metrics
+/// layers (outermost first, as `event_handlers::middleware` documents).
 pub(crate) fn build(
     config: &Config,
     bus: &Arc<dyn EventBus>,
+    context: &dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError>,
 ) -> Result<Vec<(String, Entry)>, ManagerError> {
-    let _ = (config, bus, HandlerOrigin::Domain);
-    Ok(Vec::new())
+    let kinds = selected(config)?;
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = context(bus.clone())?;
+    let mut entries = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let built = event_handlers::build(kind, &ctx).map_err(ManagerError::DomainHandler)?;
+        let name = kind.as_str().to_string();
+        let handler: Arc<dyn EventHandler> = Arc::new(
+            ServiceBuilder::new()
+                .layer(TracingLayer::new())
+                .layer(MetricsLayer::new(config.retry_policy()))
+                .service(SharedHandler::new(built.handler)),
+        );
+        let spec = SubscriptionSpec::new(name.clone(), built.event_types);
+        entries.push((
+            name,
+            Entry::new(spec, handler, HandlerOrigin::Domain, Some(built.view)),
+        ));
+    }
+    Ok(entries)
 }
 
 /// The event catalog as JSON: every typed event with its schema version, partition key,

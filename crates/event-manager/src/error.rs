@@ -39,6 +39,10 @@ pub enum ManagerError {
         known: String,
     },
 
+    /// A domain handler could not be built (its audit trail's sink cannot be opened, say).
+    #[error("cannot build a domain handler: {0}")]
+    DomainHandler(#[source] event_handlers::HandlersError),
+
     /// A handler with this name is already registered.
     #[error("a handler named {0:?} is already registered; remove it first or choose another name")]
     DuplicateHandler(String),

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_core::{Config, EventBus, EventHandler, SubscriptionSpec};
+use event_handlers::{AuditSettings, DomainContext};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -48,6 +49,18 @@ pub struct ManagerBuilder {
     config: Config,
     explicit: BTreeSet<String>,
     handlers: Vec<(SubscriptionSpec, Arc<dyn EventHandler>)>,
+    domain_context: Arc<ContextFactory>,
+}
+
+/// Makes the domain handlers' context for the bus of a start.
+type ContextFactory =
+    dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError> + Send + Sync;
+
+/// The default context: audit settings from the environment (`EVENT_AUDIT_*`), default
+/// thresholds.
+fn default_context(bus: Arc<dyn EventBus>) -> Result<DomainContext, ManagerError> {
+    let audit = AuditSettings::from_env().map_err(ManagerError::DomainHandler)?;
+    Ok(DomainContext::new(bus).with_audit(audit))
 }
 
 impl ManagerBuilder {
@@ -78,6 +91,20 @@ impl ManagerBuilder {
         self
     }
 
+    /// How the domain handlers' context is made at each start (where the audit trail goes,
+    /// alert thresholds); by default the audit settings come from the environment
+    /// (`EVENT_AUDIT_DIR`, ...) and the thresholds are the defaults.
+    pub fn domain_context(
+        mut self,
+        factory: impl Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.domain_context = Arc::new(factory);
+        self
+    }
+
     /// Checks the configuration and the handlers and builds the manager, not yet started.
     ///
     /// # Errors
@@ -94,6 +121,7 @@ impl ManagerBuilder {
         Ok(EventBusManager {
             config: self.config,
             explicit: self.explicit,
+            domain_context: self.domain_context,
             lifecycle: tokio::sync::Mutex::new(()),
             shared: Mutex::new(Shared {
                 state: ManagerState::Stopped,
@@ -140,6 +168,7 @@ struct Shared {
 pub struct EventBusManager {
     config: Config,
     explicit: BTreeSet<String>,
+    domain_context: Arc<ContextFactory>,
     /// Serialises start, stop and registry changes that subscribe or unsubscribe.
     lifecycle: tokio::sync::Mutex<()>,
     shared: Mutex<Shared>,
@@ -162,6 +191,7 @@ impl EventBusManager {
             config,
             explicit: BTreeSet::new(),
             handlers: Vec::new(),
+            domain_context: Arc::new(default_context),
         }
     }
 
@@ -272,7 +302,7 @@ impl EventBusManager {
         for warning in &report.warnings {
             tracing::info!(backend = capabilities.backend, "{warning}");
         }
-        let domain_entries = match domain::build(&self.config, &bus) {
+        let domain_entries = match domain::build(&self.config, &bus, &*self.domain_context) {
             Ok(entries) => entries,
             Err(e) => {
                 let _ = bus.shutdown().await;

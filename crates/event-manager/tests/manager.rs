@@ -276,3 +276,74 @@ async fn run_until_drains_on_the_signal() -> anyhow::Result<()> {
     assert_eq!(seen.load(Ordering::SeqCst), 5);
     Ok(())
 }
+
+#[tokio::test]
+async fn domain_handlers_are_chosen_by_configuration_and_keep_views() -> anyhow::Result<()> {
+    let config = Config::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,audit")])?;
+    let audit_dir = std::env::temp_dir().join(format!(
+        "event-manager-audit-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    let dir = audit_dir.clone();
+    let manager = EventBusManager::builder(config)
+        .domain_context(move |bus| {
+            Ok(event_handlers::DomainContext::new(bus)
+                .with_audit(event_handlers::AuditSettings::json_lines(dir.clone())))
+        })
+        .build()?;
+    assert!(
+        manager.handler_names().is_empty(),
+        "domain handlers are built at start"
+    );
+    manager.start().await?;
+    assert_eq!(manager.handler_names(), ["audit", "opportunity"]);
+    assert_eq!(manager.view_names(), ["audit", "opportunity"]);
+    let publisher = event_publishers::EventPublisher::new(manager.bus()?, "opportunity_service");
+    let payload = serde_json::json!({
+        "opportunity_id": "opp-123",
+        "title": "AI-Powered Customer Service",
+        "description": "Automated customer support using NLP",
+        "ai_solution_type": "nlp",
+    });
+    let serde_json::Value::Object(payload) = payload else {
+        bail!("not an object")
+    };
+    publisher
+        .publish_json(EventType::OPPORTUNITY_CREATED, payload, None)
+        .await?;
+    let view = manager.view("opportunity").context("no view")?;
+    wait_for("the catalogue to hold the opportunity", || {
+        view.snapshot()["opportunities"]["opp-123"]["title"] == "AI-Powered Customer Service"
+    })
+    .await?;
+    let stats = manager.stats().await?;
+    assert_eq!(stats.handlers["opportunity"].origin, "domain");
+    assert!(stats.handlers["opportunity"].has_view);
+    wait_for("the audit trail to record the event", || {
+        manager
+            .view("audit")
+            .is_some_and(|v| v.snapshot()["entries_written"] == 1)
+    })
+    .await?;
+    let trail = std::fs::read_to_string(audit_dir.join("audit.jsonl"))?;
+    assert!(trail.contains("opp-123"), "{trail}");
+    manager.stop().await?;
+    // Handlers built per start: a restart builds fresh ones (and views start empty).
+    manager.start().await?;
+    let view = manager.view("opportunity").context("no view")?;
+    assert_eq!(view.snapshot()["active"], 0);
+    manager.stop().await?;
+    let _ = std::fs::remove_dir_all(audit_dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn enable_event_handlers_false_registers_none() -> anyhow::Result<()> {
+    let config = Config::from_vars([("ENABLE_EVENT_HANDLERS", "false")])?;
+    let manager = EventBusManager::builder(config).build()?;
+    manager.start().await?;
+    assert!(manager.handler_names().is_empty());
+    manager.stop().await?;
+    Ok(())
+}

@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn bad_entries_are_named_by_position_without_the_token() {
         for (value, what) in [
-            ("admin:short", "too short"),
+            ("admin:s3cr3t", "too short"),
             ("writer:cccccccccccccccccccc", "unknown role"),
             (
                 "read:dddddddddddddddddddd,eeeeeeeeeeeeeeeeeeee",
@@ -197,7 +197,7 @@ mod tests {
                 err.contains("EVENT_API_TOKENS") && err.contains(what),
                 "{err}"
             );
-            for secret in ["short", "cccccccccccccccccccc", "eeeeeeeeeeeeeeeeeeee"] {
+            for secret in ["s3cr3t", "cccccccccccccccccccc", "eeeeeeeeeeeeeeeeeeee"] {
                 assert!(!err.contains(secret), "{err}");
             }
         }
