@@ -2,6 +2,24 @@
 //! dead letters, views, the schema and `/metrics`, behind bearer tokens.
 //!
 //! [`router`] gives an axum [`Router`] to mount in an application's own router or to [`serve`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use event_manager::EventBusManager;
+//! use event_manager::http::{ApiConfig, router, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = Arc::new(EventBusManager::from_env()?);
+//! manager.start().await?;
+//! let api = ApiConfig::from_env(manager.config())?; // EVENT_API_TOKENS
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     .merge(router(manager.clone(), api));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, app, async { let _ = event_manager::shutdown_signal().await; }).await?;
+//! manager.stop().await?;
+//! # Ok(()) }
+//! ```
 
 mod auth;
 mod error;
