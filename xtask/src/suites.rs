@@ -45,6 +45,13 @@ pub(crate) const SUITES: &[Suite] = &[
         conformance_target: "kafka",
         services: &[Service::Kafka],
     },
+    // Not a backend: the handlers' Redis idempotency store is tested against the real server.
+    Suite {
+        backend: "handlers",
+        package: Some("event-handlers"),
+        conformance_target: "handlers",
+        services: &[Service::Redis],
+    },
 ];
 
 impl Suite {

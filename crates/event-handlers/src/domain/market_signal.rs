@@ -46,8 +46,11 @@ pub struct SignalSummary {
     pub quality_score: Option<f64>,
     /// Keywords extracted by processing.
     pub keywords: Vec<String>,
-    /// The cluster it belongs to.
+    /// The cluster it belongs to: of the cluster events naming it, the latest published.
     pub cluster_id: Option<String>,
+    /// When it was placed in that cluster.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub clustered_at: Option<OffsetDateTime>,
 }
 
 /// One cluster of signals.
@@ -232,7 +235,12 @@ impl MarketSignalEventHandler {
             for id in &p.signal_ids {
                 let signal = self.entry(state, id);
                 let first_time = signal.cluster_id.is_none();
-                signal.cluster_id = Some(p.cluster_id.clone());
+                // Cluster events have their own keys, so they may be handled in any order:
+                // the latest published wins, whatever the order of handling.
+                if signal.clustered_at.is_none_or(|t| event.timestamp >= t) {
+                    signal.cluster_id = Some(p.cluster_id.clone());
+                    signal.clustered_at = Some(event.timestamp);
+                }
                 if first_time {
                     state.clustered += 1;
                 }
@@ -283,6 +291,7 @@ impl MarketSignalEventHandler {
                 quality_score: None,
                 keywords: Vec::new(),
                 cluster_id: None,
+                clustered_at: None,
             })
     }
 }

@@ -52,9 +52,17 @@ impl RedisIdempotencyStore {
     /// each command times out after 5 seconds.
     ///
     /// # Errors
-    /// [`Error::Config`]-like [`Error::InvalidArgument`] for a bad URL, [`Error::Backend`] when
+    /// [`Error::InvalidArgument`] for a URL that is not a Redis URL, [`Error::Backend`] when
     /// the server cannot be reached; messages never show the password.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+            return Err(Error::InvalidArgument(format!(
+                "idempotency store URL {} is not a Redis URL such as redis://host:6379/0: it must start with one of {}",
+                redact_url(url),
+                SCHEMES.join(", ")
+            )));
+        }
         let config = fred::types::config::Config::from_url(url).map_err(|e| {
             Error::InvalidArgument(format!(
                 "idempotency store URL {} is not a Redis URL such as redis://host:6379/0: {}",
