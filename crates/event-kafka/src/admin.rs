@@ -7,11 +7,12 @@ use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use event_core::{
-    BusStats, ConsumerHealth, DeadLetter, DeadLetterSelection, Error, HandlerStats, Health,
-    RedriveReport,
+    BusStats, ConsumerHealth, DeadLetter, DeadLetterSelection, Error, GroupMemberStats,
+    HandlerStats, Health, RedriveReport,
 };
 use rskafka::record::Record;
 
+use crate::assignor::Assignment;
 use crate::bus::{Inner, LocalHandler};
 use crate::consumer::dlq_header;
 use crate::control::OffsetSpec;
@@ -188,10 +189,34 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
             ..HandlerStats::default()
         };
         let group = inner.groups().get(&handler).cloned();
-        if let Some(group) = group {
+        // Partitions this process owns: lag from its own positions; the others' from what
+        // their owners committed.
+        let mut owned = HashSet::new();
+        if let Some(group) = &group {
             handler_stats.pending = group.pending();
             handler_stats.lag = group.lag();
+            owned.extend(group.owned());
+            let generation = group.standing().generation;
+            handler_stats.generation = (generation >= 0).then_some(generation);
         }
+        let request: Vec<(String, Vec<i32>)> = topics
+            .iter()
+            .filter(|(event_type, _, _)| local.event_types.iter().any(|t| t == event_type.as_str()))
+            .map(|(_, topic, n)| (topic.clone(), (0..*n).collect()))
+            .collect();
+        if !request.is_empty() {
+            let committed = inner.control.fetch_offsets(&local.group, &request).await?;
+            for ((topic, p), c) in committed {
+                if owned.contains(&(topic.clone(), p)) {
+                    continue;
+                }
+                let end = latest.get(&topic).and_then(|l| l.get(&p)).copied();
+                if let (Some(c), Some(end)) = (c, end) {
+                    handler_stats.lag += u64::try_from(end - c).unwrap_or(0);
+                }
+            }
+        }
+        handler_stats.members = members(inner, &local.group).await;
         handler_stats.dead_letter_depth =
             read_dead_letters(inner, &local.group).await?.len() as u64;
         if !local.members.is_empty() {
@@ -202,6 +227,31 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
     }
     remote_handlers(inner, &topics, &latest, &mut stats).await?;
     Ok(stats)
+}
+
+/// The members of a group in every process, with their partitions, as the coordinator
+/// describes them (none when it cannot be asked).
+async fn members(inner: &Inner, group: &str) -> Vec<GroupMemberStats> {
+    let described = match inner.control.describe_groups(&[group.to_string()]).await {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::debug!(%group, "cannot describe the group: {e}");
+            return Vec::new();
+        }
+    };
+    described
+        .into_iter()
+        .flat_map(|d| d.members)
+        .map(|m| GroupMemberStats {
+            partitions: Assignment::decode(&m.assignment)
+                .map(|a| a.partitions)
+                .unwrap_or_default(),
+            member_id: m.member_id,
+            instance_id: m.group_instance_id,
+            client_id: m.client_id,
+            host: m.client_host,
+        })
+        .collect()
 }
 
 /// Handlers subscribed in other processes: the cluster's groups named
@@ -274,6 +324,7 @@ async fn remote_handlers(
             continue;
         }
         handler_stats.dead_letter_depth = read_dead_letters(inner, &group).await?.len() as u64;
+        handler_stats.members = members(inner, &group).await;
         stats.handlers.insert(handler, handler_stats);
     }
     Ok(())
@@ -305,6 +356,9 @@ pub(crate) async fn health(inner: &Inner) -> Health {
         let group = inner.groups().get(&handler).cloned();
         let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
         let fetching = group.as_ref().is_some_and(|g| g.fetching());
+        if let Some(why) = group.as_ref().and_then(|g| g.standing().fenced) {
+            problems.push(why);
+        }
         let depth = match read_dead_letters(inner, &local.group).await {
             Ok(letters) => letters.len() as u64,
             Err(e) => {

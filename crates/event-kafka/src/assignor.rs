@@ -5,9 +5,6 @@
 //! the Java `ConsumerProtocol` writes first), and the standard `range` and `roundrobin`
 //! assignors with the Java client's rules.
 
-// Issue 5's group member will use these; the bus does not yet.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 

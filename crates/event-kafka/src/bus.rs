@@ -185,7 +185,7 @@ impl ConsumerHost for Inner {
 const CAPABILITIES: Capabilities = Capabilities {
     backend: "kafka",
     persistent: true,
-    shared_groups: false,
+    shared_groups: true,
     per_key_order: true,
     replay_by_time: true,
     event_sourcing: false,

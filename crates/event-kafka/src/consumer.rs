@@ -5,7 +5,7 @@
 //! Several subscriptions of one handler in this process share the group's work: the group's
 //! dispatcher calls a router that hands each event to one of the subscriptions' handlers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,7 +26,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::bus::Inner;
+use crate::control::{ControlClient, Security};
 use crate::data::{Fetched, OffsetAt};
+use crate::member::{self, Standing, StopAt};
 use crate::record;
 
 /// How long one fetch waits for records: the longest an idle task takes to notice a stop.
@@ -177,9 +179,10 @@ impl EventHandler for Router {
     }
 }
 
-/// The group of one handler in this process.
+/// The group of one handler in this process: its member in the Kafka consumer group, the
+/// partitions the coordinator assigned it, and the dispatcher its subscriptions share.
 pub(crate) struct Group {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     pub(crate) handler: String,
     pub(crate) name: String,
     /// The event types, sorted.
@@ -187,14 +190,36 @@ pub(crate) struct Group {
     /// The event topics, then the redrive topic.
     topics: Vec<String>,
     dead_letters: String,
+    /// Where a new group starts in the event topics.
+    start: StartFrom,
+    /// The positions of the partitions this member owns now.
     trackers: Mutex<HashMap<(usize, i32), Tracker>>,
+    standing: Mutex<Standing>,
     router: Arc<Router>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop: watch::Sender<StopAt>,
+    membership: Mutex<Option<JoinHandle<()>>>,
     commit_task: Mutex<Option<JoinHandle<()>>>,
     dispatcher: Mutex<Option<Arc<Dispatcher<Token>>>>,
     closing: AtomicBool,
     finished: watch::Sender<bool>,
+}
+
+/// The partitions a member owns in one generation: their fetch tasks and the signal that
+/// stops them.
+pub(crate) struct Owned {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    partitions: Vec<(usize, i32)>,
+}
+
+impl Drop for Owned {
+    /// Fetch tasks never outlive their generation, even when the member's task is aborted.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Group {
@@ -202,23 +227,67 @@ impl Group {
         self.trackers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Delivered and not finished, over all partitions.
+    fn standing_guard(&self) -> MutexGuard<'_, Standing> {
+        self.standing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The member's generation, member id and whether it was fenced.
+    pub(crate) fn standing(&self) -> Standing {
+        self.standing_guard().clone()
+    }
+
+    pub(crate) fn set_standing(&self, generation: i32, member_id: &str) {
+        let mut standing = self.standing_guard();
+        standing.generation = generation;
+        standing.member_id = member_id.to_string();
+    }
+
+    /// Another process joined with this process's `KAFKA_GROUP_INSTANCE_ID`: this member
+    /// stops for good, and health says why.
+    pub(crate) fn fence(&self, instance: Option<&str>) {
+        let why = format!(
+            "another process joined Kafka group {} with the same KAFKA_GROUP_INSTANCE_ID ({}); this one stopped consuming: give each process its own id",
+            self.name,
+            instance.unwrap_or_default()
+        );
+        tracing::error!(group = %self.name, "{why}");
+        let mut standing = self.standing_guard();
+        standing.generation = -1;
+        standing.fenced = Some(why);
+    }
+
+    /// The event topics, then the redrive topic.
+    pub(crate) fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The partitions this member owns, by topic name.
+    pub(crate) fn owned(&self) -> Vec<(String, i32)> {
+        self.trackers()
+            .keys()
+            .map(|(topic, partition)| (self.topics[*topic].clone(), *partition))
+            .collect()
+    }
+
+    /// Delivered and not finished, over the partitions this member owns.
     pub(crate) fn pending(&self) -> u64 {
         self.trackers().values().map(Tracker::pending).sum()
     }
 
-    /// Not delivered yet, over all partitions.
+    /// Not delivered yet, over the partitions this member owns.
     pub(crate) fn lag(&self) -> u64 {
         self.trackers().values().map(Tracker::lag).sum()
     }
 
-    /// Whether every fetch task of the group is still running.
+    /// Whether the member is running: in its group or joining it, not fenced.
     pub(crate) fn fetching(&self) -> bool {
-        self.tasks
+        let running = self
+            .membership
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .all(|t| !t.is_finished())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
+        running && self.standing_guard().fenced.is_none()
     }
 
     /// Positions that changed since they were last committed.
@@ -230,7 +299,17 @@ impl Group {
             .collect()
     }
 
+    /// Commits the changed positions with the member's generation; nothing between
+    /// generations (the coordinator would refuse it).
     async fn commit(&self) {
+        let Standing {
+            generation,
+            member_id,
+            ..
+        } = self.standing();
+        if generation < 0 {
+            return;
+        }
         let changed = self.changed();
         if changed.is_empty() {
             return;
@@ -238,7 +317,7 @@ impl Group {
         match self
             .inner
             .control
-            .commit_offsets(&self.name, -1, "", &changed)
+            .commit_offsets(&self.name, generation, &member_id, &changed)
             .await
         {
             Ok(()) => {
@@ -252,8 +331,135 @@ impl Group {
                 }
             }
             Err(e) => {
-                tracing::warn!(group = %self.name, "committing offsets failed, retrying: {e}");
+                tracing::debug!(group = %self.name, generation, "committing offsets failed, retrying: {e}");
             }
+        }
+    }
+
+    /// Takes the partitions of a new generation: reads their committed offsets (a partition
+    /// the group never consumed starts where the subscription says, and that position is
+    /// committed at once), then starts a fetch task for each.
+    pub(crate) async fn take(
+        self: &Arc<Self>,
+        assigned: &BTreeMap<String, Vec<i32>>,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<Owned, Error> {
+        let mut request = Vec::new();
+        for (topic, partitions) in assigned {
+            if self.topics.contains(topic) {
+                request.push((topic.clone(), partitions.clone()));
+            } else {
+                tracing::warn!(group = %self.name, %topic, "assigned a topic this handler does not subscribe to; ignored");
+            }
+        }
+        let committed = if request.is_empty() {
+            HashMap::new()
+        } else {
+            self.inner
+                .control
+                .fetch_offsets(&self.name, &request)
+                .await?
+        };
+        let mut positions = Vec::new();
+        let mut new_positions = Vec::new();
+        for (topic, partitions) in &request {
+            let i = self.topics.iter().position(|t| t == topic).unwrap_or(0);
+            let redrive = i == self.topics.len() - 1;
+            for &p in partitions {
+                let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
+                    Some(offset) => offset,
+                    None => {
+                        let start = if redrive {
+                            StartFrom::Earliest
+                        } else {
+                            self.start
+                        };
+                        let position = start_position(&self.inner, topic, p, start).await?;
+                        new_positions.push((topic.clone(), p, position));
+                        position
+                    }
+                };
+                positions.push(((i, p), position));
+            }
+        }
+        self.inner
+            .control
+            .commit_offsets(&self.name, generation, member_id, &new_positions)
+            .await?;
+        let dispatcher = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (stop, _) = watch::channel(false);
+        let mut owned = Owned {
+            tasks: Vec::new(),
+            partitions: Vec::new(),
+            stop,
+        };
+        let Some(dispatcher) = dispatcher else {
+            return Ok(owned);
+        };
+        let mut trackers = self.trackers();
+        for ((i, p), position) in positions {
+            trackers.insert((i, p), Tracker::at(position));
+            owned.partitions.push((i, p));
+            owned.tasks.push(tokio::spawn(partition_loop(
+                self.clone(),
+                dispatcher.clone(),
+                owned.stop.subscribe(),
+                i,
+                p,
+                position,
+            )));
+        }
+        Ok(owned)
+    }
+
+    /// Gives up the partitions of a generation: their fetch tasks stop, the events already
+    /// handed to the handler finish (until `deadline`), the positions are committed, and the
+    /// partitions are forgotten. Events still running at the deadline are left to the
+    /// partitions' next owner, which handles them again.
+    pub(crate) async fn revoke(&self, mut owned: Owned, deadline: Instant) {
+        let _ = owned.stop.send(true);
+        let mut tasks = std::mem::take(&mut owned.tasks);
+        let partitions = std::mem::take(&mut owned.partitions);
+        // A task stops at its next await on the signal; one stuck longer (a dead letter that
+        // cannot be written while the broker is away) is aborted at the deadline.
+        let joined =
+            tokio::time::timeout_at(deadline, futures::future::join_all(tasks.iter_mut())).await;
+        if joined.is_err() {
+            for task in &tasks {
+                task.abort();
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        let pending = || {
+            let trackers = self.trackers();
+            partitions
+                .iter()
+                .filter_map(|key| trackers.get(key))
+                .map(Tracker::pending)
+                .sum::<u64>()
+        };
+        while pending() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let unfinished = pending();
+        if unfinished > 0 {
+            tracing::warn!(
+                handler = %self.handler,
+                unfinished,
+                "the handler did not finish the events of the partitions it gives up in time; they stay uncommitted and their next owner handles them again"
+            );
+        }
+        self.commit().await;
+        let mut trackers = self.trackers();
+        for key in &partitions {
+            trackers.remove(key);
         }
     }
 
@@ -304,20 +510,22 @@ impl Group {
     }
 
     async fn close(self: &Arc<Self>, timeout: Duration) -> bool {
-        let _ = self.stop.send(true);
         let until = Instant::now() + timeout;
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        // A task stops at its next await on the signal; one stuck longer (a dead letter that
-        // cannot be written while the broker is away) is aborted at the deadline.
-        let joined =
-            tokio::time::timeout_at(until, futures::future::join_all(tasks.iter_mut())).await;
-        if joined.is_err() {
-            for task in &tasks {
-                task.abort();
-            }
-            for task in tasks {
-                let _ = task.await;
-            }
+        let _ = self.stop.send(Some(until));
+        // The member gives its partitions up (fetching stops, in-flight events finish until
+        // the deadline, positions are committed) and leaves the group.
+        let membership = self
+            .membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut task) = membership
+            && tokio::time::timeout_at(until + Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+            let _ = task.await;
         }
         let timeout = until.saturating_duration_since(Instant::now());
         let dispatcher = self
@@ -344,7 +552,6 @@ impl Group {
             task.abort();
             let _ = task.await;
         }
-        self.commit().await;
         self.inner.groups().remove(&self.handler);
         let _ = self.finished.send(true);
         drained
@@ -479,41 +686,24 @@ async fn start_group(
     wanted.push((dead_letters.clone(), 1));
     let counts = inner.topics.ensure(&inner.control, &wanted).await?;
     topics.push(redrive);
-    let counts = &counts[..topics.len()];
-    let request: Vec<(String, Vec<i32>)> = topics
-        .iter()
-        .zip(counts)
-        .map(|(t, n)| (t.clone(), (0..*n).collect()))
-        .collect();
-    let committed = inner.control.fetch_offsets(group_name, &request).await?;
-    let mut trackers = HashMap::new();
-    let mut new_positions = Vec::new();
-    for (i, (topic, n)) in topics.iter().zip(counts).enumerate() {
-        let redrive_topic = i == topics.len() - 1;
-        for p in 0..*n {
-            let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
-                Some(offset) => offset,
-                None => {
-                    let start = if redrive_topic {
-                        StartFrom::Earliest
-                    } else {
-                        spec.start
-                    };
-                    let position = start_position(inner, topic, p, start).await?;
-                    new_positions.push((topic.clone(), p, position));
-                    position
-                }
-            };
-            trackers.insert((i, p), Tracker::at(position));
-        }
-    }
-    // The group exists from now on: a resubscribe or a restart resumes from here.
-    inner
-        .control
-        .commit_offsets(group_name, -1, "", &new_positions)
-        .await?;
+    start_positions(
+        inner,
+        spec.start,
+        group_name,
+        &topics,
+        &counts[..topics.len()],
+    )
+    .await?;
+    // JoinGroup waits at the coordinator until the rebalance completes: it gets a connection
+    // of its own, so heartbeats and commits of this and other groups never queue behind it.
+    let coordinator = ControlClient::connect(
+        &inner.config.kafka_bootstrap_servers,
+        &Security::from_config(&inner.config)?,
+        crate::control::DEFAULT_TIMEOUT,
+    )
+    .await?;
 
-    let (stop, _) = watch::channel(false);
+    let (stop, stopped) = watch::channel(None);
     let (finished, _) = watch::channel(false);
     let group = Arc::new(Group {
         inner: inner.clone(),
@@ -522,13 +712,18 @@ async fn start_group(
         event_types: event_types.to_vec(),
         topics,
         dead_letters,
-        trackers: Mutex::new(trackers),
+        start: spec.start,
+        trackers: Mutex::new(HashMap::new()),
+        standing: Mutex::new(Standing {
+            generation: -1,
+            ..Standing::default()
+        }),
         router: Arc::new(Router {
             name: spec.handler.clone(),
             members: Mutex::new(vec![member]),
         }),
         stop,
-        tasks: Mutex::new(Vec::new()),
+        membership: Mutex::new(None),
         commit_task: Mutex::new(None),
         dispatcher: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -547,21 +742,12 @@ async fn start_group(
         }),
         counters,
     ));
-    *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher.clone());
-    let mut tasks = Vec::new();
-    for (i, n) in counts.iter().enumerate() {
-        for p in 0..*n {
-            let position = group.trackers()[&(i, p)].read;
-            tasks.push(tokio::spawn(partition_loop(
-                group.clone(),
-                dispatcher.clone(),
-                i,
-                p,
-                position,
-            )));
-        }
-    }
-    *group.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+    *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
+    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(member::run(
+        group.clone(),
+        coordinator,
+        stopped,
+    )));
     let committer = group.clone();
     let mut stop_commits = group.stop.subscribe();
     *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(async move {
@@ -573,9 +759,59 @@ async fn start_group(
             committer.commit().await;
         }
     }));
-    drop(dispatcher);
     inner.groups().insert(spec.handler.clone(), group.clone());
     Ok(group)
+}
+
+/// A group that never consumed a partition starts where the subscription says: those
+/// positions are committed before the first member joins, so events published after
+/// `subscribe` returns are never skipped, whenever the assignment comes. Kafka accepts such
+/// a commit only while the group has no members; with members elsewhere, the member that
+/// is assigned the partition commits its start position instead.
+async fn start_positions(
+    inner: &Inner,
+    start: StartFrom,
+    group_name: &str,
+    topics: &[String],
+    counts: &[i32],
+) -> Result<(), Error> {
+    let request: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .zip(counts)
+        .map(|(t, n)| (t.clone(), (0..*n).collect()))
+        .collect();
+    let committed = inner.control.fetch_offsets(group_name, &request).await?;
+    let mut new_positions = Vec::new();
+    for (i, (topic, n)) in topics.iter().zip(counts).enumerate() {
+        let redrive_topic = i == topics.len() - 1;
+        for p in 0..*n {
+            if committed
+                .get(&(topic.clone(), p))
+                .copied()
+                .flatten()
+                .is_none()
+            {
+                let start = if redrive_topic {
+                    StartFrom::Earliest
+                } else {
+                    start
+                };
+                new_positions.push((
+                    topic.clone(),
+                    p,
+                    start_position(inner, topic, p, start).await?,
+                ));
+            }
+        }
+    }
+    if let Err(e) = inner
+        .control
+        .commit_offsets(group_name, -1, "", &new_positions)
+        .await
+    {
+        tracing::debug!(group = %group_name, "start positions left to the assigned members: {e}");
+    }
+    Ok(())
 }
 
 /// The fetch loop of one partition. Records fetched beyond the dispatcher's room wait in a
@@ -583,6 +819,7 @@ async fn start_group(
 async fn partition_loop(
     group: Arc<Group>,
     dispatcher: Arc<Dispatcher<Token>>,
+    mut stop: watch::Receiver<bool>,
     topic_index: usize,
     partition: i32,
     start: i64,
@@ -590,7 +827,6 @@ async fn partition_loop(
     let inner = group.inner.clone();
     let reader = inner.plane.reader();
     let topic = group.topics[topic_index].clone();
-    let mut stop = group.stop.subscribe();
     let sink = KafkaSink {
         group: group.clone(),
     };

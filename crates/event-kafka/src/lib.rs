@@ -9,6 +9,7 @@ mod bus;
 mod consumer;
 mod control;
 mod data;
+mod member;
 mod partitioner;
 mod record;
 mod replay;

@@ -22,6 +22,10 @@ fn config(brokers: &str, prefix: &str) -> Config {
     let mut config = Config::default();
     config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
     config.kafka_topic_prefix = prefix.to_string();
+    // The killed member holds its partitions until its session ends: keep that short.
+    config.kafka_session_timeout = Duration::from_secs(6);
+    config.kafka_heartbeat_interval = Duration::from_millis(500);
+    config.kafka_rebalance_timeout = Duration::from_secs(10);
     config
 }
 

@@ -14,6 +14,7 @@ mod control;
 )]
 #[path = "../src/assignor.rs"]
 mod assignor;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use control::{
     CONSUMER_PROTOCOL_TYPE, ControlClient, JoinOutcome, MembershipError, Security, TopicCreation,
     TopicSpec,
 };
+use support::{java, tool_members};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole test, Java tool runs included.
@@ -36,13 +38,6 @@ const REBALANCE_TIMEOUT: Duration = Duration::from_secs(20);
 /// heartbeat interval.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 const PARTITIONS: i32 = 4;
-
-fn java() -> PathBuf {
-    match std::env::var_os("JAVA_HOME") {
-        Some(home) if !home.is_empty() => PathBuf::from(home).join("bin").join("java"),
-        _ => PathBuf::from("java"),
-    }
-}
 
 /// A member's JoinGroup protocols: range, subscribed to `topic`.
 fn protocols(topic: &str) -> Vec<(&'static str, Bytes)> {
@@ -121,81 +116,6 @@ async fn sync(
         .into_values()
         .next()
         .unwrap_or_default())
-}
-
-/// One member line of `kafka-consumer-groups --describe --members --verbose`.
-#[derive(Debug)]
-struct ToolMember {
-    consumer_id: String,
-    partitions: usize,
-    assignment: String,
-}
-
-/// Runs Kafka's `ConsumerGroupCommand --describe --members --verbose` on `group` and reads
-/// its member lines (`None`: the tool says the group has no active members).
-async fn tool_members(
-    classpath: &str,
-    brokers: &str,
-    group: &str,
-) -> anyhow::Result<Option<Vec<ToolMember>>> {
-    let mut command = tokio::process::Command::new(java());
-    command
-        .args(["-cp", classpath])
-        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
-        .args(["--bootstrap-server", brokers])
-        .args(["--describe", "--group", group, "--members", "--verbose"])
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("kafka-consumer-groups did not finish within 60 s")?
-        .context("running java")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "kafka-consumer-groups failed: {stdout}\n{stderr}"
-    );
-    // Kafka 4 writes this to stderr, earlier releases to stdout.
-    if stdout.contains("has no active members") || stderr.contains("has no active members") {
-        return Ok(None);
-    }
-    // A header line (GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS ... CURRENT-ASSIGNMENT
-    // ...), then one line per member; every column one word.
-    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .with_context(|| format!("no output: {stdout}\n{stderr}"))?
-        .split_whitespace()
-        .collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .with_context(|| format!("no {name} column in {stdout}"))
-    };
-    let (id, count) = (column("CONSUMER-ID")?, column("#PARTITIONS")?);
-    // Kafka 4 names it CURRENT-ASSIGNMENT (`topic:0,1`), earlier releases ASSIGNMENT
-    // (`topic(0,1)`).
-    let assignment = column("CURRENT-ASSIGNMENT").or_else(|_| column("ASSIGNMENT"))?;
-    let mut members = Vec::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        ensure!(
-            fields.first() == Some(&group),
-            "unexpected line {line:?} in {stdout}"
-        );
-        members.push(ToolMember {
-            consumer_id: fields[id].to_string(),
-            partitions: fields[count]
-                .parse()
-                .with_context(|| format!("#PARTITIONS of {line:?}"))?,
-            assignment: fields
-                .get(assignment)
-                .with_context(|| format!("no assignment in {line:?}"))?
-                .to_string(),
-        });
-    }
-    Ok(Some(members))
 }
 
 /// One member joins and leads, assigns, heartbeats; a second member's join shows in the first

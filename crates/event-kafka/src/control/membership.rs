@@ -11,9 +11,6 @@
 //! calls to the same broker waiting. Members that must heartbeat or commit meanwhile need
 //! their own client.
 
-// Issue 5's group member will use these; the bus does not yet.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fmt;
 use std::time::Duration;
 

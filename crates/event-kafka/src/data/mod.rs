@@ -11,10 +11,6 @@
 //! rskafka's ends on its first error, so the bus runs its own fetch loop over
 //! [`Reader::fetch`].
 
-// The bus uses most of this; `partitions` and `Reader::plane` serve the tests and the
-// consumer-group issue.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod connections;
 mod error;
 #[cfg(test)]
@@ -156,6 +152,10 @@ impl DataPlane {
     }
 
     /// The number of partitions of `topic`, from fresh metadata; `None` when it does not exist.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the tests' topic set-up uses it")
+    )]
     pub(crate) async fn partitions(&self, topic: &str) -> Result<Option<i32>, Error> {
         let context = format!("reading the metadata of topic {topic}");
         let topics = match tokio::time::timeout(self.timeout, self.client.list_topics()).await {
@@ -406,6 +406,7 @@ impl Reader {
     }
 
     /// The data plane it reads from, for offsets and metadata.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the tests use it"))]
     pub(crate) fn plane(&self) -> &Arc<DataPlane> {
         &self.plane
     }

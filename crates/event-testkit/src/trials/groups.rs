@@ -109,6 +109,52 @@ pub(crate) async fn subscriptions_of_one_handler_share_work(fx: &Fixture) -> any
     Ok(())
 }
 
+/// Two bus instances (as two processes would have) running one handler share its events: both take part, and each event is handled once across both.
+pub(crate) async fn instances_of_one_handler_share_work(fx: &Fixture) -> anyhow::Result<()> {
+    let (first_bus, second_bus) = (fx.bus().await?, fx.bus().await?);
+    let event_type = fresh_type("created");
+    let name = fresh_handler();
+    let one = Recorder::new(&name);
+    let two = Recorder::new(&name);
+    subscribe(&*first_bus, &one, [event_type.clone()]).await?;
+    subscribe(&*second_bus, &two, [event_type.clone()]).await?;
+    // Events go out in rounds until both instances have handled some: a backend may need a
+    // moment to give the second instance its share (a Kafka rebalance).
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut n = 0;
+    while one.handled_count() == 0 || two.handled_count() == 0 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "after {} events, one instance had handled none ({} and {})",
+            ids.len(),
+            one.handled_count(),
+            two.handled_count()
+        );
+        let batch: Vec<_> = (0..40).map(|k| numbered(&event_type, n + k)).collect();
+        n += 40;
+        for result in first_bus.publish_batch(batch).await {
+            ids.push(result?);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let marker = publish_marker(&*second_bus, &event_type).await?;
+    ids.push(marker);
+    wait_until(DEADLINE, "the two instances handled every event", || {
+        one.handled_count() + two.handled_count() >= ids.len()
+    })
+    .await?;
+    let seen: Vec<_> = one
+        .handled_ids()
+        .into_iter()
+        .chain(two.handled_ids())
+        .collect();
+    exactly_once(&seen, &ids, "the two instances together")?;
+    first_bus.shutdown().await?;
+    second_bus.shutdown().await?;
+    Ok(())
+}
+
 /// A new handler with `StartFrom::Earliest` gets the events published before it subscribed.
 pub(crate) async fn start_from_earliest(fx: &Fixture) -> anyhow::Result<()> {
     let bus = fx.bus().await?;

@@ -59,6 +59,8 @@ macro_rules! __for_each_trial {
                 "A handler that resubscribes gets the events published while it was away, and nothing twice.";
             groups::subscriptions_of_one_handler_share_work => always,
                 "Two subscriptions of one handler share its events: each is handled once across both.";
+            groups::instances_of_one_handler_share_work => shared_groups,
+                "Two bus instances (as two processes would have) running one handler share its events: both take part, and each event is handled once across both.";
             groups::start_from_earliest => always,
                 "A new handler with `StartFrom::Earliest` gets the events published before it subscribed.";
             groups::start_from_latest => always,

@@ -52,3 +52,12 @@ pub(crate) fn persistent(c: &Capabilities) -> Result<(), &'static str> {
         Err("the backend keeps nothing across a restart")
     }
 }
+
+/// Bus instances in several processes share a handler's group.
+pub(crate) fn shared_groups(c: &Capabilities) -> Result<(), &'static str> {
+    if c.shared_groups {
+        Ok(())
+    } else {
+        Err("the backend's groups do not span bus instances")
+    }
+}

@@ -1,0 +1,44 @@
+//! The domain handlers: each handles one domain's event types, keeps a view of what they say
+//! (queryable as a typed value or as JSON through [`View`](crate::View)), and publishes the
+//! follow-up events the domain calls for (alerts, re-analysis requests).
+
+mod agent;
+mod market_signal;
+mod opportunity;
+mod outbox;
+mod payloads;
+mod recent;
+mod system;
+mod user;
+
+pub use agent::{AgentAlertPolicy, AgentEventHandler, AgentFleet, AgentStatus, AgentSummary};
+pub use market_signal::{
+    ConfidenceBucket, MarketSignalEventHandler, SignalCluster, SignalFunnel, SignalSummary,
+};
+pub use opportunity::{
+    DeletedOpportunity, OpportunityCatalog, OpportunityChange, OpportunityEventHandler,
+    OpportunityRecord, REANALYSIS_FIELDS, REANALYSIS_REQUESTED, ReanalysisRequest,
+    ValidationRecord,
+};
+pub use system::{
+    ComponentHealth, MaintenanceWindow, SystemErrorRecord, SystemEventHandler, SystemStatus,
+};
+pub use user::{ReputationEntry, UserDirectory, UserEventHandler, UserRecord};
+
+pub(crate) use agent::agent_task_started;
+pub(crate) use opportunity::reanalysis_requested;
+pub(crate) use outbox::Outbox;
+pub(crate) use recent::RecentIds;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks a view's state. Each update is applied in one step under the lock, so a panic in
+/// another thread cannot leave it half-written: a poisoned lock is still usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Seconds between two timestamps, never negative.
+pub(crate) fn seconds_between(from: time::OffsetDateTime, to: time::OffsetDateTime) -> f64 {
+    (to - from).as_seconds_f64().max(0.0)
+}

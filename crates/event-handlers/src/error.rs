@@ -1,0 +1,38 @@
+//! [`HandlersError`]: what can go wrong while setting up the domain handlers.
+
+use std::path::PathBuf;
+
+/// A failure while naming or building a domain handler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlersError {
+    /// A handler name that is not one of the domain handlers.
+    #[error("unknown event handler {name:?}: use `all` or a comma-separated list of {allowed}")]
+    UnknownHandler {
+        /// The name given.
+        name: String,
+        /// The names allowed, comma-separated.
+        allowed: String,
+    },
+    /// The audit trail's sink cannot be opened or written.
+    #[error("audit trail at {}: {message}; check EVENT_AUDIT_DIR and its permissions", path.display())]
+    Audit {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+        /// The I/O error.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// A setting of the domain handlers has a bad value.
+    #[error("{variable}={value:?} is not valid: expected {expected}")]
+    Setting {
+        /// The variable.
+        variable: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod domain;
+mod error;
+pub mod middleware;
+mod registry;
+
+pub use audit::{AuditSettings, AuditSink, AuditSummary, AuditTrailHandler};
+pub use domain::{
+    AgentAlertPolicy, AgentEventHandler, AgentFleet, AgentStatus, AgentSummary, ComponentHealth,
+    ConfidenceBucket, DeletedOpportunity, MaintenanceWindow, MarketSignalEventHandler,
+    OpportunityCatalog, OpportunityChange, OpportunityEventHandler, OpportunityRecord,
+    REANALYSIS_FIELDS, REANALYSIS_REQUESTED, ReanalysisRequest, ReputationEntry, SignalCluster,
+    SignalFunnel, SignalSummary, SystemErrorRecord, SystemEventHandler, SystemStatus,
+    UserDirectory, UserEventHandler, UserRecord, ValidationRecord,
+};
+pub use error::HandlersError;
+pub use registry::{DomainContext, DomainHandler, DomainHandlerKind, Thresholds, View, build};

@@ -1,0 +1,205 @@
+//! The registry of domain handlers: their configuration names ([`DomainHandlerKind`]), what a
+//! built handler is ([`DomainHandler`]: the handler, its event types, its [`View`]) and
+//! [`build`], which makes one from a [`DomainContext`].
+
+mod kind;
+
+use std::sync::Arc;
+
+use event_core::{EventBus, EventHandler, EventType};
+use serde::Serialize;
+
+pub use kind::DomainHandlerKind;
+
+use crate::HandlersError;
+use crate::audit::{AuditSettings, AuditTrailHandler};
+use crate::domain::{
+    AgentAlertPolicy, AgentEventHandler, MarketSignalEventHandler, OpportunityEventHandler,
+    SystemEventHandler, UserEventHandler,
+};
+
+/// Event ids each view remembers so that a redelivered event is not applied twice.
+pub(crate) const RECENT_IDS: usize = 10_000;
+
+/// A handler's view as JSON: what `GET /views/{handler}` returns.
+///
+/// Each domain handler implements it; its typed view is also available to Rust callers
+/// ([`AgentEventHandler::fleet`], [`OpportunityEventHandler::catalog`], ...).
+pub trait View: Send + Sync {
+    /// The view's name: the handler's configuration name (`agent`, `opportunity`, ...).
+    fn name(&self) -> &str;
+
+    /// The view as it is now, as a JSON value.
+    fn snapshot(&self) -> serde_json::Value;
+}
+
+/// A view serialized to JSON; a view that cannot be (a float that is not finite, say) comes
+/// back as an object saying why rather than failing the caller.
+pub(crate) fn to_json(view: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(view).unwrap_or_else(
+        |e| serde_json::json!({"error": format!("the view could not be serialized: {e}")}),
+    )
+}
+
+/// Limits and thresholds the domain handlers apply.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Thresholds {
+    /// When the agent handler raises an error-rate alert.
+    pub agent_alert: AgentAlertPolicy,
+    /// The most entries a view keeps in one collection (signals, recent errors, ...; default
+    /// 10,000); the oldest go first. Counters are never trimmed.
+    pub view_capacity: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            agent_alert: AgentAlertPolicy::default(),
+            view_capacity: 10_000,
+        }
+    }
+}
+
+/// What the domain handlers need: the bus they publish follow-up events on (alerts,
+/// re-analysis requests), where the audit trail goes, and thresholds.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct DomainContext {
+    /// The bus alerts and re-analysis requests are published on.
+    pub bus: Arc<dyn EventBus>,
+    /// The audit trail's sink (default: [`AuditSettings::from_env`], else JSON Lines files
+    /// under the temporary directory).
+    pub audit: AuditSettings,
+    /// Alert thresholds and view limits.
+    pub thresholds: Thresholds,
+}
+
+impl std::fmt::Debug for DomainContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainContext")
+            .field("backend", &self.bus.capabilities().backend)
+            .field("audit", &self.audit)
+            .field("thresholds", &self.thresholds)
+            .finish()
+    }
+}
+
+impl DomainContext {
+    /// The defaults for `bus`: the audit settings of [`AuditSettings::default`] and the
+    /// default [`Thresholds`].
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Self {
+            bus,
+            audit: AuditSettings::default(),
+            thresholds: Thresholds::default(),
+        }
+    }
+
+    /// Uses these audit settings.
+    pub fn with_audit(mut self, audit: AuditSettings) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Uses these thresholds.
+    pub fn with_thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+}
+
+/// A built domain handler: subscribe `handler` to `event_types` (wrapped in middleware if
+/// wanted) and serve `view`.
+#[derive(Clone)]
+pub struct DomainHandler {
+    /// Which handler this is.
+    pub kind: DomainHandlerKind,
+    /// The handler; its name is the kind's configuration name.
+    pub handler: Arc<dyn EventHandler>,
+    /// The event types it handles.
+    pub event_types: Vec<EventType>,
+    /// Its view (the same object as the handler).
+    pub view: Arc<dyn View>,
+}
+
+impl std::fmt::Debug for DomainHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainHandler")
+            .field("kind", &self.kind)
+            .field("event_types", &self.event_types)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DomainHandler {
+    fn of<H: EventHandler + View>(
+        kind: DomainHandlerKind,
+        handler: Arc<H>,
+        event_types: Vec<EventType>,
+    ) -> Self {
+        Self {
+            kind,
+            handler: handler.clone(),
+            event_types,
+            view: handler,
+        }
+    }
+}
+
+/// Builds the domain handler `kind` for `ctx`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use event_core::{EventBus, MemoryBus, SubscriptionSpec};
+/// use event_handlers::{build, DomainContext, DomainHandlerKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::default());
+/// let ctx = DomainContext::new(bus.clone());
+/// let agent = build("agent".parse::<DomainHandlerKind>()?, &ctx)?;
+/// let spec = SubscriptionSpec::new(agent.handler.name(), agent.event_types.clone());
+/// let _subscription = bus.subscribe(spec, agent.handler.clone()).await?;
+/// assert_eq!(agent.view.snapshot()["running"], 0);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`HandlersError::Audit`] when the audit trail's sink cannot be opened.
+pub fn build(kind: DomainHandlerKind, ctx: &DomainContext) -> Result<DomainHandler, HandlersError> {
+    let capacity = ctx.thresholds.view_capacity;
+    let bus = ctx.bus.clone();
+    Ok(match kind {
+        DomainHandlerKind::Opportunity => DomainHandler::of(
+            kind,
+            Arc::new(OpportunityEventHandler::new(bus, capacity)),
+            OpportunityEventHandler::event_types(),
+        ),
+        DomainHandlerKind::User => DomainHandler::of(
+            kind,
+            Arc::new(UserEventHandler::new(capacity)),
+            UserEventHandler::event_types(),
+        ),
+        DomainHandlerKind::Agent => DomainHandler::of(
+            kind,
+            Arc::new(AgentEventHandler::new(bus, ctx.thresholds.agent_alert)),
+            AgentEventHandler::event_types(),
+        ),
+        DomainHandlerKind::MarketSignal => DomainHandler::of(
+            kind,
+            Arc::new(MarketSignalEventHandler::new(capacity)),
+            MarketSignalEventHandler::event_types(),
+        ),
+        DomainHandlerKind::System => DomainHandler::of(
+            kind,
+            Arc::new(SystemEventHandler::new(capacity)),
+            SystemEventHandler::event_types(),
+        ),
+        DomainHandlerKind::Audit => {
+            let handler = AuditTrailHandler::open(ctx.audit.clone())?;
+            let types = handler.event_types();
+            DomainHandler::of(kind, Arc::new(handler), types)
+        }
+    })
+}

@@ -1,0 +1,339 @@
+//! A handler's membership in its Kafka consumer group, through the group coordinator: the
+//! classic protocol's state machine, as the Java consumer runs it.
+//!
+//! ```text
+//!            ┌──────────── rejoin (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION,
+//!            ▼              UNKNOWN_MEMBER_ID with a fresh member id)
+//!   ┌─────► JoinGroup ──► SyncGroup ──► take the assignment ──► heartbeat ──┐
+//!   │       (leader assigns: range / roundrobin)  (committed offsets,        │
+//!   │                                             fetch tasks start)         │
+//!   │                                                                        ▼
+//!   └──────── revoke: stop fetching, finish in-flight events (bounded by the rebalance
+//!             timeout), commit, forget the partitions ◄── a rejoin answer, or a stop
+//!
+//!   stop: revoke (bounded by the shutdown timeout), then LeaveGroup (not for a static member)
+//!   FENCED_INSTANCE_ID: revoke, and stop for good (another process has this instance id)
+//! ```
+//!
+//! Heartbeats go on while the member revokes, as the Java client's heartbeat thread does, so a
+//! slow handler never costs the member its session; a handler that outlasts the rebalance
+//! timeout costs only its own event, which the partition's next owner handles again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_core::{Error, KafkaAssignmentStrategy};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::assignor::{self, Assignment, AssignorMember, Subscription};
+use crate::consumer::Group;
+use crate::control::{CONSUMER_PROTOCOL_TYPE, ControlClient, JoinOutcome, MembershipError};
+
+/// The longest pause between attempts when the coordinator cannot be reached.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
+/// How the group task was told to stop: the deadline for finishing in-flight events.
+pub(crate) type StopAt = Option<Instant>;
+
+/// The member's standing in the group, for commits and stats.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Standing {
+    /// The generation the member belongs to (`-1`: none at the moment).
+    pub(crate) generation: i32,
+    /// The member id the coordinator gave (empty before the first join).
+    pub(crate) member_id: String,
+    /// Why the member stopped for good (fenced by another process), if it did.
+    pub(crate) fenced: Option<String>,
+}
+
+/// Why the member left the heartbeat loop.
+enum Wake {
+    Stop(Instant),
+    Rejoin(MembershipError),
+    Fenced,
+}
+
+/// The protocols a member offers, the configured assignor first.
+fn protocols(strategy: KafkaAssignmentStrategy, topics: &[String]) -> Vec<(&'static str, Bytes)> {
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let metadata = Subscription::to_topics(&topics).encode();
+    let (first, second) = match strategy {
+        KafkaAssignmentStrategy::RoundRobin => (assignor::ROUND_ROBIN, assignor::RANGE),
+        _ => (assignor::RANGE, assignor::ROUND_ROBIN),
+    };
+    vec![(first, metadata.clone()), (second, metadata)]
+}
+
+/// Runs the membership of `group` until `stop` carries a deadline (or the member is fenced):
+/// join, sync, take the assignment, heartbeat, and give partitions up cleanly on every
+/// rebalance and at the end.
+pub(crate) async fn run(
+    group: Arc<Group>,
+    coordinator: ControlClient,
+    mut stop: watch::Receiver<StopAt>,
+) {
+    let config = &group.inner.config;
+    let instance = config.kafka_group_instance_id.clone();
+    let protocols = protocols(config.kafka_assignment_strategy, group.topics());
+    let mut member_id = String::new();
+    let mut failures = 0u32;
+    let until = loop {
+        if let Some(until) = *stop.borrow_and_update() {
+            break until;
+        }
+        let joined = tokio::select! {
+            biased;
+            _ = stop.changed() => continue,
+            joined = join(&group, &coordinator, &member_id, instance.as_deref(), &protocols) => joined,
+        };
+        let (outcome, assigned) = match joined {
+            Ok(joined) => {
+                failures = 0;
+                joined
+            }
+            Err(MembershipError::UnknownMemberId) => {
+                member_id.clear();
+                continue;
+            }
+            Err(MembershipError::FencedInstanceId) => {
+                group.fence(instance.as_deref());
+                return;
+            }
+            Err(e) if e.needs_rejoin() => continue,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(group = %group.name, failures, "joining the Kafka consumer group failed, retrying: {e}");
+                }
+                pause(&mut stop, failures).await;
+                continue;
+            }
+        };
+        member_id = outcome.member_id.clone();
+        group.set_standing(outcome.generation_id, &member_id);
+        tracing::debug!(group = %group.name, generation = outcome.generation_id, member = %member_id, leader = outcome.is_leader(), ?assigned, "joined the Kafka consumer group");
+        let owned = match group
+            .take(&assigned, outcome.generation_id, &member_id)
+            .await
+        {
+            Ok(owned) => owned,
+            Err(e) => {
+                tracing::warn!(group = %group.name, "taking the assigned partitions failed; rejoining: {e}");
+                pause(&mut stop, 1).await;
+                continue;
+            }
+        };
+        let wake = heartbeat(
+            &group,
+            outcome.generation_id,
+            &member_id,
+            instance.as_deref(),
+            &mut stop,
+        )
+        .await;
+        let deadline = match &wake {
+            Wake::Stop(until) => *until,
+            _ => Instant::now() + config.kafka_rebalance_timeout.mul_f32(0.75),
+        };
+        // Keep the session alive while the in-flight events finish.
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(config.kafka_heartbeat_interval).await;
+                let _ = group
+                    .inner
+                    .control
+                    .heartbeat(
+                        &group.name,
+                        outcome.generation_id,
+                        &member_id,
+                        instance.as_deref(),
+                    )
+                    .await;
+            }
+        };
+        tokio::select! {
+            () = group.revoke(owned, deadline) => {}
+            () = keep_alive => {}
+        }
+        group.set_standing(-1, &member_id);
+        match wake {
+            Wake::Stop(until) => break until,
+            Wake::Fenced => {
+                group.fence(instance.as_deref());
+                return;
+            }
+            Wake::Rejoin(MembershipError::UnknownMemberId) => member_id.clear(),
+            Wake::Rejoin(reason) => {
+                tracing::debug!(group = %group.name, "rejoining the Kafka consumer group: {reason}");
+            }
+        }
+    };
+    // A static member does not leave: restarted within the session timeout, it gets its
+    // partitions back without a rebalance.
+    if instance.is_none() && !member_id.is_empty() {
+        let left = tokio::time::timeout_at(
+            until.max(Instant::now() + Duration::from_secs(1)),
+            group
+                .inner
+                .control
+                .leave_group(&group.name, &member_id, None),
+        )
+        .await;
+        if let Ok(Err(e)) = left {
+            tracing::debug!(group = %group.name, "leaving the Kafka consumer group: {e}");
+        }
+    }
+}
+
+/// JoinGroup then SyncGroup: the new generation and this member's partitions by topic.
+async fn join(
+    group: &Group,
+    coordinator: &ControlClient,
+    member_id: &str,
+    instance: Option<&str>,
+    protocols: &[(&str, Bytes)],
+) -> Result<(JoinOutcome, BTreeMap<String, Vec<i32>>), MembershipError> {
+    let config = &group.inner.config;
+    let outcome = coordinator
+        .join_group(
+            &group.name,
+            member_id,
+            instance,
+            config.kafka_session_timeout,
+            config.kafka_rebalance_timeout,
+            protocols,
+        )
+        .await?;
+    let assignments = if outcome.is_leader() && !outcome.skip_assignment {
+        assign(group, &outcome)
+            .await
+            .map_err(MembershipError::Other)?
+    } else {
+        Vec::new()
+    };
+    let assigned = coordinator
+        .sync_group(
+            &group.name,
+            outcome.generation_id,
+            &outcome.member_id,
+            instance,
+            CONSUMER_PROTOCOL_TYPE,
+            &outcome.protocol_name,
+            &assignments,
+        )
+        .await?;
+    let assigned = Assignment::decode(&assigned).map_err(|e| {
+        MembershipError::Other(Error::backend(
+            "kafka",
+            format!("the assignment of group {} cannot be read: {e}", group.name),
+            false,
+        ))
+    })?;
+    Ok((outcome, assigned.partitions))
+}
+
+/// The leader's work: every member's partitions, by the protocol the group chose.
+async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Bytes)>, Error> {
+    let mut members = Vec::with_capacity(outcome.members.len());
+    for m in &outcome.members {
+        let topics = match Subscription::decode(&m.metadata) {
+            Ok(subscription) => subscription.topics,
+            Err(e) => {
+                // A member we cannot read gets nothing, as the Java leader would fail it.
+                tracing::warn!(group = %group.name, member = %m.member_id, "unreadable subscription: {e}");
+                Vec::new()
+            }
+        };
+        members.push(AssignorMember {
+            member_id: m.member_id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            topics,
+        });
+    }
+    let mut counts = BTreeMap::new();
+    for topic in members.iter().flat_map(|m| m.topics.iter()) {
+        if counts.contains_key(topic) {
+            continue;
+        }
+        if let Some(n) = group
+            .inner
+            .topics
+            .existing(&group.inner.control, topic)
+            .await?
+        {
+            counts.insert(topic.clone(), n);
+        }
+    }
+    let assignment = assignor::assign(&outcome.protocol_name, &members, &counts).ok_or_else(|| {
+        Error::backend(
+            "kafka",
+            format!(
+                "group {} chose the assignor {:?}, which this client does not have (it has range and roundrobin)",
+                group.name, outcome.protocol_name
+            ),
+            false,
+        )
+    })?;
+    Ok(assignment
+        .into_iter()
+        .map(|(member, partitions)| {
+            let bytes = Assignment {
+                partitions,
+                user_data: None,
+            }
+            .encode();
+            (member, bytes)
+        })
+        .collect())
+}
+
+/// Heartbeats every interval until a stop, a rejoin answer, or fencing. A coordinator that
+/// cannot be reached for a whole session timeout means the session is gone: rejoin.
+async fn heartbeat(
+    group: &Group,
+    generation: i32,
+    member_id: &str,
+    instance: Option<&str>,
+    stop: &mut watch::Receiver<StopAt>,
+) -> Wake {
+    let config = &group.inner.config;
+    let mut last_answer = Instant::now();
+    loop {
+        if let Some(until) = *stop.borrow_and_update() {
+            return Wake::Stop(until);
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => continue,
+            () = tokio::time::sleep(config.kafka_heartbeat_interval) => {}
+        }
+        match group
+            .inner
+            .control
+            .heartbeat(&group.name, generation, member_id, instance)
+            .await
+        {
+            Ok(()) => last_answer = Instant::now(),
+            Err(MembershipError::FencedInstanceId) => return Wake::Fenced,
+            Err(e) if e.needs_rejoin() => return Wake::Rejoin(e),
+            Err(e) => {
+                tracing::debug!(group = %group.name, "heartbeat failed: {e}");
+                if last_answer.elapsed() >= config.kafka_session_timeout {
+                    tracing::warn!(group = %group.name, "no heartbeat answered for the whole session timeout; rejoining: {e}");
+                    return Wake::Rejoin(MembershipError::UnknownMemberId);
+                }
+            }
+        }
+    }
+}
+
+async fn pause(stop: &mut watch::Receiver<StopAt>, failures: u32) {
+    let pause = (Duration::from_millis(100) * failures.min(50)).min(LONGEST_PAUSE);
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+}
