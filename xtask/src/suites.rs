@@ -45,6 +45,13 @@ pub(crate) const SUITES: &[Suite] = &[
         conformance_target: "kafka",
         services: &[Service::Kafka],
     },
+    // Not a backend: the batch publisher is tested against the real Redis server.
+    Suite {
+        backend: "publishers",
+        package: Some("event-publishers"),
+        conformance_target: "publishers",
+        services: &[Service::Redis],
+    },
     // Not a backend: the handlers' Redis idempotency store is tested against the real server.
     Suite {
         backend: "handlers",
