@@ -156,6 +156,14 @@ fn main() {
         "batches of {size} (`EVENT_BATCH_SIZE`), flush interval {} ms; `signal.detected` payloads of about 150 bytes; {ROUNDS} rounds, each running both sides back to back in alternating order on fresh buses; medians reported",
         Config::default().flush_interval.as_millis()
     ));
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        note(&format!(
+            "load average at the start (1, 5, 15 min): {} on {} cores; other work on the machine weighs on both sides of each round alike, not on the ratio",
+            load.join(", "),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        ));
+    }
     runtime.block_on(async {
         compare("memory", 200_000, size, || async {
             Arc::new(MemoryBus::new(Config::default()).expect("memory bus")) as Arc<dyn EventBus>
