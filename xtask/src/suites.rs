@@ -52,6 +52,20 @@ pub(crate) const SUITES: &[Suite] = &[
         conformance_target: "handlers",
         services: &[Service::Redis],
     },
+    // Not a backend: the manager starts and checks real Redis and Kafka buses.
+    Suite {
+        backend: "manager",
+        package: Some("event-manager"),
+        conformance_target: "manager",
+        services: &[Service::Redis, Service::Kafka],
+    },
+    // Not a backend: the `eventbus` binary runs against Redis and copies to Kafka.
+    Suite {
+        backend: "cli",
+        package: Some("eventbus-cli"),
+        conformance_target: "cli",
+        services: &[Service::Redis, Service::Kafka],
+    },
 ];
 
 impl Suite {

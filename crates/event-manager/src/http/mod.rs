@@ -1,0 +1,144 @@
+//! The HTTP API (feature `http`): the original router's endpoints under `/api/v1/events`,
+//! dead letters, views, the schema and `/metrics`, behind bearer tokens.
+//!
+//! [`router`] gives an axum [`Router`] to mount in an application's own router or to [`serve`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use event_manager::EventBusManager;
+//! use event_manager::http::{ApiConfig, router, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = Arc::new(EventBusManager::from_env()?);
+//! manager.start().await?;
+//! let api = ApiConfig::from_env(manager.config())?; // EVENT_API_TOKENS
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     .merge(router(manager.clone(), api));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, app, async { let _ = event_manager::shutdown_signal().await; }).await?;
+//! manager.stop().await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{delete, get, post};
+use event_core::Config;
+
+pub use auth::{ApiTokens, Role};
+pub use error::ApiError;
+
+use crate::{EventBusManager, ManagerError};
+
+/// The most events one replay page holds; a larger `limit` is served in pages of this size.
+pub const MAX_REPLAY_PAGE: usize = 1000;
+
+/// Settings of the HTTP API.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// The bearer tokens (`EVENT_API_TOKENS`); with none, every request is refused with 401.
+    pub tokens: ApiTokens,
+    /// The largest request body accepted, in bytes (default: `EVENT_MAX_PAYLOAD_BYTES` plus
+    /// 64 KiB for the request around the event); larger bodies get 413.
+    pub body_limit: usize,
+    /// The most events a replay page holds (default [`MAX_REPLAY_PAGE`]).
+    pub max_page: usize,
+}
+
+impl ApiConfig {
+    /// Settings with these tokens and limits that fit `config`.
+    pub fn new(config: &Config, tokens: ApiTokens) -> Self {
+        Self {
+            tokens,
+            body_limit: config.max_event_bytes + 64 * 1024,
+            max_page: MAX_REPLAY_PAGE,
+        }
+    }
+
+    /// Settings from the environment (`EVENT_API_TOKENS`) that fit `config`.
+    ///
+    /// # Errors
+    /// [`ManagerError::InvalidSetting`] for a bad `EVENT_API_TOKENS`.
+    pub fn from_env(config: &Config) -> Result<Self, ManagerError> {
+        Ok(Self::new(config, ApiTokens::from_env()?))
+    }
+}
+
+/// What the route handlers share.
+pub(crate) struct ApiState {
+    pub(crate) manager: Arc<EventBusManager>,
+    pub(crate) config: ApiConfig,
+}
+
+/// The API as a router: `/api/v1/events/...` and `/metrics`. Mount it in your own router
+/// (`app.merge(event_manager::http::router(manager, config))`) or [`serve`] it.
+///
+/// Read tokens may use the `GET` endpoints; publishing, replay, removing handlers and
+/// redriving dead letters need an admin token.
+pub fn router(manager: Arc<EventBusManager>, config: ApiConfig) -> Router {
+    metrics::install_recorder();
+    let tokens = Arc::new(config.tokens.clone());
+    let body_limit = config.body_limit;
+    let guard = |required| auth::Guard {
+        tokens: tokens.clone(),
+        required,
+    };
+    let state = Arc::new(ApiState { manager, config });
+    let read = Router::new()
+        .route("/stats", get(routes::stats))
+        .route("/types", get(routes::types))
+        .route("/health", get(routes::health))
+        .route("/recent", get(routes::recent))
+        .route("/dead-letters", get(routes::dead_letters))
+        .route("/views", get(routes::views))
+        .route("/views/{handler}", get(routes::view))
+        .route("/schema", get(routes::schema))
+        .route_layer(from_fn_with_state(guard(Role::Read), auth::require));
+    let admin = Router::new()
+        .route("/publish", post(routes::publish))
+        .route("/replay", post(routes::replay))
+        .route("/handlers/{name}", delete(routes::remove_handler))
+        .route("/dead-letters/redrive", post(routes::redrive))
+        .route_layer(from_fn_with_state(guard(Role::Admin), auth::require));
+    let api = read
+        .merge(admin)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    let scrape = Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .route_layer(from_fn_with_state(guard(Role::Read), auth::require));
+    Router::new()
+        .nest("/api/v1/events", api)
+        .merge(scrape)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn(metrics::count_request))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in
+/// progress.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backend;
+mod domain;
+mod error;
+mod global;
+mod health;
+#[cfg(feature = "http")]
+pub mod http;
+mod lifespan;
+mod manager;
+mod meter;
+mod paging;
+mod registry;
+mod stats;
+
+pub use backend::{CapabilityReport, check_capabilities, connect_bus};
+pub use domain::{View, catalog_json};
+pub use error::ManagerError;
+pub use global::{
+    event_bus_lifespan, get_event_bus, get_event_bus_manager, install, publish_event,
+    subscribe_to_events, uninstall,
+};
+pub use health::ManagerHealth;
+pub use lifespan::shutdown_signal;
+pub use manager::{EventBusManager, ManagerBuilder, ManagerState};
+pub use paging::{ReplayCursor, ReplayPage, recent_events, replay_page};
+pub use registry::HandlerOrigin;
+pub use stats::{HandlerReport, ManagerStats};

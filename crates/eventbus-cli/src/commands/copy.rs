@@ -1,0 +1,107 @@
+//! `eventbus copy`: retained events from one backend to another, keeping their ids and
+//! timestamps (the Redis-to-Kafka migration the original documentation describes).
+
+use clap::Args;
+use event_core::{EventType, ReplayQuery};
+use event_manager::replay_page;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::args::{backend_url, parse_time};
+use crate::context::{Context, open_with};
+use crate::exit::Exit;
+use crate::output;
+
+/// Arguments of `copy`.
+#[derive(Args, Debug)]
+pub(crate) struct CopyArgs {
+    /// Where to read: redis://host:port/db, rediss://..., or kafka://host:port[,host:port].
+    #[arg(long)]
+    from: String,
+    /// Where to write, in the same forms.
+    #[arg(long)]
+    to: String,
+    /// Copy events from this time: an age (`7d`, `1h`) or an RFC 3339 timestamp.
+    #[arg(long)]
+    since: String,
+    /// Up to (not including) this time; default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this type (repeat for several); default every type.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    types: Vec<String>,
+}
+
+/// Events read per page.
+const PAGE: usize = 1000;
+/// Failures shown in the report.
+const SHOWN_ERRORS: usize = 10;
+
+pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
+    let now = OffsetDateTime::now_utc();
+    let mut query = ReplayQuery::new(
+        args.types
+            .iter()
+            .map(|t| EventType::new(t.clone()))
+            .collect::<Result<Vec<_>, _>>()?,
+        parse_time("--since", &args.since, now)?,
+    );
+    if let Some(until) = &args.until {
+        query = query.to(parse_time("--until", until, now)?);
+    }
+    query.validate()?;
+    let (from_config, from_explicit) = ctx.config_with(&backend_url("--from", &args.from)?)?;
+    let (to_config, to_explicit) = ctx.config_with(&backend_url("--to", &args.to)?)?;
+    let batch = to_config.batch_size.max(1);
+    let source = open_with(from_config, from_explicit).await?;
+    let target = open_with(to_config, to_explicit).await?;
+    let (reader, writer) = (source.bus()?, target.bus()?);
+
+    let progress = ProgressBar::no_length();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} copied {pos} events {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let (mut copied, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+    let mut cursor = None;
+    loop {
+        let page = replay_page(reader.as_ref(), query.clone(), cursor, PAGE).await?;
+        for chunk in page.events.chunks(batch) {
+            // The events as read: same ids, timestamps, keys and metadata.
+            let ids: Vec<String> = chunk.iter().map(|e| e.id.to_string()).collect();
+            for (id, result) in ids.iter().zip(writer.publish_batch(chunk.to_vec()).await) {
+                match result {
+                    Ok(_) => copied += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if errors.len() < SHOWN_ERRORS {
+                            errors.push(format!("{id}: {e}"));
+                        }
+                    }
+                }
+            }
+            progress.set_position(copied);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    progress.finish_and_clear();
+    source.stop().await?;
+    target.stop().await?;
+    if ctx.json {
+        output::json(&json!({"copied": copied, "failed": failed, "errors": errors}))?;
+    } else {
+        out!("copied {copied} events, {failed} failed");
+        for e in &errors {
+            out!("  - {e}");
+        }
+    }
+    Ok(if failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::Degraded
+    })
+}

@@ -1,0 +1,51 @@
+//! `eventbus serve`: the domain handlers and the HTTP API until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use clap::Args;
+use event_manager::http::{ApiConfig, router, serve};
+
+use crate::args::ArgError;
+use crate::context::Context;
+use crate::exit::Exit;
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "EVENT_API_ADDR", default_value = "127.0.0.1:8080")]
+    addr: String,
+}
+
+pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> {
+    let api = ApiConfig::from_env(&ctx.config)?;
+    if api.tokens.is_empty() {
+        return Err(ArgError(
+            "EVENT_API_TOKENS is empty, so every request would be refused: set it to comma-separated role:token entries, such as admin:<a long random token>,read:<another>".into(),
+        )
+        .into());
+    }
+    let manager = Arc::new(ctx.manager()?);
+    manager.start_with_retries(5).await?;
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .map_err(|e| ArgError(format!("cannot listen on {}: {e}", args.addr)))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "eventbus: serving the {} bus on http://{addr}/api/v1/events (handlers: {})",
+        ctx.config.bus_type,
+        manager.handler_names().join(", ")
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, router(manager.clone(), api), async {
+        let _ = stop_rx.await;
+    }));
+    let signal = event_manager::shutdown_signal().await;
+    eprintln!("eventbus: shutting down: draining the handlers");
+    let _ = stop_tx.send(());
+    let served = server.await;
+    manager.stop().await?;
+    signal?;
+    served??;
+    Ok(Exit::Ok)
+}

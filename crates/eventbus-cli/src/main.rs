@@ -1,0 +1,143 @@
+//! `eventbus`: the event bus from the command line, configured by the same environment
+//! variables as the library (`docs/configuration.md`) or by flags.
+
+#![forbid(unsafe_code)]
+
+/// `println!` that ends the process quietly when stdout is closed (`eventbus replay | head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, $($arg)*)
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+
+mod args;
+mod commands;
+mod context;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::Context;
+use crate::exit::Exit;
+
+/// The event bus from the command line. Configured by the environment (`EVENT_BUS_TYPE`,
+/// `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`, ...) or the flags below, which override it.
+///
+/// Exit codes: 0 done (healthy), 1 failure, 2 bad usage, 3 bad configuration, 4 backend
+/// unreachable, 5 not found, 6 degraded (or some events failed), 7 unhealthy.
+#[derive(Parser, Debug)]
+#[command(name = "eventbus", version, about, long_about)]
+struct Cli {
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The backend: memory, redis or kafka (sets EVENT_BUS_TYPE).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    bus: Option<String>,
+    /// The Redis URL (sets REDIS_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Kafka brokers, host:port[,host:port] (sets KAFKA_BOOTSTRAP_SERVERS).
+    #[arg(long, global = true, value_name = "SERVERS")]
+    kafka_brokers: Option<String>,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the original system's scenarios end to end on the configured bus (memory by default).
+    Demo(commands::demo::DemoArgs),
+    /// Publish one event.
+    Publish(commands::publish::PublishArgs),
+    /// Follow events live.
+    Tail(commands::tail::TailArgs),
+    /// Read retained events of a time window again.
+    Replay(commands::replay::ReplayArgs),
+    /// The bus's counts and each handler's.
+    Stats,
+    /// Whether the bus works (exit 0 healthy, 6 degraded, 7 unhealthy).
+    Health,
+    /// List, redrive or purge a handler's dead letters.
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(commands::dead_letters::DeadLettersCommand),
+    /// The event catalog: every typed event, its key, version and schema.
+    Schema(commands::schema::SchemaArgs),
+    /// Run the domain handlers and the HTTP API until SIGTERM or Ctrl-C.
+    Serve(commands::serve::ServeArgs),
+    /// Copy retained events from one backend to another, keeping ids and timestamps.
+    Copy(commands::copy::CopyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::classify(&e).into()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let mut overrides = Vec::new();
+    if let Some(bus) = cli.bus {
+        overrides.push(("EVENT_BUS_TYPE", bus));
+    }
+    if let Some(url) = cli.redis_url {
+        overrides.push(("REDIS_URL", url));
+    }
+    if let Some(servers) = cli.kafka_brokers {
+        overrides.push(("KAFKA_BOOTSTRAP_SERVERS", servers));
+    }
+    let ctx = Context::from_env(overrides, cli.json)?;
+    match cli.command {
+        Command::Demo(a) => commands::demo::run(&ctx, a).await,
+        Command::Publish(a) => commands::publish::run(&ctx, a).await,
+        Command::Tail(a) => commands::tail::run(&ctx, a).await,
+        Command::Replay(a) => commands::replay::run(&ctx, a).await,
+        Command::Stats => commands::stats::run(&ctx).await,
+        Command::Health => commands::health::run(&ctx).await,
+        Command::DeadLetters(c) => commands::dead_letters::run(&ctx, c).await,
+        Command::Schema(a) => commands::schema::run(&ctx, a),
+        Command::Serve(a) => commands::serve::run(&ctx, a).await,
+        Command::Copy(a) => commands::copy::run(&ctx, a).await,
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
