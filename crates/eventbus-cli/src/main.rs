@@ -18,6 +18,7 @@ macro_rules! out {
 }
 
 mod args;
+mod batch_shim;
 mod commands;
 mod context;
 mod exit;
@@ -84,7 +85,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The demo tells its own story; its handlers' warnings (the alert, the dead letter) are
+    // part of it, so only errors are logged unless asked.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(cli.verbose, quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -127,8 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",
