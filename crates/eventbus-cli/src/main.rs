@@ -34,8 +34,9 @@ use crate::exit::Exit;
 /// The event bus from the command line. Configured by the environment (`EVENT_BUS_TYPE`,
 /// `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`, ...) or the flags below, which override it.
 ///
-/// Exit codes: 0 done (healthy), 1 failure, 2 bad usage, 3 bad configuration, 4 backend
-/// unreachable, 5 not found, 6 degraded (or some events failed), 7 unhealthy.
+/// Exit codes: 0 done (healthy), 1 failure, 2 bad usage, 3 invalid input (configuration,
+/// flag or payload), 4 backend unreachable, 5 not found, 6 degraded (or some events failed),
+/// 7 unhealthy.
 #[derive(Parser, Debug)]
 #[command(name = "eventbus", version, about, long_about)]
 struct Cli {
