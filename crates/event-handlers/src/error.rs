@@ -1,7 +1,5 @@
 //! [`HandlersError`]: what can go wrong while setting up the domain handlers.
 
-use std::path::PathBuf;
-
 /// A failure while naming or building a domain handler.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -15,15 +13,15 @@ pub enum HandlersError {
         allowed: String,
     },
     /// The audit trail's sink cannot be opened or written.
-    #[error("audit trail at {}: {message}; check EVENT_AUDIT_DIR and its permissions", path.display())]
+    #[error("audit trail at {location}: {message}")]
     Audit {
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// What failed.
+        /// The file, directory or stream concerned.
+        location: String,
+        /// What failed and what to check.
         message: String,
-        /// The I/O error.
+        /// The underlying error.
         #[source]
-        source: Option<std::io::Error>,
+        source: Option<event_core::BoxError>,
     },
     /// A setting of the domain handlers has a bad value.
     #[error("{variable}={value:?} is not valid: expected {expected}")]

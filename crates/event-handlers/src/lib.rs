@@ -6,6 +6,8 @@ mod audit;
 mod domain;
 mod error;
 pub mod middleware;
+#[cfg(feature = "redis")]
+mod redis_client;
 mod registry;
 
 pub use audit::{AuditSettings, AuditSink, AuditSummary, AuditTrailHandler};

@@ -19,9 +19,9 @@ pub(super) struct JsonLinesWriter {
 
 fn audit_error(path: &Path, message: &str, source: std::io::Error) -> HandlersError {
     HandlersError::Audit {
-        path: path.to_owned(),
-        message: format!("{message}: {source}"),
-        source: Some(source),
+        location: path.display().to_string(),
+        message: format!("{message}: {source}; check EVENT_AUDIT_DIR and its permissions"),
+        source: Some(Box::new(source)),
     }
 }
 

@@ -1,13 +1,14 @@
 //! [`AuditTrailHandler`]: every event, of every type, appended to an audit trail: JSON Lines
-//! files with size-based rotation ([`AuditSettings`]).
+//! files with size-based rotation, or a Redis stream ([`AuditSettings`]).
 
 mod jsonl;
+#[cfg(feature = "redis")]
+mod redis_stream;
 mod settings;
 
 pub use settings::{AuditSettings, AuditSink};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -24,20 +25,22 @@ use jsonl::JsonLinesWriter;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct AuditSummary {
-    /// The sink's kind (`json_lines`).
+    /// The sink's kind: `json_lines` or `redis_stream`.
     pub sink: &'static str,
-    /// The file being appended to.
-    pub path: PathBuf,
-    /// Size at which the file is rotated, bytes.
-    pub max_file_bytes: u64,
-    /// Files kept, the current one included.
-    pub max_files: usize,
+    /// Where entries go: the current file, or the stream and its server (no password).
+    pub location: String,
+    /// JSON Lines: size at which the file is rotated, bytes.
+    pub max_file_bytes: Option<u64>,
+    /// JSON Lines: files kept, the current one included.
+    pub max_files: Option<usize>,
+    /// JSON Lines: size of the current file, bytes.
+    pub current_file_bytes: Option<u64>,
+    /// JSON Lines: rotations since this handler started.
+    pub rotations: u64,
+    /// Redis stream: about how many entries are kept.
+    pub stream_max_len: Option<u64>,
     /// Entries appended since this handler started.
     pub entries_written: u64,
-    /// Size of the current file, bytes.
-    pub current_file_bytes: u64,
-    /// Rotations since this handler started.
-    pub rotations: u64,
     /// Entries appended since start, by event type.
     pub by_type: BTreeMap<String, u64>,
     /// Timestamp of the last event appended.
@@ -61,8 +64,14 @@ struct Counts {
 /// (a full disk, say) fails the event as transient, so it is retried and not lost.
 pub struct AuditTrailHandler {
     settings: AuditSettings,
-    writer: Arc<Mutex<JsonLinesWriter>>,
+    sink: Sink,
     counts: Mutex<Counts>,
+}
+
+enum Sink {
+    JsonLines(Arc<Mutex<JsonLinesWriter>>),
+    #[cfg(feature = "redis")]
+    Redis(redis_stream::RedisStreamWriter),
 }
 
 impl std::fmt::Debug for AuditTrailHandler {
@@ -77,21 +86,36 @@ impl AuditTrailHandler {
     /// The handler's name (and consumer group suffix).
     pub const NAME: &'static str = "audit";
 
-    /// Opens (creating it if needed) the audit trail of `settings`.
+    /// Opens (creating it if needed) the audit trail of `settings`. A Redis stream's URL is
+    /// checked now and connected to by the first event (a server that cannot be reached then
+    /// fails that event as transient, so it is retried).
     ///
     /// # Errors
-    /// [`HandlersError::Audit`] when the directory or file cannot be created or opened.
+    /// [`HandlersError::Audit`] when the directory or file cannot be created or opened, or
+    /// the Redis URL is not one.
     pub fn open(settings: AuditSettings) -> Result<Self, HandlersError> {
-        let writer = match &settings.sink {
+        let sink = match &settings.sink {
             AuditSink::JsonLines {
                 dir,
                 max_file_bytes,
                 max_files,
-            } => JsonLinesWriter::open(dir.clone(), *max_file_bytes, *max_files)?,
+            } => Sink::JsonLines(Arc::new(Mutex::new(JsonLinesWriter::open(
+                dir.clone(),
+                *max_file_bytes,
+                *max_files,
+            )?))),
+            #[cfg(feature = "redis")]
+            AuditSink::RedisStream {
+                url,
+                stream,
+                max_len,
+            } => Sink::Redis(redis_stream::RedisStreamWriter::open(
+                url, stream, *max_len,
+            )?),
         };
         Ok(Self {
             settings,
-            writer: Arc::new(Mutex::new(writer)),
+            sink,
             counts: Mutex::new(Counts {
                 seen: RecentIds::new(RECENT_IDS),
                 entries: 0,
@@ -117,28 +141,39 @@ impl AuditTrailHandler {
 
     /// What the trail holds so far.
     pub fn summary(&self) -> AuditSummary {
-        let (path, current_file_bytes, rotations, max_file_bytes, max_files) = {
-            let writer = lock(&self.writer);
-            (
-                writer.current_path(),
-                writer.current_bytes(),
-                writer.rotations(),
-                writer.max_file_bytes(),
-                writer.max_files(),
-            )
-        };
-        let counts = lock(&self.counts);
-        AuditSummary {
+        let mut summary = AuditSummary {
             sink: "json_lines",
-            path,
-            max_file_bytes,
-            max_files,
-            entries_written: counts.entries,
-            current_file_bytes,
-            rotations,
-            by_type: counts.by_type.clone(),
-            last_event_at: counts.last_event_at,
+            location: String::new(),
+            max_file_bytes: None,
+            max_files: None,
+            current_file_bytes: None,
+            rotations: 0,
+            stream_max_len: None,
+            entries_written: 0,
+            by_type: BTreeMap::new(),
+            last_event_at: None,
+        };
+        match &self.sink {
+            Sink::JsonLines(writer) => {
+                let writer = lock(writer);
+                summary.location = writer.current_path().display().to_string();
+                summary.max_file_bytes = Some(writer.max_file_bytes());
+                summary.max_files = Some(writer.max_files());
+                summary.current_file_bytes = Some(writer.current_bytes());
+                summary.rotations = writer.rotations();
+            }
+            #[cfg(feature = "redis")]
+            Sink::Redis(writer) => {
+                summary.sink = "redis_stream";
+                summary.location = writer.location();
+                summary.stream_max_len = Some(writer.max_len());
+            }
         }
+        let counts = lock(&self.counts);
+        summary.entries_written = counts.entries;
+        summary.by_type = counts.by_type.clone();
+        summary.last_event_at = counts.last_event_at;
+        summary
     }
 }
 
@@ -159,17 +194,31 @@ impl EventHandler for AuditTrailHandler {
         if lock(&self.counts).seen.contains(&event.id) {
             return Ok(());
         }
-        let mut line = serde_json::to_vec(&AuditLine {
-            audited_at: OffsetDateTime::now_utc(),
-            event,
-        })
-        .map_err(HandlerError::permanent)?;
-        line.push(b'\n');
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || lock(&writer).append(&line))
-            .await
-            .map_err(|e| HandlerError::transient(format!("the audit write task failed: {e}")))?
-            .map_err(HandlerError::transient)?;
+        let audited_at = OffsetDateTime::now_utc();
+        match &self.sink {
+            Sink::JsonLines(writer) => {
+                let mut line = serde_json::to_vec(&AuditLine { audited_at, event })
+                    .map_err(HandlerError::permanent)?;
+                line.push(b'\n');
+                let writer = writer.clone();
+                // File writes block: off the async workers.
+                tokio::task::spawn_blocking(move || lock(&writer).append(&line))
+                    .await
+                    .map_err(|e| {
+                        HandlerError::transient(format!("the audit write task failed: {e}"))
+                    })?
+                    .map_err(HandlerError::transient)?;
+            }
+            #[cfg(feature = "redis")]
+            Sink::Redis(writer) => {
+                let json = serde_json::to_string(event).map_err(HandlerError::permanent)?;
+                let at = event_core::timestamp::format(audited_at);
+                writer
+                    .append(event, &at, &json)
+                    .await
+                    .map_err(HandlerError::transient)?;
+            }
+        }
         let mut counts = lock(&self.counts);
         if counts.seen.insert(event.id) {
             counts.entries += 1;

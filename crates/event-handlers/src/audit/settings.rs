@@ -7,7 +7,7 @@ use event_core::EventType;
 use crate::HandlersError;
 
 /// Where the audit trail is written.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuditSink {
     /// JSON Lines files in `dir`: `audit.jsonl` is appended to; when the next line would take
@@ -22,6 +22,47 @@ pub enum AuditSink {
         /// Files kept (`EVENT_AUDIT_MAX_FILES`, default 10, at least 1).
         max_files: usize,
     },
+    /// A Redis stream (cargo feature `redis`): one `XADD` entry per event with the fields
+    /// `id`, `type`, `audited_at` and `event` (the envelope JSON), trimmed with `MAXLEN ~`.
+    #[cfg(feature = "redis")]
+    RedisStream {
+        /// The server (`EVENT_AUDIT_REDIS_URL`, default `REDIS_URL`, else
+        /// `redis://localhost:6379/0`). Never shown with its password.
+        url: String,
+        /// The stream's key (`EVENT_AUDIT_REDIS_STREAM`, default `eventbus:audit`).
+        stream: String,
+        /// About how many entries are kept (`EVENT_AUDIT_REDIS_MAXLEN`, default 1000000).
+        max_len: u64,
+    },
+}
+
+impl std::fmt::Debug for AuditSink {
+    // By hand: the Redis URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditSink::JsonLines {
+                dir,
+                max_file_bytes,
+                max_files,
+            } => f
+                .debug_struct("JsonLines")
+                .field("dir", dir)
+                .field("max_file_bytes", max_file_bytes)
+                .field("max_files", max_files)
+                .finish(),
+            #[cfg(feature = "redis")]
+            AuditSink::RedisStream {
+                url,
+                stream,
+                max_len,
+            } => f
+                .debug_struct("RedisStream")
+                .field("url", &event_core::redact_url(url))
+                .field("stream", stream)
+                .field("max_len", max_len)
+                .finish(),
+        }
+    }
 }
 
 /// The audit trail's settings.
@@ -49,6 +90,9 @@ pub struct AuditSettings {
 const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default number of files kept.
 const DEFAULT_MAX_FILES: usize = 10;
+/// Default length of the Redis stream.
+#[cfg(feature = "redis")]
+const DEFAULT_STREAM_MAX_LEN: u64 = 1_000_000;
 
 impl Default for AuditSettings {
     /// JSON Lines under `{temp dir}/eventbus-audit`, rotated at 64 MiB, 10 files kept.
@@ -58,6 +102,37 @@ impl Default for AuditSettings {
 }
 
 impl AuditSettings {
+    fn json_lines_from(get: &impl Fn(&str) -> Option<String>) -> Result<Self, HandlersError> {
+        let settings = match get("EVENT_AUDIT_DIR") {
+            Some(dir) => Self::json_lines(dir),
+            None => Self::default(),
+        };
+        let bytes = match get("EVENT_AUDIT_MAX_FILE_BYTES") {
+            Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1024).ok_or(
+                HandlersError::Setting {
+                    variable: "EVENT_AUDIT_MAX_FILE_BYTES",
+                    value: v,
+                    expected: "a whole number of bytes, at least 1024",
+                },
+            )?,
+            None => DEFAULT_MAX_FILE_BYTES,
+        };
+        let files = match get("EVENT_AUDIT_MAX_FILES") {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or(HandlersError::Setting {
+                    variable: "EVENT_AUDIT_MAX_FILES",
+                    value: v,
+                    expected: "a whole number from 1 to 1000",
+                })?,
+            None => DEFAULT_MAX_FILES,
+        };
+        Ok(settings.rotation(bytes, files))
+    }
+
     /// JSON Lines files in `dir`, rotated at 64 MiB, 10 files kept.
     pub fn json_lines(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -70,19 +145,39 @@ impl AuditSettings {
         }
     }
 
-    /// Sets the rotation size and the number of files kept (at least 1 byte and 1 file).
+    /// Sets the rotation size and the number of files kept (at least 1 byte and 1 file) of a
+    /// JSON Lines sink; other sinks are left as they are.
     pub fn rotation(mut self, max_file_bytes: u64, max_files: usize) -> Self {
-        let AuditSink::JsonLines {
+        #[allow(irrefutable_let_patterns)] // irrefutable without the `redis` feature
+        if let AuditSink::JsonLines {
             max_file_bytes: bytes,
             max_files: files,
             ..
-        } = &mut self.sink;
-        *bytes = max_file_bytes.max(1);
-        *files = max_files.max(1);
+        } = &mut self.sink
+        {
+            *bytes = max_file_bytes.max(1);
+            *files = max_files.max(1);
+        }
         self
     }
 
-    /// Reads `EVENT_AUDIT_DIR`, `EVENT_AUDIT_MAX_FILE_BYTES`, `EVENT_AUDIT_MAX_FILES` and
+    /// A Redis stream sink (cargo feature `redis`): `stream` at `url`, trimmed to about
+    /// `max_len` entries.
+    #[cfg(feature = "redis")]
+    pub fn redis_stream(url: impl Into<String>, stream: impl Into<String>, max_len: u64) -> Self {
+        Self {
+            sink: AuditSink::RedisStream {
+                url: url.into(),
+                stream: stream.into(),
+                max_len: max_len.max(1),
+            },
+            extra_event_types: Vec::new(),
+        }
+    }
+
+    /// Reads `EVENT_AUDIT_SINK` (`jsonl`, the default, or `redis`), `EVENT_AUDIT_DIR`,
+    /// `EVENT_AUDIT_MAX_FILE_BYTES`, `EVENT_AUDIT_MAX_FILES`, `EVENT_AUDIT_REDIS_URL` (default
+    /// `REDIS_URL`), `EVENT_AUDIT_REDIS_STREAM`, `EVENT_AUDIT_REDIS_MAXLEN` and
     /// `EVENT_AUDIT_EXTRA_TYPES` from the environment; unset ones keep their defaults.
     ///
     /// # Errors
@@ -111,34 +206,41 @@ impl AuditSettings {
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HandlersError> {
-        let mut settings = match get("EVENT_AUDIT_DIR").filter(|d| !d.trim().is_empty()) {
-            Some(dir) => Self::json_lines(dir),
-            None => Self::default(),
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let sink = get("EVENT_AUDIT_SINK").unwrap_or_else(|| "jsonl".into());
+        let mut settings = match sink.trim().to_ascii_lowercase().as_str() {
+            "jsonl" => Self::json_lines_from(&get)?,
+            #[cfg(feature = "redis")]
+            "redis" => {
+                let url = get("EVENT_AUDIT_REDIS_URL")
+                    .or_else(|| get("REDIS_URL"))
+                    .unwrap_or_else(|| "redis://localhost:6379/0".into());
+                let stream =
+                    get("EVENT_AUDIT_REDIS_STREAM").unwrap_or_else(|| "eventbus:audit".into());
+                let max_len = match get("EVENT_AUDIT_REDIS_MAXLEN") {
+                    Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or(
+                        HandlersError::Setting {
+                            variable: "EVENT_AUDIT_REDIS_MAXLEN",
+                            value: v,
+                            expected: "a whole number of entries, at least 1",
+                        },
+                    )?,
+                    None => DEFAULT_STREAM_MAX_LEN,
+                };
+                Self::redis_stream(url, stream, max_len)
+            }
+            _ => {
+                return Err(HandlersError::Setting {
+                    variable: "EVENT_AUDIT_SINK",
+                    value: sink,
+                    expected: if cfg!(feature = "redis") {
+                        "`jsonl` or `redis`"
+                    } else {
+                        "`jsonl` (`redis` needs the cargo feature `redis` of event-handlers)"
+                    },
+                });
+            }
         };
-        let bytes = match get("EVENT_AUDIT_MAX_FILE_BYTES") {
-            Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1024).ok_or(
-                HandlersError::Setting {
-                    variable: "EVENT_AUDIT_MAX_FILE_BYTES",
-                    value: v,
-                    expected: "a whole number of bytes, at least 1024",
-                },
-            )?,
-            None => DEFAULT_MAX_FILE_BYTES,
-        };
-        let files = match get("EVENT_AUDIT_MAX_FILES") {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(HandlersError::Setting {
-                    variable: "EVENT_AUDIT_MAX_FILES",
-                    value: v,
-                    expected: "a whole number from 1 to 1000",
-                })?,
-            None => DEFAULT_MAX_FILES,
-        };
-        settings = settings.rotation(bytes, files);
         if let Some(list) = get("EVENT_AUDIT_EXTRA_TYPES") {
             for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 let event_type = EventType::new(name).map_err(|_| HandlersError::Setting {
@@ -168,6 +270,8 @@ mod tests {
             err.to_string().contains("EVENT_AUDIT_MAX_FILE_BYTES"),
             "{err}"
         );
+        let err = AuditSettings::from_vars([("EVENT_AUDIT_SINK", "kafka")]).unwrap_err();
+        assert!(err.to_string().contains("EVENT_AUDIT_SINK"), "{err}");
         let err = AuditSettings::from_vars([("EVENT_AUDIT_EXTRA_TYPES", "Bad Type")]).unwrap_err();
         assert!(err.to_string().contains("EVENT_AUDIT_EXTRA_TYPES"), "{err}");
         let s = AuditSettings::from_vars([(
@@ -176,5 +280,36 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(s.extra_event_types.len(), 2);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_sink_from_variables_never_shows_the_password() {
+        let s = AuditSettings::from_vars([
+            ("EVENT_AUDIT_SINK", "redis"),
+            ("REDIS_URL", "redis://app:s3cret@cache:6379/2"),
+            ("EVENT_AUDIT_REDIS_MAXLEN", "500"),
+        ])
+        .unwrap();
+        let AuditSink::RedisStream {
+            url,
+            stream,
+            max_len,
+        } = &s.sink
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(url, "redis://app:s3cret@cache:6379/2");
+        assert_eq!((stream.as_str(), *max_len), ("eventbus:audit", 500));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let err = AuditSettings::from_vars([
+            ("EVENT_AUDIT_SINK", "redis"),
+            ("EVENT_AUDIT_REDIS_MAXLEN", "0"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("EVENT_AUDIT_REDIS_MAXLEN"),
+            "{err}"
+        );
     }
 }

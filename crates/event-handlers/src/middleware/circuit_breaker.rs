@@ -9,6 +9,11 @@
 //!   backend's backoff spaces the retries.
 //! - **Half-open**: one trial event goes through while the others wait for its result. A
 //!   success closes the circuit; a counted failure opens it again for `open_for`.
+//!
+//! A paused event is in flight as far as the bus is concerned: an unsubscribe or shutdown
+//! waits for it at most `EVENT_SHUTDOWN_TIMEOUT_MS`, then leaves it unacknowledged, to be
+//! delivered again. One breaker guards one wrapped handler (its state is not shared between
+//! processes).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

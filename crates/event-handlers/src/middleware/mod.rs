@@ -1,5 +1,5 @@
 //! Handler middleware in the tower shape: a layer ([`tower::Layer`]) wraps an
-//! [`EventHandler`] and returns one, so layers stack with [`tower::ServiceBuilder`] and the
+//! [`EventHandler`](event_core::EventHandler) and returns one, so layers stack with [`tower::ServiceBuilder`] and the
 //! result subscribes like any handler.
 //!
 //! Redelivery, retry with backoff and dead-lettering belong to the backends (the dispatcher in

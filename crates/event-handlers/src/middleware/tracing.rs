@@ -84,3 +84,79 @@ impl<H: EventHandler> EventHandler for Traced<H> {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::middleware::SharedHandler;
+    use event_core::{EventType, handler_fn};
+    use tower::Layer;
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_handlers_lines_carry_the_events_ids() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let handler =
+            TracingLayer::new().layer(SharedHandler::new(handler_fn("mailer", |_e| async {
+                tracing::info!("sending the welcome mail");
+                Err::<(), _>(HandlerError::transient("smtp down"))
+            })));
+        let event = Event::builder(EventType::USER_REGISTERED, "user_service")
+            .correlation_id("req-9")
+            .causation_id("cause-1")
+            .build()
+            .unwrap();
+        handler.handle(&event).await.unwrap_err();
+        handler
+            .on_error(&event, &HandlerError::transient("smtp down"), 1)
+            .await;
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let expected = [
+            "handle_event{".to_owned(),
+            "handler=\"mailer\"".to_owned(),
+            format!("event_id={}", event.id),
+            "event_type=user.registered".to_owned(),
+            "correlation_id=\"req-9\"".to_owned(),
+            "causation_id=\"cause-1\"".to_owned(),
+        ];
+        for message in [
+            "sending the welcome mail",
+            "event failed: smtp down",
+            "handler failed: smtp down",
+        ] {
+            let line = lines
+                .iter()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("no line with {message:?} in:\n{text}"));
+            for field in &expected {
+                assert!(line.contains(field.as_str()), "{field} missing from {line}");
+            }
+        }
+    }
+}

@@ -68,8 +68,9 @@ impl Default for Thresholds {
 pub struct DomainContext {
     /// The bus alerts and re-analysis requests are published on.
     pub bus: Arc<dyn EventBus>,
-    /// The audit trail's sink (default: [`AuditSettings::from_env`], else JSON Lines files
-    /// under the temporary directory).
+    /// The audit trail's sink (default [`AuditSettings::default`]: JSON Lines files under the
+    /// temporary directory; the manager reads `EVENT_AUDIT_*` with
+    /// [`AuditSettings::from_env`]).
     pub audit: AuditSettings,
     /// Alert thresholds and view limits.
     pub thresholds: Thresholds,

@@ -14,8 +14,9 @@
 //!    later and then finds it done (or the claim's lease expired because that instance
 //!    died, and runs it).
 //!
-//! The lease must outlast the handler's [timeout](super::TimeoutLayer) (default lease 5
-//! minutes). A store that cannot be reached fails the event as transient: handling it without
+//! The lease must outlast everything inside this layer: the handler's
+//! [timeout](super::TimeoutLayer), plus any wait for a [permit](super::ConcurrencyLimitLayer)
+//! or a paused [circuit](super::CircuitBreakerLayer) (default lease 5 minutes). A store that cannot be reached fails the event as transient: handling it without
 //! knowing whether it was handled would break the promise.
 
 mod memory;

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::{Error, redact_url};
-use fred::prelude::{Builder, Client, ClientLike, KeysInterface, LuaInterface, ReconnectPolicy};
+use fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface};
 use fred::types::{Expiration, SetOptions};
 
 use super::{Claim, IdempotencyStore, StoreError};
+use crate::redis_client;
 
 const DONE: &str = "done";
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Names the store in messages.
+const WHAT: &str = "idempotency store";
 
 /// An [`IdempotencyStore`] in Redis, for handlers running in several processes.
 ///
@@ -55,50 +56,12 @@ impl RedisIdempotencyStore {
     /// [`Error::InvalidArgument`] for a URL that is not a Redis URL, [`Error::Backend`] when
     /// the server cannot be reached; messages never show the password.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
-        if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
-            return Err(Error::InvalidArgument(format!(
-                "idempotency store URL {} is not a Redis URL such as redis://host:6379/0: it must start with one of {}",
-                redact_url(url),
-                SCHEMES.join(", ")
-            )));
-        }
-        let config = fred::types::config::Config::from_url(url).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "idempotency store URL {} is not a Redis URL such as redis://host:6379/0: {}",
-                redact_url(url),
-                e.details()
-            ))
-        })?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = CONNECT_TIMEOUT;
-                c.internal_command_timeout = CONNECT_TIMEOUT;
-                c.max_command_attempts = 3;
-            })
-            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()
-            .map_err(|e| backend(url, "building the Redis client", &e))?;
-        match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.init()).await {
-            Ok(Ok(_task)) => Ok(Self {
-                client,
-                url: url.to_owned(),
-            }),
-            Ok(Err(e)) => Err(backend(url, "connecting", &e)),
-            Err(_) => {
-                let _ = client.quit().await;
-                Err(Error::backend(
-                    "redis",
-                    format!(
-                        "idempotency store: cannot connect to Redis at {} within {:?}",
-                        redact_url(url),
-                        CONNECT_TIMEOUT * 2
-                    ),
-                    true,
-                ))
-            }
-        }
+        let client = redis_client::build(url, WHAT)?;
+        redis_client::connect(&client, url, WHAT).await?;
+        Ok(Self {
+            client,
+            url: url.to_owned(),
+        })
     }
 
     /// Closes the connection.
@@ -109,20 +72,8 @@ impl RedisIdempotencyStore {
         self.client
             .quit()
             .await
-            .map_err(|e| backend(&self.url, "closing", &e))
+            .map_err(|e| redis_client::backend(&self.url, WHAT, "closing", &e))
     }
-}
-
-fn backend(url: &str, context: &str, e: &fred::error::Error) -> Error {
-    Error::backend(
-        "redis",
-        format!(
-            "idempotency store at {}: {context}: {}",
-            redact_url(url),
-            e.details()
-        ),
-        true,
-    )
 }
 
 fn failure(context: &str, e: &fred::error::Error) -> StoreError {
