@@ -26,6 +26,8 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .into());
     }
     let manager = Arc::new(ctx.manager()?);
+    // The router first: it installs the metrics recorder before any handler records.
+    let app = router(manager.clone(), api);
     manager.start_with_retries(5).await?;
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
@@ -37,7 +39,7 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         manager.handler_names().join(", ")
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(manager.clone(), api), async {
+    let server = tokio::spawn(serve(listener, app, async {
         let _ = stop_rx.await;
     }));
     let signal = event_manager::shutdown_signal().await;
