@@ -3,8 +3,9 @@
 //! real broker (`EVENTBUS_TEST_KAFKA_BROKERS`); the consumer process is this test binary run
 //! again with `EVENTBUS_KAFKA_FAULT_CHILD` set.
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,36 +48,17 @@ async fn consumer_child() -> anyhow::Result<()> {
     };
     let bus = KafkaBus::connect(config(brokers, prefix)).await?;
     let event_type = EventType::new(event_type)?;
-    let out = Arc::new(Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)?,
-    ));
     bus.subscribe(
         spec(handler, &event_type),
-        handler_fn(handler.to_string(), move |event: Arc<Event>| {
-            let out = out.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let mut out = out.lock().unwrap();
-                writeln!(out, "{}", event.id).map_err(HandlerError::transient)?;
-                out.flush().map_err(HandlerError::transient)?;
-                Ok::<(), HandlerError>(())
-            }
-        }),
+        support::id_writer(
+            handler,
+            std::path::Path::new(file),
+            Duration::from_millis(5),
+        )?,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(120)).await;
     Ok(())
-}
-
-fn handled_by_child(file: &std::path::Path) -> Vec<EventId> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
 }
 
 #[tokio::test]
@@ -118,17 +100,17 @@ async fn a_killed_consumer_resumes_from_its_committed_offsets() -> anyhow::Resul
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while handled_by_child(&file).len() < EVENTS / 3 {
+    while support::read_ids(&file).len() < EVENTS / 3 {
         ensure!(
             tokio::time::Instant::now() < deadline,
             "the consumer process handled {} events in 30 s",
-            handled_by_child(&file).len()
+            support::read_ids(&file).len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     child.kill()?; // SIGKILL
     child.wait()?;
-    let first: HashSet<EventId> = handled_by_child(&file).into_iter().collect();
+    let first: HashSet<EventId> = support::read_ids(&file).into_iter().collect();
     ensure!(
         first.len() < EVENTS,
         "the consumer finished before it was killed"

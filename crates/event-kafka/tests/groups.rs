@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,25 +47,10 @@ async fn consumer_child() -> anyhow::Result<()> {
         anyhow::bail!("bad {CHILD}: {settings}");
     };
     let bus = KafkaBus::connect(config(brokers, prefix)).await?;
-    let out = Arc::new(Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)?,
-    ));
     bus.subscribe(
         SubscriptionSpec::new(handler.to_string(), [EventType::new(event_type)?])
             .start_from(StartFrom::Earliest),
-        handler_fn(handler.to_string(), move |event: Arc<Event>| {
-            let out = out.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                let mut out = out.lock().unwrap();
-                writeln!(out, "{}", event.id).map_err(HandlerError::transient)?;
-                out.flush().map_err(HandlerError::transient)?;
-                Ok::<(), HandlerError>(())
-            }
-        }),
+        support::id_writer(handler, Path::new(file), Duration::from_millis(2))?,
     )
     .await?;
     let stop = PathBuf::from(format!("{file}.stop"));
@@ -161,7 +145,7 @@ impl Scenario {
     fn handled(&self) -> Vec<Vec<EventId>> {
         self.children
             .iter()
-            .map(|(_, file)| read_ids(file))
+            .map(|(_, file)| support::read_ids(file))
             .collect()
     }
 
@@ -229,14 +213,6 @@ impl Drop for Scenario {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn read_ids(file: &Path) -> Vec<EventId> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
 }
 
 /// How often each id was handled, over all processes.

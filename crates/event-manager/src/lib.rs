@@ -24,7 +24,7 @@ pub use global::{
     subscribe_to_events, uninstall,
 };
 pub use health::ManagerHealth;
-pub use lifespan::shutdown_signal;
+pub use lifespan::{listen_for_shutdown, shutdown_signal};
 pub use manager::{EventBusManager, ManagerBuilder, ManagerState};
 pub use paging::{ReplayCursor, ReplayPage, recent_events, replay_page};
 pub use registry::HandlerOrigin;

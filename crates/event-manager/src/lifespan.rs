@@ -5,23 +5,40 @@ use std::sync::Arc;
 
 use crate::{EventBusManager, ManagerError};
 
-/// Resolves at the first SIGTERM or Ctrl-C (SIGINT); on other platforms at Ctrl-C.
+/// Resolves at the first SIGTERM or Ctrl-C (SIGINT); on other platforms at Ctrl-C. The
+/// handlers are installed when the future is first polled: a signal that arrives before then
+/// still has its default effect. Use [`listen_for_shutdown`] to install them at once.
 ///
 /// # Errors
 /// [`ManagerError::Signal`] when the signal handlers cannot be installed.
 pub async fn shutdown_signal() -> Result<(), ManagerError> {
+    listen_for_shutdown()?.await
+}
+
+/// Installs the SIGTERM and Ctrl-C handlers now and returns a future that resolves at the
+/// first of them: from this call on, those signals no longer end the process by default.
+/// Call it before announcing that a service is ready. Needs a Tokio runtime.
+///
+/// # Errors
+/// [`ManagerError::Signal`] when the signal handlers cannot be installed.
+pub fn listen_for_shutdown()
+-> Result<impl Future<Output = Result<(), ManagerError>> + Send + 'static, ManagerError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(ManagerError::Signal)?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(ManagerError::Signal),
-            _ = term.recv() => Ok(()),
-        }
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(ManagerError::Signal)?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            Ok(())
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.map_err(ManagerError::Signal)
+        Ok(async { tokio::signal::ctrl_c().await.map_err(ManagerError::Signal) })
     }
 }
 
@@ -32,7 +49,8 @@ impl EventBusManager {
     /// # Errors
     /// A failed start, a failed signal listener, or a failed stop.
     pub async fn run_until_shutdown_signal(&self) -> Result<(), ManagerError> {
-        self.run_until(async { shutdown_signal().await }).await
+        let signal = listen_for_shutdown()?;
+        self.run_until(signal).await
     }
 
     /// Starts (if not running), runs until `shutdown` resolves, then drains and stops. Stops

@@ -855,3 +855,70 @@ async fn no_tokens_means_no_access_and_a_stopped_bus_is_503() -> anyhow::Result<
     assert_eq!(r.json()?["status"], "unhealthy");
     Ok(())
 }
+
+#[tokio::test]
+async fn views_of_the_domain_handlers() -> anyhow::Result<()> {
+    let config = Config::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,user")])?;
+    let manager = Arc::new(EventBusManager::builder(config.clone()).build()?);
+    manager.start().await?;
+    let tokens = ApiTokens::none().with(Role::Admin, ADMIN);
+    let app = router(manager.clone(), ApiConfig::new(&config, tokens));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve(listener, app, std::future::pending()));
+
+    assert_eq!(
+        get(addr, "/api/v1/events/views", Some(ADMIN))
+            .await?
+            .json()?,
+        json!(["opportunity", "user"])
+    );
+    let created = json!({
+        "event_type": "opportunity.created",
+        "payload": {"opportunity_id": "opp-123", "title": "AI-Powered Customer Service",
+                    "description": "Automated customer support using NLP", "ai_solution_type": "nlp"},
+        "source": "opportunity_service",
+    });
+    assert_eq!(
+        post(addr, "/api/v1/events/publish", ADMIN, &created)
+            .await?
+            .status,
+        200
+    );
+    wait_for("the catalogue view", async || {
+        let view = get(addr, "/api/v1/events/views/opportunity", Some(ADMIN))
+            .await?
+            .json()?;
+        Ok(view["snapshot"]["opportunities"]["opp-123"]["title"] == "AI-Powered Customer Service")
+    })
+    .await?;
+    let stats = get(addr, "/api/v1/events/stats", Some(ADMIN))
+        .await?
+        .json()?;
+    assert_eq!(stats["handlers"]["opportunity"]["origin"], "domain");
+    assert_eq!(stats["handlers"]["opportunity"]["has_view"], true);
+    // The domain handlers run inside event-handlers' metrics layer: /metrics shows them.
+    let metrics = String::from_utf8(get(addr, "/metrics", Some(ADMIN)).await?.body)?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eventbus_handler_events_handled_total")
+                && l.contains("handler=\"opportunity\"")
+                && l.contains("event_type=\"opportunity.created\"")),
+        "{metrics}"
+    );
+    // Removing a domain handler removes its view too.
+    let r = call(
+        addr,
+        "DELETE",
+        "/api/v1/events/handlers/user",
+        Some(ADMIN),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    let r = get(addr, "/api/v1/events/views/user", Some(ADMIN)).await?;
+    assert_eq!(r.status, 404);
+    manager.stop().await?;
+    Ok(())
+}

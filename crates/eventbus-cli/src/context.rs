@@ -40,6 +40,11 @@ impl Context {
         Ok((config, explicit(&vars)))
     }
 
+    /// The bus variables the user set (environment or flags).
+    pub(crate) fn explicit_variables(&self) -> BTreeSet<String> {
+        explicit(&self.vars)
+    }
+
     /// A started manager without domain handlers: what most commands read and write with.
     pub(crate) async fn open(&self) -> anyhow::Result<Arc<EventBusManager>> {
         let mut config = self.config.clone();

@@ -4,6 +4,11 @@ use serde::Serialize;
 
 /// Prints rows under headers, each column as wide as its widest cell.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+    table_indented("", headers, rows);
+}
+
+/// [`table`], every line starting with `indent`.
+pub(crate) fn table_indented(indent: &str, headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -17,7 +22,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        out!("{}", text.join("  ").trim_end());
+        out!("{indent}{}", text.join("  ").trim_end());
     };
     line(&mut headers.iter().copied());
     line(

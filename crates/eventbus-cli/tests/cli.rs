@@ -383,3 +383,98 @@ fn serve_answers_and_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
     Ok(())
 }
+
+/// Checks the JSON summary of a demo run.
+fn check_demo(out: &Output, backend: &str, signals: u64) -> anyhow::Result<()> {
+    ensure!(code(out) == 0, "demo on {backend}: {}", stderr(out));
+    let summary: Value = serde_json::from_str(&stdout(out)).with_context(|| stdout(out))?;
+    assert_eq!(summary["backend"], backend);
+    let handlers = summary["handlers"].as_array().context("no handlers")?;
+    for name in [
+        "agent",
+        "audit",
+        "market_signal",
+        "opportunity",
+        "pager",
+        "system",
+        "user",
+    ] {
+        assert!(
+            handlers.iter().any(|h| h == name),
+            "{name} missing: {summary}"
+        );
+    }
+    let views = &summary["views"];
+    assert_eq!(views["opportunity"]["active"], 2, "{summary}");
+    assert_eq!(views["opportunity"]["reanalysis_requests"], 1, "{summary}");
+    assert_eq!(views["user"]["registered"], 3);
+    assert_eq!(
+        views["agent"]["alerts_raised"], 1,
+        "the alert fires once: {summary}"
+    );
+    assert_eq!(
+        views["agent"]["analyzer_failures"], 5,
+        "at the policy's fifth failure"
+    );
+    assert_eq!(views["market_signal"]["detected"], signals);
+    assert_eq!(views["market_signal"]["clusters"], 2);
+    assert_eq!(views["system"]["degraded"], serde_json::json!(["database"]));
+    assert_eq!(summary["dead_letters"]["redriven"], 1);
+    assert_eq!(
+        summary["dead_letters"]["paged"], 1,
+        "the redriven alert was handled"
+    );
+    assert!(summary["replayed_by_type"]["signal.detected"].as_u64() >= Some(signals));
+    Ok(())
+}
+
+#[test]
+fn demo_on_memory() -> anyhow::Result<()> {
+    let out = run(&[], &["--json", "demo"])?;
+    check_demo(&out, "memory", 3000)?;
+    // The table form tells the story step by step and ends with the summary.
+    let out = run(&[], &["demo", "--signals", "200"])?;
+    ensure!(code(&out) == 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for step in [
+        "1. starting",
+        "4. agents",
+        "5. the pager is offline",
+        "8. replay of the last minute",
+        "9. stats",
+        "summary:",
+    ] {
+        assert!(text.contains(step), "{step} missing:\n{text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn demo_on_redis() -> anyhow::Result<()> {
+    let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
+        return Ok(());
+    };
+    let prefix = unique("cli-demo");
+    let vars = [
+        ("EVENT_BUS_TYPE", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let out = run(&vars, &["--json", "demo", "--signals", "1000"])?;
+    check_demo(&out, "redis", 1000)
+}
+
+#[test]
+fn demo_on_kafka() -> anyhow::Result<()> {
+    let Some(brokers) = test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let prefix = unique("cli-demo");
+    let vars = [
+        ("EVENT_BUS_TYPE", "kafka"),
+        ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),
+        ("KAFKA_TOPIC_PREFIX", prefix.as_str()),
+    ];
+    let out = run(&vars, &["--json", "demo", "--signals", "500"])?;
+    check_demo(&out, "kafka", 500)
+}

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use event_core::{Event, EventBus, EventHandler, EventType, HandlerError};
+use event_core::{Event, EventBus, EventType, HandlerError};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -16,7 +15,6 @@ use super::payloads::{
     AgentTaskStarted, decode,
 };
 use super::{Outbox, RecentIds, lock, seconds_between};
-use crate::View;
 
 /// Durations kept per agent for the p95.
 const DURATIONS_KEPT: usize = 1_000;
@@ -456,33 +454,7 @@ pub(crate) fn agent_task_started() -> EventType {
     <AgentTaskStarted as event_publishers::DomainEvent>::event_type()
 }
 
-#[async_trait]
-impl EventHandler for AgentEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        {
-            let mut state = lock(&self.state);
-            if !state.seen.contains(&event.id) {
-                self.apply(&mut state, event)?;
-                state.seen.insert(event.id);
-            }
-        }
-        self.outbox.flush(&self.bus).await
-    }
-}
-
-impl View for AgentEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.fleet())
-    }
-}
+domain_handler!(AgentEventHandler, fleet, outbox);
 
 #[cfg(test)]
 mod tests {

@@ -4,14 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use event_core::{Event, EventHandler, EventType, HandlerError};
+use event_core::{Event, EventType, HandlerError};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::payloads::{SignalClustered, SignalDetected, SignalProcessed, decode};
 use super::{RecentIds, lock};
-use crate::View;
 
 /// One bucket of the confidence distribution: `[from, to)` (the last includes 1.0).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -296,28 +294,4 @@ impl MarketSignalEventHandler {
     }
 }
 
-#[async_trait]
-impl EventHandler for MarketSignalEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let mut state = lock(&self.state);
-        if !state.seen.contains(&event.id) {
-            self.apply(&mut state, event)?;
-            state.seen.insert(event.id);
-        }
-        Ok(())
-    }
-}
-
-impl View for MarketSignalEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.funnel())
-    }
-}
+domain_handler!(MarketSignalEventHandler, funnel);

@@ -2,6 +2,47 @@
 //! (queryable as a typed value or as JSON through [`View`](crate::View)), and publishes the
 //! follow-up events the domain calls for (alerts, re-analysis requests).
 
+/// The [`EventHandler`](event_core::EventHandler) and [`View`](crate::View) of a domain
+/// handler: its state (`self.state`) keeps the ids it applied (`seen`), so an event delivered
+/// again is applied once; `$view` is the method that reads its typed view; a handler with an
+/// outbox (`self.outbox`) publishes the follow-up events of the update after the lock is let
+/// go (a failed publish fails the event, and its retry publishes them).
+macro_rules! domain_handler {
+    ($handler:ty, $view:ident $(, $outbox:ident)?) => {
+        #[async_trait::async_trait]
+        impl event_core::EventHandler for $handler {
+            fn name(&self) -> &str {
+                Self::NAME
+            }
+
+            async fn handle(
+                &self,
+                event: &event_core::Event,
+            ) -> Result<(), event_core::HandlerError> {
+                {
+                    let mut state = super::lock(&self.state);
+                    if !state.seen.contains(&event.id) {
+                        self.apply(&mut state, event)?;
+                        state.seen.insert(event.id);
+                    }
+                }
+                $(self.$outbox.flush(&self.bus).await?;)?
+                Ok(())
+            }
+        }
+
+        impl crate::View for $handler {
+            fn name(&self) -> &str {
+                Self::NAME
+            }
+
+            fn snapshot(&self) -> serde_json::Value {
+                crate::registry::to_json(&self.$view())
+            }
+        }
+    };
+}
+
 mod agent;
 mod market_signal;
 mod opportunity;

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use event_core::{Event, EventBus, EventHandler, EventType, HandlerError, JsonObject};
+use event_core::{Event, EventBus, EventType, HandlerError, JsonObject};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -16,7 +15,6 @@ use super::payloads::{
     ValidationApproved, ValidationRejected, ValidationSubmitted, decode,
 };
 use super::{Outbox, RecentIds, lock};
-use crate::View;
 
 /// The fields whose change calls for a re-analysis, as in the original.
 pub const REANALYSIS_FIELDS: [&str; 3] = ["description", "market_signals", "ai_solution_type"];
@@ -452,30 +450,4 @@ pub(crate) fn reanalysis_requested() -> EventType {
         .expect("`opportunity.reanalysis_requested` is a valid event type")
 }
 
-#[async_trait]
-impl EventHandler for OpportunityEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        {
-            let mut state = lock(&self.state);
-            if !state.seen.contains(&event.id) {
-                self.apply(&mut state, event)?;
-                state.seen.insert(event.id);
-            }
-        }
-        self.outbox.flush(&self.bus).await
-    }
-}
-
-impl View for OpportunityEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.catalog())
-    }
-}
+domain_handler!(OpportunityEventHandler, catalog, outbox);

@@ -4,14 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use event_core::{Event, EventHandler, EventType, HandlerError, JsonObject};
+use event_core::{Event, EventType, HandlerError, JsonObject};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::payloads::{SystemError, SystemHealthCheck, SystemMaintenance, decode};
 use super::{RecentIds, lock};
-use crate::View;
 
 /// A component's last reported health.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -235,28 +233,4 @@ impl SystemEventHandler {
     }
 }
 
-#[async_trait]
-impl EventHandler for SystemEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let mut state = lock(&self.state);
-        if !state.seen.contains(&event.id) {
-            self.apply(&mut state, event)?;
-            state.seen.insert(event.id);
-        }
-        Ok(())
-    }
-}
-
-impl View for SystemEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.status())
-    }
-}
+domain_handler!(SystemEventHandler, status);

@@ -4,14 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use event_core::{Event, EventHandler, EventType, HandlerError, JsonObject};
+use event_core::{Event, EventType, HandlerError, JsonObject};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::payloads::{UserProfileUpdated, UserRegistered, UserReputationChanged, decode};
 use super::{RecentIds, lock};
-use crate::View;
 
 /// One change in a user's reputation ledger.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -204,28 +202,4 @@ fn entry<'a>(state: &'a mut DirectoryState, id: &str) -> &'a mut UserRecord {
         })
 }
 
-#[async_trait]
-impl EventHandler for UserEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let mut state = lock(&self.state);
-        if !state.seen.contains(&event.id) {
-            self.apply(&mut state, event)?;
-            state.seen.insert(event.id);
-        }
-        Ok(())
-    }
-}
-
-impl View for UserEventHandler {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.directory())
-    }
-}
+domain_handler!(UserEventHandler, directory);

@@ -1,5 +1,7 @@
-//! Kafka's own `kafka-consumer-groups` tool (`ConsumerGroupCommand` in the broker's jars, on
-//! `EVENTBUS_TEST_KAFKA_CLASSPATH`), run on a group and read back: what an operator sees.
+//! What the Kafka test binaries share: consumer processes that write the id of each event they
+//! handle to a file, and Kafka's own `kafka-consumer-groups` tool (`ConsumerGroupCommand` in
+//! the broker's jars, on `EVENTBUS_TEST_KAFKA_CLASSPATH`), run on a group and read back: what an
+//! operator sees.
 
 #![allow(
     dead_code,
@@ -7,16 +9,112 @@
     reason = "each test binary uses part of it"
 )]
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use event_core::{Event, EventHandler, EventId, HandlerError, handler_fn};
+
+/// A handler that takes `delay` per event and appends each event's id to `file`, flushed at
+/// once, so that a process killed with SIGKILL leaves behind exactly what it handled.
+pub fn id_writer(
+    name: &str,
+    file: &Path,
+    delay: Duration,
+) -> anyhow::Result<Arc<dyn EventHandler>> {
+    let out = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?,
+    ));
+    Ok(handler_fn(name.to_string(), move |event: Arc<Event>| {
+        let out = out.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut out = out.lock().unwrap();
+            writeln!(out, "{}", event.id).map_err(HandlerError::transient)?;
+            out.flush().map_err(HandlerError::transient)?;
+            Ok::<(), HandlerError>(())
+        }
+    }))
+}
+
+/// The ids an [`id_writer`] wrote, in order.
+pub fn read_ids(file: &Path) -> Vec<EventId> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
 
 /// The `java` of `JAVA_HOME`, or the one on the path.
 pub fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home).join("bin").join("java"),
         _ => PathBuf::from("java"),
+    }
+}
+
+/// Runs `ConsumerGroupCommand` with `args`: its standard output and error.
+async fn consumer_groups(
+    classpath: &str,
+    brokers: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let mut command = tokio::process::Command::new(java());
+    command
+        .args(["-cp", classpath])
+        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+        .args(["--bootstrap-server", brokers])
+        .args(args)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .context("kafka-consumer-groups did not finish within 60 s")?
+        .context("running java")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ensure!(
+        output.status.success(),
+        "kafka-consumer-groups failed: {stdout}\n{stderr}"
+    );
+    Ok((stdout, stderr))
+}
+
+/// The tool's table: a header line of one-word column names, then rows of one-word fields.
+struct Table<'a> {
+    header: Vec<&'a str>,
+    rows: Vec<Vec<&'a str>>,
+    text: &'a str,
+}
+
+impl<'a> Table<'a> {
+    fn parse(text: &'a str) -> anyhow::Result<Self> {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = lines
+            .next()
+            .with_context(|| format!("no output: {text}"))?
+            .split_whitespace()
+            .collect();
+        let rows = lines.map(|l| l.split_whitespace().collect()).collect();
+        Ok(Self { header, rows, text })
+    }
+
+    fn column(&self, name: &str) -> anyhow::Result<usize> {
+        self.header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("no {name} column in {}", self.text))
+    }
+
+    fn field<'r>(&self, row: &'r [&'a str], column: usize) -> anyhow::Result<&'a str> {
+        row.get(column)
+            .copied()
+            .with_context(|| format!("a short line {row:?} in {}", self.text))
     }
 }
 
@@ -35,61 +133,37 @@ pub async fn tool_members(
     brokers: &str,
     group: &str,
 ) -> anyhow::Result<Option<Vec<ToolMember>>> {
-    let mut command = tokio::process::Command::new(java());
-    command
-        .args(["-cp", classpath])
-        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
-        .args(["--bootstrap-server", brokers])
-        .args(["--describe", "--group", group, "--members", "--verbose"])
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("kafka-consumer-groups did not finish within 60 s")?
-        .context("running java")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "kafka-consumer-groups failed: {stdout}\n{stderr}"
-    );
+    let (stdout, stderr) = consumer_groups(
+        classpath,
+        brokers,
+        &["--describe", "--group", group, "--members", "--verbose"],
+    )
+    .await?;
     // Kafka 4 writes this to stderr, earlier releases to stdout.
     if stdout.contains("has no active members") || stderr.contains("has no active members") {
         return Ok(None);
     }
-    // A header line (GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS ... CURRENT-ASSIGNMENT
-    // ...), then one line per member; every column one word.
-    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .with_context(|| format!("no output: {stdout}\n{stderr}"))?
-        .split_whitespace()
-        .collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .with_context(|| format!("no {name} column in {stdout}"))
-    };
-    let (id, count) = (column("CONSUMER-ID")?, column("#PARTITIONS")?);
+    // GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS ... CURRENT-ASSIGNMENT, one line per member.
+    let table = Table::parse(&stdout)?;
+    let (id, count) = (table.column("CONSUMER-ID")?, table.column("#PARTITIONS")?);
     // Kafka 4 names it CURRENT-ASSIGNMENT (`topic:0,1`), earlier releases ASSIGNMENT
     // (`topic(0,1)`).
-    let assignment = column("CURRENT-ASSIGNMENT").or_else(|_| column("ASSIGNMENT"))?;
+    let assignment = table
+        .column("CURRENT-ASSIGNMENT")
+        .or_else(|_| table.column("ASSIGNMENT"))?;
     let mut members = Vec::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split_whitespace().collect();
+    for row in &table.rows {
         ensure!(
-            fields.first() == Some(&group),
-            "unexpected line {line:?} in {stdout}"
+            row.first() == Some(&group),
+            "unexpected line {row:?} in {stdout}"
         );
         members.push(ToolMember {
-            consumer_id: fields[id].to_string(),
-            partitions: fields[count]
+            consumer_id: table.field(row, id)?.to_string(),
+            partitions: table
+                .field(row, count)?
                 .parse()
-                .with_context(|| format!("#PARTITIONS of {line:?}"))?,
-            assignment: fields
-                .get(assignment)
-                .with_context(|| format!("no assignment in {line:?}"))?
-                .to_string(),
+                .with_context(|| format!("#PARTITIONS of {row:?}"))?,
+            assignment: table.field(row, assignment)?.to_string(),
         });
     }
     Ok(Some(members))
@@ -113,58 +187,28 @@ pub async fn tool_offsets(
     brokers: &str,
     group: &str,
 ) -> anyhow::Result<Vec<ToolOffset>> {
-    let mut command = tokio::process::Command::new(java());
-    command
-        .args(["-cp", classpath])
-        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
-        .args(["--bootstrap-server", brokers])
-        .args(["--describe", "--group", group])
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("kafka-consumer-groups did not finish within 60 s")?
-        .context("running java")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "kafka-consumer-groups failed: {stdout}\n{stderr}"
-    );
-    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .with_context(|| format!("no output: {stdout}\n{stderr}"))?
-        .split_whitespace()
-        .collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .with_context(|| format!("no {name} column in {stdout}"))
-    };
+    let (stdout, _) =
+        consumer_groups(classpath, brokers, &["--describe", "--group", group]).await?;
+    let table = Table::parse(&stdout)?;
     let (topic, partition, lag, consumer) = (
-        column("TOPIC")?,
-        column("PARTITION")?,
-        column("LAG")?,
-        column("CONSUMER-ID")?,
+        table.column("TOPIC")?,
+        table.column("PARTITION")?,
+        table.column("LAG")?,
+        table.column("CONSUMER-ID")?,
     );
-    let mut rows = Vec::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .copied()
-                .with_context(|| format!("a short line {line:?} in {stdout}"))
-        };
-        rows.push(ToolOffset {
-            topic: field(topic)?.to_string(),
-            partition: field(partition)?
-                .parse()
-                .with_context(|| format!("PARTITION of {line:?}"))?,
-            lag: field(lag)?.parse().ok(),
-            consumer_id: field(consumer)?.to_string(),
-        });
-    }
-    Ok(rows)
+    table
+        .rows
+        .iter()
+        .map(|row| {
+            Ok(ToolOffset {
+                topic: table.field(row, topic)?.to_string(),
+                partition: table
+                    .field(row, partition)?
+                    .parse()
+                    .with_context(|| format!("PARTITION of {row:?}"))?,
+                lag: table.field(row, lag)?.parse().ok(),
+                consumer_id: table.field(row, consumer)?.to_string(),
+            })
+        })
+        .collect()
 }

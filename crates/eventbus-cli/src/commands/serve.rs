@@ -26,7 +26,11 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .into());
     }
     let manager = Arc::new(ctx.manager()?);
+    // The router first: it installs the metrics recorder before any handler records.
+    let app = router(manager.clone(), api);
     manager.start_with_retries(5).await?;
+    // Before saying it serves: from then on SIGTERM must drain, not kill.
+    let shutdown = event_manager::listen_for_shutdown()?;
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .map_err(|e| ArgError(format!("cannot listen on {}: {e}", args.addr)))?;
@@ -37,10 +41,10 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         manager.handler_names().join(", ")
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(manager.clone(), api), async {
+    let server = tokio::spawn(serve(listener, app, async {
         let _ = stop_rx.await;
     }));
-    let signal = event_manager::shutdown_signal().await;
+    let signal = shutdown.await;
     eprintln!("eventbus: shutting down: draining the handlers");
     let _ = stop_tx.send(());
     let served = server.await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use event_core::{EventType, ReplayQuery};
-use event_manager::{ReplayCursor, replay_page, shutdown_signal};
+use event_manager::{ReplayCursor, replay_page};
 use time::OffsetDateTime;
 
 use crate::context::Context;
@@ -36,6 +36,7 @@ pub(crate) async fn run(ctx: &Context, args: TailArgs) -> anyhow::Result<Exit> {
         .map(|t| EventType::new(t.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let from = crate::args::parse_time("--since", &args.since, OffsetDateTime::now_utc())?;
+    let shutdown = event_manager::listen_for_shutdown()?;
     let manager = ctx.open().await?;
     let bus = manager.bus()?;
     let follow = async {
@@ -73,7 +74,7 @@ pub(crate) async fn run(ctx: &Context, args: TailArgs) -> anyhow::Result<Exit> {
     };
     tokio::select! {
         r = follow => r?,
-        r = shutdown_signal() => r?,
+        r = shutdown => r?,
     }
     manager.stop().await?;
     Ok(Exit::Ok)
