@@ -17,7 +17,7 @@ pub use bus::{
     AggregateAppend, BusStats, Capabilities, ConsumerHealth, DeadLetter, DeadLetterReason,
     DeadLetterSelection, EventBus, EventStream, ExpectedVersion, FailureRecord, GroupMemberStats,
     HandlerStats, Health, HealthStatus, RedriveReport, ReplayQuery, ReplayReport, StartFrom,
-    Subscription, SubscriptionControl, SubscriptionSpec, replay_into,
+    Subscription, SubscriptionControl, SubscriptionSpec, Unpublished, replay_into,
 };
 pub use codec::JsonCodec;
 pub use config::{

@@ -7,6 +7,7 @@ mod replay;
 mod sourcing;
 mod stats;
 mod subscription;
+mod unpublished;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use replay::{EventStream, ReplayQuery, ReplayReport, replay_into};
 pub use sourcing::{AggregateAppend, ExpectedVersion};
 pub use stats::{BusStats, GroupMemberStats, HandlerStats};
 pub use subscription::{StartFrom, Subscription, SubscriptionControl, SubscriptionSpec};
+pub use unpublished::Unpublished;
 
 use crate::{Error, Event, EventHandler, EventId};
 
@@ -55,6 +57,43 @@ pub trait EventBus: Send + Sync + 'static {
     /// Publishes several events at once, with one result per event in the same order: a bad
     /// event is rejected alone and the others are published.
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>>;
+
+    /// Publishes several events at once like [`publish_batch`](Self::publish_batch), and hands
+    /// back each event it did not take with the reason, so a caller that must keep failed
+    /// events (a batch publisher) need not copy every event first.
+    ///
+    /// The default keeps compact copies of the events for the duration of the call, which a
+    /// backend that sends events over the network hardly notices; the in-memory bus
+    /// overrides it and copies nothing.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the event comes back whole, in a Vec the caller walks once"
+    )]
+    async fn publish_batch_returning(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, Unpublished>> {
+        let copies = unpublished::Copies::of(&events);
+        let results = self.publish_batch(events).await;
+        let mut handed_back: Vec<Result<EventId, Unpublished>> = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| result.map_err(|error| Unpublished::new(copies.restore(i), error)))
+            .collect();
+        // A backend that answers fewer results than events leaves their fate unknown: they
+        // come back rather than vanish.
+        for i in handed_back.len()..copies.len() {
+            handed_back.push(Err(Unpublished::new(
+                copies.restore(i),
+                Error::backend(
+                    "bus",
+                    "publish_batch returned fewer results than events; this event's fate is unknown",
+                    false,
+                ),
+            )));
+        }
+        handed_back
+    }
 
     /// Starts delivering events of `spec.event_types` to `handler`.
     ///

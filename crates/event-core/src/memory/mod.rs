@@ -17,7 +17,7 @@ use crate::dispatch::{
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
-    RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
+    RedriveReport, ReplayQuery, Subscription, SubscriptionSpec, Unpublished,
 };
 use consumer::MemorySink;
 use store::{Store, now_ms};
@@ -140,15 +140,16 @@ impl MemoryBus {
         Ok(())
     }
 
-    /// Appends checked events to the logs and wakes their consumers.
-    fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, Error> {
+    /// Stores events; a bus already shut down takes none and hands them back.
+    fn append_or_return(&self, events: Vec<Event>) -> Result<Vec<EventId>, (Error, Vec<Event>)> {
         let mut wake = Vec::new();
         let ids = {
             let mut store = self.inner.store();
             if store.closed {
-                return Err(Error::ShutDown {
+                let error = Error::ShutDown {
                     operation: "publishes",
-                });
+                };
+                return Err((error, events));
             }
             store.append(events, now_ms(), &mut wake)
         };
@@ -187,23 +188,26 @@ impl EventBus for MemoryBus {
         tokio::task::consume_budget().await;
         self.check_open("publishes")?;
         self.inner.codec.check_size(&event)?;
-        let ids = self.append(vec![event])?;
+        let ids = self
+            .append_or_return(vec![event])
+            .map_err(|(error, _)| error)?;
         Ok(ids[0])
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        self.publish_batch_returning(events)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|unpublished| unpublished.error))
+            .collect()
+    }
+
+    async fn publish_batch_returning(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, Unpublished>> {
         tokio::task::consume_budget().await;
-        if self.check_open("publishes").is_err() {
-            return events
-                .iter()
-                .map(|_| {
-                    Err(Error::ShutDown {
-                        operation: "publishes",
-                    })
-                })
-                .collect();
-        }
-        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
+        let mut results: Vec<Result<EventId, Unpublished>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
             match self.inner.codec.check_size(&event) {
@@ -211,15 +215,21 @@ impl EventBus for MemoryBus {
                     results.push(Ok(event.id));
                     accepted.push(event);
                 }
-                Err(e) => results.push(Err(e)),
+                Err(error) => results.push(Err(Unpublished::new(event, error))),
             }
         }
-        if self.append(accepted).is_err() {
-            // The bus shut down between the check and the append: nothing was written.
+        if let Err((_, events)) = self.append_or_return(accepted) {
+            // The bus is shut down: nothing was written, and every event goes back.
+            let mut events = events.into_iter();
             for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(Error::ShutDown {
-                    operation: "publishes",
-                });
+                if let Some(event) = events.next() {
+                    *r = Err(Unpublished::new(
+                        event,
+                        Error::ShutDown {
+                            operation: "publishes",
+                        },
+                    ));
+                }
             }
         }
         results

@@ -9,7 +9,7 @@ use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use event_core::{Config, Event, EventType, JsonObject};
+use event_core::{Config, Event, EventType, JsonObject, Unpublished};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -118,9 +118,8 @@ struct Shared {
     buffer: Mutex<Vec<Event>>,
     /// Events that automatic flushes could not publish and will not retry.
     failed: Mutex<Vec<FailedEvent>>,
-    /// One flush at a time, so events leave in the order they came; it holds the copies'
-    /// buffer, reused from one batch to the next.
-    flushing: tokio::sync::Mutex<Copies>,
+    /// One flush at a time, so events leave in the order they came.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,7 +139,7 @@ impl BatchPublisher {
             settings,
             buffer: Mutex::new(Vec::with_capacity(settings.batch_size)),
             failed: Mutex::new(Vec::new()),
-            flushing: tokio::sync::Mutex::new(Copies::default()),
+            flushing: tokio::sync::Mutex::new(()),
         });
         let timer = tokio::spawn(run_timer(Arc::downgrade(&shared), settings.flush_interval));
         Self { shared, timer }
@@ -284,7 +283,7 @@ impl Shared {
     /// `batch_size`, if at least `min` are buffered. Transient failures go back to the front
     /// of the buffer, unless `last` (then they are handed back).
     async fn flush(&self, min: usize, last: bool) -> FlushReport {
-        let mut copies = self.flushing.lock().await;
+        let _one_at_a_time = self.flushing.lock().await;
         let mut report = FlushReport::default();
         let mut remaining = {
             let buffer = lock(&self.buffer);
@@ -304,22 +303,13 @@ impl Shared {
                 break;
             }
             remaining -= batch.len();
-            // The bus takes the events; copies are kept to hand back the ones that fail.
-            copies.fill(&batch);
-            let mut results = self.publisher.bus().publish_batch(batch).await.into_iter();
+            // The bus hands back the events it does not take.
+            let results = self.publisher.bus().publish_batch_returning(batch).await;
             report.batches += 1;
-            for index in 0..copies.len() {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(event_core::Error::backend(
-                        "batch publisher",
-                        "the bus returned fewer results than events; the event's fate is unknown",
-                        false,
-                    ))
-                });
+            for result in results {
                 match result {
                     Ok(id) => report.published.push(id),
-                    Err(error) => {
-                        let event = copies.restore(index);
+                    Err(Unpublished { event, error, .. }) => {
                         if error.is_transient() && !last {
                             report.retrying.push((event.id, clone_error(&error)));
                             retry.push(event);
@@ -372,86 +362,5 @@ fn clone_error(error: &event_core::Error) -> event_core::Error {
             ..
         } => event_core::Error::backend(backend, message.clone(), *transient),
         other => event_core::Error::backend("batch publisher", other.to_string(), true),
-    }
-}
-
-/// Copies of a batch's events, kept until the bus has answered, to hand back the ones that
-/// fail. They are encoded into one buffer: a batch of 100 then costs a few allocations
-/// instead of the twenty or so a deep clone of each event takes, which on the in-memory bus
-/// halved the batch publisher's throughput (`cargo xtask bench publishers`). Only a failed
-/// event is decoded.
-#[derive(Debug, Default)]
-struct Copies {
-    bytes: Vec<u8>,
-    /// Where each event's bytes end; an event kept as a clone has an empty range.
-    ends: Vec<usize>,
-    /// Events kept as clones: those with unknown envelope fields (`extra`), which could
-    /// collide with a known field in the encoding, and any that failed to encode.
-    cloned: Vec<(usize, Event)>,
-}
-
-impl Copies {
-    /// Replaces the copies with those of `batch`, reusing the buffers: a new buffer of
-    /// 50 KB per batch would make the allocator consolidate its free lists each time.
-    fn fill(&mut self, batch: &[Event]) {
-        self.bytes.clear();
-        self.ends.clear();
-        self.cloned.clear();
-        for (index, event) in batch.iter().enumerate() {
-            let start = self.bytes.len();
-            if !event.extra.is_empty() || serde_json::to_writer(&mut self.bytes, event).is_err() {
-                self.bytes.truncate(start);
-                self.cloned.push((index, event.clone()));
-            }
-            self.ends.push(self.bytes.len());
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The event at `index`, as it was when the copies were made.
-    fn restore(&self, index: usize) -> Event {
-        if let Some((_, event)) = self.cloned.iter().find(|(i, _)| *i == index) {
-            return event.clone();
-        }
-        let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
-        let bytes = &self.bytes[start..self.ends[index]];
-        // These bytes were encoded from an envelope without unknown fields a moment ago; the
-        // codec's round trip is exact (event-core's codec tests), so they decode.
-        serde_json::from_slice(bytes).expect("an envelope encoded by this process decodes")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn copies_restore_every_event_exactly() {
-        let plain = Event::builder(EventType::SIGNAL_DETECTED, "svc")
-            .payload(json!({"signal_id": "s-1", "score": 0.5, "when": "2026-11-27T01:00:00Z"}))
-            .partition_key("s-1")
-            .correlation_id("req-1")
-            .metadata("published_at", "now")
-            .build()
-            .unwrap();
-        let mut with_extra = Event::builder(EventType::AGENT_ERROR, "svc")
-            .field("agent_id", "a")
-            .build()
-            .unwrap();
-        // An unknown envelope field named like a known one must not corrupt the copy.
-        with_extra.extra.insert("source".into(), json!("shadow"));
-        with_extra.extra.insert("trace".into(), json!({"span": 7}));
-        let batch = vec![plain.clone(), with_extra.clone(), plain.clone()];
-        let mut copies = Copies::default();
-        copies.fill(std::slice::from_ref(&with_extra));
-        copies.fill(&batch);
-        assert_eq!(copies.len(), 3);
-        assert_eq!(copies.restore(0), plain);
-        assert_eq!(copies.restore(1), with_extra);
-        assert_eq!(copies.restore(2), plain);
     }
 }

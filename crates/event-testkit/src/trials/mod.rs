@@ -43,6 +43,8 @@ macro_rules! __for_each_trial {
                 "A batch mixing several types reaches the handlers of each type, each event exactly once.";
             publish::oversized_batch_event_rejected_alone => always,
                 "A batch with one oversized event publishes the others and reports that one as `EventTooLarge`.";
+            publish::batch_hands_back_what_it_did_not_take => always,
+                "A batch published with `publish_batch_returning` hands back exactly the events it did not take, unchanged, with the reason: the oversized one, and every one after shutdown.";
             publish::oversized_publish_writes_nothing => always,
                 "An oversized single publish fails with `EventTooLarge` and writes nothing.";
             delivery::fan_out_to_every_handler => always,

@@ -207,6 +207,56 @@ pub(crate) async fn oversized_batch_event_rejected_alone(fx: &Fixture) -> anyhow
     Ok(())
 }
 
+/// A batch published with `publish_batch_returning` hands back exactly the events it did not take, unchanged, with the reason: the oversized one, and every one after shutdown.
+pub(crate) async fn batch_hands_back_what_it_did_not_take(fx: &Fixture) -> anyhow::Result<()> {
+    let bus = fx.bus_with(|c| c.max_event_bytes = LIMIT).await?;
+    let event_type = fresh_type("created");
+    let recorder = Recorder::fresh();
+    subscribe(&*bus, &recorder, [event_type.clone()]).await?;
+    let big = oversized(&event_type, "k")?;
+    let mut events: Vec<Event> = (0..3).map(|n| keyed(&event_type, "k", n)).collect();
+    events.insert(1, big.clone());
+    let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+    let results = bus.publish_batch_returning(events).await;
+    ensure!(results.len() == 4, "{} results for 4 events", results.len());
+    let mut published = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(id) if i != 1 => {
+                ensure!(id == ids[i], "result {i} is {id}, not {}", ids[i]);
+                published.push(id);
+            }
+            Err(back) if i == 1 => {
+                ensure!(back.event == big, "the oversized event came back changed");
+                too_large(Err(back.error), &big)?;
+            }
+            other => anyhow::bail!("result {i} is {other:?}"),
+        }
+    }
+    for id in &published {
+        recorder.wait_for_event(id).await?;
+    }
+    exactly_once(&recorder.handled_ids(), &published, "handler")?;
+    bus.shutdown().await?;
+    let after: Vec<Event> = (10..13).map(|n| keyed(&event_type, "k", n)).collect();
+    let results = bus.publish_batch_returning(after.clone()).await;
+    ensure!(results.len() == 3, "{} results for 3 events", results.len());
+    for (result, event) in results.into_iter().zip(&after) {
+        match result {
+            Err(back) => {
+                ensure!(back.event == *event, "an event came back changed after shutdown");
+                ensure!(
+                    matches!(back.error, Error::ShutDown { .. }),
+                    "after shutdown: {}",
+                    back.error
+                );
+            }
+            Ok(id) => anyhow::bail!("{id} was published after shutdown"),
+        }
+    }
+    Ok(())
+}
+
 /// An oversized single publish fails with `EventTooLarge` and writes nothing.
 pub(crate) async fn oversized_publish_writes_nothing(fx: &Fixture) -> anyhow::Result<()> {
     let bus = fx.bus_with(|c| c.max_event_bytes = LIMIT).await?;
