@@ -17,7 +17,7 @@ use event_handlers::{AuditSettings, DomainContext};
 use event_manager::{EventBusManager, replay_page};
 use event_publishers::{
     AgentError, AgentEventPublisher, AgentStarted, AgentStopped, AgentTaskCompleted,
-    AgentTaskStarted, MarketSignalEventPublisher, OpportunityCreated, OpportunityDeleted,
+    AgentTaskStarted, BatchPublisher, BatchSettings, MarketSignalEventPublisher, OpportunityCreated, OpportunityDeleted,
     OpportunityEventPublisher, OpportunityUpdated, OpportunityValidated, SignalClustered,
     SignalDetected, SignalProcessed, SystemEventPublisher, SystemHealthCheck, SystemMaintenance,
     UserEventPublisher, UserProfileUpdated, UserRegistered, UserReputationChanged,
@@ -26,7 +26,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::batch_shim::{BatchPublisher, BatchSettings};
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::output;
