@@ -118,8 +118,9 @@ struct Shared {
     buffer: Mutex<Vec<Event>>,
     /// Events that automatic flushes could not publish and will not retry.
     failed: Mutex<Vec<FailedEvent>>,
-    /// One flush at a time, so events leave in the order they came.
-    flushing: tokio::sync::Mutex<()>,
+    /// One flush at a time, so events leave in the order they came; it holds the copies'
+    /// buffer, reused from one batch to the next.
+    flushing: tokio::sync::Mutex<Copies>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,7 +140,7 @@ impl BatchPublisher {
             settings,
             buffer: Mutex::new(Vec::with_capacity(settings.batch_size)),
             failed: Mutex::new(Vec::new()),
-            flushing: tokio::sync::Mutex::new(()),
+            flushing: tokio::sync::Mutex::new(Copies::default()),
         });
         let timer = tokio::spawn(run_timer(Arc::downgrade(&shared), settings.flush_interval));
         Self { shared, timer }
@@ -283,7 +284,7 @@ impl Shared {
     /// `batch_size`, if at least `min` are buffered. Transient failures go back to the front
     /// of the buffer, unless `last` (then they are handed back).
     async fn flush(&self, min: usize, last: bool) -> FlushReport {
-        let _one_at_a_time = self.flushing.lock().await;
+        let mut copies = self.flushing.lock().await;
         let mut report = FlushReport::default();
         let mut remaining = {
             let buffer = lock(&self.buffer);
@@ -304,7 +305,7 @@ impl Shared {
             }
             remaining -= batch.len();
             // The bus takes the events; copies are kept to hand back the ones that fail.
-            let copies = Copies::of(&batch);
+            copies.fill(&batch);
             let mut results = self.publisher.bus().publish_batch(batch).await.into_iter();
             report.batches += 1;
             for index in 0..copies.len() {
@@ -379,6 +380,7 @@ fn clone_error(error: &event_core::Error) -> event_core::Error {
 /// instead of the twenty or so a deep clone of each event takes, which on the in-memory bus
 /// halved the batch publisher's throughput (`cargo xtask bench publishers`). Only a failed
 /// event is decoded.
+#[derive(Debug, Default)]
 struct Copies {
     bytes: Vec<u8>,
     /// Where each event's bytes end; an event kept as a clone has an empty range.
@@ -389,22 +391,19 @@ struct Copies {
 }
 
 impl Copies {
-    fn of(batch: &[Event]) -> Self {
-        let mut bytes = Vec::with_capacity(batch.len() * 512);
-        let mut ends = Vec::with_capacity(batch.len());
-        let mut cloned = Vec::new();
+    /// Replaces the copies with those of `batch`, reusing the buffers: a new buffer of
+    /// 50 KB per batch would make the allocator consolidate its free lists each time.
+    fn fill(&mut self, batch: &[Event]) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.cloned.clear();
         for (index, event) in batch.iter().enumerate() {
-            let start = bytes.len();
-            if !event.extra.is_empty() || serde_json::to_writer(&mut bytes, event).is_err() {
-                bytes.truncate(start);
-                cloned.push((index, event.clone()));
+            let start = self.bytes.len();
+            if !event.extra.is_empty() || serde_json::to_writer(&mut self.bytes, event).is_err() {
+                self.bytes.truncate(start);
+                self.cloned.push((index, event.clone()));
             }
-            ends.push(bytes.len());
-        }
-        Self {
-            bytes,
-            ends,
-            cloned,
+            self.ends.push(self.bytes.len());
         }
     }
 
@@ -447,7 +446,9 @@ mod tests {
         with_extra.extra.insert("source".into(), json!("shadow"));
         with_extra.extra.insert("trace".into(), json!({"span": 7}));
         let batch = vec![plain.clone(), with_extra.clone(), plain.clone()];
-        let copies = Copies::of(&batch);
+        let mut copies = Copies::default();
+        copies.fill(std::slice::from_ref(&with_extra));
+        copies.fill(&batch);
         assert_eq!(copies.len(), 3);
         assert_eq!(copies.restore(0), plain);
         assert_eq!(copies.restore(1), with_extra);
