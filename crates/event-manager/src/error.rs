@@ -67,6 +67,10 @@ pub enum ManagerError {
     )]
     AlreadyInstalled,
 
+    /// A payload failed the validation of its typed event; nothing was published.
+    #[error(transparent)]
+    Publish(event_publishers::Error),
+
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] event_core::Error),

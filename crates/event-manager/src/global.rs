@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use event_core::{Event, EventBus, EventHandler, EventId, EventType, SubscriptionSpec};
+use event_core::{EventBus, EventHandler, EventId, EventType, SubscriptionSpec};
+use event_publishers::EventPublisher;
 use serde::Serialize;
 
 use crate::{EventBusManager, ManagerError};
@@ -53,11 +54,14 @@ pub fn get_event_bus() -> Result<Arc<dyn EventBus>, ManagerError> {
     get_event_bus_manager()?.bus()
 }
 
-/// Publishes one event on the process-wide bus (the seed's `publish_event`).
+/// Publishes one event on the process-wide bus (the seed's `publish_event`), through
+/// `event_publishers::EventPublisher`: a payload of a typed event is validated (nothing is
+/// published when a field is wrong), and the metadata `publisher_source` and `published_at`
+/// are added. Without a correlation id the event gets a new one.
 ///
 /// # Errors
-/// [`ManagerError::NotInstalled`], [`ManagerError::NotRunning`], or the bus's error (an
-/// invalid payload, an event too large, the backend unreachable).
+/// [`ManagerError::NotInstalled`], [`ManagerError::NotRunning`], [`ManagerError::Publish`]
+/// for an invalid payload (naming the field), or the bus's error.
 pub async fn publish_event(
     event_type: EventType,
     payload: impl Serialize,
@@ -65,11 +69,32 @@ pub async fn publish_event(
     correlation_id: Option<&str>,
 ) -> Result<EventId, ManagerError> {
     let bus = get_event_bus()?;
-    let mut builder = Event::builder(event_type, source).payload(payload);
+    let payload = match serde_json::to_value(payload) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(event_core::Error::InvalidEvent {
+                reason: "payload must be a JSON object".into(),
+            }
+            .into());
+        }
+        Err(e) => {
+            return Err(event_core::Error::InvalidEvent {
+                reason: format!("payload cannot be serialized to JSON: {e}"),
+            }
+            .into());
+        }
+    };
+    let mut publisher = EventPublisher::new(bus, source);
     if let Some(id) = correlation_id {
-        builder = builder.correlation_id(id);
+        publisher = publisher.for_request(id);
     }
-    Ok(bus.publish(builder.build()?).await?)
+    publisher
+        .publish_json(event_type, payload, None)
+        .await
+        .map_err(|e| match e {
+            event_publishers::Error::Bus(e) => ManagerError::Bus(e),
+            other => ManagerError::Publish(other),
+        })
 }
 
 /// Registers `handler` for `event_types` with the process-wide manager (the seed's

@@ -65,7 +65,8 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
     .await?;
     publish_event(
         EventType::OPPORTUNITY_CREATED,
-        json!({"opportunity_id": "opp-123", "title": "AI-Powered Customer Service"}),
+        json!({"opportunity_id": "opp-123", "title": "AI-Powered Customer Service",
+               "description": "Automated customer support using NLP", "ai_solution_type": "nlp"}),
         "opportunity_service",
         Some("req-456"),
     )
@@ -78,6 +79,18 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(first.handler_names(), ["catalogue"]);
+    // Typed payloads are validated as the publishers validate them: nothing is published.
+    let err = publish_event(
+        EventType::OPPORTUNITY_CREATED,
+        json!({"opportunity_id": "opp-124"}),
+        "opportunity_service",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ManagerError::Publish(_)), "{err}");
+    assert!(err.to_string().contains("`title`"), "{err}");
+    assert_eq!(first.stats().await?.total_events, 1);
     first.stop().await?;
     assert!(Arc::ptr_eq(&uninstall().unwrap(), &first));
     assert!(matches!(get_event_bus(), Err(ManagerError::NotInstalled)));
@@ -87,7 +100,7 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
         assert!(Arc::ptr_eq(&get_event_bus_manager()?, &m));
         publish_event(
             EventType::SYSTEM_HEALTH_CHECK,
-            json!({"component": "api"}),
+            json!({"component": "api", "status": "healthy"}),
             "t",
             None,
         )

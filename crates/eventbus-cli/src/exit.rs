@@ -38,7 +38,8 @@ pub(crate) fn classify(error: &anyhow::Error) -> Exit {
                 | M::Capability { .. }
                 | M::BackendNotBuilt { .. }
                 | M::UnknownDomainHandler { .. }
-                | M::InvalidSetting { .. } => Exit::Config,
+                | M::InvalidSetting { .. }
+                | M::Publish(_) => Exit::Config,
                 M::UnknownHandler(_) => Exit::NotFound,
                 M::Bus(e) => classify_bus(e),
                 e if e.is_transient() => Exit::Unavailable,

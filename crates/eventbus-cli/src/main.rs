@@ -18,7 +18,6 @@ macro_rules! out {
 }
 
 mod args;
-mod batch_shim;
 mod commands;
 mod context;
 mod exit;

@@ -319,6 +319,29 @@ fn copy_from_redis_to_kafka_keeps_ids_and_timestamps() -> anyhow::Result<()> {
     found.sort_by_key(|e| e.0);
     assert_eq!(found, expected);
 
+    // Copying events older than the target's retention warns that Kafka may delete them.
+    let out = run(
+        &vars,
+        &[
+            "copy",
+            "--from",
+            &url,
+            "--to",
+            &to,
+            "--since",
+            "30d",
+            "--type",
+            "agent.started",
+        ],
+    )?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("KAFKA_RETENTION_MS"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("copied 5 events"), "{}", stdout(&out));
+
     // A bad URL is an input error that does not echo a password.
     let out = run(
         &vars,

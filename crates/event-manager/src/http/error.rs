@@ -111,6 +111,9 @@ impl From<ManagerError> for ApiError {
             ManagerError::UnknownHandler(name) => {
                 Self::not_found(format!("handler {name:?} not found"))
             }
+            ManagerError::Publish(e) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_payload", e.to_string())
+            }
             ManagerError::DuplicateHandler(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

@@ -53,6 +53,16 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     query.validate()?;
     let (from_config, from_explicit) = ctx.config_with(&backend_url("--from", &args.from)?)?;
     let (to_config, to_explicit) = ctx.config_with(&backend_url("--to", &args.to)?)?;
+    // Kafka deletes by record time, and copied records keep their events' timestamps.
+    if to_config.bus_type == event_core::BusType::Kafka
+        && let Ok(retention) = time::Duration::try_from(to_config.kafka_retention)
+        && query.from < now - retention
+    {
+        eprintln!(
+            "warning: events older than KAFKA_RETENTION_MS ({} ms) keep their timestamps and Kafka may delete them soon after the copy; raise the retention of the target topics first to keep them",
+            to_config.kafka_retention.as_millis()
+        );
+    }
     let batch = to_config.batch_size.max(1);
     let source = open_with(from_config, from_explicit).await?;
     let target = open_with(to_config, to_explicit).await?;

@@ -17,16 +17,16 @@ use event_handlers::{AuditSettings, DomainContext};
 use event_manager::{EventBusManager, replay_page};
 use event_publishers::{
     AgentError, AgentEventPublisher, AgentStarted, AgentStopped, AgentTaskCompleted,
-    AgentTaskStarted, MarketSignalEventPublisher, OpportunityCreated, OpportunityDeleted,
-    OpportunityEventPublisher, OpportunityUpdated, OpportunityValidated, SignalClustered,
-    SignalDetected, SignalProcessed, SystemEventPublisher, SystemHealthCheck, SystemMaintenance,
-    UserEventPublisher, UserProfileUpdated, UserRegistered, UserReputationChanged,
+    AgentTaskStarted, BatchPublisher, BatchSettings, MarketSignalEventPublisher,
+    OpportunityCreated, OpportunityDeleted, OpportunityEventPublisher, OpportunityUpdated,
+    OpportunityValidated, SignalClustered, SignalDetected, SignalProcessed, SystemEventPublisher,
+    SystemHealthCheck, SystemMaintenance, UserEventPublisher, UserProfileUpdated, UserRegistered,
+    UserReputationChanged,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::batch_shim::{BatchPublisher, BatchSettings};
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::output;
@@ -78,6 +78,9 @@ pub(crate) async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<Exit> {
         }
     });
     let mut config = ctx.config.clone();
+    // Consumer groups of its own: a service running the same handlers on this bus keeps its
+    // events, and the demo's views see every one of the demo's.
+    config.consumer_group = format!("{}.demo", config.consumer_group);
     // Every domain handler, whatever the environment selects: the demo shows them all.
     config.enable_event_handlers = true;
     config.enabled_event_handlers = event_core::HandlerSelection::All;
