@@ -244,7 +244,10 @@ pub(crate) async fn batch_hands_back_what_it_did_not_take(fx: &Fixture) -> anyho
     for (result, event) in results.into_iter().zip(&after) {
         match result {
             Err(back) => {
-                ensure!(back.event == *event, "an event came back changed after shutdown");
+                ensure!(
+                    back.event == *event,
+                    "an event came back changed after shutdown"
+                );
                 ensure!(
                     matches!(back.error, Error::ShutDown { .. }),
                     "after shutdown: {}",
