@@ -8,18 +8,6 @@ use event_manager::{EventBusManager, ManagerError, ManagerState};
 use event_testkit::test_server;
 use tokio::net::{TcpListener, TcpStream};
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid_like())
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
-}
-
 /// Forwards every connection on `listener` to `target`.
 fn forward(listener: TcpListener, target: String) {
     tokio::spawn(async move {
@@ -50,7 +38,7 @@ async fn a_failed_start_is_not_cached_and_can_be_retried() -> anyhow::Result<()>
     let mut config = Config::default();
     config.bus_type = event_core::BusType::Redis;
     config.redis_url = format!("redis://127.0.0.1:{port}/0");
-    config.redis_key_prefix = unique("manager-retry");
+    config.redis_key_prefix = event_testkit::unique("manager-retry");
     config.enable_event_handlers = false;
     let manager = EventBusManager::builder(config)
         .handler(
@@ -88,7 +76,7 @@ async fn event_sourcing_asked_for_on_kafka_is_refused_with_what_to_change() -> a
     let Some(brokers) = test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
         return Ok(());
     };
-    let prefix = unique("manager-caps");
+    let prefix = event_testkit::unique("manager-caps");
     let vars = [
         ("EVENT_BUS_TYPE", "kafka"),
         ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),

@@ -1046,20 +1046,12 @@ async fn api_on(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{prefix}-{nanos:x}")
-}
-
 #[tokio::test]
 async fn the_api_on_redis() -> anyhow::Result<()> {
     let Some(url) = event_testkit::test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
-    let prefix = unique("manager-http");
+    let prefix = event_testkit::unique("manager-http");
     api_on(Config::from_vars([
         ("EVENT_BUS_TYPE", "redis"),
         ("REDIS_URL", url.as_str()),
@@ -1075,7 +1067,7 @@ async fn the_api_on_kafka() -> anyhow::Result<()> {
     let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
         return Ok(());
     };
-    let prefix = unique("manager-http");
+    let prefix = event_testkit::unique("manager-http");
     api_on(Config::from_vars([
         ("EVENT_BUS_TYPE", "kafka"),
         ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),

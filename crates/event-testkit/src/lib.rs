@@ -10,7 +10,7 @@ mod trial;
 mod trials;
 
 pub use fixture::{BusFactory, Fixture, FnFactory, MaybeFixture, factory_fn};
-pub use servers::{integration_required, test_server};
+pub use servers::{integration_required, test_server, unique};
 pub use trial::{TRIALS, Trial, run_trial};
 
 /// What [`conformance_tests!`] expands to needs; not part of the API.

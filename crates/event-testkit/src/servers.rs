@@ -29,3 +29,9 @@ pub fn test_server(variable: &str, service: &str) -> anyhow::Result<Option<Strin
         }
     }
 }
+
+/// A name no other test run uses, for the key prefixes, topics and groups a test creates on a
+/// shared server: `{prefix}-` and 16 random hex digits.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", fastrand::u64(..))
+}

@@ -14,14 +14,6 @@ use event_testkit::test_server;
 use futures::TryStreamExt as _;
 use serde_json::Value;
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{prefix}-{nanos:x}")
-}
-
 /// `eventbus` with only the given variables (the test's own environment is not passed on,
 /// so a developer's settings cannot change the result).
 fn eventbus(vars: &[(&str, &str)], args: &[&str]) -> Command {
@@ -63,7 +55,7 @@ fn publish_replay_stats_health_and_exit_codes_on_redis() -> anyhow::Result<()> {
     let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
-    let prefix = unique("cli-redis");
+    let prefix = event_testkit::unique("cli-redis");
     let vars = [
         ("EVENT_BUS_TYPE", "redis"),
         ("REDIS_URL", url.as_str()),
@@ -235,7 +227,7 @@ fn copy_from_redis_to_kafka_keeps_ids_and_timestamps() -> anyhow::Result<()> {
     ) else {
         return Ok(());
     };
-    let prefix = unique("cli-copy");
+    let prefix = event_testkit::unique("cli-copy");
     let vars = [
         ("EVENT_BUS_TYPE", "redis"),
         ("REDIS_URL", url.as_str()),
@@ -477,7 +469,7 @@ fn demo_on_redis() -> anyhow::Result<()> {
     let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
-    let prefix = unique("cli-demo");
+    let prefix = event_testkit::unique("cli-demo");
     let vars = [
         ("EVENT_BUS_TYPE", "redis"),
         ("REDIS_URL", url.as_str()),
@@ -492,7 +484,7 @@ fn demo_on_kafka() -> anyhow::Result<()> {
     let Some(brokers) = test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
         return Ok(());
     };
-    let prefix = unique("cli-demo");
+    let prefix = event_testkit::unique("cli-demo");
     let vars = [
         ("EVENT_BUS_TYPE", "kafka"),
         ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),
