@@ -8,7 +8,8 @@ use crate::shell::{self, cargo};
 use crate::{docs, suites};
 
 /// Runs rustfmt's check, the check that the generated event catalog is up to date, clippy
-/// with warnings denied, starts the servers the present backend
+/// with warnings denied, rustdoc with warnings denied (the API docs users browse: no broken
+/// link), starts the servers the present backend
 /// suites need, and runs the whole workspace's tests against them in one `cargo test`
 /// invocation (one build, all test binaries), then prints a summary line.
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -28,6 +29,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
+
+    let mut rustdoc = cargo(["doc", "--workspace", "--no-deps", "--all-features"]);
+    rustdoc.env("RUSTDOCFLAGS", "-D warnings");
+    steps.run("rustdoc", &mut rustdoc)?;
 
     // The servers of the backends in the workspace, stopped when `services` drops: after the
     // tests, or at a failure.

@@ -721,16 +721,21 @@ async fn abandoned_calls_do_not_spoil_the_connection() -> anyhow::Result<()> {
     let Some(client) = client().await? else {
         return Ok(());
     };
-    for _ in 0..3 {
+    let mut abandoned = 0;
+    for _ in 0..10 {
         {
             // One poll writes the request on the open connection and waits for the answer;
-            // then the call is dropped, as a caller's timeout would.
+            // then the call is dropped, as a caller's timeout would. (On a loaded machine the
+            // answer can already be there when that poll reads: that round abandons nothing.)
             let mut call = std::pin::pin!(client.metadata(None));
             let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-            ensure!(call.as_mut().poll(&mut context).is_pending());
+            if call.as_mut().poll(&mut context).is_pending() {
+                abandoned += 1;
+            }
         }
         let metadata = client.metadata(Some(&[])).await?;
         ensure!(!metadata.brokers.is_empty());
     }
+    ensure!(abandoned > 0, "no call was pending after its first poll");
     Ok(())
 }

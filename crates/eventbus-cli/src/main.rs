@@ -48,7 +48,7 @@ struct Cli {
     /// The Redis URL (sets REDIS_URL).
     #[arg(long, global = true, value_name = "URL")]
     redis_url: Option<String>,
-    /// Kafka brokers, host:port[,host:port] (sets KAFKA_BOOTSTRAP_SERVERS).
+    /// Kafka brokers, comma-separated host:port (sets KAFKA_BOOTSTRAP_SERVERS).
     #[arg(long, global = true, value_name = "SERVERS")]
     kafka_brokers: Option<String>,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.

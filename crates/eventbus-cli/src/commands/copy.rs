@@ -16,7 +16,7 @@ use crate::output;
 /// Arguments of `copy`.
 #[derive(Args, Debug)]
 pub(crate) struct CopyArgs {
-    /// Where to read: redis://host:port/db, rediss://..., or kafka://host:port[,host:port].
+    /// Where to read: redis://host:port/db, rediss://..., or kafka://host:port (several brokers comma-separated).
     #[arg(long)]
     from: String,
     /// Where to write, in the same forms.
