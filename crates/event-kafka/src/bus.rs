@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters, StopMode};
+use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters};
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
     EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -389,7 +389,10 @@ impl EventBus for KafkaBus {
         // Events not yet delivered stay in the topics for the next start: consumers stop
         // taking events at once, finish what they hold and commit. A second call waits too.
         let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner.consumers.stop_all(StopMode::Now { until }).await;
+        self.inner
+            .consumers
+            .stop_all(self.inner.shutdown_mode(until))
+            .await;
         Ok(())
     }
 }

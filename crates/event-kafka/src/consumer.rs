@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::dispatch::{
-    Delivery, DeliverySink, DispatchSettings, Dispatcher, HandlerCounters, MemberControl, StopMode,
-    StopSignal,
+    Delivery, DeliverySink, DispatchSettings, Dispatcher, HandlerCounters, StopMode, StopSignal,
 };
 use event_core::{
     DeadLetter, DeadLetterReason, Error, Event, EventHandler, HandlerError, StartFrom,
@@ -622,18 +621,7 @@ pub(crate) async fn subscribe(
     inner.consumers.spawn(member, move |stop| {
         member_loop(group, member, stop, timeout)
     });
-    if inner.closed.load(Ordering::Acquire) {
-        let until = Instant::now() + inner.config.shutdown_timeout;
-        inner.consumers.stop(member, StopMode::Now { until }).await;
-        return Err(Error::ShutDown {
-            operation: "subscriptions",
-        });
-    }
-    Ok(Subscription::new(
-        spec.handler,
-        group_name,
-        Box::new(MemberControl::new(inner.clone(), member)),
-    ))
+    event_core::dispatch::subscription(inner, member, spec.handler, group_name).await
 }
 
 /// A subscription's life: wait for a stop, then leave the group.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters, StopMode};
+use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters};
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event,
     EventBus, EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -290,7 +290,10 @@ impl EventBus for RedisBus {
         // Events not yet delivered stay in the streams for the next start: consumers stop
         // taking events at once and only finish what they hold. A second call waits too.
         let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner.consumers.stop_all(StopMode::Now { until }).await;
+        self.inner
+            .consumers
+            .stop_all(self.inner.shutdown_mode(until))
+            .await;
         if first {
             self.inner
                 .client

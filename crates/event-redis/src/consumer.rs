@@ -2,13 +2,12 @@
 //! consumers (`XPENDING` + `XCLAIM`), and acknowledgements (`XACK`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::dispatch::{
-    Delivery, DeliverySink, DispatchSettings, Dispatcher, MemberControl, StopMode, StopSignal,
+    Delivery, DeliverySink, DispatchSettings, Dispatcher, StopMode, StopSignal,
 };
 use event_core::{
     DeadLetter, DeadLetterReason, Error, EventHandler, StartFrom, Subscription, SubscriptionSpec,
@@ -115,18 +114,7 @@ pub(crate) async fn subscribe(
     inner.consumers.spawn(member, move |stop| {
         run(subscriber, reader, dispatcher, member, stop)
     });
-    if inner.closed.load(Ordering::Acquire) {
-        let until = Instant::now() + inner.config.shutdown_timeout;
-        inner.consumers.stop(member, StopMode::Now { until }).await;
-        return Err(Error::ShutDown {
-            operation: "subscriptions",
-        });
-    }
-    Ok(Subscription::new(
-        spec.handler,
-        group,
-        Box::new(MemberControl::new(inner.clone(), member)),
-    ))
+    event_core::dispatch::subscription(inner, member, spec.handler, group).await
 }
 
 /// A consumer name unique across processes and restarts: a crashed consumer's entries are

@@ -208,6 +208,40 @@ pub trait ConsumerHost: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
     /// How long an unsubscribe waits for in-flight events (`EVENT_SHUTDOWN_TIMEOUT_MS`).
     fn shutdown_timeout(&self) -> std::time::Duration;
+    /// How shutdown stops the consumer loops, by `until`: [`StopMode::Now`] by default (the
+    /// log keeps what was not taken); a bus that keeps nothing afterwards drains.
+    fn shutdown_mode(&self, until: Instant) -> StopMode {
+        StopMode::Now { until }
+    }
+}
+
+/// The end of every backend's subscribe, once the member's consumer loop is spawned: its
+/// [`Subscription`](crate::Subscription), or, when the bus shut down while the subscription
+/// was starting, the loop stopped as shutdown stops the others and
+/// [`Error::ShutDown`](crate::Error::ShutDown).
+///
+/// # Errors
+/// [`Error::ShutDown`](crate::Error::ShutDown) when the bus is shut down.
+pub async fn subscription<H: ConsumerHost>(
+    host: &std::sync::Arc<H>,
+    member: u64,
+    handler: String,
+    group: String,
+) -> Result<crate::Subscription, crate::Error> {
+    if host.is_closed() {
+        let until = Instant::now() + host.shutdown_timeout();
+        host.consumers()
+            .stop(member, host.shutdown_mode(until))
+            .await;
+        return Err(crate::Error::ShutDown {
+            operation: "subscriptions",
+        });
+    }
+    Ok(crate::Subscription::new(
+        handler,
+        group,
+        Box::new(MemberControl::new(host.clone(), member)),
+    ))
 }
 
 /// The [`SubscriptionControl`](crate::SubscriptionControl) of one member of a

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-pub use consumers::{ConsumerHost, ConsumerSet, MemberControl, StopMode, StopSignal};
+pub use consumers::{ConsumerHost, ConsumerSet, MemberControl, StopMode, StopSignal, subscription};
 pub use counters::{CounterSnapshot, HandlerCounters};
 
 use crate::{DeadLetter, Event, EventHandler, RetryPolicy};

@@ -11,9 +11,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::codec::JsonCodec;
-use crate::dispatch::{
-    ConsumerHost, ConsumerSet, DispatchSettings, Dispatcher, MemberControl, StopMode,
-};
+use crate::dispatch::{ConsumerHost, ConsumerSet, DispatchSettings, Dispatcher, StopMode};
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -87,6 +85,11 @@ impl ConsumerHost for Inner {
 
     fn shutdown_timeout(&self) -> std::time::Duration {
         self.config.shutdown_timeout
+    }
+
+    /// Nothing is kept after shutdown: the loops deliver what is published first.
+    fn shutdown_mode(&self, until: tokio::time::Instant) -> StopMode {
+        StopMode::Drain { until }
     }
 }
 
@@ -270,22 +273,7 @@ impl EventBus for MemoryBus {
         self.inner.consumers.spawn(member, move |stop| {
             consumer::run(inner, handler_name, member, dispatcher, notify, stop)
         });
-        if self.inner.closed.load(Ordering::Acquire) {
-            // Shut down while this subscription was starting: stop it like the others.
-            let until = tokio::time::Instant::now() + config.shutdown_timeout;
-            self.inner
-                .consumers
-                .stop(member, StopMode::Drain { until })
-                .await;
-            return Err(Error::ShutDown {
-                operation: "subscriptions",
-            });
-        }
-        Ok(Subscription::new(
-            spec.handler,
-            group,
-            Box::new(MemberControl::new(self.inner.clone(), member)),
-        ))
+        crate::dispatch::subscription(&self.inner, member, spec.handler, group).await
     }
 
     async fn replay(&self, query: ReplayQuery) -> Result<EventStream, Error> {
@@ -409,7 +397,7 @@ impl EventBus for MemoryBus {
         let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
         self.inner
             .consumers
-            .stop_all(StopMode::Drain { until })
+            .stop_all(self.inner.shutdown_mode(until))
             .await;
         Ok(())
     }
