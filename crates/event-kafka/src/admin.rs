@@ -206,15 +206,7 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
             .collect();
         if !request.is_empty() {
             let committed = inner.control.fetch_offsets(&local.group, &request).await?;
-            for ((topic, p), c) in committed {
-                if owned.contains(&(topic.clone(), p)) {
-                    continue;
-                }
-                let end = latest.get(&topic).and_then(|l| l.get(&p)).copied();
-                if let (Some(c), Some(end)) = (c, end) {
-                    handler_stats.lag += u64::try_from(end - c).unwrap_or(0);
-                }
-            }
+            handler_stats.lag += committed_lag(&committed, &latest, &owned);
         }
         handler_stats.members = members(inner, &local.group).await;
         handler_stats.dead_letter_depth =
@@ -227,6 +219,28 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
     }
     remote_handlers(inner, &topics, &latest, &mut stats).await?;
     Ok(stats)
+}
+
+/// A group's lag from its committed offsets: latest − committed, summed over the partitions
+/// with a commit, except those this process owns (it knows their lag from its own positions).
+fn committed_lag(
+    committed: &HashMap<(String, i32), Option<i64>>,
+    latest: &HashMap<String, HashMap<i32, i64>>,
+    owned: &HashSet<(String, i32)>,
+) -> u64 {
+    committed
+        .iter()
+        .filter(|(key, _)| !owned.contains(*key))
+        .filter_map(|((topic, p), c)| {
+            let c = (*c)?;
+            let end = latest
+                .get(topic)
+                .and_then(|l| l.get(p))
+                .copied()
+                .unwrap_or(c);
+            Some(u64::try_from(end - c).unwrap_or(0))
+        })
+        .sum()
 }
 
 /// The members of a group in every process, with their partitions, as the coordinator
@@ -302,23 +316,16 @@ async fn remote_handlers(
             group: group.clone(),
             ..HandlerStats::default()
         };
-        for (event_type, topic, n) in topics {
-            let mut has = false;
-            for p in 0..*n {
-                if let Some(c) = committed.get(&(topic.clone(), p)).copied().flatten() {
-                    has = true;
-                    let end = latest
-                        .get(topic)
-                        .and_then(|l| l.get(&p))
-                        .copied()
-                        .unwrap_or(c);
-                    handler_stats.lag += u64::try_from(end - c).unwrap_or(0);
-                }
-            }
-            if has {
-                handler_stats.event_types.push(event_type.to_string());
-            }
-        }
+        handler_stats.event_types = topics
+            .iter()
+            .filter(|(_, topic, _)| {
+                committed
+                    .iter()
+                    .any(|((t, _), c)| t == topic && c.is_some())
+            })
+            .map(|(event_type, _, _)| event_type.to_string())
+            .collect();
+        handler_stats.lag = committed_lag(&committed, latest, &HashSet::new());
         if handler_stats.event_types.is_empty() {
             // A group of another bus (another topic prefix) on the same cluster.
             continue;

@@ -352,36 +352,8 @@ impl Group {
                 tracing::warn!(group = %self.name, %topic, "assigned a topic this handler does not subscribe to; ignored");
             }
         }
-        let committed = if request.is_empty() {
-            HashMap::new()
-        } else {
-            self.inner
-                .control
-                .fetch_offsets(&self.name, &request)
-                .await?
-        };
-        let mut positions = Vec::new();
-        let mut new_positions = Vec::new();
-        for (topic, partitions) in &request {
-            let i = self.topics.iter().position(|t| t == topic).unwrap_or(0);
-            let redrive = i == self.topics.len() - 1;
-            for &p in partitions {
-                let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
-                    Some(offset) => offset,
-                    None => {
-                        let start = if redrive {
-                            StartFrom::Earliest
-                        } else {
-                            self.start
-                        };
-                        let position = start_position(&self.inner, topic, p, start).await?;
-                        new_positions.push((topic.clone(), p, position));
-                        position
-                    }
-                };
-                positions.push(((i, p), position));
-            }
-        }
+        let (positions, new_positions) =
+            positions(&self.inner, &self.name, self.start, &self.topics, &request).await?;
         self.inner
             .control
             .commit_offsets(&self.name, generation, member_id, &new_positions)
@@ -751,6 +723,45 @@ async fn start_group(
     Ok(group)
 }
 
+/// The positions of `request`'s partitions (each topic one of `topics`, the redrive topic
+/// last): the group's committed offsets, and where the group starts in the partitions it never
+/// consumed (`start`; the redrive topic from its beginning), which the caller commits. Returns
+/// every partition's position by (topic index, partition), and the new ones to commit.
+async fn positions(
+    inner: &Inner,
+    group_name: &str,
+    start: StartFrom,
+    topics: &[String],
+    request: &[(String, Vec<i32>)],
+) -> Result<(Vec<((usize, i32), i64)>, Vec<(String, i32, i64)>), Error> {
+    if request.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let committed = inner.control.fetch_offsets(group_name, request).await?;
+    let mut positions = Vec::new();
+    let mut new_positions = Vec::new();
+    for (topic, partitions) in request {
+        let i = topics.iter().position(|t| t == topic).unwrap_or(0);
+        let start = if i == topics.len() - 1 {
+            StartFrom::Earliest
+        } else {
+            start
+        };
+        for &p in partitions {
+            let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
+                Some(offset) => offset,
+                None => {
+                    let position = start_position(inner, topic, p, start).await?;
+                    new_positions.push((topic.clone(), p, position));
+                    position
+                }
+            };
+            positions.push(((i, p), position));
+        }
+    }
+    Ok((positions, new_positions))
+}
+
 /// A group that never consumed a partition starts where the subscription says: those
 /// positions are committed before the first member joins, so events published after
 /// `subscribe` returns are never skipped, whenever the assignment comes. Kafka accepts such
@@ -768,30 +779,7 @@ async fn start_positions(
         .zip(counts)
         .map(|(t, n)| (t.clone(), (0..*n).collect()))
         .collect();
-    let committed = inner.control.fetch_offsets(group_name, &request).await?;
-    let mut new_positions = Vec::new();
-    for (i, (topic, n)) in topics.iter().zip(counts).enumerate() {
-        let redrive_topic = i == topics.len() - 1;
-        for p in 0..*n {
-            if committed
-                .get(&(topic.clone(), p))
-                .copied()
-                .flatten()
-                .is_none()
-            {
-                let start = if redrive_topic {
-                    StartFrom::Earliest
-                } else {
-                    start
-                };
-                new_positions.push((
-                    topic.clone(),
-                    p,
-                    start_position(inner, topic, p, start).await?,
-                ));
-            }
-        }
-    }
+    let (_, new_positions) = positions(inner, group_name, start, topics, &request).await?;
     if let Err(e) = inner
         .control
         .commit_offsets(group_name, -1, "", &new_positions)
