@@ -1,5 +1,6 @@
 //! [`HandlerCounters`]: lock-free counters a dispatcher updates and stats read.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use time::OffsetDateTime;
@@ -15,6 +16,10 @@ pub struct HandlerCounters {
     last_event_ms: AtomicI64,
     /// Unix time in milliseconds of the last progress, or of the subscription's start.
     last_progress_ms: AtomicI64,
+    /// Consumer loops that panicked or ended unasked (each was restarted).
+    loop_failures: AtomicU64,
+    /// When the last of them failed, and why.
+    last_loop_failure: Mutex<Option<(OffsetDateTime, String)>>,
 }
 
 /// A snapshot of [`HandlerCounters`].
@@ -31,6 +36,8 @@ pub struct CounterSnapshot {
     pub dead_lettered: u64,
     /// When an event last finished.
     pub last_event_at: Option<OffsetDateTime>,
+    /// Consumer loops that failed (panicked or ended unasked) and were restarted.
+    pub loop_failures: u64,
 }
 
 fn now_ms() -> i64 {
@@ -76,6 +83,26 @@ impl HandlerCounters {
         now_ms().saturating_sub(last) > timeout.as_millis() as i64
     }
 
+    /// Records a consumer loop's failure (it is being restarted).
+    pub fn record_loop_failure(&self, why: &str) {
+        self.loop_failures.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_loop_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some((OffsetDateTime::now_utc(), why.to_string()));
+    }
+
+    /// How many consumer loops failed, and when and why the last one did.
+    pub fn loop_failures(&self) -> (u64, Option<(OffsetDateTime, String)>) {
+        let last = self
+            .last_loop_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (self.loop_failures.load(Ordering::Relaxed), last)
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
         let last = self.last_event_ms.load(Ordering::Relaxed);
@@ -89,6 +116,7 @@ impl HandlerCounters {
                     OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1_000_000).ok()
                 })
                 .flatten(),
+            loop_failures: self.loop_failures.load(Ordering::Relaxed),
         }
     }
 }

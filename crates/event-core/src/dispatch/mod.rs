@@ -11,6 +11,7 @@
 mod consumers;
 mod counters;
 mod lane;
+mod supervisor;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use consumers::{ConsumerHost, ConsumerSet, MemberControl, StopMode, StopSignal, subscription};
 pub use counters::{CounterSnapshot, HandlerCounters};
+pub use supervisor::Supervisor;
 
 use crate::{DeadLetter, Event, EventHandler, RetryPolicy};
 

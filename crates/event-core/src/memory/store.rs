@@ -292,12 +292,20 @@ impl Store {
         }
         if let Some(group) = self.groups.get_mut(handler) {
             group.members.retain(|m| *m != member);
-            if !drained {
-                for cursor in group.cursors.values_mut() {
-                    cursor.read = cursor.committed;
-                }
-                group.in_flight = 0;
+        }
+        if !drained {
+            self.rewind(handler);
+        }
+    }
+
+    /// Hands out again everything of the handler that was taken and not acknowledged (a
+    /// consumer that left unfinished, or a consumer loop restarted after a failure).
+    pub(super) fn rewind(&mut self, handler: &str) {
+        if let Some(group) = self.groups.get_mut(handler) {
+            for cursor in group.cursors.values_mut() {
+                cursor.read = cursor.committed;
             }
+            group.in_flight = 0;
         }
     }
 
