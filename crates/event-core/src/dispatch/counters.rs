@@ -12,6 +12,7 @@ pub struct HandlerCounters {
     failed: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    expired: AtomicU64,
     /// Unix time in milliseconds of the last finished event (0 = never).
     last_event_ms: AtomicI64,
     /// Unix time in milliseconds of the last progress, or of the subscription's start.
@@ -34,6 +35,8 @@ pub struct CounterSnapshot {
     pub retried: u64,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Events that retention removed before they were delivered to the handler.
+    pub expired: u64,
     /// When an event last finished.
     pub last_event_at: Option<OffsetDateTime>,
     /// Consumer loops that failed (panicked or ended unasked) and were restarted.
@@ -63,6 +66,19 @@ impl HandlerCounters {
     /// Adds one dead-lettered event.
     pub fn add_dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds events that retention removed before the handler got them, and logs them: they
+    /// are lost to this handler, and nobody should lose events in silence.
+    pub fn add_expired(&self, handler: &str, n: u64) {
+        if n > 0 {
+            self.expired.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(
+                handler,
+                expired = n,
+                "events passed their retention (EVENT_TTL_SECONDS) before this handler got them; they are skipped"
+            );
+        }
     }
 
     /// Records that events finished now.
@@ -111,6 +127,7 @@ impl HandlerCounters {
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             last_event_at: (last > 0)
                 .then(|| {
                     OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1_000_000).ok()

@@ -463,4 +463,62 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(Error::ShutDown { .. })));
     }
+
+    /// Events that retention removes before a lagging handler gets them are counted in its
+    /// stats (and logged), not skipped in silence.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_expired_before_delivery_are_counted() {
+        let config = Config {
+            event_ttl: std::time::Duration::from_secs(1),
+            ..Config::default()
+        };
+        let bus = MemoryBus::new(config).unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let handler = handler_fn("late", move |_| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let spec = || SubscriptionSpec::new("late", [EventType::SIGNAL_DETECTED]);
+        bus.subscribe(spec(), handler.clone())
+            .await
+            .unwrap()
+            .unsubscribe()
+            .await
+            .unwrap();
+        let events: Vec<Event> = (0..250)
+            .map(|_| {
+                Event::builder(EventType::SIGNAL_DETECTED, "test")
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        assert!(bus.publish_batch(events).await.iter().all(Result::is_ok));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while bus.stats().await.unwrap().total_events > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "retention never trimmed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bus.subscribe(spec(), handler).await.unwrap();
+        let marker = Event::builder(EventType::SIGNAL_DETECTED, "test")
+            .build()
+            .unwrap();
+        bus.publish(marker).await.unwrap();
+        while seen.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the marker never arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let stats = bus.stats().await.unwrap();
+        assert_eq!(stats.handlers["late"].expired, 250);
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
 }
