@@ -202,18 +202,23 @@ async fn crashed_instances_claims_are_taken_over(
     let layer = IdempotencyLayer::new(store).prefix(prefix).lease(lease);
     let (bus, subscription) = instance(layer, false, seen.clone()).await?;
     publish_and_check(&bus, &events, &seen).await?;
-    let seen = seen.lock().unwrap();
-    for event in events.iter().step_by(2) {
-        let ran = seen.handled[&event.id][0];
+    // The first run of each event the crashed instance had claimed.
+    let first_runs: Vec<(EventId, Instant)> = {
+        let seen = seen.lock().unwrap();
+        events
+            .iter()
+            .step_by(2)
+            .map(|e| (e.id, seen.handled[&e.id][0]))
+            .collect()
+    };
+    for (id, ran) in first_runs {
         // Loose: the store's clock (Redis's) expires the claims, not ours.
         ensure!(
             ran >= claimed_at + lease / 2,
-            "event {} ran {:?} after the crashed instance claimed it, before its lease of {lease:?} expired",
-            event.id,
+            "event {id} ran {:?} after the crashed instance claimed it, before its lease of {lease:?} expired",
             ran - claimed_at
         );
     }
-    drop(seen);
     subscription.unsubscribe().await?;
     bus.shutdown().await?;
     Ok(keys)

@@ -157,7 +157,7 @@ fn signal(i: usize, flaky_every: usize) -> SignalDetected {
         confidence: 0.5,
         ..Default::default()
     };
-    if flaky_every > 0 && i % flaky_every == 0 {
+    if flaky_every > 0 && i.is_multiple_of(flaky_every) {
         signal.extra.insert("flaky".into(), json!(true));
     }
     signal
