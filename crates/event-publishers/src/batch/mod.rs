@@ -287,9 +287,11 @@ impl Drop for BatchPublisher {
                  flushing in the background: call close() or use scope() to get every result"
             );
         }
-        // Closed: nothing is left. Otherwise the timer may be flushing (its transient failures
-        // come back to the buffer when it ends), so the background flush waits for it.
-        if timer.is_none() && pending == 0 && failed == 0 {
+        // Closed, and no flush running (a cancelled `close` leaves its flush running): nothing
+        // is left. Otherwise the timer may be flushing (its transient failures come back to
+        // the buffer when it ends), so the background flush waits for it.
+        let flush_running = self.shared.flushing.try_lock().is_err();
+        if timer.is_none() && pending == 0 && failed == 0 && !flush_running {
             return;
         }
         let shared = self.shared.clone();
