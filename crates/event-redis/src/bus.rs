@@ -1,7 +1,7 @@
 //! [`RedisBus`]: the [`EventBus`] on Redis Streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     handlers: Mutex<HashMap<String, LocalHandler>>,
     pub(crate) sourcing: sourcing::AppendScript,
     pub(crate) batch_script: publish::BatchScript,
+    /// Added to this host's wall clock, by tests only: a host whose clock is wrong.
+    local_clock_offset_ms: AtomicI64,
 }
 
 impl Inner {
@@ -79,7 +81,8 @@ impl Inner {
 
     /// Stream ids below this time are past the retention.
     pub(crate) fn cutoff_ms(&self) -> i64 {
-        let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+            + self.local_clock_offset_ms.load(Ordering::Relaxed);
         now.saturating_sub(i64::try_from(self.config.event_ttl.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -139,6 +142,7 @@ impl RedisBus {
                 handlers: Mutex::new(HashMap::new()),
                 sourcing: sourcing::AppendScript::new(),
                 batch_script: publish::BatchScript::new(),
+                local_clock_offset_ms: AtomicI64::new(0),
                 config,
             }),
         })
@@ -147,6 +151,15 @@ impl RedisBus {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Makes this bus believe its host's wall clock is `offset_ms` ahead (negative: behind).
+    /// For tests of clock skew only.
+    #[doc(hidden)]
+    pub fn fake_local_clock_offset(&self, offset_ms: i64) {
+        self.inner
+            .local_clock_offset_ms
+            .store(offset_ms, Ordering::Relaxed);
     }
 
     /// The `XADD` of one encoded event, trimming the stream to the retention.
