@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
-use common::{Scenario, Seen, exactly_once, n_of, numbered, publish_all, recording, secs, wait_until};
+use common::{
+    Scenario, Seen, exactly_once, n_of, numbered, publish_all, recording, secs, wait_until,
+};
 use event_core::{EventBus, EventId, HandlerError, StartFrom, SubscriptionSpec};
 use event_redis::RedisBus;
 
@@ -32,7 +34,11 @@ async fn order_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let config = sc.config();
     let handler = format!("order{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
-    let types = [sc.event_type("one"), sc.event_type("two"), sc.event_type("three")];
+    let types = [
+        sc.event_type("one"),
+        sc.event_type("two"),
+        sc.event_type("three"),
+    ];
     let bus = RedisBus::connect(config.clone()).await?;
     let mut ids: Vec<EventId> = Vec::new();
     for event_type in &types {
@@ -42,22 +48,28 @@ async fn order_scenario(sc: &Scenario) -> anyhow::Result<()> {
         ids.extend(publish_all(&bus, events).await?);
     }
     let seen = Arc::new(Seen::default());
-    let handler_fn = recording(&handler, seen.clone(), |_| async { Ok::<(), HandlerError>(()) });
+    let handler_fn = recording(&handler, seen.clone(), |_| async {
+        Ok::<(), HandlerError>(())
+    });
     bus.subscribe(
         SubscriptionSpec::new(handler.clone(), types.clone()).start_from(StartFrom::Earliest),
         handler_fn,
     )
     .await?;
     let streams: Vec<String> = types.iter().map(|t| sc.stream(t)).collect();
-    wait_until("every event handled and acknowledged", secs(60), async || {
-        let handled = seen.distinct();
-        let mut pending = 0;
-        for stream in &streams {
-            pending += sc.pending(stream, &group).await?;
-        }
-        Ok((handled < ids.len() || pending > 0)
-            .then(|| format!("{handled} of {} handled, {pending} pending", ids.len())))
-    })
+    wait_until(
+        "every event handled and acknowledged",
+        secs(60),
+        async || {
+            let handled = seen.distinct();
+            let mut pending = 0;
+            for stream in &streams {
+                pending += sc.pending(stream, &group).await?;
+            }
+            Ok((handled < ids.len() || pending > 0)
+                .then(|| format!("{handled} of {} handled, {pending} pending", ids.len())))
+        },
+    )
     .await?;
     exactly_once(&seen, &ids)?;
     check_per_key_order(&seen)?;
@@ -94,8 +106,8 @@ fn check_per_key_order(seen: &Seen) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_loop_that_dies_holding_entries_is_restarted_and_they_are_delivered()
--> anyhow::Result<()> {
+async fn a_loop_that_dies_holding_entries_is_restarted_and_they_are_delivered() -> anyhow::Result<()>
+{
     let Some(scenario) = Scenario::start("eventbus-loop-panic").await? else {
         return Ok(());
     };

@@ -118,20 +118,23 @@ async fn dead_letter_store_scenario(sc: &Scenario) -> anyhow::Result<()> {
         }
     }
     ensure!(
-        letters.len() == ids.len()
-            && ids.iter().all(|id| per_event.get(id) == Some(&1)),
+        letters.len() == ids.len() && ids.iter().all(|id| per_event.get(id) == Some(&1)),
         "{} dead letters for {} events; each must be stored exactly once",
         letters.len(),
         ids.len()
     );
-    wait_until("health no longer reports the failure", secs(30), async || {
-        let health = bus.health().await;
-        Ok(health
-            .problems
-            .iter()
-            .any(|p| p.contains("dead letter"))
-            .then(|| format!("{:?}", health.problems)))
-    })
+    wait_until(
+        "health no longer reports the failure",
+        secs(30),
+        async || {
+            let health = bus.health().await;
+            Ok(health
+                .problems
+                .iter()
+                .any(|p| p.contains("dead letter"))
+                .then(|| format!("{:?}", health.problems)))
+        },
+    )
     .await?;
     eprintln!(
         "{} events: pending while the dead-letter key was a string, then each stored once ({} handler calls)",

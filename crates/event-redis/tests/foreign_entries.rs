@@ -121,7 +121,9 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
         .await?;
 
     let seen = Arc::new(Seen::default());
-    let handler_fn = recording(&handler, seen.clone(), |_| async { Ok::<(), HandlerError>(()) });
+    let handler_fn = recording(&handler, seen.clone(), |_| async {
+        Ok::<(), HandlerError>(())
+    });
     bus.subscribe(
         SubscriptionSpec::new(handler.clone(), types.clone()).start_from(StartFrom::Earliest),
         handler_fn,
@@ -135,7 +137,8 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
         async || {
             let handled = seen.distinct();
             let dead = sc.xlen(&dlq).await?;
-            let pending = sc.pending(&streams[0], &group).await? + sc.pending(&streams[1], &group).await?;
+            let pending =
+                sc.pending(&streams[0], &group).await? + sc.pending(&streams[1], &group).await?;
             Ok(
                 (handled < valid.len() || dead < markers.len() as u64 || pending > 0).then(|| {
                     format!(
@@ -166,7 +169,10 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
         let raw = letter.raw.as_deref().unwrap_or_default();
         let marker = markers
             .iter()
-            .find(|m| raw.contains(&format!("marker={m}")))
+            .find(|m| {
+                raw.split(' ')
+                    .any(|pair| pair.strip_prefix("marker=") == Some(m.as_str()))
+            })
             .ok_or_else(|| anyhow::anyhow!("a dead letter without its raw fields: {raw:?}"))?;
         *by_marker.entry(marker.as_str()).or_default() += 1;
     }

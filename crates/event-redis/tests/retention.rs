@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::ensure;
-use common::{Scenario, Seen, exactly_once, lock, numbered, publish_all, recording, secs, wait_until};
+use common::{
+    Scenario, Seen, exactly_once, lock, numbered, publish_all, recording, secs, wait_until,
+};
 use event_core::{EventBus, EventId, HandlerError, StartFrom, SubscriptionSpec};
 use event_redis::RedisBus;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -28,7 +30,9 @@ fn metrics() -> &'static (Snapshotter, Mutex<BTreeMap<String, u64>>) {
     METRICS.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        recorder.install().expect("no other metrics recorder in this test binary");
+        recorder
+            .install()
+            .expect("no other metrics recorder in this test binary");
         (snapshotter, Mutex::new(BTreeMap::new()))
     })
 }
@@ -92,7 +96,9 @@ async fn expired_scenario(sc: &Scenario) -> anyhow::Result<()> {
     fresh.extend(publish_all(&bus, events).await?);
 
     let seen = Arc::new(Seen::default());
-    let handler_fn = recording(&handler, seen.clone(), |_| async { Ok::<(), HandlerError>(()) });
+    let handler_fn = recording(&handler, seen.clone(), |_| async {
+        Ok::<(), HandlerError>(())
+    });
     bus.subscribe(
         SubscriptionSpec::new(handler.clone(), types.clone()).start_from(StartFrom::Earliest),
         handler_fn,
@@ -152,7 +158,9 @@ async fn skew_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let ahead = RedisBus::connect(config.clone()).await?;
     ahead.fake_local_clock_offset(30 * 24 * 3_600_000);
     ahead.publish(numbered(&types[0], 9_999, None)).await?;
-    let batch = (0..10).map(|n| numbered(&types[1], 10_000 + n, None)).collect();
+    let batch = (0..10)
+        .map(|n| numbered(&types[1], 10_000 + n, None))
+        .collect();
     publish_all(&ahead, batch).await?;
     let lengths = (
         sc.xlen(&sc.stream(&types[0])).await?,
@@ -191,14 +199,20 @@ async fn stats_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let types = [sc.event_type("mixed"), sc.event_type("fresh")];
     let old_ms = sc.server_ms().await? - 2 * 3_600_000;
     for n in 0..PER_KIND {
-        sc.raw_event(&numbered(&types[0], n, None), &format!("{old_ms}-{}", n + 1))
-            .await?;
+        sc.raw_event(
+            &numbered(&types[0], n, None),
+            &format!("{old_ms}-{}", n + 1),
+        )
+        .await?;
     }
     for n in 0..PER_KIND + 7 {
-        sc.raw_event(&numbered(&types[0], 1000 + n, None), "*").await?;
+        sc.raw_event(&numbered(&types[0], 1000 + n, None), "*")
+            .await?;
     }
     let bus = RedisBus::connect(config).await?;
-    let events = (0..PER_KIND).map(|n| numbered(&types[1], n, None)).collect();
+    let events = (0..PER_KIND)
+        .map(|n| numbered(&types[1], n, None))
+        .collect();
     publish_all(&bus, events).await?;
     let streams: Vec<String> = types.iter().map(|t| sc.stream(t)).collect();
     let before = (sc.xlen(&streams[0]).await?, sc.xlen(&streams[1]).await?);

@@ -86,7 +86,10 @@ impl Scenario {
 
     /// The server's clock, in Unix milliseconds (`TIME`).
     pub(crate) async fn server_ms(&self) -> anyhow::Result<i64> {
-        let reply: Value = self.admin.custom(fred::cmd!("TIME"), Vec::<Value>::new()).await?;
+        let reply: Value = self
+            .admin
+            .custom(fred::cmd!("TIME"), Vec::<Value>::new())
+            .await?;
         let parts = reply.into_array();
         let secs: i64 = parts.first().and_then(Value::as_i64).context("TIME")?;
         let micros: i64 = parts.get(1).and_then(Value::as_i64).context("TIME")?;
@@ -128,7 +131,11 @@ impl Scenario {
     /// Entries delivered to `group` on `stream` and not acknowledged.
     pub(crate) async fn pending(&self, stream: &str, group: &str) -> anyhow::Result<u64> {
         let reply: Value = self.admin.xpending(stream, group, ()).await?;
-        Ok(reply.into_array().first().and_then(Value::as_u64).unwrap_or(0))
+        Ok(reply
+            .into_array()
+            .first()
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
     }
 
     pub(crate) async fn xlen(&self, key: &str) -> anyhow::Result<u64> {
@@ -155,7 +162,13 @@ async fn cleanup(admin: &Client, prefix: &str) {
         let reply: Result<Value, _> = admin
             .custom(
                 fred::cmd!("SCAN"),
-                vec![cursor.clone(), "MATCH".into(), format!("{prefix}:*"), "COUNT".into(), "1000".into()],
+                vec![
+                    cursor.clone(),
+                    "MATCH".into(),
+                    format!("{prefix}:*"),
+                    "COUNT".into(),
+                    "1000".into(),
+                ],
             )
             .await;
         let Ok(reply) = reply else { break };
@@ -217,7 +230,10 @@ pub(crate) fn n_of(event: &Event) -> u64 {
 }
 
 /// Publishes events in batches of 150; returns their ids in order.
-pub(crate) async fn publish_all(bus: &dyn EventBus, events: Vec<Event>) -> anyhow::Result<Vec<EventId>> {
+pub(crate) async fn publish_all(
+    bus: &dyn EventBus,
+    events: Vec<Event>,
+) -> anyhow::Result<Vec<EventId>> {
     let mut ids = Vec::with_capacity(events.len());
     for chunk in events.chunks(150) {
         for result in bus.publish_batch(chunk.to_vec()).await {
