@@ -96,10 +96,10 @@ fn check_per_key_order(seen: &Seen) -> anyhow::Result<()> {
             event.partition_key.clone().unwrap_or_default(),
         );
         let n = n_of(&event);
-        if let Some(previous) = last.insert(key.clone(), n) {
-            if previous > n {
-                bail!("{key:?}: event {n} was handled after {previous}");
-            }
+        if let Some(previous) = last.insert(key.clone(), n)
+            && previous > n
+        {
+            bail!("{key:?}: event {n} was handled after {previous}");
         }
     }
     Ok(())
