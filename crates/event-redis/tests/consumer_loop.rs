@@ -116,8 +116,9 @@ async fn a_loop_that_dies_holding_entries_is_restarted_and_they_are_delivered() 
 
 /// Two types of 600 events, a handler taking 2 ms per event on 4 lanes: once it has handled
 /// some, the loop panics (a test fault) while it holds entries. The bus restarts it and says
-/// so in health; the entries the dead loop held go idle (its claim keeper died with it) and
-/// are claimed again; every event is handled.
+/// so in health; the dead loop's lanes finish what they hold, then the entries it had not
+/// handed out, idle since its claim keeper died with it, are claimed again: every event is
+/// handled, none twice.
 async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
     config.claim_idle = Duration::from_millis(500);
@@ -180,16 +181,19 @@ async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let missing = ids.iter().filter(|id| !counts.contains_key(id)).count();
     let again = counts.values().filter(|n| **n > 1).count();
     ensure!(missing == 0, "{missing} events never handled");
+    // The restarted loop claims nothing back before the dead loop's lanes have finished what
+    // they held, so nothing runs twice (before, about a third of the events did).
+    ensure!(
+        again == 0,
+        "{again} events handled twice: the restarted loop took back entries the dead loop's lanes were still handling"
+    );
     let health = bus.health().await;
     let consumer = health.consumers.iter().find(|c| c.handler == handler);
     ensure!(
         consumer.is_some_and(|c| c.alive && c.loop_failures == 1),
         "health should show the restarted loop alive, with one failure: {consumer:?}"
     );
-    eprintln!(
-        "{} events handled after a loop panic; {again} handled more than once (at least once)",
-        ids.len()
-    );
+    eprintln!("{} events handled once each after a loop panic", ids.len());
     bus.shutdown().await?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use event_core::{Error, EventHandler, StartFrom, Subscription, SubscriptionSpec}
 use fred::prelude::{Client, SetsInterface, StreamsInterface};
 use fred::types::Value;
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 pub(crate) use sink::DeadLetterScript;
 
@@ -51,6 +52,9 @@ struct Subscriber {
     streams: Vec<String>,
     dead_letters: String,
     counters: Arc<RedisCounters>,
+    /// The dispatcher of the last attempt that died, finishing what it holds in the
+    /// background; shared by every attempt (see `run`).
+    abandoned: Arc<Mutex<Option<JoinHandle<bool>>>>,
     /// Entries read by this attempt and not yet finished (handed to the dispatcher, or
     /// carried over to the next pass): claims skip them and the claim keeper refreshes them.
     in_flight: Mutex<HashSet<Token>>,
@@ -74,6 +78,7 @@ impl Subscriber {
             streams: self.streams.clone(),
             dead_letters: self.dead_letters.clone(),
             counters: self.counters.clone(),
+            abandoned: self.abandoned.clone(),
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -140,6 +145,7 @@ pub(crate) async fn subscribe(
         group: group.clone(),
         streams,
         counters: redis_counters,
+        abandoned: Arc::new(Mutex::new(None)),
         in_flight: Mutex::new(HashSet::new()),
     };
     let concurrency = spec.concurrency.unwrap_or(inner.config.handler_concurrency);

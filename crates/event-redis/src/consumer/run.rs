@@ -6,6 +6,13 @@
 //! reserved. Those are not dropped nor handed out beyond the room: they wait in a carry-over
 //! queue owned by the attempt, registered in flight (claims skip them, the claim keeper keeps
 //! them fresh), and go out first at the next pass, so each stream's order holds.
+//!
+//! When an attempt dies (a panic), its claim keeper and reader die with it, and its dispatcher
+//! is closed in the background with the usual grace (`EVENT_SHUTDOWN_TIMEOUT_MS`): the lanes
+//! finish and acknowledge what they hold. The next attempt reads new entries at once but
+//! claims nothing until that close is over, so it does not take back entries the old lanes
+//! are still handling (each would run twice); then it claims the rest (what the dead attempt
+//! had carried over or not finished) once idle.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,6 +51,37 @@ impl Drop for Reader {
     }
 }
 
+/// An attempt's dispatcher. Closed by the attempt when it ends normally; when the attempt
+/// dies instead, closed in the background, the handle left for the next attempt.
+struct DispatcherGuard {
+    dispatcher: Option<Dispatcher<Token>>,
+    grace: Duration,
+    abandoned: Arc<std::sync::Mutex<Option<JoinHandle<bool>>>>,
+}
+
+impl DispatcherGuard {
+    fn get(&self) -> &Dispatcher<Token> {
+        self.dispatcher
+            .as_ref()
+            .expect("the dispatcher is only taken when the attempt ends")
+    }
+}
+
+impl Drop for DispatcherGuard {
+    fn drop(&mut self) {
+        let Some(dispatcher) = self.dispatcher.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let closing = runtime.spawn(dispatcher.close(self.grace));
+            *self
+                .abandoned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(closing);
+        }
+    }
+}
+
 /// Runs one attempt of the loop. `reader` is the connection for blocking reads (the first
 /// attempt's comes from subscribe; later ones connect their own); `failures` says how many
 /// attempts failed before this one. Returns whether every event taken was finished.
@@ -66,15 +104,22 @@ pub(super) async fn attempt(
     }
     // Apart from the loop, which can wait a long time for room while slow handlers hold it.
     let keeper = AbortOnDrop(tokio::spawn(take::keep_claims(sub.clone(), claim_every)));
+    // The dispatcher of a failed attempt, if it is still finishing its events.
+    let mut abandoned = sub
+        .abandoned
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let mut dispatcher = DispatcherGuard {
+        dispatcher: Some(dispatcher),
+        grace: config.shutdown_timeout,
+        abandoned: sub.abandoned.clone(),
+    };
     let reader = match reader {
         Some(reader) => Reader(reader),
         None => match connect_reader(&sub, &mut stop).await {
             Some(reader) => Reader(reader),
-            None => {
-                return dispatcher
-                    .close(stop.remaining(config.shutdown_timeout))
-                    .await;
-            }
+            None => return close(&sub, &mut dispatcher, &stop).await,
         },
     };
     let mut carry: VecDeque<Delivery<Token>> = VecDeque::new();
@@ -90,13 +135,17 @@ pub(super) async fn attempt(
         let room = tokio::select! {
             biased;
             changed = stop.changed() => if changed { continue } else { break },
-            room = dispatcher.reserve(config.batch_size) => room,
+            room = dispatcher.get().reserve(config.batch_size) => room,
         };
+        if abandoned.as_ref().is_some_and(JoinHandle::is_finished) {
+            abandoned = None;
+            tracing::info!(handler = %sub.handler, "the failed loop's handler calls are over; its remaining entries are claimed back once idle");
+        }
         let mut taken = take::Taken::default();
         let mut outcome = Ok(());
         // Claims and reads add at most what the room has left after the carry-over.
         let want = room.saturating_sub(carry.len());
-        if want > 0 && Instant::now() >= next_claim {
+        if want > 0 && abandoned.is_none() && Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;
             outcome = take::claim(&sub, want, &mut taken).await;
         }
@@ -111,9 +160,9 @@ pub(super) async fn attempt(
             carry.extend(taken.deliveries);
         }
         let batch: Vec<Delivery<Token>> = carry.drain(..room.min(carry.len())).collect();
-        dispatcher.release(room - batch.len());
+        dispatcher.get().release(room - batch.len());
         if !batch.is_empty() {
-            dispatcher.dispatch(batch);
+            dispatcher.get().dispatch(batch);
         }
         match outcome {
             Ok(()) => read_failures = 0,
@@ -135,10 +184,20 @@ pub(super) async fn attempt(
             }
         }
     }
-    let drained = dispatcher
-        .close(stop.remaining(config.shutdown_timeout))
-        .await;
+    let drained = close(&sub, &mut dispatcher, &stop).await;
+    // Only now: while the dispatcher finished its events, their claims were kept fresh.
     drop(keeper);
+    drained
+}
+
+/// Closes the attempt's dispatcher, waiting for its events until the stop's deadline.
+async fn close(sub: &Subscriber, dispatcher: &mut DispatcherGuard, stop: &StopSignal) -> bool {
+    let Some(dispatcher) = dispatcher.dispatcher.take() else {
+        return true;
+    };
+    let drained = dispatcher
+        .close(stop.remaining(sub.inner.config.shutdown_timeout))
+        .await;
     if !drained {
         tracing::warn!(
             handler = %sub.handler,
