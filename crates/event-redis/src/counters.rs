@@ -1,6 +1,6 @@
 //! [`RedisCounters`]: what one handler's Redis consumers record beyond the shared
-//! [`HandlerCounters`](event_core::dispatch::HandlerCounters): entries dropped by retention, and
-//! dead letters that could not be stored. Each is also a metric (names in `docs/redis.md`) and
+//! [`HandlerCounters`](event_core::dispatch::HandlerCounters) (which counts entries dropped by
+//! retention): dead letters that could not be stored. Each is also a metric (names in `docs/redis.md`) and
 //! a log line, and a failing dead-letter store is a health problem while it lasts.
 
 use std::sync::Mutex;
@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
-/// The metric of entries acknowledged without delivery because they were past the retention.
-pub(crate) const EXPIRED_METRIC: &str = "eventbus_events_expired_total";
 /// The metric of failed attempts to store a dead letter (the entry stays pending).
 pub(crate) const DEAD_LETTER_FAILURES_METRIC: &str = "eventbus_dead_letter_store_failures_total";
 /// The metric of stream entries replay skipped because they are not events.
@@ -29,11 +27,6 @@ impl RedisCounters {
         self.dead_letters_failing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records `n` entries of `handler` acknowledged without delivery, past the retention.
-    pub(crate) fn add_expired(handler: &str, n: u64) {
-        metrics::counter!(EXPIRED_METRIC, "handler" => handler.to_string()).increment(n);
     }
 
     /// Records that storing a dead letter of `handler` failed for good (after its retries).

@@ -226,6 +226,7 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
             handler_stats.failed = counters.failed;
             handler_stats.retried = counters.retried;
             handler_stats.dead_lettered = counters.dead_lettered;
+            handler_stats.expired = counters.expired;
             handler_stats.last_event_at = counters.last_event_at;
             if *members > 0 {
                 stats.active_subscribers += 1;

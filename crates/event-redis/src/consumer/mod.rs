@@ -52,6 +52,8 @@ struct Subscriber {
     streams: Vec<String>,
     dead_letters: String,
     counters: Arc<RedisCounters>,
+    /// The handler's shared counters (entries dropped by retention are counted there).
+    handler_counters: Arc<HandlerCounters>,
     /// The dispatcher of the last attempt that died, finishing what it holds in the
     /// background; shared by every attempt (see `run`).
     abandoned: Arc<Mutex<Option<JoinHandle<bool>>>>,
@@ -78,6 +80,7 @@ impl Subscriber {
             streams: self.streams.clone(),
             dead_letters: self.dead_letters.clone(),
             counters: self.counters.clone(),
+            handler_counters: self.handler_counters.clone(),
             abandoned: self.abandoned.clone(),
             in_flight: Mutex::new(HashSet::new()),
         }
@@ -145,6 +148,7 @@ pub(crate) async fn subscribe(
         group: group.clone(),
         streams,
         counters: redis_counters,
+        handler_counters: counters.clone(),
         abandoned: Arc::new(Mutex::new(None)),
         in_flight: Mutex::new(HashSet::new()),
     };

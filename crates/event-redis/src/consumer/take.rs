@@ -17,7 +17,6 @@ use fred::types::Value;
 
 use super::sink::RedisSink;
 use super::{Subscriber, Token};
-use crate::counters::RedisCounters;
 use crate::reply::RawEntry;
 use crate::{client, entry, reply};
 
@@ -120,13 +119,8 @@ impl Taken {
 pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
     let sink = RedisSink::new(sub.clone());
     if !taken.expired.is_empty() {
-        let n = taken.expired.len() as u64;
-        RedisCounters::add_expired(&sub.handler, n);
-        tracing::warn!(
-            handler = %sub.handler,
-            expired = n,
-            "entries older than the retention (EVENT_TTL_SECONDS) acknowledged without delivery"
-        );
+        sub.handler_counters
+            .add_expired(&sub.handler, taken.expired.len() as u64);
         sink.ack(std::mem::take(&mut taken.expired)).await;
     }
     if !taken.gone.is_empty() {
