@@ -103,6 +103,57 @@ pub struct Dispatcher<T> {
     next_lane: AtomicUsize,
     /// Why a lane died, once one has.
     lane_died: watch::Receiver<Option<String>>,
+    /// Lanes whose task has not ended yet.
+    running: Arc<watch::Sender<LaneCount>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LaneCount {
+    running: usize,
+    /// No lane has panicked or been aborted.
+    all_clean: bool,
+}
+
+/// Counts a lane's task as ended when dropped: at its end (clean), after a panic, or when
+/// aborted (neither clean: what it held was never finished).
+struct LaneEnded {
+    count: Arc<watch::Sender<LaneCount>>,
+    clean: bool,
+}
+
+impl LaneEnded {
+    /// The lane finished everything it was given.
+    fn finished(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for LaneEnded {
+    fn drop(&mut self) {
+        let clean = self.clean;
+        self.count.send_modify(|c| {
+            c.running = c.running.saturating_sub(1);
+            c.all_clean &= clean;
+        });
+    }
+}
+
+/// Waits until every lane of a dispatcher has ended ([`Dispatcher::lanes_ended`]).
+#[derive(Clone, Debug)]
+pub struct LanesEnded(watch::Receiver<LaneCount>);
+
+impl LanesEnded {
+    /// Returns once every lane has ended: `true` when each finished everything it was given
+    /// (none panicked or was aborted), so nothing it held needs to be handed out again.
+    pub async fn wait(mut self) -> bool {
+        let ended = self
+            .0
+            .wait_for(|c| c.running == 0)
+            .await
+            .map(|c| c.all_clean);
+        // An error: the counter is gone with every lane, each having counted itself out.
+        ended.unwrap_or_else(|_| self.0.borrow().all_clean)
+    }
 }
 
 /// Key-less deliveries go to lanes in runs of at least this many: they need no order, and
@@ -127,15 +178,27 @@ impl<T: Send + 'static> Dispatcher<T> {
             room: room.clone(),
         });
         let lane_died = Arc::new(watch::Sender::new(None));
+        let (running, _) = watch::channel(LaneCount {
+            running: shared.settings.concurrency,
+            all_clean: true,
+        });
+        let running = Arc::new(running);
         let (lanes, tasks) = (0..shared.settings.concurrency)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let run = AssertUnwindSafe(lane::run(rx, shared.clone())).catch_unwind();
                 let died = lane_died.clone();
+                let mut ended = LaneEnded {
+                    count: running.clone(),
+                    clean: false,
+                };
                 let task = tokio::spawn(async move {
-                    if let Err(panic) = run.await {
-                        let why = lane::panic_message(&*panic);
-                        died.send_replace(Some(why));
+                    match run.await {
+                        Ok(()) => ended.finished(),
+                        Err(panic) => {
+                            let why = lane::panic_message(&*panic);
+                            died.send_replace(Some(why));
+                        }
                     }
                 });
                 (tx, task)
@@ -147,7 +210,16 @@ impl<T: Send + 'static> Dispatcher<T> {
             room,
             next_lane: AtomicUsize::new(0),
             lane_died: lane_died.subscribe(),
+            running,
         }
+    }
+
+    /// A handle that tells when every lane of this dispatcher has ended, also after the
+    /// dispatcher itself was dropped (a consumer loop that failed): a restart waits for the
+    /// failed attempt's lanes before handing their unfinished events out again, so no event
+    /// runs in two attempts at once.
+    pub fn lanes_ended(&self) -> LanesEnded {
+        LanesEnded(self.running.subscribe())
     }
 
     /// Fails the consumer loop when a lane died: its events would never be acknowledged nor

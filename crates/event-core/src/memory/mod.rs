@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 
 use crate::codec::JsonCodec;
 use crate::dispatch::{
-    ConsumerHost, ConsumerSet, DeliverySink, DispatchSettings, Dispatcher, StopMode, Supervisor,
+    ConsumerHost, ConsumerSet, DeliverySink, DispatchSettings, Dispatcher, LanesEnded, StopMode,
+    Supervisor,
 };
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
@@ -268,27 +269,39 @@ impl EventBus for MemoryBus {
         let inner = self.inner.clone();
         let handler_name = spec.handler.clone();
         let supervisor = Supervisor::new(spec.handler.clone(), counters.clone());
+        let mut last_lanes: Option<LanesEnded> = None;
         self.inner
             .consumers
             .spawn_supervised(member, supervisor, move |stop, failures| {
-                if failures > 0 {
-                    // The failed attempt's taken events go out again.
-                    inner.store().rewind(&handler_name);
-                }
+                let failed_lanes = last_lanes.take();
                 let dispatcher = Dispatcher::start(
                     handler.clone(),
                     settings.clone(),
                     sink.clone(),
                     counters.clone(),
                 );
-                consumer::run(
-                    inner.clone(),
-                    handler_name.clone(),
-                    member,
-                    dispatcher,
-                    notify.clone(),
-                    stop,
-                )
+                last_lanes = Some(dispatcher.lanes_ended());
+                let (inner, handler_name, notify) =
+                    (inner.clone(), handler_name.clone(), notify.clone());
+                async move {
+                    if failures > 0 {
+                        // The failed attempt's lanes finish (and acknowledge) what they hold
+                        // first. Only if one of them could not (it died, or outlived the grace)
+                        // does the group go back to its acknowledged position: rewinding while
+                        // they still ran would run their events twice.
+                        let grace = inner.config.shutdown_timeout;
+                        let finished = match failed_lanes {
+                            Some(lanes) => tokio::time::timeout(grace, lanes.wait())
+                                .await
+                                .unwrap_or(false),
+                            None => false,
+                        };
+                        if !finished {
+                            inner.store().rewind(&handler_name);
+                        }
+                    }
+                    consumer::run(inner, handler_name, member, dispatcher, notify, stop).await
+                }
             });
         crate::dispatch::subscription(&self.inner, member, spec.handler, group).await
     }
@@ -520,5 +533,70 @@ mod tests {
         let stats = bus.stats().await.unwrap();
         assert_eq!(stats.handlers["late"].expired, 250);
         assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    /// A consumer loop that fails while its lanes hold events lets them finish before the
+    /// restart hands anything out again: no event runs twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_loop_runs_no_event_twice() {
+        let bus = MemoryBus::default();
+        let name = format!("restarted-{:08x}", fastrand::u32(..));
+        let calls = Arc::new(Mutex::new(
+            std::collections::HashMap::<crate::EventId, u32>::new(),
+        ));
+        let record = calls.clone();
+        let handler = handler_fn(name.clone(), move |event: Arc<Event>| {
+            let record = record.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                *record.lock().unwrap().entry(event.id).or_default() += 1;
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let types = [EventType::SIGNAL_DETECTED, EventType::OPPORTUNITY_CREATED];
+        let spec = SubscriptionSpec::new(name.clone(), types.clone()).concurrency(8);
+        bus.subscribe(spec, handler).await.unwrap();
+        let events: Vec<Event> = (0..3_000)
+            .map(|i| {
+                Event::builder(types[i % 2].clone(), "test")
+                    .partition_key(format!("k{}", i % 40))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        assert!(bus.publish_batch(events).await.iter().all(Result::is_ok));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let handled = || calls.lock().unwrap().len();
+        for failure in 1..=3 {
+            while handled() < failure * 500 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "stuck at {}",
+                    handled()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            crate::fault::panic_loop_once(&name);
+        }
+        while handled() < 3_000 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stuck at {}",
+                handled()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        crate::fault::clear(&name);
+        let health = bus.health().await;
+        let failures = health
+            .consumers
+            .iter()
+            .map(|c| c.loop_failures)
+            .sum::<u64>();
+        assert!(failures >= 1, "no loop failure was recorded: {health:?}");
+        bus.shutdown().await.unwrap();
+        let calls = calls.lock().unwrap();
+        let twice = calls.values().filter(|n| **n > 1).count();
+        assert_eq!(twice, 0, "{twice} events ran more than once");
     }
 }
