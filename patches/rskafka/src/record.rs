@@ -31,6 +31,26 @@ pub struct RecordAndOffset {
     pub offset: i64,
 }
 
+/// Data of a partition that a fetch could not decode into [`Record`]s: one record (its
+/// timestamp is out of range) or a whole record batch (a failed CRC check, an unknown
+/// compression, a malformed body). Returned instead of failing the fetch, so that a consumer
+/// can report it and move on past `last_offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndecodableRecords {
+    /// The first offset it covers.
+    pub first_offset: i64,
+    /// The last offset it covers (`first_offset` for one record).
+    pub last_offset: i64,
+    /// Why it could not be decoded.
+    pub reason: String,
+    /// The record's key; `None` for a batch.
+    pub key: Option<Vec<u8>>,
+    /// The record's value; for a batch, the batch's bytes as fetched.
+    pub value: Option<Vec<u8>>,
+    /// The record's headers; empty for a batch.
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

@@ -19,12 +19,13 @@ use crate::{
         primitives::*,
         record::{Record as ProtocolRecord, *},
     },
-    record::{Record, RecordAndOffset},
+    record::{Record, RecordAndOffset, UndecodableRecords},
     throttle::maybe_throttle,
     validation::ExactlyOne,
 };
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use std::{
+    collections::{BTreeMap, HashSet},
     ops::{ControlFlow, Deref, Range},
     sync::Arc,
 };
@@ -107,6 +108,26 @@ struct CurrentBroker {
     gen_broker: BrokerCacheGeneration,
     gen_leader_from_arbitrary: Option<MetadataCacheGeneration>,
     gen_leader_from_self: Option<MetadataCacheGeneration>,
+}
+
+/// What [`PartitionClient::fetch`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    /// The records, in offset order.
+    pub records: Vec<RecordAndOffset>,
+
+    /// The data that could not be decoded, in offset order.
+    pub undecodable: Vec<UndecodableRecords>,
+
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+
+    /// The partition's last stable offset: below it, every transaction is decided.
+    pub last_stable_offset: Option<i64>,
+
+    /// The offset to fetch next: past every record batch the response held (at least the
+    /// requested offset).
+    pub next_offset: i64,
 }
 
 /// Many operations must be performed on the leader for a partition
@@ -230,17 +251,47 @@ impl PartitionClient {
     ///
     /// Returns the records, and the current high watermark.
     ///
+    /// Records of aborted transactions and transaction markers are left out (see
+    /// [`fetch`](Self::fetch), which also says where to fetch next).
     ///
     /// # Error Handling
     /// Fetching records outside the range known the to broker (marked by low and high watermark) will lead to a
     /// [`ServerError`](Error::ServerError) with [`OffsetOutOfRange`](ProtocolError::OffsetOutOfRange). You may use
     /// [`get_offset`](Self::get_offset) to determine the offset range.
+    ///
+    /// Data that cannot be decoded fails the whole call with [`Error::InvalidResponse`];
+    /// [`fetch`](Self::fetch) returns it beside the records instead.
     pub async fn fetch_records(
         &self,
         offset: i64,
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        let fetched = self.fetch(offset, bytes, max_wait_ms).await?;
+        if let Some(undecodable) = fetched.undecodable.first() {
+            return Err(Error::InvalidResponse(undecodable.reason.clone()));
+        }
+        Ok((fetched.records, fetched.high_watermark))
+    }
+
+    /// Fetch `bytes` bytes of record data starting at sequence number `offset`, with isolation
+    /// level `READ_COMMITTED`.
+    ///
+    /// Returns the records, the data that could not be decoded (each with the offsets it
+    /// covers), the high watermark and last stable offset, and the offset to fetch next. That
+    /// offset is past every record batch the broker returned, also those that yield no record:
+    /// transaction markers (control batches), batches of aborted transactions, and batches
+    /// that compaction emptied. A consumer that fetched nothing at its offset below the last
+    /// stable offset met a gap that compaction left at the end of the log.
+    ///
+    /// # Error Handling
+    /// As for [`fetch_records`](Self::fetch_records), except for data that cannot be decoded.
+    pub async fn fetch(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<FetchResult> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -264,9 +315,7 @@ impl PartitionClient {
         )
         .await?;
 
-        let records = extract_records(partition.records.0, offset)?;
-
-        Ok((records, partition.high_watermark.0))
+        Ok(extract_records(partition, offset))
     }
 
     /// Get offset for this partition.
@@ -833,71 +882,130 @@ fn process_fetch_response(
     Ok(response_partition)
 }
 
-fn extract_records(
-    partition_records: Vec<RecordBatch>,
-    request_offset: i64,
-) -> Result<Vec<RecordAndOffset>> {
+/// The records of a fetch response with the isolation level `READ_COMMITTED`, as the Java
+/// consumer reads them: the broker sends the batches of aborted transactions too, with the list
+/// of those transactions (producer id, first offset), and the consumer drops a transactional
+/// batch whose producer has an aborted transaction that started at or before the batch's last
+/// offset and whose abort marker has not been passed yet.
+fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> FetchResult {
+    let mut aborted = partition.aborted_transactions;
+    aborted.sort_by_key(|t| t.first_offset.0);
+    let mut aborted = aborted.into_iter().peekable();
+    let mut aborting = HashSet::new();
+
     let mut records = vec![];
+    let mut undecodable = vec![];
+    let mut next_offset = request_offset;
 
-    for batch in partition_records {
-        match batch.records {
-            ControlBatchOrRecords::ControlBatch(_) => {
-                // ignore
+    for batch in partition.records.batches {
+        let last_offset = batch.base_offset + i64::from(batch.last_offset_delta);
+        next_offset = next_offset.max(last_offset + 1);
+        let is_control = matches!(batch.records, ControlBatchOrRecords::ControlBatch(_));
+        if batch.producer_id >= 0 {
+            while let Some(t) = aborted.next_if(|t| t.first_offset.0 <= last_offset) {
+                aborting.insert(t.producer_id.0);
             }
-            ControlBatchOrRecords::Records(protocol_records) => {
-                records.reserve(protocol_records.len());
-
-                for record in protocol_records {
-                    let offset = batch.base_offset + record.offset_delta as i64;
-                    if offset < request_offset {
-                        // Kafka does not split record batches on the server side, so we need to do this filtering on
-                        // the client side
-                        continue;
-                    }
-
-                    let timestamp_millis =
-                        match batch.first_timestamp.checked_add(record.timestamp_delta) {
-                            Some(ts) => ts,
-                            None => {
-                                return Err(Error::InvalidResponse(format!(
-                                    "Timestamp overflow (first_timestamp={}, delta={}",
-                                    batch.first_timestamp, record.timestamp_delta
-                                )));
-                            }
-                        };
-                    let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
-                        LocalResult::None => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Not a valid timestamp ({timestamp_millis})"
-                            )));
-                        }
-                        LocalResult::Single(ts) => ts,
-                        LocalResult::Ambiguous(a, b) => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
-                            )));
-                        }
-                    };
-
-                    records.push(RecordAndOffset {
-                        record: Record {
-                            key: record.key,
-                            value: record.value,
-                            headers: record
-                                .headers
-                                .into_iter()
-                                .map(|header| (header.key, header.value))
-                                .collect(),
-                            timestamp,
-                        },
-                        offset,
-                    })
-                }
+            if let ControlBatchOrRecords::ControlBatch(ControlBatchRecord::Abort) = batch.records {
+                aborting.remove(&batch.producer_id);
+            } else if batch.is_transactional && aborting.contains(&batch.producer_id) {
+                continue;
+            }
+        }
+        let ControlBatchOrRecords::Records(protocol_records) = batch.records else {
+            debug_assert!(is_control);
+            continue;
+        };
+        records.reserve(protocol_records.len());
+        for record in protocol_records {
+            let offset = batch.base_offset + record.offset_delta as i64;
+            if offset < request_offset {
+                // Kafka does not split record batches on the server side, so we need to do this filtering on
+                // the client side
+                continue;
+            }
+            let headers = record
+                .headers
+                .into_iter()
+                .map(|header| (header.key, header.value))
+                .collect();
+            match timestamp(batch.first_timestamp, record.timestamp_delta) {
+                Ok(timestamp) => records.push(RecordAndOffset {
+                    record: Record {
+                        key: record.key,
+                        value: record.value,
+                        headers,
+                        timestamp,
+                    },
+                    offset,
+                }),
+                Err(reason) => undecodable.push(UndecodableRecords {
+                    first_offset: offset,
+                    last_offset: offset,
+                    reason,
+                    key: record.key,
+                    value: record.value,
+                    headers,
+                }),
             }
         }
     }
 
-    Ok(records)
+    // A batch whose last offset cannot be trusted ends before the next batch the response
+    // holds, or covers its first offset alone.
+    let mut starts: Vec<i64> = partition
+        .records
+        .invalid
+        .iter()
+        .map(|b| b.base_offset)
+        .chain(undecodable.iter().map(|u| u.first_offset))
+        .chain(records.iter().map(|r| r.offset))
+        .collect();
+    starts.sort_unstable();
+    for batch in partition.records.invalid {
+        let first_offset = batch.base_offset.max(request_offset);
+        let last_offset = batch
+            .last_offset
+            .or_else(|| {
+                starts
+                    .iter()
+                    .find(|s| **s > batch.base_offset)
+                    .map(|s| s - 1)
+            })
+            .unwrap_or(first_offset)
+            .max(first_offset);
+        next_offset = next_offset.max(last_offset + 1);
+        undecodable.push(UndecodableRecords {
+            first_offset,
+            last_offset,
+            reason: format!("Undecodable record batch: {}", batch.error),
+            key: None,
+            value: Some(batch.bytes),
+            headers: BTreeMap::new(),
+        });
+    }
+    undecodable.sort_by_key(|u| u.first_offset);
+
+    FetchResult {
+        records,
+        undecodable,
+        high_watermark: partition.high_watermark.0,
+        last_stable_offset: partition.last_stable_offset.map(|o| o.0),
+        next_offset,
+    }
+}
+
+/// A record's timestamp, or why it has none chrono can hold.
+fn timestamp(first_timestamp: i64, delta: i64) -> std::result::Result<DateTime<Utc>, String> {
+    let Some(millis) = first_timestamp.checked_add(delta) else {
+        return Err(format!(
+            "Timestamp overflow (first_timestamp={first_timestamp}, delta={delta})"
+        ));
+    };
+    match Utc.timestamp_millis_opt(millis) {
+        LocalResult::Single(ts) => Ok(ts),
+        LocalResult::None => Err(format!("Not a valid timestamp ({millis})")),
+        LocalResult::Ambiguous(a, b) => Err(format!("Ambiguous timestamp ({millis}): {a} or {b}")),
+    }
 }
 
 fn build_list_offsets_request(partition: i32, topic: &str, at: OffsetAt) -> ListOffsetsRequest {
@@ -1045,5 +1153,181 @@ fn process_delete_records_response(
             is_virtual: false,
         }),
         None => Ok(response_partition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::protocol::messages::{FetchResponseAbortedTransaction, FetchedRecords};
+    use crate::protocol::traits::{ReadType, WriteType};
+
+    fn batch(base_offset: i64, n: i32, producer_id: i64, is_transactional: bool) -> RecordBatch {
+        RecordBatch {
+            base_offset,
+            partition_leader_epoch: 0,
+            last_offset_delta: n - 1,
+            first_timestamp: 1_000,
+            max_timestamp: 1_000,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+            records: ControlBatchOrRecords::Records(
+                (0..n)
+                    .map(|i| ProtocolRecord {
+                        timestamp_delta: i64::from(i),
+                        offset_delta: i,
+                        key: Some(b"k".to_vec()),
+                        value: Some(vec![i as u8]),
+                        headers: vec![],
+                    })
+                    .collect(),
+            ),
+            compression: RecordBatchCompression::NoCompression,
+            is_transactional,
+            timestamp_type: RecordBatchTimestampType::CreateTime,
+        }
+    }
+
+    fn marker(offset: i64, producer_id: i64, record: ControlBatchRecord) -> RecordBatch {
+        RecordBatch {
+            records: ControlBatchOrRecords::ControlBatch(record),
+            last_offset_delta: 0,
+            ..batch(offset, 1, producer_id, true)
+        }
+    }
+
+    fn bytes(batches: &[RecordBatch]) -> Vec<u8> {
+        let mut bytes = vec![];
+        for b in batches {
+            b.write(&mut bytes).unwrap();
+        }
+        bytes
+    }
+
+    /// A partition of a fetch response holding `bytes`, read as a client reads it.
+    fn response(bytes: Vec<u8>, aborted: &[(i64, i64)]) -> FetchResponsePartition {
+        let mut framed = vec![];
+        NullableBytes(Some(bytes)).write(&mut framed).unwrap();
+        FetchResponsePartition {
+            partition_index: Int32(0),
+            error_code: None,
+            high_watermark: Int64(100),
+            last_stable_offset: Some(Int64(100)),
+            aborted_transactions: aborted
+                .iter()
+                .map(|(producer_id, first_offset)| FetchResponseAbortedTransaction {
+                    producer_id: Int64(*producer_id),
+                    first_offset: Int64(*first_offset),
+                })
+                .collect(),
+            records: FetchedRecords::read(&mut Cursor::new(framed)).unwrap(),
+        }
+    }
+
+    fn offsets(fetched: &FetchResult) -> Vec<i64> {
+        fetched.records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn aborted_transactions_and_markers_are_left_out() {
+        let batches = [
+            batch(0, 3, 7, true),                    // 0..=2, committed by 8
+            batch(3, 2, 9, true),                    // 3..=4, aborted at 6
+            batch(5, 1, 7, true),                    // 5, committed by 8
+            marker(6, 9, ControlBatchRecord::Abort), // 6
+            marker(7, 7, ControlBatchRecord::Commit),
+            batch(8, 1, 9, true),  // 8, a new transaction of 9, committed at 10
+            batch(9, 1, -1, false), // 9, not transactional
+            marker(10, 9, ControlBatchRecord::Commit),
+        ];
+        let fetched = extract_records(response(bytes(&batches), &[(9, 3)]), 0);
+        assert_eq!(offsets(&fetched), [0, 1, 2, 5, 8, 9]);
+        assert_eq!(fetched.next_offset, 11);
+        assert!(fetched.undecodable.is_empty());
+        assert_eq!(fetched.last_stable_offset, Some(100));
+    }
+
+    #[test]
+    fn a_marker_alone_moves_the_next_offset() {
+        let batches = [marker(41, 7, ControlBatchRecord::Commit)];
+        let fetched = extract_records(response(bytes(&batches), &[]), 41);
+        assert!(fetched.records.is_empty());
+        assert_eq!(fetched.next_offset, 42);
+        let empty = extract_records(response(vec![], &[]), 41);
+        assert_eq!(empty.next_offset, 41);
+    }
+
+    #[test]
+    fn records_before_the_requested_offset_are_left_out() {
+        let batches = [batch(10, 5, -1, false)];
+        let fetched = extract_records(response(bytes(&batches), &[]), 12);
+        assert_eq!(offsets(&fetched), [12, 13, 14]);
+        assert_eq!(fetched.next_offset, 15);
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_reported_and_passed() {
+        let mut data = bytes(&[batch(0, 2, -1, false)]);
+        let corrupt_at = data.len();
+        data.extend(bytes(&[batch(2, 3, -1, false)]));
+        let last = data.len() - 1;
+        data[last] ^= 0xff; // inside the second batch: its CRC fails
+        data.extend(bytes(&[batch(5, 1, -1, false)]));
+        let fetched = extract_records(response(data.clone(), &[]), 0);
+        assert_eq!(offsets(&fetched), [0, 1, 5]);
+        assert_eq!(fetched.undecodable.len(), 1);
+        let bad = &fetched.undecodable[0];
+        assert_eq!((bad.first_offset, bad.last_offset), (2, 4));
+        assert!(bad.reason.contains("CRC"), "{}", bad.reason);
+        let second_len = bad.value.as_ref().map_or(0, Vec::len);
+        assert_eq!(bad.value.as_deref(), Some(&data[corrupt_at..corrupt_at + second_len]));
+        assert_eq!(fetched.next_offset, 6);
+
+        let mut only_bad = bytes(&[batch(2, 3, -1, false)]);
+        only_bad[40] ^= 0xff;
+        let fetched = extract_records(response(only_bad, &[]), 2);
+        assert!(fetched.records.is_empty());
+        // The CRC fails, so the batch's own last offset is not trusted: one offset at a time.
+        assert_eq!(fetched.next_offset, 3);
+    }
+
+    #[test]
+    fn a_malformed_batch_with_a_good_crc_is_passed_whole() {
+        let mut data = bytes(&[batch(20, 4, -1, false)]);
+        data[22] |= 0x07; // compression 7: unknown
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        let fetched = extract_records(response(data, &[]), 20);
+        assert!(fetched.records.is_empty());
+        let bad = &fetched.undecodable[0];
+        assert_eq!((bad.first_offset, bad.last_offset), (20, 23));
+        assert!(bad.reason.contains("compression"), "{}", bad.reason);
+        assert_eq!(fetched.next_offset, 24);
+    }
+
+    #[test]
+    fn a_record_with_an_impossible_timestamp_is_reported_alone() {
+        let mut b = batch(0, 3, -1, false);
+        b.first_timestamp = i64::MAX - 1; // the first record's is past chrono's range
+        if let ControlBatchOrRecords::Records(records) = &mut b.records {
+            records[1].timestamp_delta = 1 - i64::MAX; // back to 0
+            records[2].timestamp_delta = 5; // overflows
+        }
+        let fetched = extract_records(response(bytes(&[b]), &[]), 0);
+        assert_eq!(offsets(&fetched), [1]);
+        let bad: Vec<(i64, &str)> = fetched
+            .undecodable
+            .iter()
+            .map(|u| (u.first_offset, u.reason.as_str()))
+            .collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].0, 0);
+        assert!(bad[0].1.starts_with("Not a valid timestamp"), "{bad:?}");
+        assert!(bad[1].1.starts_with("Timestamp overflow"), "{bad:?}");
+        assert_eq!(fetched.undecodable[0].value, Some(vec![0]));
+        assert_eq!(fetched.next_offset, 3);
     }
 }

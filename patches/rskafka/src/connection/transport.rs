@@ -117,6 +117,9 @@ impl Transport {
         socks5_proxy: Option<String>,
     ) -> Result<Self> {
         let tcp_stream = Self::connect_tcp(broker, socks5_proxy).await?;
+        // Kafka requests are small writes that wait for an answer: with Nagle's algorithm on,
+        // one can sit in the socket until the broker's delayed ACK (40 ms on Linux).
+        tcp_stream.set_nodelay(true)?;
         Self::wrap_tls(tcp_stream, broker, tls_config).await
     }
 

@@ -241,21 +241,17 @@ pub enum ControlBatchRecord {
     Commit,
 }
 
-impl<R> ReadType<R> for ControlBatchRecord
-where
-    R: Read,
-{
-    fn read(reader: &mut R) -> Result<Self, ReadError> {
-        // version
-        let version = Int16::read(reader)?.0;
+impl ControlBatchRecord {
+    /// The record's type from a control record's key: `version: int16` (0), `type: int16`.
+    fn from_key(key: &[u8]) -> Result<Self, ReadError> {
+        let mut key = Cursor::new(key);
+        let version = Int16::read(&mut key)?.0;
         if version != 0 {
             return Err(ReadError::Malformed(
                 format!("Unknown control batch record version: {}", version).into(),
             ));
         }
-
-        // type
-        let t = Int16::read(reader)?.0;
+        let t = Int16::read(&mut key)?.0;
         match t {
             0 => Ok(Self::Abort),
             1 => Ok(Self::Commit),
@@ -264,6 +260,32 @@ where
             )),
         }
     }
+
+    fn key(&self) -> Vec<u8> {
+        let t: i16 = match self {
+            Self::Abort => 0,
+            Self::Commit => 1,
+        };
+        let mut key = Vec::with_capacity(4);
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.extend_from_slice(&t.to_be_bytes());
+        key
+    }
+}
+
+/// A control batch holds one ordinary [`Record`] whose key says what it is (and whose value
+/// holds the marker's coordinator epoch), as in <https://kafka.apache.org/documentation/#controlbatch>.
+impl<R> ReadType<R> for ControlBatchRecord
+where
+    R: Read,
+{
+    fn read(reader: &mut R) -> Result<Self, ReadError> {
+        let record = Record::read(reader)?;
+        let key = record
+            .key
+            .ok_or_else(|| ReadError::Malformed("Control batch record has no key".into()))?;
+        Self::from_key(&key)
+    }
 }
 
 impl<W> WriteType<W> for ControlBatchRecord
@@ -271,17 +293,18 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // version
-        Int16(0).write(writer)?;
-
-        // type
-        let t = match self {
-            Self::Abort => 0,
-            Self::Commit => 1,
-        };
-        Int16(t).write(writer)?;
-
-        Ok(())
+        // The value of a transaction marker: version 0, coordinator epoch 0.
+        let mut value = Vec::with_capacity(6);
+        value.extend_from_slice(&0i16.to_be_bytes());
+        value.extend_from_slice(&0i32.to_be_bytes());
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(self.key()),
+            value: Some(value),
+            headers: vec![],
+        }
+        .write(writer)
     }
 }
 
@@ -1022,13 +1045,42 @@ mod tests {
 
     test_roundtrip!(ControlBatchRecord, test_control_batch_record_roundtrip);
 
+    /// A control record wrapped in its record envelope, with `key` as its key.
+    fn control_record(key: &[u8]) -> Cursor<Vec<u8>> {
+        let mut buf = Vec::new();
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(key.to_vec()),
+            value: Some(vec![0, 0, 0, 0, 0, 0]),
+            headers: vec![],
+        }
+        .write(&mut buf)
+        .unwrap();
+        Cursor::new(buf)
+    }
+
+    /// The bytes of the record in a commit marker's batch, as a Kafka broker writes them.
+    #[test]
+    fn test_control_batch_record_as_kafka_writes_it() {
+        let bytes = [
+            0x20, // length 16 (zigzag varint)
+            0x00, // attributes
+            0x00, // timestamp delta
+            0x00, // offset delta
+            0x08, 0x00, 0x00, 0x00, 0x01, // key: 4 bytes, version 0, type 1 (commit)
+            0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, // value: 6 bytes, version 0, epoch 5
+            0x00, // no headers
+        ];
+        let mut buf = Cursor::new(bytes.to_vec());
+        let record = ControlBatchRecord::read(&mut buf).unwrap();
+        assert_eq!(record, ControlBatchRecord::Commit);
+        assert_eq!(buf.position(), bytes.len() as u64);
+    }
+
     #[test]
     fn test_control_batch_record_unknown_version() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(1).write(&mut buf).unwrap();
-        Int16(0).write(&mut buf).unwrap();
-        buf.set_position(0);
-
+        let mut buf = control_record(&[0, 1, 0, 0]);
         let err = ControlBatchRecord::read(&mut buf).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
         assert_eq!(
@@ -1039,11 +1091,7 @@ mod tests {
 
     #[test]
     fn test_control_batch_record_unknown_type() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(0).write(&mut buf).unwrap();
-        Int16(2).write(&mut buf).unwrap();
-        buf.set_position(0);
-
+        let mut buf = control_record(&[0, 0, 0, 2]);
         let err = ControlBatchRecord::read(&mut buf).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
         assert_eq!(

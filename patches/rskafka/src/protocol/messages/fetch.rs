@@ -5,8 +5,9 @@ use crate::protocol::{
     api_version::{ApiVersion, ApiVersionRange},
     error::Error as ApiError,
     messages::{IsolationLevel, read_versioned_array, write_versioned_array},
-    primitives::{Int8, Int16, Int32, Int64, Records, String_},
-    traits::{ReadType, WriteType},
+    primitives::{Int8, Int16, Int32, Int64, NullableBytes, String_},
+    record::RecordBatch,
+    traits::{ReadError, ReadType, WriteType},
 };
 
 use super::{
@@ -213,7 +214,7 @@ pub struct FetchResponsePartition {
     pub aborted_transactions: Vec<FetchResponseAbortedTransaction>,
 
     /// The record data.
-    pub records: Records,
+    pub records: FetchedRecords,
 }
 
 impl<R> ReadVersionedType<R> for FetchResponsePartition
@@ -234,7 +235,7 @@ where
                 .transpose()?
                 .flatten()
                 .unwrap_or_default(),
-            records: Records::read(reader)?,
+            records: FetchedRecords::read(reader)?,
         })
     }
 }
@@ -287,4 +288,105 @@ where
             responses: read_versioned_array(reader, version)?.unwrap_or_default(),
         })
     }
+}
+
+/// A record batch of a fetch response that could not be decoded (a failed CRC check, an
+/// unknown magic or compression, a malformed body), kept so that a consumer can report it and
+/// move past it instead of failing the whole fetch, again and again, on the same offset.
+#[derive(Debug)]
+pub struct InvalidBatch {
+    /// The batch's first offset (outside the CRC, so possibly wrong when the batch is corrupt).
+    pub base_offset: i64,
+
+    /// The batch's last offset, when the CRC check vouches for it.
+    pub last_offset: Option<i64>,
+
+    /// Why it could not be decoded.
+    pub error: String,
+
+    /// The batch as fetched, from its base offset on.
+    pub bytes: Vec<u8>,
+}
+
+/// The record data of a partition in a fetch response: its batches in order, and those that
+/// could not be decoded.
+#[derive(Debug, Default)]
+pub struct FetchedRecords {
+    /// The batches that were decoded.
+    pub batches: Vec<RecordBatch>,
+
+    /// The batches that could not be decoded.
+    pub invalid: Vec<InvalidBatch>,
+}
+
+/// Size of the framing in front of every batch: base offset (8 bytes) and length (4 bytes).
+const BATCH_FRAME: usize = 12;
+
+impl<R> ReadType<R> for FetchedRecords
+where
+    R: Read,
+{
+    fn read(reader: &mut R) -> Result<Self, ReadError> {
+        let buf = NullableBytes::read(reader)?.0.unwrap_or_default();
+        let mut fetched = Self::default();
+        let mut rest = buf.as_slice();
+        while rest.len() >= BATCH_FRAME {
+            let base_offset = i64::from_be_bytes(array(&rest[..8]));
+            let len = i32::from_be_bytes(array(&rest[8..BATCH_FRAME]));
+            let Some(end) = usize::try_from(len)
+                .ok()
+                .and_then(|len| len.checked_add(BATCH_FRAME))
+            else {
+                // No framing to find the next batch by: report this one, give up on the rest.
+                fetched.invalid.push(InvalidBatch {
+                    base_offset,
+                    last_offset: None,
+                    error: format!("Record batch has a negative length: {len}"),
+                    bytes: rest.to_vec(),
+                });
+                break;
+            };
+            if end > rest.len() {
+                // The last batch got cut off, by `FetchRequest::max_bytes`.
+                break;
+            }
+            let (bytes, next) = rest.split_at(end);
+            match RecordBatch::read(&mut &bytes[..]) {
+                Ok(batch) => fetched.batches.push(batch),
+                Err(e) => fetched.invalid.push(InvalidBatch {
+                    base_offset,
+                    last_offset: checked_last_offset(bytes, base_offset),
+                    error: e.to_string(),
+                    bytes: bytes.to_vec(),
+                }),
+            }
+            rest = next;
+        }
+        Ok(fetched)
+    }
+}
+
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0; N];
+    array.copy_from_slice(bytes);
+    array
+}
+
+/// The last offset of a v2 batch whose CRC (over everything from its attributes on) holds.
+fn checked_last_offset(batch: &[u8], base_offset: i64) -> Option<i64> {
+    // base offset 8, length 4, partition leader epoch 4, magic 1, crc 4, attributes 2,
+    // last offset delta 4
+    const MAGIC: usize = 16;
+    const CRC: usize = 17;
+    const ATTRIBUTES: usize = 21;
+    const LAST_OFFSET_DELTA: usize = 23;
+    if batch.len() < LAST_OFFSET_DELTA + 4 || batch[MAGIC] != 2 {
+        return None;
+    }
+    let crc = u32::from_be_bytes(array(&batch[CRC..ATTRIBUTES]));
+    if crc32c::crc32c(&batch[ATTRIBUTES..]) != crc {
+        return None;
+    }
+    let delta = i32::from_be_bytes(array(&batch[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]));
+    (delta >= 0).then(|| base_offset.saturating_add(i64::from(delta)))
 }
