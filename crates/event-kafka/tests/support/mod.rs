@@ -212,3 +212,55 @@ pub async fn tool_offsets(
         })
         .collect()
 }
+
+/// Runs `tests/java/KafkaScript.java` (what another Kafka application writes: transactions,
+/// foreign records, topic configs) on `script`, one command a line, fields separated by tabs.
+pub async fn kafka_script(classpath: &str, brokers: &str, script: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/KafkaScript.java");
+    let mut child = tokio::process::Command::new(java())
+        .args(["-cp", classpath])
+        .arg(&source)
+        .arg(brokers)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running java")?;
+    let mut stdin = child.stdin.take().context("java's stdin")?;
+    let input = script.to_string();
+    let writer = async move {
+        stdin.write_all(input.as_bytes()).await?;
+        stdin.shutdown().await
+    };
+    let (written, output) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(writer, child.wait_with_output())
+    })
+    .await
+    .context("KafkaScript.java did not finish within 120 s")?;
+    let output = output?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && stdout.contains("done"),
+        "KafkaScript.java failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    written?;
+    Ok(())
+}
+
+/// A `SEND` line of a [`kafka_script`] for an event, its envelope as the value.
+pub fn send_event(topic: &str, partition: i32, event: &Event) -> anyhow::Result<String> {
+    let json = String::from_utf8(event_core::JsonCodec::default().encode(event)?)?;
+    Ok(format!(
+        "SEND\t{topic}\t{partition}\t{}\t{json}\n",
+        event.ordering_key()
+    ))
+}
+
+/// Bytes as a [`kafka_script`] field.
+pub fn hex_field(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hex:{hex}")
+}
