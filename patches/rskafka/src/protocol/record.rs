@@ -53,8 +53,12 @@ where
         buf = buf.read_exact(reader)?;
         let key = String::from_utf8(buf.into()).map_err(|e| ReadError::Malformed(Box::new(e)))?;
 
-        // value
+        // value: -1 is a null value, which Kafka allows (the Java client writes one for a
+        // header whose value is `null`); it reads as empty.
         let len = Varint::read(reader)?;
+        if len.0 == -1 {
+            return Ok(Self { key, value: vec![] });
+        }
         let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
         let mut value = VecBuilder::new(len);
         value = value.read_exact(reader)?;
@@ -1044,6 +1048,15 @@ mod tests {
     test_roundtrip!(Record, test_record_roundtrip);
 
     test_roundtrip!(ControlBatchRecord, test_control_batch_record_roundtrip);
+
+    #[test]
+    fn test_record_header_with_a_null_value() {
+        // key "k" (length 1), value length -1 (zigzag varint 0x01)
+        let mut buf = Cursor::new(vec![0x02, b'k', 0x01]);
+        let header = RecordHeader::read(&mut buf).unwrap();
+        assert_eq!(header.key, "k");
+        assert!(header.value.is_empty());
+    }
 
     /// A control record wrapped in its record envelope, with `key` as its key.
     fn control_record(key: &[u8]) -> Cursor<Vec<u8>> {
