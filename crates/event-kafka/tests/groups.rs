@@ -564,9 +564,24 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
         "the other member went through a rebalance: generation {b_generation} became {:?}",
         generation(&b).await?
     );
+    // The coordinator's description follows the member's return: wait for it to show `a`
+    // with its old partitions.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = partitions_of(&b, "a").await?;
+        if now.as_ref() == Some(&before) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the returning member did not get its partitions back: {before:?} before, {now:?} now"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     ensure!(
-        partitions_of(&b, "a").await? == Some(before.clone()),
-        "the returning member did not get its partitions back"
+        generation(&b).await? == Some(b_generation),
+        "the other member went through a rebalance: generation {b_generation} became {:?}",
+        generation(&b).await?
     );
 
     // A second process with `b`'s id fences the first.
