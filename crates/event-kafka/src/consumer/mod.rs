@@ -425,10 +425,23 @@ impl Group {
 
     /// Dead letters that cannot be stored, in words, for health.
     pub(crate) fn dead_letter_problems(&self) -> Vec<String> {
-        let failing = self
+        // A write abandoned with its partition (revoked, or its fetch task restarted) is the
+        // next owner's to make: no longer this member's problem.
+        let tokens: Vec<Token> = self
+            .failing_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let gone: Vec<Token> = tokens.into_iter().filter(|t| !self.owns(*t)).collect();
+        let mut failing = self
             .failing_letters
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        for token in gone {
+            failing.remove(&token);
+        }
         let mut problems: Vec<String> = failing
             .iter()
             .map(|(token, (since, attempts, error))| {
