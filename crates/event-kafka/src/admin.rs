@@ -44,19 +44,27 @@ pub(crate) async fn read_partition(
             )
             .await?
         {
-            Fetched::Records { records, .. } => {
-                let before = position;
-                for r in records {
-                    if r.offset < position || r.offset >= end {
-                        continue;
-                    }
-                    position = r.offset + 1;
-                    out.push((r.offset, r.record));
+            Fetched::Records {
+                records,
+                undecodable,
+                next_offset,
+                ..
+            } => {
+                for u in undecodable {
+                    tracing::warn!(%topic, partition, first_offset = u.first_offset, last_offset = u.last_offset, "undecodable records skipped: {}", u.reason);
                 }
-                if position == before {
-                    // Nothing more below `end` (compacted or aborted offsets): done.
+                out.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.offset >= position && r.offset < end)
+                        .map(|r| (r.offset, r.record)),
+                );
+                // Past transaction markers, aborted transactions and compaction gaps too.
+                if next_offset <= position {
+                    // Nothing more below `end`: a gap at the log's end.
                     break;
                 }
+                position = next_offset;
             }
             Fetched::OffsetOutOfRange => {
                 let earliest = inner
@@ -363,8 +371,9 @@ pub(crate) async fn health(inner: &Inner) -> Health {
         let group = inner.groups().get(&handler).cloned();
         let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
         let fetching = group.as_ref().is_some_and(|g| g.fetching());
-        if let Some(why) = group.as_ref().and_then(|g| g.standing().fenced) {
-            problems.push(why);
+        if let Some(group) = &group {
+            problems.extend(group.standing().fenced);
+            problems.extend(group.dead_letter_problems());
         }
         let depth = match read_dead_letters(inner, &local.group).await {
             Ok(letters) => letters.len() as u64,
@@ -378,7 +387,10 @@ pub(crate) async fn health(inner: &Inner) -> Health {
         };
         let alive = fetching && local.members.iter().any(|m| inner.consumers.is_running(*m));
         let stalled = backlog > 0 && local.counters.idle_for(inner.config.stall_timeout);
-        consumers.push(ConsumerHealth::new(handler, alive, stalled, backlog, depth));
+        consumers.push(
+            ConsumerHealth::new(handler, alive, stalled, backlog, depth)
+                .with_loop_failures(&local.counters),
+        );
     }
     Health::assess("kafka", Some(round_trip), consumers, problems, false)
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use event_core::dispatch::Supervisor;
 use event_core::{Error, KafkaAssignmentStrategy};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -67,20 +68,50 @@ fn protocols(strategy: KafkaAssignmentStrategy, topics: &[String]) -> Vec<(&'sta
     vec![(first, metadata.clone()), (second, metadata)]
 }
 
-/// Runs the membership of `group` until `stop` carries a deadline (or the member is fenced):
-/// join, sync, take the assignment, heartbeat, and give partitions up cleanly on every
-/// rebalance and at the end.
-pub(crate) async fn run(
+/// Runs the membership of `group` under a supervisor: a membership task that panics or ends
+/// unasked is restarted (with backoff, logged, and counted where health reads it). Its fetch
+/// tasks died with it and their partitions' positions are forgotten; the new task rejoins
+/// with the same member id, and the partitions it is given start from their committed
+/// offsets (what was not finished is delivered again).
+pub(crate) async fn supervised(
     group: Arc<Group>,
     coordinator: ControlClient,
     mut stop: watch::Receiver<StopAt>,
 ) {
+    let mut supervisor = Supervisor::new(group.handler.clone(), group.counters.clone());
+    loop {
+        let outcome = supervisor
+            .run(run(group.clone(), coordinator.clone(), stop.clone()))
+            .await;
+        if stop.borrow().is_some() || group.standing().fenced.is_some() {
+            return;
+        }
+        let why = match outcome {
+            Ok(()) => "ended without being asked to stop".to_string(),
+            Err(why) => why,
+        };
+        let pause = supervisor.failed("the Kafka group membership task", &why);
+        group.forget_generation();
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Runs the membership of `group` until `stop` carries a deadline (or the member is fenced):
+/// join, sync, take the assignment, heartbeat, and give partitions up cleanly on every
+/// rebalance and at the end.
+async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Receiver<StopAt>) {
     let config = &group.inner.config;
     let instance = config.kafka_group_instance_id.clone();
     let protocols = protocols(config.kafka_assignment_strategy, group.topics());
-    let mut member_id = String::new();
+    // A restarted task rejoins under the id the coordinator gave the one before.
+    let mut member_id = group.standing().member_id;
     let mut failures = 0u32;
     let until = loop {
+        event_core::fault::checkpoint(&group.fault_names.membership);
         if let Some(until) = *stop.borrow_and_update() {
             break until;
         }
@@ -302,6 +333,7 @@ async fn heartbeat(
     let config = &group.inner.config;
     let mut last_answer = Instant::now();
     loop {
+        event_core::fault::checkpoint(&group.fault_names.membership);
         if let Some(until) = *stop.borrow_and_update() {
             return Wake::Stop(until);
         }

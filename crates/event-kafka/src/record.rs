@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use event_core::{Error, Event, JsonCodec};
 use rskafka::chrono::{DateTime, Utc};
-use rskafka::record::Record;
+use rskafka::record::{Record, UndecodableRecords};
 use time::OffsetDateTime;
 
 /// Header names, also read by foreign consumers: keep them stable.
@@ -131,6 +131,32 @@ pub(crate) fn raw_text(record: &Record) -> String {
         text.push_str("...");
     }
     text
+}
+
+/// Data a fetch could not decode, as text for its dead letter: a record's key, headers and
+/// value as [`raw_text`] shows them; a batch's bytes in base64 (they are binary), cut at
+/// 64 KiB.
+pub(crate) fn raw_undecodable(undecodable: &UndecodableRecords) -> String {
+    use base64::Engine as _;
+    // rskafka names a whole batch so; a single record keeps its key, headers and value.
+    if undecodable.reason.starts_with("Undecodable record batch") {
+        let bytes = undecodable.value.as_deref().unwrap_or_default();
+        let shown = &bytes[..bytes.len().min(RAW_TEXT_LIMIT / 4 * 3)];
+        let mut text = format!(
+            "batch bytes (base64)={}",
+            base64::engine::general_purpose::STANDARD.encode(shown)
+        );
+        if shown.len() < bytes.len() {
+            text.push_str("...");
+        }
+        return text;
+    }
+    raw_text(&Record {
+        key: undecodable.key.clone(),
+        value: undecodable.value.clone(),
+        headers: undecodable.headers.clone(),
+        timestamp: DateTime::UNIX_EPOCH,
+    })
 }
 
 /// An event time as a Kafka record timestamp: milliseconds, rounded down (also before 1970).

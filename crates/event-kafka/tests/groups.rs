@@ -23,6 +23,8 @@ use tokio::time::Instant;
 const CHILD: &str = "EVENTBUS_KAFKA_GROUP_CHILD";
 const PARTITIONS: u32 = 6;
 const SESSION: Duration = Duration::from_secs(6);
+/// The session timeout of the static members' test (see there).
+const STATIC_SESSION: Duration = Duration::from_secs(45);
 
 fn config(brokers: &str, prefix: &str) -> Config {
     let mut config = Config::default();
@@ -224,6 +226,26 @@ fn counts(handled: &[Vec<EventId>]) -> HashMap<EventId, usize> {
     counts
 }
 
+/// Waits until the numbers of events each process handled satisfy `ready`.
+async fn wait_handled(
+    s: &Scenario,
+    what: &str,
+    ready: impl Fn(&[usize]) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let handled: Vec<usize> = s.handled().iter().map(Vec::len).collect();
+        if ready(&handled) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "gave up waiting for {what}: handled {handled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two processes split the partitions and each event is handled once; Kafka's tool lists the
 /// group with both members and its lag; one process killed with SIGKILL, the other takes its
 /// partitions over within the session timeout and every event is handled.
@@ -262,7 +284,7 @@ async fn two_processes_share_the_partitions_and_survive_a_kill() -> anyhow::Resu
     );
 
     // What an operator sees: both members with their partitions, and the lag per partition.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while s.bus.stats().await?.handlers[&s.handler].lag > 0 {
         ensure!(Instant::now() < deadline, "the group's lag stayed above 0");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -294,7 +316,7 @@ async fn two_processes_share_the_partitions_and_survive_a_kill() -> anyhow::Resu
     s.kill(0)?;
     let killed_at = Instant::now();
     let more = s.publish(300, "after-kill").await?;
-    s.until_handled(&more, SESSION + Duration::from_secs(30))
+    s.until_handled(&more, SESSION + Duration::from_secs(60))
         .await?;
     eprintln!(
         "after the kill, the survivor handled the next 300 events within {:?}",
@@ -326,12 +348,15 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
     s.start()?;
     s.until_members(1).await?;
 
+    // The publisher runs until the scaling is over, however long the machine takes for it.
+    let (done, publishing) = tokio::sync::watch::channel(false);
     let publisher = {
         let bus = s.bus.clone();
         let event_type = s.event_type.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
-            for round in 0..150 {
+            let mut round = 0;
+            while !*publishing.borrow() && round < 3000 {
                 let events: Vec<Event> = (0..20)
                     .map(|k| {
                         Event::builder(event_type.clone(), "groups")
@@ -342,21 +367,41 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
                 for result in bus.publish_batch(events).await {
                     ids.push(result?);
                 }
+                round += 1;
+                // A steady trickle, not a flood: the processes keep up between rebalances.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             anyhow::Ok(ids)
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each step waits for the processes to have handled events under the new membership.
+    let handled_by = |s: &Scenario| s.handled().iter().map(Vec::len).collect::<Vec<_>>();
+    let generation_before = s.bus.stats().await?.handlers[&s.handler]
+        .generation
+        .unwrap_or(0);
+    wait_handled(&s, "the first process to handle events", |n| n[0] >= 50).await?;
     s.start()?;
     s.start()?;
     s.until_members(3).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_three = handled_by(&s);
+    wait_handled(&s, "all three processes to handle events", |n| {
+        n.iter().zip(&at_three).all(|(now, then)| now > then) && n.iter().all(|n| *n > 0)
+    })
+    .await?;
     s.stop(1).await?;
     s.stop(2).await?;
     s.until_members(1).await?;
+    let at_one = handled_by(&s);
+    wait_handled(&s, "the remaining process to handle events", |n| {
+        n[0] > at_one[0]
+    })
+    .await?;
+    let generation_after = s.bus.stats().await?.handlers[&s.handler]
+        .generation
+        .unwrap_or(0);
+    let _ = done.send(true);
     ids.extend(publisher.await??);
-    s.until_handled(&ids, Duration::from_secs(60)).await?;
+    s.until_handled(&ids, Duration::from_secs(90)).await?;
 
     let handled = s.handled();
     let counts = counts(&handled);
@@ -376,10 +421,15 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
         counts.len(),
         ids.len()
     );
-    // Clean rebalances finish in-flight events and commit before giving partitions up.
+    // Clean rebalances finish in-flight events and commit before giving partitions up, so an
+    // event is handled twice only when a member gave a partition up with events handed out
+    // and not committed: at most a dispatcher's window (1,024) per member per rebalance.
+    let rebalances = usize::try_from(generation_after - generation_before).unwrap_or(0);
+    let bound = rebalances * 3 * 1024;
+    eprintln!("{rebalances} rebalances; at most {bound} duplicates allowed");
     ensure!(
-        duplicates <= ids.len() / 20,
-        "{duplicates} of {} events handled twice in clean rebalances",
+        duplicates <= bound,
+        "{duplicates} of {} events handled twice in {rebalances} clean rebalances",
         ids.len()
     );
     s.stop(0).await?;
@@ -407,6 +457,10 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
     let member = |instance: &str| {
         let mut config = config(&brokers, &prefix);
         config.kafka_group_instance_id = Some(instance.to_string());
+        // A static member keeps its partitions while it is away for less than the session
+        // timeout; a loaded machine can take several seconds to shut a bus down and start
+        // another, so give it a margin the test does not depend on.
+        config.kafka_session_timeout = STATIC_SESSION;
         let handled = handled.clone();
         let handler = handler.clone();
         let event_type = event_type.clone();
@@ -432,18 +486,21 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
         let handler = handler.clone();
         async move { anyhow::Ok(bus.stats().await?.handlers[&handler].generation) }
     };
-    let partitions_of = |bus: &KafkaBus, instance: &'static str| {
+    // Both members' partitions from one look at the group (two looks could straddle a
+    // rebalance and pair an old assignment with a new one).
+    let partitions_of = |bus: &KafkaBus| {
         let bus = bus.clone();
         let handler = handler.clone();
         async move {
             let stats = bus.stats().await?;
-            anyhow::Ok(
+            let of = |instance: &str| {
                 stats.handlers[&handler]
                     .members
                     .iter()
                     .find(|m| m.instance_id.as_deref() == Some(instance))
-                    .map(|m| m.partitions.clone()),
-            )
+                    .map(|m| m.partitions.clone())
+            };
+            anyhow::Ok((of("a"), of("b")))
         }
     };
     let publisher = KafkaBus::connect(config(&brokers, &prefix)).await?;
@@ -453,9 +510,9 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
     let a = member("a").await?;
     let b = member("b").await?;
     // Both members own partitions once the second join's rebalance is over.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let (before, b_generation) = loop {
-        let (pa, pb) = (partitions_of(&b, "a").await?, partitions_of(&b, "b").await?);
+        let (pa, pb) = partitions_of(&b).await?;
         let g = generation(&b).await?;
         if let (Some(pa), Some(pb), Some(g)) = (pa, pb, g)
             && !pa.is_empty()
@@ -474,7 +531,7 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
     // `a` stops without leaving (static), and comes back with the same id.
     a.shutdown().await?;
     let a = member("a").await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while generation(&a).await?.is_none() {
         ensure!(
             Instant::now() < deadline,
@@ -493,7 +550,7 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let seen: HashSet<EventId> = handled.lock().unwrap().iter().copied().collect();
         if ids.iter().all(|id| seen.contains(id)) {
@@ -510,14 +567,29 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
         "the other member went through a rebalance: generation {b_generation} became {:?}",
         generation(&b).await?
     );
+    // The coordinator's description follows the member's return: wait for it to show `a`
+    // with its old partitions.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (now, _) = partitions_of(&b).await?;
+        if now.as_ref() == Some(&before) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the returning member did not get its partitions back: {before:?} before, {now:?} now"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     ensure!(
-        partitions_of(&b, "a").await? == Some(before.clone()),
-        "the returning member did not get its partitions back"
+        generation(&b).await? == Some(b_generation),
+        "the other member went through a rebalance: generation {b_generation} became {:?}",
+        generation(&b).await?
     );
 
     // A second process with `b`'s id fences the first.
     let intruder = member("b").await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let health = b.health().await;
         if health
@@ -585,7 +657,7 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
             }),
         )
         .await?;
-    tokio::time::timeout(Duration::from_secs(30), started.notified())
+    tokio::time::timeout(Duration::from_secs(90), started.notified())
         .await
         .context("the first member never started the event")?;
     let handled = Arc::new(Mutex::new(Vec::new()));
@@ -604,7 +676,7 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
             }),
         )
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !handled.lock().unwrap().contains(&stuck) {
         ensure!(
             Instant::now() < deadline,
@@ -615,7 +687,7 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
     let more = publisher
         .publish(Event::builder(event_type.clone(), "stuck").build()?)
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !handled.lock().unwrap().contains(&more) {
         ensure!(Instant::now() < deadline, "a later event was not handled");
         tokio::time::sleep(Duration::from_millis(50)).await;

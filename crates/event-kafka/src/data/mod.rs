@@ -26,7 +26,7 @@ use rskafka::chrono::DateTime;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{self, PartitionClient};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::{Record, RecordAndOffset};
+use rskafka::record::{Record, RecordAndOffset, UndecodableRecords};
 
 use self::connections::PartitionClients;
 use self::error::{backend_error, timeout_error};
@@ -54,12 +54,24 @@ pub(crate) enum OffsetAt {
 #[derive(Debug)]
 pub(crate) enum Fetched {
     /// Records from the requested offset on, in offset order (empty when none arrived within
-    /// `max_wait`), and the partition's high watermark.
+    /// `max_wait`), what could not be decoded, the partition's high watermark and where to
+    /// fetch next.
     Records {
-        /// The records with their offsets.
+        /// The records with their offsets (none of aborted transactions: the isolation level
+        /// is `read_committed`).
         records: Vec<RecordAndOffset>,
+        /// Data that could not be decoded into records: a record whose timestamp is out of
+        /// range, or a corrupt batch, each with the offsets it covers.
+        undecodable: Vec<UndecodableRecords>,
         /// The offset after the last record committed to the partition.
         high_watermark: i64,
+        /// Below this offset every transaction is decided (`None` from a broker that does
+        /// not say).
+        last_stable_offset: Option<i64>,
+        /// The offset to fetch next: past every batch the broker sent, also those that hold
+        /// no record for us (transaction markers, aborted transactions, batches compaction
+        /// emptied); the requested offset when the broker sent nothing.
+        next_offset: i64,
     },
     /// The offset is not in the partition: retention trimmed it, or it is past the end (the
     /// topic was deleted and created again). The caller picks a new position, usually
@@ -324,10 +336,13 @@ impl DataPlane {
             partition,
             max_wait,
             |client| async move {
-                match client.fetch_records(offset, bytes, max_wait_ms).await {
-                    Ok((records, high_watermark)) => Ok(Fetched::Records {
-                        records,
-                        high_watermark,
+                match client.fetch(offset, bytes, max_wait_ms).await {
+                    Ok(fetched) => Ok(Fetched::Records {
+                        records: fetched.records,
+                        undecodable: fetched.undecodable,
+                        high_watermark: fetched.high_watermark,
+                        last_stable_offset: fetched.last_stable_offset,
+                        next_offset: fetched.next_offset,
                     }),
                     Err(ClientError::ServerError {
                         protocol_error: ProtocolError::OffsetOutOfRange,

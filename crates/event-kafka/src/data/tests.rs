@@ -271,6 +271,7 @@ async fn a_fetch_at_the_end_waits_then_returns_empty() -> anyhow::Result<()> {
         let Fetched::Records {
             records,
             high_watermark,
+            ..
         } = plane.fetch(&topic, 0, 1, 1024 * 1024, max_wait).await?
         else {
             bail!("offset 1 (the high watermark) must be readable");

@@ -9,6 +9,7 @@
     reason = "each test binary uses part of it"
 )]
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -211,4 +212,139 @@ pub async fn tool_offsets(
             })
         })
         .collect()
+}
+
+/// Runs `tests/java/KafkaScript.java` (what another Kafka application writes: transactions,
+/// foreign records, topic configs) on `script`, one command a line, fields separated by tabs.
+pub async fn kafka_script(classpath: &str, brokers: &str, script: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/KafkaScript.java");
+    let mut child = tokio::process::Command::new(java())
+        .args(["-cp", classpath])
+        .arg(&source)
+        .arg(brokers)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running java")?;
+    let mut stdin = child.stdin.take().context("java's stdin")?;
+    let input = script.to_string();
+    let writer = async move {
+        stdin.write_all(input.as_bytes()).await?;
+        stdin.shutdown().await
+    };
+    let (written, output) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(writer, child.wait_with_output())
+    })
+    .await
+    .context("KafkaScript.java did not finish within 120 s")?;
+    let output = output?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && stdout.contains("done"),
+        "KafkaScript.java failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    written?;
+    Ok(())
+}
+
+/// A `SEND` line of a [`kafka_script`] for an event, its envelope as the value.
+pub fn send_event(topic: &str, partition: i32, event: &Event) -> anyhow::Result<String> {
+    let json = String::from_utf8(event_core::JsonCodec::default().encode(event)?)?;
+    Ok(format!(
+        "SEND\t{topic}\t{partition}\t{}\t{json}\n",
+        event.ordering_key()
+    ))
+}
+
+/// Bytes as a [`kafka_script`] field.
+pub fn hex_field(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hex:{hex}")
+}
+
+/// A handler that records the id of every event it handles.
+pub fn recorder(name: &str) -> (Arc<dyn event_core::EventHandler>, Arc<Mutex<Vec<EventId>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let handler = handler_fn(name.to_string(), move |event: Arc<Event>| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(event.id);
+            Ok::<(), HandlerError>(())
+        }
+    });
+    (handler, seen)
+}
+
+/// Waits until `handler` has nothing pending and its committed offsets reach the end of every
+/// partition (the bus's stats: lag 0).
+pub async fn quiescent(
+    bus: &dyn event_core::EventBus,
+    handler: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let stats = bus.stats().await?;
+        let h = stats.handlers.get(handler);
+        if h.is_some_and(|h| h.lag == 0 && h.pending == 0) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{handler} never caught up: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every id in `expected` handled exactly once, and nothing else.
+pub fn exactly(handled: &[EventId], expected: &HashSet<EventId>) -> anyhow::Result<()> {
+    let mut counts: HashMap<EventId, usize> = HashMap::new();
+    for id in handled {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let twice = counts.values().filter(|c| **c > 1).count();
+    let missing = expected
+        .iter()
+        .filter(|id| !counts.contains_key(id))
+        .count();
+    let foreign = counts.keys().filter(|id| !expected.contains(id)).count();
+    ensure!(
+        twice == 0 && missing == 0 && foreign == 0,
+        "{} handled: {twice} more than once, {missing} of {} never, {foreign} not expected",
+        handled.len(),
+        expected.len()
+    );
+    Ok(())
+}
+
+/// Waits until Kafka's own tool shows `group` committed at the end of at least `partitions`
+/// partitions (lag 0 on every line): the commits go out a moment after the events finish.
+pub async fn committed_to_the_end(
+    classpath: &str,
+    brokers: &str,
+    group: &str,
+    partitions: usize,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let lags: Vec<Option<i64>> = tool_offsets(classpath, brokers, group)
+            .await?
+            .into_iter()
+            .map(|o| o.lag)
+            .collect();
+        if lags.len() >= partitions && lags.iter().all(|l| *l == Some(0)) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} is not committed at the end: lags {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -5,20 +5,22 @@
 //! Several subscriptions of one handler in this process share the group's work: the group's
 //! dispatcher calls a router that hands each event to one of the subscriptions' handlers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod dead_letters;
+mod fetch_loop;
+mod tracker;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::dispatch::{
-    Delivery, DeliverySink, DispatchSettings, Dispatcher, HandlerCounters, StopMode, StopSignal,
+    DispatchSettings, Dispatcher, HandlerCounters, StopMode, StopSignal, Supervisor,
 };
 use event_core::{
-    DeadLetter, DeadLetterReason, Error, Event, EventHandler, HandlerError, StartFrom,
-    Subscription, SubscriptionSpec,
+    Error, Event, EventHandler, HandlerError, StartFrom, Subscription, SubscriptionSpec,
 };
-use rskafka::record::{Record, RecordAndOffset};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -26,93 +28,16 @@ use tokio::time::Instant;
 
 use crate::bus::Inner;
 use crate::control::{ControlClient, Security};
-use crate::data::{Fetched, OffsetAt};
+use crate::data::OffsetAt;
 use crate::member::{self, Standing, StopAt};
 use crate::record;
 
-/// How long one fetch waits for records: the longest an idle task takes to notice a stop.
-const MAX_WAIT: Duration = Duration::from_millis(200);
-/// About how many bytes one fetch returns.
-const MAX_BYTES: i32 = 1024 * 1024;
+use dead_letters::KafkaSink;
+pub(crate) use dead_letters::dlq_header;
+pub(crate) use tracker::{Token, Tracker};
+
 /// How often changed positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
-/// Attempts at producing a dead letter before giving up (the delivery then stays
-/// unacknowledged and is delivered again after a restart: twice, never lost).
-const WRITE_ATTEMPTS: u32 = 5;
-
-/// Headers of a dead-letter record.
-pub(crate) mod dlq_header {
-    pub(crate) const REASON: &str = "dlq_reason";
-    pub(crate) const HANDLER: &str = "dlq_handler";
-    pub(crate) const GROUP: &str = "dlq_group";
-    pub(crate) const ATTEMPTS: &str = "dlq_attempts";
-    pub(crate) const LAST_ERROR: &str = "dlq_last_error";
-    pub(crate) const TOPIC: &str = "dlq_original_topic";
-    pub(crate) const PARTITION: &str = "dlq_original_partition";
-    pub(crate) const OFFSET: &str = "dlq_original_offset";
-    /// On a marker record: the id (offset) of a dead letter that was redriven or purged.
-    pub(crate) const REMOVED: &str = "dlq_removed";
-}
-
-/// Where a record is: the index of its topic in the group's list, its partition and offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Token {
-    topic: usize,
-    partition: i32,
-    offset: i64,
-}
-
-/// A group's position in one partition.
-#[derive(Debug)]
-pub(crate) struct Tracker {
-    /// Every offset below this is finished: the offset to commit.
-    committed: i64,
-    /// The last position committed to Kafka.
-    sent: i64,
-    /// The next offset to fetch.
-    read: i64,
-    /// The partition's high watermark, from the last fetch.
-    high_watermark: i64,
-    /// Finished offsets from `committed` on: `acked[i]` is offset `committed + i`.
-    acked: VecDeque<bool>,
-}
-
-impl Tracker {
-    fn at(position: i64) -> Self {
-        Self {
-            committed: position,
-            sent: position,
-            read: position,
-            high_watermark: position,
-            acked: VecDeque::new(),
-        }
-    }
-
-    fn ack(&mut self, offset: i64) {
-        let Ok(i) = usize::try_from(offset - self.committed) else {
-            return;
-        };
-        if self.acked.len() <= i {
-            self.acked.resize(i + 1, false);
-        }
-        self.acked[i] = true;
-        while self.acked.front() == Some(&true) {
-            self.acked.pop_front();
-            self.committed += 1;
-        }
-    }
-
-    /// Delivered and not finished.
-    pub(crate) fn pending(&self) -> u64 {
-        let done = self.acked.iter().filter(|a| **a).count() as i64;
-        u64::try_from(self.read - self.committed - done).unwrap_or(0)
-    }
-
-    /// Not delivered yet.
-    pub(crate) fn lag(&self) -> u64 {
-        u64::try_from(self.high_watermark - self.read).unwrap_or(0)
-    }
-}
 
 /// One subscription's handler, as the router sees it.
 struct Member {
@@ -201,6 +126,21 @@ pub(crate) struct Group {
     dispatcher: Mutex<Option<Arc<Dispatcher<Token>>>>,
     closing: AtomicBool,
     finished: watch::Sender<bool>,
+    /// The handler's counters: loop failures are recorded there, for health.
+    pub(crate) counters: Arc<HandlerCounters>,
+    /// Dead letters that could not be stored yet, by token: since when, attempts, the error.
+    failing_letters: Mutex<HashMap<Token, (OffsetDateTime, u32, String)>>,
+    /// Names under which tests arm faults in the membership and commit tasks
+    /// (`event_core::fault::checkpoint`); the fetch loops use the handler's name.
+    pub(crate) fault_names: FaultNames,
+}
+
+/// The names of a group's tasks for `event_core::fault`.
+pub(crate) struct FaultNames {
+    /// The membership task: `{handler}/membership`.
+    pub(crate) membership: String,
+    /// The commit task: `{handler}/commits`.
+    pub(crate) commits: String,
 }
 
 /// The partitions a member owns in one generation: their fetch tasks and the signal that
@@ -239,6 +179,13 @@ impl Group {
         let mut standing = self.standing_guard();
         standing.generation = generation;
         standing.member_id = member_id.to_string();
+    }
+
+    /// The membership task died: its generation's partitions (their fetch tasks died with it)
+    /// are forgotten, and the member is in no generation until it rejoins.
+    pub(crate) fn forget_generation(&self) {
+        self.trackers().clear();
+        self.standing_guard().generation = -1;
     }
 
     /// Another process joined with this process's `KAFKA_GROUP_INSTANCE_ID`: this member
@@ -293,8 +240,8 @@ impl Group {
     fn changed(&self) -> Vec<(String, i32, i64)> {
         self.trackers()
             .iter()
-            .filter(|(_, t)| t.committed != t.sent)
-            .map(|((topic, partition), t)| (self.topics[*topic].clone(), *partition, t.committed))
+            .filter(|(_, t)| t.changed())
+            .map(|((topic, partition), t)| (self.topics[*topic].clone(), *partition, t.committed()))
             .collect()
     }
 
@@ -376,13 +323,12 @@ impl Group {
         for ((i, p), position) in positions {
             trackers.insert((i, p), Tracker::at(position));
             owned.partitions.push((i, p));
-            owned.tasks.push(tokio::spawn(partition_loop(
+            owned.tasks.push(tokio::spawn(fetch_loop::supervised(
                 self.clone(),
                 dispatcher.clone(),
                 owned.stop.subscribe(),
                 i,
                 p,
-                position,
             )));
         }
         Ok(owned)
@@ -434,13 +380,83 @@ impl Group {
         }
     }
 
+    /// Finishes deliveries: those of a tracker that was replaced since (the partition taken
+    /// again, or its fetch loop restarted) are left alone, as their events are delivered again.
     fn ack(&self, tokens: &[Token]) {
         let mut trackers = self.trackers();
         for token in tokens {
-            if let Some(t) = trackers.get_mut(&(token.topic, token.partition)) {
-                t.ack(token.offset);
+            if let Some(t) = trackers.get_mut(&(token.topic, token.partition))
+                && t.incarnation() == token.incarnation
+            {
+                t.finish(token.offset);
             }
         }
+    }
+
+    /// Whether the tracker that handed out `token` still tracks its partition, and the group
+    /// is not stopping.
+    fn owns(&self, token: Token) -> bool {
+        !self.closing.load(Ordering::Acquire)
+            && self
+                .trackers()
+                .get(&(token.topic, token.partition))
+                .is_some_and(|t| t.incarnation() == token.incarnation)
+    }
+
+    /// A dead letter could not be stored after `attempts` tries: health says so until it is.
+    fn dead_letter_failing(&self, token: Token, attempts: u32, error: &Error) {
+        let mut failing = self
+            .failing_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let since = failing
+            .get(&token)
+            .map_or_else(OffsetDateTime::now_utc, |(since, _, _)| *since);
+        failing.insert(token, (since, attempts, error.to_string()));
+    }
+
+    /// The dead letter is stored (or left to another member): health stops reporting it.
+    fn dead_letter_stored(&self, token: Token) {
+        self.failing_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token);
+    }
+
+    /// Dead letters that cannot be stored, in words, for health.
+    pub(crate) fn dead_letter_problems(&self) -> Vec<String> {
+        // A write abandoned with its partition (revoked, or its fetch task restarted) is the
+        // next owner's to make: no longer this member's problem.
+        let tokens: Vec<Token> = self
+            .failing_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let gone: Vec<Token> = tokens.into_iter().filter(|t| !self.owns(*t)).collect();
+        let mut failing = self
+            .failing_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for token in gone {
+            failing.remove(&token);
+        }
+        let mut problems: Vec<String> = failing
+            .iter()
+            .map(|(token, (since, attempts, error))| {
+                format!(
+                    "consumer {}: the dead letter of {} partition {} offset {} cannot be stored in {} (failing since {since}, {attempts} attempts; still retrying, and the partition's commit waits for it): {error}",
+                    self.handler,
+                    self.topics[token.topic],
+                    token.partition,
+                    token.offset,
+                    self.dead_letters,
+                )
+            })
+            .collect();
+        problems.sort();
+        problems
     }
 
     /// A subscription leaves: the last one stops the group, finishes what it holds and
@@ -688,6 +704,12 @@ async fn start_group(
         dispatcher: Mutex::new(None),
         closing: AtomicBool::new(false),
         finished,
+        counters: counters.clone(),
+        failing_letters: Mutex::new(HashMap::new()),
+        fault_names: FaultNames {
+            membership: format!("{}/membership", spec.handler),
+            commits: format!("{}/commits", spec.handler),
+        },
     });
     let concurrency = spec.concurrency.unwrap_or(inner.config.handler_concurrency);
     let dispatcher = Arc::new(Dispatcher::start(
@@ -703,22 +725,11 @@ async fn start_group(
         counters,
     ));
     *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
-    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(member::run(
-        group.clone(),
-        coordinator,
-        stopped,
-    )));
-    let committer = group.clone();
-    let mut stop_commits = group.stop.subscribe();
-    *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(COMMIT_EVERY) => {}
-                _ = stop_commits.changed() => {}
-            }
-            committer.commit().await;
-        }
-    }));
+    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(
+        member::supervised(group.clone(), coordinator, stopped),
+    ));
+    *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(tokio::spawn(supervised_commits(group.clone())));
     inner.groups().insert(spec.handler.clone(), group.clone());
     Ok(group)
 }
@@ -790,244 +801,30 @@ async fn start_positions(
     Ok(())
 }
 
-/// The fetch loop of one partition. Records fetched beyond the dispatcher's room wait in a
-/// buffer for the next pass, so a fetch is never thrown away.
-async fn partition_loop(
-    group: Arc<Group>,
-    dispatcher: Arc<Dispatcher<Token>>,
-    mut stop: watch::Receiver<bool>,
-    topic_index: usize,
-    partition: i32,
-    start: i64,
-) {
-    let inner = group.inner.clone();
-    let reader = inner.plane.reader();
-    let topic = group.topics[topic_index].clone();
-    let sink = KafkaSink {
-        group: group.clone(),
-    };
-    let mut failures = 0u32;
-    let batch = inner.config.batch_size.max(1);
-    // The next offset to fetch, and the records fetched and not yet handed out.
-    let mut position = start;
-    let mut buffer: VecDeque<RecordAndOffset> = VecDeque::new();
+/// Commits changed positions every [`COMMIT_EVERY`], restarted (with backoff, logged and
+/// counted) should it fail; aborted when the group closes.
+async fn supervised_commits(group: Arc<Group>) {
+    let mut supervisor = Supervisor::new(group.handler.clone(), group.counters.clone());
     loop {
-        if *stop.borrow_and_update() {
-            break;
-        }
-        let room = tokio::select! {
-            biased;
-            _ = stop.changed() => continue,
-            room = dispatcher.reserve(batch) => room,
+        let committer = group.clone();
+        let mut stop = group.stop.subscribe();
+        let outcome = supervisor
+            .run(async move {
+                loop {
+                    event_core::fault::checkpoint(&committer.fault_names.commits);
+                    tokio::select! {
+                        () = tokio::time::sleep(COMMIT_EVERY) => {}
+                        _ = stop.changed() => {}
+                    }
+                    committer.commit().await;
+                }
+            })
+            .await;
+        let why = match outcome {
+            Ok(()) => "ended without being asked to stop".to_string(),
+            Err(why) => why,
         };
-        if buffer.is_empty() {
-            let fetched = tokio::select! {
-                biased;
-                _ = stop.changed() => {
-                    dispatcher.release(room);
-                    continue;
-                }
-                fetched = reader.fetch(&topic, partition, position, MAX_BYTES, MAX_WAIT) => fetched,
-            };
-            match fetched {
-                Ok(Fetched::Records {
-                    records,
-                    high_watermark,
-                }) => {
-                    failures = 0;
-                    for r in records {
-                        if r.offset >= position {
-                            position = r.offset + 1;
-                            buffer.push_back(r);
-                        }
-                    }
-                    if let Some(t) = group.trackers().get_mut(&(topic_index, partition)) {
-                        t.high_watermark = high_watermark.max(position);
-                    }
-                }
-                Ok(Fetched::OffsetOutOfRange) => {
-                    dispatcher.release(room);
-                    match inner
-                        .plane
-                        .offset_at(&topic, partition, OffsetAt::Earliest)
-                        .await
-                    {
-                        Ok(earliest) => {
-                            tracing::warn!(handler = %group.handler, %topic, partition, position, earliest, "offset out of range; starting again from the earliest offset");
-                            position = earliest;
-                            let mut trackers = group.trackers();
-                            let mut fresh = Tracker::at(earliest);
-                            // The new position is committed by the next pass of the commit task.
-                            if let Some(old) = trackers.get(&(topic_index, partition)) {
-                                fresh.sent = old.sent;
-                            }
-                            trackers.insert((topic_index, partition), fresh);
-                        }
-                        Err(e) => {
-                            tracing::warn!(handler = %group.handler, %topic, partition, "offset out of range and the earliest offset is unknown: {e}");
-                            pause(&mut stop, 1).await;
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    dispatcher.release(room);
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(50) {
-                        tracing::warn!(handler = %group.handler, %topic, partition, failures, "fetching from Kafka failed, retrying: {e}");
-                    }
-                    pause(&mut stop, failures).await;
-                    continue;
-                }
-            }
-        }
-        let mut deliveries = Vec::new();
-        let mut dead = Vec::new();
-        let mut delivered = None;
-        while deliveries.len() + dead.len() < room {
-            let Some(r) = buffer.pop_front() else {
-                break;
-            };
-            let token = Token {
-                topic: topic_index,
-                partition,
-                offset: r.offset,
-            };
-            delivered = Some(r.offset + 1);
-            match record::decode(&inner.codec, &r.record) {
-                Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
-                Err(e) => dead.push((token, invalid_letter(&group, &r.record, &e))),
-            }
-        }
-        if let Some(delivered) = delivered
-            && let Some(t) = group.trackers().get_mut(&(topic_index, partition))
-        {
-            t.read = delivered;
-        }
-        dispatcher.release(room - deliveries.len());
-        for (token, letter) in dead {
-            tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, "record is not an event envelope; dead-lettered: {}", letter.last_error);
-            sink.dead_letter(token, letter).await;
-        }
-        if !deliveries.is_empty() {
-            dispatcher.dispatch(deliveries);
-        }
-    }
-}
-
-async fn pause(stop: &mut watch::Receiver<bool>, failures: u32) {
-    let pause = Duration::from_millis(100 * u64::from(failures.min(50)));
-    tokio::select! {
-        _ = stop.changed() => {}
-        () = tokio::time::sleep(pause) => {}
-    }
-}
-
-fn invalid_letter(group: &Group, record: &Record, error: &Error) -> DeadLetter {
-    let now = OffsetDateTime::now_utc();
-    DeadLetter {
-        id: String::new(),
-        handler: group.handler.clone(),
-        group: group.name.clone(),
-        reason: DeadLetterReason::InvalidEnvelope,
-        event: None,
-        raw: Some(record::raw_text(record)),
-        attempts: 1,
-        first_error: error.to_string(),
-        last_error: error.to_string(),
-        first_failed_at: now,
-        last_failed_at: now,
-        dead_lettered_at: now,
-    }
-}
-
-/// The record of a dead letter: its JSON as value, provenance in headers.
-pub(crate) fn dead_letter_record(
-    letter: &DeadLetter,
-    origin: Option<(&str, i32, i64)>,
-) -> Result<Record, Error> {
-    let json = serde_json::to_vec(letter)
-        .map_err(|e| Error::backend("kafka", format!("encoding a dead letter: {e}"), false))?;
-    let mut headers = std::collections::BTreeMap::new();
-    let reason = serde_json::to_value(letter.reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    headers.insert(dlq_header::REASON.to_string(), reason.into_bytes());
-    headers.insert(
-        dlq_header::HANDLER.to_string(),
-        letter.handler.clone().into_bytes(),
-    );
-    headers.insert(
-        dlq_header::GROUP.to_string(),
-        letter.group.clone().into_bytes(),
-    );
-    headers.insert(
-        dlq_header::ATTEMPTS.to_string(),
-        letter.attempts.to_string().into_bytes(),
-    );
-    headers.insert(
-        dlq_header::LAST_ERROR.to_string(),
-        letter.last_error.clone().into_bytes(),
-    );
-    if let Some((topic, partition, offset)) = origin {
-        headers.insert(dlq_header::TOPIC.to_string(), topic.as_bytes().to_vec());
-        headers.insert(
-            dlq_header::PARTITION.to_string(),
-            partition.to_string().into_bytes(),
-        );
-        headers.insert(
-            dlq_header::OFFSET.to_string(),
-            offset.to_string().into_bytes(),
-        );
-    }
-    Ok(Record {
-        key: letter.event.as_ref().map(|e| e.id.to_string().into_bytes()),
-        value: Some(json),
-        headers,
-        timestamp: record::kafka_timestamp(OffsetDateTime::now_utc()),
-    })
-}
-
-/// Acknowledgements and dead letters of one group.
-struct KafkaSink {
-    group: Arc<Group>,
-}
-
-#[async_trait]
-impl DeliverySink<Token> for KafkaSink {
-    async fn ack(&self, tokens: Vec<Token>) {
-        self.group.ack(&tokens);
-    }
-
-    async fn dead_letter(&self, token: Token, mut letter: DeadLetter) {
-        let group = &self.group;
-        letter.id.clear();
-        let topic = group.topics[token.topic].as_str();
-        let record = match dead_letter_record(&letter, Some((topic, token.partition, token.offset)))
-        {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::error!(handler = %group.handler, "dead letter cannot be encoded, left unacknowledged: {e}");
-                return;
-            }
-        };
-        for attempt in 1..=WRITE_ATTEMPTS {
-            match group
-                .inner
-                .plane
-                .produce(&group.dead_letters, 0, vec![record.clone()])
-                .await
-            {
-                Ok(_) => {
-                    group.ack(&[token]);
-                    return;
-                }
-                Err(e) if attempt == WRITE_ATTEMPTS => {
-                    tracing::warn!(handler = %group.handler, "storing a dead letter failed; the event stays uncommitted and will be delivered again: {e}");
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
-            }
-        }
+        let pause = supervisor.failed("the offset commit task", &why);
+        tokio::time::sleep(pause).await;
     }
 }
