@@ -118,13 +118,22 @@ pub(crate) fn check(input: &CheckInput<'_>, tallies: &[HandlerTally], failures: 
     }
     let stall = input.stall_timeout.as_millis() as i64;
     for tally in tallies.iter().filter(|t| !t.missing.is_empty()) {
+        // Stuck since its last call, or since it subscribed when it never made one.
+        let subscribed = records
+            .subscriptions
+            .iter()
+            .filter(|s| s.handler == tally.name)
+            .map(|s| s.returned_ms)
+            .min()
+            .unwrap_or(0);
         let last_call = records
             .deliveries
             .iter()
             .filter(|d| d.handler == tally.name)
             .map(|d| d.finished_ms)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(subscribed);
         if input.end_ms - last_call <= stall + GRACE_MS {
             continue;
         }

@@ -1,9 +1,10 @@
 //! Per-key order: within one consumer, the first calls of a handler for the events of one
 //! type, one partition key and one publisher come in the order the publisher published them
 //! (its sequence numbers rise). Order across types is not promised, nor across the consumers
-//! of a shared group, which split the keys between them; where a consumer that takes over
+//! of a shared group, which split the keys between them. Where a consumer that takes over
 //! another's unacknowledged events may run them after newer ones (Redis), shared handlers are
-//! not checked.
+//! not checked, nor the consumers that subscribed after another consumer of their handler
+//! died.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +12,7 @@ use event_core::EventId;
 
 use super::CheckInput;
 use super::accounts::{HandlerTally, report};
-use crate::chaos::history::DeliveryRecord;
+use crate::chaos::history::{DeliveryRecord, Records};
 use crate::chaos::workload::HandlerPlan;
 
 /// Checks the order of the handler's first calls.
@@ -25,6 +26,7 @@ pub(crate) fn check(
         return;
     }
     tally.order_checked = true;
+    let successors = successors_of_the_dead(input, handler);
     let mut calls: Vec<&DeliveryRecord> = input
         .records
         .deliveries
@@ -37,7 +39,7 @@ pub(crate) fn check(
     let mut last: HashMap<(&str, &str, &str, &str), (u64, EventId)> = HashMap::new();
     let mut inversions = Vec::new();
     for d in calls {
-        if !seen.insert(d.event_id) {
+        if !seen.insert(d.event_id) || successors.contains(d.consumer.as_str()) {
             continue;
         }
         let (Some(key), Some(publisher), Some(seq)) = (&d.key, &d.publisher, d.seq) else {
@@ -66,4 +68,37 @@ pub(crate) fn check(
         "per-key order inversions among first calls",
         &inversions,
     );
+}
+
+/// Where taking over a dead consumer's entries may reorder a key (Redis), the consumers of
+/// the handler that subscribed after another of its consumers stopped by itself: they take
+/// over what it held, and their order is not checked.
+fn successors_of_the_dead<'a>(input: &CheckInput<'a>, handler: &HandlerPlan) -> HashSet<&'a str> {
+    if input.abilities.order_survives_takeover {
+        return HashSet::new();
+    }
+    let records: &Records = input.records;
+    let ended = |consumer: &str| {
+        records
+            .subscriptions
+            .iter()
+            .find(|s| s.consumer == consumer)
+            .and_then(|s| s.ended_ms)
+            .unwrap_or(i64::MAX)
+    };
+    let first_death = records
+        .activity
+        .iter()
+        .filter(|a| a.handler == handler.name && !a.active && a.at_ms < ended(&a.consumer))
+        .map(|a| a.at_ms)
+        .min();
+    let Some(death) = first_death else {
+        return HashSet::new();
+    };
+    records
+        .subscriptions
+        .iter()
+        .filter(|s| s.handler == handler.name && s.called_ms >= death)
+        .map(|s| s.consumer.as_str())
+        .collect()
 }
