@@ -106,8 +106,24 @@ impl Cluster {
         format!("{place}/{}#{n}", self.plan.handlers[handler].name)
     }
 
-    /// Subscribes the handler on bus `bus` (an index into `buses`).
+    /// Subscribes the handler on bus `bus` (an index into `buses`), trying again while the
+    /// server is unreachable (a fault may be under way), for up to two minutes.
     pub(crate) async fn subscribe(&self, handler: usize, bus: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.subscribe_once(handler, bus).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    self.history
+                        .note(format!("subscribe failed, trying again: {e:#}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn subscribe_once(&self, handler: usize, bus: usize) -> anyhow::Result<()> {
         let plan = &self.plan.handlers[handler];
         let consumer = self.next_label(&self.buses[bus].0, handler);
         let start = self.start_of(handler);

@@ -32,10 +32,14 @@ pub(crate) async fn run_operations(
             }
             Operation::Purge { handler } => purge(&cluster, handler, &mut rng).await,
             Operation::Resubscribe { handler, away } => {
-                if cluster.unsubscribe(handler, 0).await? {
-                    tokio::time::sleep(away).await;
-                    cluster.subscribe(handler, 0).await?;
+                match cluster.unsubscribe(handler, 0).await {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    // The subscription is gone either way; the error is the bus's to report.
+                    Err(e) => cluster.history.note(format!("unsubscribe failed: {e:#}")),
                 }
+                tokio::time::sleep(away).await;
+                cluster.subscribe(handler, 0).await?;
             }
             Operation::Foreign { event_type } => {
                 let event_type = cluster.plan.types[event_type].clone();

@@ -150,11 +150,21 @@ impl Drop for ConsumerProcess {
     }
 }
 
-/// The complete lines of a consumer process's file (a line cut by SIGKILL is left out).
-pub(crate) fn read_lines(path: &Path) -> Vec<ChildLine> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
+/// The file of a consumer process's health samples, next to its file of handler calls.
+pub(crate) fn health_path(log: &Path) -> PathBuf {
+    log.with_extension("health.jsonl")
+}
+
+/// The complete lines of a consumer process's files (a line cut by SIGKILL is left out).
+pub(crate) fn read_lines(log: &Path) -> Vec<ChildLine> {
+    [log.to_path_buf(), health_path(log)]
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -164,6 +174,17 @@ struct FileLog {
 }
 
 impl FileLog {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self {
+            out: Mutex::new(file),
+        })
+    }
+
     fn write(&self, line: &ChildLine) {
         let Ok(text) = serde_json::to_string(line) else {
             return;
@@ -222,15 +243,10 @@ where
 {
     let spec: ChildSpec = serde_json::from_str(spec).context("reading the child spec")?;
     let config = Config::from_vars(spec.config.clone())?;
-    let log = Arc::new(FileLog {
-        out: Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&spec.log)
-                .with_context(|| format!("opening {}", spec.log.display()))?,
-        ),
-    });
+    let log = Arc::new(FileLog::open(&spec.log)?);
+    // Health goes to a file of its own, so the parent can tell handler calls from samples
+    // by the size of the first.
+    let samples = FileLog::open(&health_path(&spec.log))?;
     let bus = connect(config).await?;
     let types = spec
         .types
@@ -268,12 +284,12 @@ where
     while !spec.stop.exists() && Instant::now() < end {
         let health = bus.health().await;
         let at_ms = now_ms();
-        log.write(&ChildLine::Health(HealthRecord {
+        samples.write(&ChildLine::Health(HealthRecord {
             at_ms,
             bus: spec.consumer.clone(),
             health,
         }));
-        log.write(&ChildLine::Activity(ActivityRecord {
+        samples.write(&ChildLine::Activity(ActivityRecord {
             at_ms,
             consumer: spec.consumer.clone(),
             handler: spec.handler.clone(),

@@ -142,9 +142,23 @@ pub(crate) fn account(
         });
         let dead = in_letters.get(&p.event_id).copied().unwrap_or(0);
         if dead > 1 {
+            let copies: Vec<String> = letters
+                .iter()
+                .filter(|l| l.event.as_ref().is_some_and(|e| e.id == p.event_id))
+                .map(|l| {
+                    format!(
+                        "{} {:?} after {} attempts at {}",
+                        l.id,
+                        l.reason,
+                        l.attempts,
+                        l.dead_lettered_at.unix_timestamp_nanos() / 1_000_000
+                    )
+                })
+                .collect();
             twice_dead.push(format!(
-                "{} is in the dead letters {dead} times",
-                p.event_id
+                "{} is in the dead letters {dead} times: {}",
+                p.event_id,
+                copies.join("; ")
             ));
         }
         if successes > 1 {

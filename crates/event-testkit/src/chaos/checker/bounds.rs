@@ -32,7 +32,7 @@ pub(crate) fn disruptions(input: &CheckInput<'_>, handler: &HandlerPlan) -> u64 
         let own = records
             .subscriptions
             .iter()
-            .filter(|s| s.handler == handler.name)
+            .filter(|s| s.handler == handler.name && s.error.is_none())
             .count() as u64;
         let shared = if handler.shared {
             records.membership_changes.len() as u64
@@ -52,7 +52,7 @@ pub(crate) fn duplicate_bound(input: &CheckInput<'_>, handler: &HandlerPlan) -> 
         .records
         .subscriptions
         .iter()
-        .filter(|s| s.handler == handler.name)
+        .filter(|s| s.handler == handler.name && s.error.is_none())
         .map(|s| s.consumer.as_str())
         .collect::<HashSet<_>>()
         .len()
