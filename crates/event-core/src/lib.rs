@@ -8,6 +8,8 @@ mod config;
 pub mod dispatch;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fault;
 mod fn_handler;
 mod handler;
 mod memory;
@@ -16,8 +18,9 @@ mod retry;
 pub use bus::{
     AggregateAppend, BusStats, Capabilities, ConsumerHealth, DeadLetter, DeadLetterReason,
     DeadLetterSelection, EventBus, EventStream, ExpectedVersion, FailureRecord, GroupMemberStats,
-    HandlerStats, Health, HealthStatus, RedriveReport, ReplayQuery, ReplayReport, StartFrom,
-    Subscription, SubscriptionControl, SubscriptionSpec, Unpublished, replay_into,
+    HandlerStats, Health, HealthStatus, RECENT_LOOP_FAILURE, RedriveReport, ReplayQuery,
+    ReplayReport, StartFrom, Subscription, SubscriptionControl, SubscriptionSpec, Unpublished,
+    replay_into,
 };
 pub use codec::JsonCodec;
 pub use config::{

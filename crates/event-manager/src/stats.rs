@@ -62,6 +62,9 @@ pub struct HandlerReport {
     pub dead_lettered: u64,
     /// Events in its dead-letter queue now.
     pub dead_letter_depth: u64,
+    /// Events retention removed before they were delivered to it (this process).
+    #[serde(default)]
+    pub expired: u64,
     /// Retained events not yet delivered.
     pub lag: u64,
     /// Delivered and not yet acknowledged.
@@ -100,6 +103,7 @@ impl EventBusManager {
                         retried: h.retried,
                         dead_lettered: h.dead_lettered,
                         dead_letter_depth: h.dead_letter_depth,
+                        expired: h.expired,
                         lag: h.lag,
                         pending: h.pending,
                         last_event_at: h.last_event_at,

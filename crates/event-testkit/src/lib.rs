@@ -41,6 +41,7 @@ mod tests {
         ("retention", include_str!("trials/retention.rs")),
         ("sourcing", include_str!("trials/sourcing.rs")),
         ("stats_health", include_str!("trials/stats_health.rs")),
+        ("supervision", include_str!("trials/supervision.rs")),
     ];
 
     #[test]

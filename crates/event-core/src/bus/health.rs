@@ -3,6 +3,14 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::dispatch::HandlerCounters;
+
+/// A consumer loop that failed (and was restarted) this recently degrades health: long
+/// enough for a health check or an operator to see it, short enough that one old panic does
+/// not mark a bus degraded for good. The count stays in [`ConsumerHealth::loop_failures`].
+pub const RECENT_LOOP_FAILURE: Duration = Duration::from_secs(300);
 
 /// Overall health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -30,6 +38,15 @@ pub struct ConsumerHealth {
     pub lag: u64,
     /// Events in its dead-letter queue.
     pub dead_letter_depth: u64,
+    /// Its consumer loops that panicked or ended unasked, each restarted by the bus.
+    #[serde(default)]
+    pub loop_failures: u64,
+    /// The last such failure: what failed and how.
+    #[serde(default)]
+    pub last_loop_failure: Option<String>,
+    /// When the last failure happened.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_loop_failure_at: Option<OffsetDateTime>,
 }
 
 impl ConsumerHealth {
@@ -47,7 +64,28 @@ impl ConsumerHealth {
             stalled,
             lag,
             dead_letter_depth,
+            loop_failures: 0,
+            last_loop_failure: None,
+            last_loop_failure_at: None,
         }
+    }
+
+    /// The same report with the loop failures recorded in the handler's counters.
+    #[must_use]
+    pub fn with_loop_failures(mut self, counters: &HandlerCounters) -> Self {
+        let (count, last) = counters.loop_failures();
+        self.loop_failures = count;
+        if let Some((at, why)) = last {
+            self.last_loop_failure_at = Some(at);
+            self.last_loop_failure = Some(why);
+        }
+        self
+    }
+
+    /// Whether a loop failed within [`RECENT_LOOP_FAILURE`].
+    fn failed_recently(&self) -> bool {
+        self.last_loop_failure_at
+            .is_some_and(|at| (OffsetDateTime::now_utc() - at).unsigned_abs() < RECENT_LOOP_FAILURE)
     }
 }
 
@@ -92,7 +130,16 @@ impl Health {
         for c in &consumers {
             if !c.alive {
                 problems.push(format!("consumer {} is not running", c.handler));
-            } else if c.stalled {
+            }
+            if c.failed_recently() {
+                problems.push(format!(
+                    "consumer {}: a consumer loop failed and was restarted ({} failures so far; last: {})",
+                    c.handler,
+                    c.loop_failures,
+                    c.last_loop_failure.as_deref().unwrap_or("unknown")
+                ));
+            }
+            if c.alive && c.stalled {
                 problems.push(format!(
                     "consumer {} is stalled with {} events of lag",
                     c.handler, c.lag

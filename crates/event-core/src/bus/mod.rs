@@ -17,7 +17,7 @@ pub use capabilities::Capabilities;
 pub use dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSelection, FailureRecord, RedriveReport,
 };
-pub use health::{ConsumerHealth, Health, HealthStatus};
+pub use health::{ConsumerHealth, Health, HealthStatus, RECENT_LOOP_FAILURE};
 pub use replay::{EventStream, ReplayQuery, ReplayReport, replay_into};
 pub use sourcing::{AggregateAppend, ExpectedVersion};
 pub use stats::{BusStats, GroupMemberStats, HandlerStats};

@@ -41,6 +41,10 @@ pub struct HandlerStats {
     pub dead_lettered: u64,
     /// Events now in the dead-letter queue.
     pub dead_letter_depth: u64,
+    /// Events that retention removed before they were delivered to this group (this
+    /// process, since start): lost to the handler, so counted and logged, never silent.
+    #[serde(default)]
+    pub expired: u64,
     /// Events delivered and not yet acknowledged.
     pub pending: u64,
     /// Retained events not yet delivered to the group.

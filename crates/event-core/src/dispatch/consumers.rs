@@ -51,7 +51,7 @@ impl StopMode {
 }
 
 /// The receiving side of a loop's stop requests.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StopSignal {
     rx: watch::Receiver<StopMode>,
 }
@@ -65,6 +65,12 @@ impl StopSignal {
     /// Waits for a new request; `false` if nobody can send one any more (stop then).
     pub async fn changed(&mut self) -> bool {
         self.rx.changed().await.is_ok()
+    }
+
+    /// Whether a stop was asked for, or nobody can ask any more (the bus is gone): a loop
+    /// that ends now ends as it should.
+    pub fn is_stopping(&self) -> bool {
+        *self.rx.borrow() != StopMode::Run || self.rx.has_changed().is_err()
     }
 
     /// How long is left to finish in-flight work: until the deadline, or `default` when the
@@ -136,6 +142,44 @@ impl ConsumerSet {
                 ended,
             },
         );
+    }
+
+    /// Runs a consumer loop under `id` like [`spawn`](Self::spawn), restarted by `supervisor`
+    /// whenever it panics or ends without being asked to stop. `run` makes each attempt: it
+    /// gets the stop signal and how many times the loop failed before (a restart must give
+    /// back what the failed attempt held). Returns, once asked to stop, whether the last
+    /// attempt finished every event it had taken.
+    pub fn spawn_supervised<F, Fut>(&self, id: u64, mut supervisor: super::Supervisor, mut run: F)
+    where
+        F: FnMut(StopSignal, u32) -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.spawn(id, move |mut stop| async move {
+            let mut failures = 0u32;
+            loop {
+                let outcome = supervisor.run(run(stop.clone(), failures)).await;
+                let why = match outcome {
+                    Ok(drained) if stop.is_stopping() => return drained,
+                    Err(why) if stop.is_stopping() => {
+                        tracing::error!("consumer loop {why} while stopping");
+                        return false;
+                    }
+                    Ok(_) => "ended without being asked to stop".to_string(),
+                    Err(why) => why,
+                };
+                failures = failures.saturating_add(1);
+                let pause = supervisor.failed("consumer loop", &why);
+                tokio::select! {
+                    biased;
+                    changed = stop.changed() => if !changed { return false },
+                    () = tokio::time::sleep(pause) => {}
+                }
+                if stop.is_stopping() {
+                    // The failed attempt's events are not acknowledged: delivered again.
+                    return false;
+                }
+            }
+        });
     }
 
     /// Whether the member's loop is still running.

@@ -1,5 +1,6 @@
 //! [`HandlerCounters`]: lock-free counters a dispatcher updates and stats read.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use time::OffsetDateTime;
@@ -11,10 +12,15 @@ pub struct HandlerCounters {
     failed: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    expired: AtomicU64,
     /// Unix time in milliseconds of the last finished event (0 = never).
     last_event_ms: AtomicI64,
     /// Unix time in milliseconds of the last progress, or of the subscription's start.
     last_progress_ms: AtomicI64,
+    /// Consumer loops that panicked or ended unasked (each was restarted).
+    loop_failures: AtomicU64,
+    /// When the last of them failed, and why.
+    last_loop_failure: Mutex<Option<(OffsetDateTime, String)>>,
 }
 
 /// A snapshot of [`HandlerCounters`].
@@ -29,8 +35,12 @@ pub struct CounterSnapshot {
     pub retried: u64,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Events that retention removed before they were delivered to the handler.
+    pub expired: u64,
     /// When an event last finished.
     pub last_event_at: Option<OffsetDateTime>,
+    /// Consumer loops that failed (panicked or ended unasked) and were restarted.
+    pub loop_failures: u64,
 }
 
 fn now_ms() -> i64 {
@@ -58,6 +68,19 @@ impl HandlerCounters {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds events that retention removed before the handler got them, and logs them: they
+    /// are lost to this handler, and nobody should lose events in silence.
+    pub fn add_expired(&self, handler: &str, n: u64) {
+        if n > 0 {
+            self.expired.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(
+                handler,
+                expired = n,
+                "events passed their retention (EVENT_TTL_SECONDS) before this handler got them; they are skipped"
+            );
+        }
+    }
+
     /// Records that events finished now.
     pub fn mark_progress(&self) {
         let now = now_ms();
@@ -76,6 +99,26 @@ impl HandlerCounters {
         now_ms().saturating_sub(last) > timeout.as_millis() as i64
     }
 
+    /// Records a consumer loop's failure (it is being restarted).
+    pub fn record_loop_failure(&self, why: &str) {
+        self.loop_failures.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_loop_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some((OffsetDateTime::now_utc(), why.to_string()));
+    }
+
+    /// How many consumer loops failed, and when and why the last one did.
+    pub fn loop_failures(&self) -> (u64, Option<(OffsetDateTime, String)>) {
+        let last = self
+            .last_loop_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (self.loop_failures.load(Ordering::Relaxed), last)
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
         let last = self.last_event_ms.load(Ordering::Relaxed);
@@ -84,11 +127,13 @@ impl HandlerCounters {
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             last_event_at: (last > 0)
                 .then(|| {
                     OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1_000_000).ok()
                 })
                 .flatten(),
+            loop_failures: self.loop_failures.load(Ordering::Relaxed),
         }
     }
 }

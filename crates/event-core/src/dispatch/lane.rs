@@ -200,6 +200,9 @@ impl<T: Send + 'static> Lane<T> {
 /// Runs one attempt of a delivery and decides what follows: done, retry, or dead letter.
 async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -> Outcome<T> {
     let event = &item.delivery.event;
+    if crate::fault::lose_this(shared.handler.name()) {
+        return Outcome::Done(item.delivery.token);
+    }
     let result = AssertUnwindSafe(shared.handler.handle(event))
         .catch_unwind()
         .await;
@@ -265,7 +268,7 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
     Outcome::DeadLettered
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {

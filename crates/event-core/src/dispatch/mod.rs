@@ -11,18 +11,22 @@
 mod consumers;
 mod counters;
 mod lane;
+mod supervisor;
 
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc};
+use futures::FutureExt;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use consumers::{ConsumerHost, ConsumerSet, MemberControl, StopMode, StopSignal, subscription};
 pub use counters::{CounterSnapshot, HandlerCounters};
+pub use supervisor::Supervisor;
 
 use crate::{DeadLetter, Event, EventHandler, RetryPolicy};
 
@@ -97,6 +101,8 @@ pub struct Dispatcher<T> {
     room: Arc<Semaphore>,
     /// The lane that gets the next run of key-less deliveries.
     next_lane: AtomicUsize,
+    /// Why a lane died, once one has.
+    lane_died: watch::Receiver<Option<String>>,
 }
 
 /// Key-less deliveries go to lanes in runs of at least this many: they need no order, and
@@ -120,10 +126,19 @@ impl<T: Send + 'static> Dispatcher<T> {
             counters,
             room: room.clone(),
         });
+        let lane_died = Arc::new(watch::Sender::new(None));
         let (lanes, tasks) = (0..shared.settings.concurrency)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                (tx, tokio::spawn(lane::run(rx, shared.clone())))
+                let run = AssertUnwindSafe(lane::run(rx, shared.clone())).catch_unwind();
+                let died = lane_died.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(panic) = run.await {
+                        let why = lane::panic_message(&*panic);
+                        died.send_replace(Some(why));
+                    }
+                });
+                (tx, task)
             })
             .unzip();
         Self {
@@ -131,22 +146,43 @@ impl<T: Send + 'static> Dispatcher<T> {
             tasks,
             room,
             next_lane: AtomicUsize::new(0),
+            lane_died: lane_died.subscribe(),
+        }
+    }
+
+    /// Fails the consumer loop when a lane died: its events would never be acknowledged nor
+    /// their room given back, so the loop must be restarted rather than wait for room forever.
+    fn check_lanes(&self) {
+        if let Some(why) = self.lane_died.borrow().as_ref() {
+            panic!("a delivery lane of the dispatcher failed: {why}");
         }
     }
 
     /// Waits until there is room for at least one delivery and reserves room for up to `want`;
     /// returns how many were reserved. Each reserved place must be filled by
     /// [`dispatch`](Self::dispatch) or given back with [`release`](Self::release).
+    ///
+    /// # Panics
+    /// When a lane of the dispatcher died (a bug, or a sink that panicked): the consumer loop
+    /// then ends, and its supervisor restarts it with a new dispatcher.
     pub async fn reserve(&self, want: usize) -> usize {
+        self.check_lanes();
         let want = want.max(1);
         let take = self.room.available_permits().clamp(1, want);
-        match self.room.acquire_many(take as u32).await {
-            Ok(permit) => {
-                permit.forget();
-                take
+        let mut died = self.lane_died.clone();
+        tokio::select! {
+            acquired = self.room.acquire_many(take as u32) => match acquired {
+                Ok(permit) => {
+                    permit.forget();
+                    take
+                }
+                // The semaphore is never closed; a closed one means no room.
+                Err(_) => 0,
+            },
+            _ = died.wait_for(Option::is_some) => {
+                self.check_lanes();
+                0
             }
-            // The semaphore is never closed; a closed one means no room.
-            Err(_) => 0,
         }
     }
 
@@ -159,12 +195,14 @@ impl<T: Send + 'static> Dispatcher<T> {
 
     /// Hands reserved deliveries to their lanes. Deliveries with the same partition key go to
     /// one lane and keep their order; deliveries without a key are handed out in runs.
+    ///
+    /// # Panics
+    /// When a lane of the dispatcher died, as [`reserve`](Self::reserve).
     pub fn dispatch(&self, deliveries: Vec<Delivery<T>>) {
+        self.check_lanes();
         let n = self.lanes.len();
         if n == 1 {
-            // A closed lane only happens after a panic inside the dispatcher itself; the
-            // deliveries then stay unacknowledged and are delivered again.
-            let _ = self.lanes[0].send(deliveries);
+            self.send(0, deliveries);
             return;
         }
         let keyless = deliveries
@@ -191,8 +229,17 @@ impl<T: Send + 'static> Dispatcher<T> {
         self.next_lane.store((lane + 1) % n, Ordering::Relaxed);
         for (lane, batch) in per_lane.into_iter().enumerate() {
             if !batch.is_empty() {
-                let _ = self.lanes[lane].send(batch);
+                self.send(lane, batch);
             }
+        }
+    }
+
+    fn send(&self, lane: usize, batch: Vec<Delivery<T>>) {
+        if self.lanes[lane].send(batch).is_err() {
+            // A lane ends early only by a panic, which `check_lanes` reports; the deliveries
+            // stay unacknowledged and are delivered again after the restart.
+            self.check_lanes();
+            panic!("a delivery lane of the dispatcher ended early");
         }
     }
 
@@ -224,4 +271,50 @@ pub fn ordering_hash(event: &Event) -> u64 {
         None => event.id.hash(&mut hasher),
     }
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventType, HandlerError, handler_fn};
+
+    struct PanickingSink;
+
+    #[async_trait]
+    impl DeliverySink<u32> for PanickingSink {
+        async fn ack(&self, _: Vec<u32>) {
+            panic!("the sink broke");
+        }
+
+        async fn dead_letter(&self, _: u32, _: DeadLetter) {}
+    }
+
+    /// A lane that dies (here: its sink panics) fails the consumer loop at its next reserve,
+    /// so the supervisor restarts it, instead of the loop waiting for room forever.
+    #[tokio::test]
+    async fn a_dead_lane_fails_the_loop() {
+        let handler = handler_fn("h", |_| async { Ok::<(), HandlerError>(()) });
+        let mut settings = DispatchSettings::new("g", 1, RetryPolicy::default());
+        settings.max_in_flight = 1;
+        let dispatcher = Arc::new(Dispatcher::start(
+            handler,
+            settings,
+            Arc::new(PanickingSink),
+            Arc::new(HandlerCounters::default()),
+        ));
+        let event = Event::builder(EventType::SIGNAL_DETECTED, "test")
+            .build()
+            .unwrap();
+        assert_eq!(dispatcher.reserve(1).await, 1);
+        dispatcher.dispatch(vec![Delivery::new(Arc::new(event), 7)]);
+        let waiting = dispatcher.clone();
+        let loop_task = tokio::spawn(async move { waiting.reserve(1).await });
+        let failure = tokio::time::timeout(Duration::from_secs(20), loop_task)
+            .await
+            .expect("reserve returned or panicked");
+        assert!(
+            failure.is_err_and(|e| e.is_panic()),
+            "reserve went on after a lane died"
+        );
+    }
 }

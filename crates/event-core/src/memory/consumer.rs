@@ -42,6 +42,7 @@ pub(super) async fn run(
 ) -> bool {
     let batch = inner.config.batch_size;
     loop {
+        crate::fault::checkpoint(&handler);
         let mode = stop.mode();
         if matches!(mode, StopMode::Now { .. })
             || mode.deadline().is_some_and(|d| Instant::now() >= d)

@@ -11,14 +11,16 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::codec::JsonCodec;
-use crate::dispatch::{ConsumerHost, ConsumerSet, DispatchSettings, Dispatcher, StopMode};
+use crate::dispatch::{
+    ConsumerHost, ConsumerSet, DeliverySink, DispatchSettings, Dispatcher, StopMode, Supervisor,
+};
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
     RedriveReport, ReplayQuery, Subscription, SubscriptionSpec, Unpublished,
 };
 use consumer::MemorySink;
-use store::{Store, now_ms};
+use store::{Store, Token, now_ms};
 
 /// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
 /// backends except persistence across restarts.
@@ -258,21 +260,36 @@ impl EventBus for MemoryBus {
             notify.clone(),
         )?;
         let concurrency = spec.concurrency.unwrap_or(config.handler_concurrency);
-        let sink = Arc::new(MemorySink {
+        let settings = DispatchSettings::new(group.clone(), concurrency, config.retry_policy());
+        let sink: Arc<dyn DeliverySink<Token>> = Arc::new(MemorySink {
             inner: self.inner.clone(),
             handler: spec.handler.clone(),
         });
-        let dispatcher = Dispatcher::start(
-            handler,
-            DispatchSettings::new(group.clone(), concurrency, config.retry_policy()),
-            sink,
-            counters,
-        );
         let inner = self.inner.clone();
         let handler_name = spec.handler.clone();
-        self.inner.consumers.spawn(member, move |stop| {
-            consumer::run(inner, handler_name, member, dispatcher, notify, stop)
-        });
+        let supervisor = Supervisor::new(spec.handler.clone(), counters.clone());
+        self.inner
+            .consumers
+            .spawn_supervised(member, supervisor, move |stop, failures| {
+                if failures > 0 {
+                    // The failed attempt's taken events go out again.
+                    inner.store().rewind(&handler_name);
+                }
+                let dispatcher = Dispatcher::start(
+                    handler.clone(),
+                    settings.clone(),
+                    sink.clone(),
+                    counters.clone(),
+                );
+                consumer::run(
+                    inner.clone(),
+                    handler_name.clone(),
+                    member,
+                    dispatcher,
+                    notify.clone(),
+                    stop,
+                )
+            });
         crate::dispatch::subscription(&self.inner, member, spec.handler, group).await
     }
 
@@ -313,6 +330,7 @@ impl EventBus for MemoryBus {
             .map(|(handler, lag, depth, counters)| {
                 let stalled = lag > 0 && counters.idle_for(stall);
                 ConsumerHealth::new(handler, true, stalled, lag, depth)
+                    .with_loop_failures(&counters)
             })
             .collect();
         Health::assess("memory", None, consumers, Vec::new(), false)
@@ -444,5 +462,63 @@ mod tests {
             )
             .await;
         assert!(matches!(refused, Err(Error::ShutDown { .. })));
+    }
+
+    /// Events that retention removes before a lagging handler gets them are counted in its
+    /// stats (and logged), not skipped in silence.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_expired_before_delivery_are_counted() {
+        let config = Config {
+            event_ttl: std::time::Duration::from_secs(1),
+            ..Config::default()
+        };
+        let bus = MemoryBus::new(config).unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let handler = handler_fn("late", move |_| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let spec = || SubscriptionSpec::new("late", [EventType::SIGNAL_DETECTED]);
+        bus.subscribe(spec(), handler.clone())
+            .await
+            .unwrap()
+            .unsubscribe()
+            .await
+            .unwrap();
+        let events: Vec<Event> = (0..250)
+            .map(|_| {
+                Event::builder(EventType::SIGNAL_DETECTED, "test")
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        assert!(bus.publish_batch(events).await.iter().all(Result::is_ok));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while bus.stats().await.unwrap().total_events > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "retention never trimmed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bus.subscribe(spec(), handler).await.unwrap();
+        let marker = Event::builder(EventType::SIGNAL_DETECTED, "test")
+            .build()
+            .unwrap();
+        bus.publish(marker).await.unwrap();
+        while seen.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the marker never arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let stats = bus.stats().await.unwrap();
+        assert_eq!(stats.handlers["late"].expired, 250);
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
     }
 }

@@ -101,8 +101,10 @@ impl Cursor {
         }
     }
 
-    /// Moves past offsets retention has trimmed.
-    fn clamp(&mut self, base: u64) {
+    /// Moves past offsets retention has trimmed; returns how many of them were never
+    /// delivered.
+    fn clamp(&mut self, base: u64) -> u64 {
+        let never_delivered = base.saturating_sub(self.read);
         if self.committed < base {
             let trimmed = ((base - self.committed) as usize).min(self.acked.len());
             self.acked.drain(..trimmed);
@@ -110,6 +112,7 @@ impl Cursor {
             self.advance();
         }
         self.read = self.read.max(self.committed);
+        never_delivered
     }
 }
 
@@ -292,12 +295,20 @@ impl Store {
         }
         if let Some(group) = self.groups.get_mut(handler) {
             group.members.retain(|m| *m != member);
-            if !drained {
-                for cursor in group.cursors.values_mut() {
-                    cursor.read = cursor.committed;
-                }
-                group.in_flight = 0;
+        }
+        if !drained {
+            self.rewind(handler);
+        }
+    }
+
+    /// Hands out again everything of the handler that was taken and not acknowledged (a
+    /// consumer that left unfinished, or a consumer loop restarted after a failure).
+    pub(super) fn rewind(&mut self, handler: &str) {
+        if let Some(group) = self.groups.get_mut(handler) {
+            for cursor in group.cursors.values_mut() {
+                cursor.read = cursor.committed;
             }
+            group.in_flight = 0;
         }
     }
 
@@ -316,7 +327,8 @@ impl Store {
         }
         for &idx in &group.types {
             if let Some(cursor) = group.cursors.get_mut(&idx) {
-                cursor.clamp(self.logs[idx as usize].base);
+                let expired = cursor.clamp(self.logs[idx as usize].base);
+                group.counters.add_expired(handler, expired);
             }
         }
         while out.len() < max {
@@ -521,6 +533,7 @@ impl Store {
                     retried: counters.retried,
                     dead_lettered: counters.dead_lettered,
                     dead_letter_depth: group.dead_letters.len() as u64,
+                    expired: counters.expired,
                     pending: group.in_flight,
                     lag: self.lag(group) + group.redrive.len() as u64,
                     last_event_at: counters.last_event_at,
@@ -583,6 +596,14 @@ mod tests {
         assert!(c.acked.is_empty());
         c.ack(3);
         assert_eq!(c.committed, 15);
+    }
+
+    #[test]
+    fn clamp_counts_the_trimmed_offsets_never_read() {
+        let mut c = Cursor::at(0);
+        c.read = 4;
+        assert_eq!(c.clamp(10), 6, "offsets 4 to 9 were never handed out");
+        assert_eq!(c.clamp(10), 0, "counted once");
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, A
         HealthStatus::Degraded => 0.5,
         _ => 0.0,
     });
+    for consumer in &health.consumers {
+        metrics::counter!("eventbus_consumer_loop_failures_total", "handler" => consumer.handler.clone())
+            .absolute(consumer.loop_failures);
+    }
     if let Ok(stats) = s.manager.stats().await {
         metrics::gauge!("eventbus_events_retained").set(stats.total_events as f64);
         for (event_type, count) in &stats.events_by_type {
@@ -53,6 +57,7 @@ pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, A
             metrics::gauge!("eventbus_handler_dead_letter_depth", &labels)
                 .set(h.dead_letter_depth as f64);
             metrics::gauge!("eventbus_handler_events_per_second", &labels).set(h.events_per_second);
+            metrics::counter!("eventbus_handler_expired_total", &labels).absolute(h.expired);
         }
     }
     handle.run_upkeep();

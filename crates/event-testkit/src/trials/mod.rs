@@ -17,6 +17,7 @@ pub(crate) mod requires;
 pub(crate) mod retention;
 pub(crate) mod sourcing;
 pub(crate) mod stats_health;
+pub(crate) mod supervision;
 
 /// Calls `$callback! { $($args)*; module::function => requirement, "doc"; ... }` with every
 /// trial of the suite, once each: the single list that both [`TRIALS`](crate::TRIALS) and
@@ -49,6 +50,10 @@ macro_rules! __for_each_trial {
                 "An oversized single publish fails with `EventTooLarge` and writes nothing.";
             delivery::fan_out_to_every_handler => always,
                 "5,000 events from 50 concurrent publishers reach each of two handlers exactly once.";
+            supervision::backlogs_of_several_types_bigger_than_a_batch => always,
+                "A handler on three types, each with a backlog of several batches, handles every event once.";
+            supervision::a_failed_loop_is_restarted_and_reported => always,
+                "A consumer loop that panics is restarted: every event is still handled, and health says a loop failed.";
             delivery::topic_isolation => always,
                 "A handler of type A gets no events of type B.";
             delivery::several_types_one_handler => always,
