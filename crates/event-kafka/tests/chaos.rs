@@ -240,6 +240,7 @@ impl ChaosBackend for Kafka {
             faults: vec![
                 Fault::KillConsumerProcess,
                 Fault::PauseConsumerProcess,
+                Fault::PanicLoopOnce,
                 Fault::ServerRestart,
             ],
             consumer_processes: true,

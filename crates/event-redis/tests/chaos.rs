@@ -197,6 +197,7 @@ impl ChaosBackend for Redis {
             faults: vec![
                 Fault::KillConsumerProcess,
                 Fault::PauseConsumerProcess,
+                Fault::PanicLoopOnce,
                 Fault::ClientKill,
                 Fault::ProxyDrop,
                 Fault::ProxyStall,

@@ -50,12 +50,12 @@ impl Fault {
         true
     }
 
-    /// Whether it touches every handler (a server or connection fault) or only the shared
-    /// handler's consumer processes.
+    /// Whether it touches every handler (a server or connection fault) rather than the
+    /// shared handler's consumer processes or one handler's loop.
     pub fn touches_every_handler(self) -> bool {
         !matches!(
             self,
-            Fault::KillConsumerProcess | Fault::PauseConsumerProcess
+            Fault::KillConsumerProcess | Fault::PauseConsumerProcess | Fault::PanicLoopOnce
         )
     }
 }

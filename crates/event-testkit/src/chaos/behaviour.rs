@@ -14,7 +14,7 @@ use fastrand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::history::{DeliveryRecord, Outcome, now_ms};
-use super::workload::MAX_RETRIES;
+use super::workload::{MAX_RETRIES, role};
 
 /// The text of a deliberate panic, so the run's panic hook keeps it off the terminal.
 pub(crate) const DELIBERATE_PANIC: &str = "chaos: deliberate panic";
@@ -174,7 +174,8 @@ impl EventHandler for ChaosHandler {
         };
         let tag = tag_of(event);
         let behaviour = tag.as_ref().map_or(Behaviour::Succeed, |(publisher, seq)| {
-            self.profile.decide(self.seed, &self.name, publisher, *seq)
+            self.profile
+                .decide(self.seed, role(&self.name), publisher, *seq)
         });
         let outcome = match behaviour {
             Behaviour::Succeed => Outcome::Handled,

@@ -68,5 +68,5 @@ pub use backend::{Abilities, ChaosBackend, Fault, ForeignEntry};
 pub use process::{CHILD_TEST, CHILD_VAR, child_main};
 pub use proxy::TcpProxy;
 pub use report::Summary;
-pub use runner::run;
+pub use runner::{RunOptions, run, run_with};
 pub use settings::{ChaosSettings, SECONDS_VAR, SEED_VAR};

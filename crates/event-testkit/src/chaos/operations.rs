@@ -182,7 +182,13 @@ pub(crate) async fn run_faults(
         let (fault, seed) = scheduled.what;
         let started_ms = now_ms();
         let detail = inject(&cluster, &backend, fault, seed).await;
-        let handlers = if fault.touches_every_handler() {
+        let handlers = if fault == Fault::PanicLoopOnce {
+            vec![
+                cluster.plan.handlers[panic_target(&cluster, seed)]
+                    .name
+                    .clone(),
+            ]
+        } else if fault.touches_every_handler() {
             cluster
                 .plan
                 .handlers
@@ -238,7 +244,49 @@ async fn inject(
             cluster.tidy_processes().await;
             Ok(format!("stopped {label} for {pause:?}"))
         }
-        Fault::PanicLoopOnce => anyhow::bail!("panic_loop_once is not available yet"),
+        Fault::PanicLoopOnce => {
+            let handler = cluster.plan.handlers[panic_target(cluster, seed)]
+                .name
+                .clone();
+            let before = loop_failures(cluster, &handler).await;
+            event_core::fault::panic_loop_once(&handler);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = loop_failures(cluster, &handler).await;
+                if now > before {
+                    return Ok(format!(
+                        "the consumer loop of {handler} panicked; health counts {now} loop failures"
+                    ));
+                }
+            }
+            // Left armed: it fires if the loop ever reaches a checkpoint, and the checks then
+            // see its effects like any other.
+            anyhow::bail!(
+                "armed panic_loop_once on {handler}, but no loop failure showed in health within 15 s (the backend's loop has no fault checkpoint?)"
+            )
+        }
         other => backend.inject(other, seed).await,
     }
+}
+
+/// The handler whose loop a `PanicLoopOnce` with this seed breaks.
+fn panic_target(cluster: &Cluster, seed: u64) -> usize {
+    (seed % cluster.plan.handlers.len() as u64) as usize
+}
+
+/// The loop failures health reports for the handler, summed over the buses of this process.
+async fn loop_failures(cluster: &Cluster, handler: &str) -> u64 {
+    let mut total = 0;
+    for (_, bus) in &cluster.buses {
+        if let Ok(health) = tokio::time::timeout(Duration::from_secs(10), bus.health()).await {
+            total += health
+                .consumers
+                .iter()
+                .filter(|c| c.handler == handler)
+                .map(|c| c.loop_failures)
+                .sum::<u64>();
+        }
+    }
+    total
 }

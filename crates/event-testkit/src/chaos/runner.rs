@@ -40,6 +40,34 @@ fn run_config(mut config: Config, plan: &Plan) -> Config {
     config
 }
 
+/// Changes to a run that tests choose (the environment chooses the rest).
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// The run's length, instead of `EVENTBUS_CHAOS_SECONDS` or the backend's default.
+    pub duration: Option<Duration>,
+    /// Breaks the bus on purpose (`event_core::fault::lose_every`): every n-th delivery of
+    /// every handler is acknowledged without the handler being called. The checker must then
+    /// fail the run; a test proves it does.
+    pub broken_ack_every: Option<u64>,
+}
+
+impl RunOptions {
+    /// Options for a run of `duration`.
+    pub fn lasting(duration: Duration) -> Self {
+        Self {
+            duration: Some(duration),
+            ..Self::default()
+        }
+    }
+
+    /// These options with a deliberately broken acknowledgement.
+    pub fn with_broken_ack(mut self, every: u64) -> Self {
+        self.broken_ack_every = Some(every);
+        self
+    }
+}
+
 /// Runs the workload against the backend, checks the history, prints the summary, and fails
 /// with the checker's report when anything was lost, duplicated beyond the bound, out of
 /// order, or unnoticed.
@@ -47,8 +75,22 @@ fn run_config(mut config: Config, plan: &Plan) -> Config {
 /// # Errors
 /// The checker's report, or what kept the run from finishing.
 pub async fn run(backend: Arc<dyn ChaosBackend>) -> anyhow::Result<Summary> {
+    run_with(backend, RunOptions::default()).await
+}
+
+/// [`run`] with options.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    backend: Arc<dyn ChaosBackend>,
+    options: RunOptions,
+) -> anyhow::Result<Summary> {
     let abilities = backend.abilities();
-    let settings = ChaosSettings::from_env(abilities.default_seconds)?;
+    let mut settings = ChaosSettings::from_env(abilities.default_seconds)?;
+    if let Some(duration) = options.duration {
+        settings.duration = duration;
+    }
     let (package, target) = backend.test_target();
     let replay = settings.replay_hint(package, target);
     println!(
@@ -58,7 +100,8 @@ pub async fn run(backend: Arc<dyn ChaosBackend>) -> anyhow::Result<Summary> {
         settings.duration.as_secs()
     );
     quiet_deliberate_panics();
-    let plan = Plan::new(settings.seed, settings.duration, &abilities);
+    let tag = format!("{:06x}", fastrand::u32(..0x100_0000));
+    let plan = Plan::new(settings.seed, settings.duration, &abilities, &tag);
     println!("{}", plan.describe());
     let config = run_config(backend.base_config(), &plan);
     let mut buses: Vec<(String, Arc<dyn EventBus>)> =
@@ -74,7 +117,16 @@ pub async fn run(backend: Arc<dyn ChaosBackend>) -> anyhow::Result<Summary> {
         history.clone(),
         buses,
     )?);
+    if let Some(every) = options.broken_ack_every {
+        for h in &cluster.plan.handlers {
+            event_core::fault::lose_every(&h.name, every);
+        }
+        println!("chaos: acknowledging every {every}th delivery without handling it, on purpose");
+    }
     let outcome = execute(&cluster, &backend).await;
+    for h in &cluster.plan.handlers {
+        event_core::fault::clear(&h.name);
+    }
     let stop_problems = cluster.stop_processes().await;
     cluster.shut_down().await;
     backend.cleanup().await;

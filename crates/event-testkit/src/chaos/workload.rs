@@ -105,8 +105,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan of the run with this seed on a backend with these abilities.
-    pub(crate) fn new(seed: u64, duration: Duration, abilities: &Abilities) -> Self {
+    /// The plan of the run with this seed on a backend with these abilities. Handler names
+    /// end in `tag` (`h0-{tag}`): test-only faults of `event_core::fault` are armed by
+    /// handler name for the whole process, so runs in one process must not share names. What
+    /// a handler does is decided by its role (`h0`), so a seed replays the same behaviour.
+    pub(crate) fn new(seed: u64, duration: Duration, abilities: &Abilities, tag: &str) -> Self {
         let mut rng = Rng::with_seed(seed);
         let batch_size = [20, 50, 100][rng.usize(0..3)];
         let types = (0..TYPE_POOL)
@@ -117,7 +120,7 @@ impl Plan {
             .collect();
         let handler_count = rng.usize(3..=5);
         let handlers = (0..handler_count)
-            .map(|i| HandlerPlan::draw(i, &mut rng))
+            .map(|i| HandlerPlan::draw(i, tag, &mut rng))
             .collect::<Vec<_>>();
         let rate = abilities.events_per_second.max(10);
         let events_per_second = rng.u32(rate * 7 / 10..=rate * 13 / 10);
@@ -199,8 +202,13 @@ impl Plan {
     }
 }
 
+/// The role of a handler (`h0` of `h0-1a2b3c`): what its behaviour is drawn from.
+pub(crate) fn role(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
+}
+
 impl HandlerPlan {
-    fn draw(i: usize, rng: &mut Rng) -> Self {
+    fn draw(i: usize, tag: &str, rng: &mut Rng) -> Self {
         let shared = i == 0;
         // The shared handler reads at least two types: one subscription over several streams
         // or topics, each with a backlog, is where reads overrun what was reserved.
@@ -219,7 +227,7 @@ impl HandlerPlan {
             [StartKind::Earliest, StartKind::Latest, StartKind::Time][rng.usize(0..3)]
         };
         Self {
-            name: format!("h{i}"),
+            name: format!("h{i}-{tag}"),
             types,
             start,
             concurrency: [1, 4, 16][rng.usize(0..3)],
@@ -338,8 +346,8 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_plan() {
-        let a = Plan::new(7, Duration::from_secs(60), &abilities());
-        let b = Plan::new(7, Duration::from_secs(60), &abilities());
+        let a = Plan::new(7, Duration::from_secs(60), &abilities(), "x");
+        let b = Plan::new(7, Duration::from_secs(60), &abilities(), "x");
         assert_eq!(a.describe(), b.describe());
         assert!(a.handlers[0].shared && a.handlers[0].types.len() >= 2);
         assert!(a.backlog_per_type >= 10 * a.batch_size);
