@@ -87,6 +87,24 @@ pub(crate) fn render(backend: &str, seed: u64, seconds: u64, verdict: &Verdict) 
             faults.join(", ")
         }
     );
-    let _ = write!(s, "  lost = {}", verdict.lost());
+    let _ = writeln!(s, "  lost = {}", verdict.lost());
+    // One machine-readable line for `cargo xtask soak`.
+    let _ = write!(
+        s,
+        "CHAOS\t{backend}\t{seed}\t{seconds}\t{}\t{}\t{}\t{}\t{}",
+        verdict.stored,
+        verdict
+            .faults
+            .values()
+            .map(|(n, failed)| n - failed)
+            .sum::<usize>(),
+        verdict.lost(),
+        verdict.tallies.iter().map(|t| t.duplicates).sum::<u64>(),
+        if verdict.failures.is_empty() {
+            "pass"
+        } else {
+            "fail"
+        }
+    );
     s
 }
