@@ -22,7 +22,7 @@ use super::history::{
     ActivityRecord, ChildLine, DeliveryRecord, HealthRecord, StartSpec, SubscriptionRecord, now_ms,
 };
 
-/// Set, to a [`ChildSpec`] as JSON, in the environment of a consumer process.
+/// Set, to the consumer's settings as JSON, in the environment of a consumer process.
 pub const CHILD_VAR: &str = "EVENTBUS_CHAOS_CHILD";
 /// The name of the test a backend's chaos target runs [`child_main`] in.
 pub const CHILD_TEST: &str = "chaos_child";

@@ -186,18 +186,14 @@ impl Plan {
                 h.profile
             ));
         }
-        let ops: Vec<String> = self
-            .operations
-            .iter()
-            .map(|s| format!("{:?}@{}s", s.what, s.at.as_secs()))
-            .collect();
-        lines.push(format!("  operations: {}", ops.join(", ")));
-        let faults: Vec<String> = self
-            .faults
-            .iter()
-            .map(|s| format!("{:?}@{}s", s.what.0, s.at.as_secs()))
-            .collect();
-        lines.push(format!("  faults: {}", faults.join(", ")));
+        lines.push(format!(
+            "  operations: {}",
+            listing(&self.operations, |op| format!("{op:?}"))
+        ));
+        lines.push(format!(
+            "  faults: {}",
+            listing(&self.faults, |(f, _)| format!("{f:?}"))
+        ));
         lines.join("\n")
     }
 }
@@ -205,6 +201,20 @@ impl Plan {
 /// The role of a handler (`h0` of `h0-1a2b3c`): what its behaviour is drawn from.
 pub(crate) fn role(name: &str) -> &str {
     name.split('-').next().unwrap_or(name)
+}
+
+/// The first entries of a schedule with their times, and how many more there are.
+fn listing<T>(schedule: &[Scheduled<T>], name: impl Fn(&T) -> String) -> String {
+    const SHOWN: usize = 12;
+    let mut items: Vec<String> = schedule
+        .iter()
+        .take(SHOWN)
+        .map(|s| format!("{}@{}s", name(&s.what), s.at.as_secs()))
+        .collect();
+    if schedule.len() > SHOWN {
+        items.push(format!("and {} more", schedule.len() - SHOWN));
+    }
+    items.join(", ")
 }
 
 impl HandlerPlan {
