@@ -1,7 +1,7 @@
 //! [`RedisBus`]: the [`EventBus`] on Redis Streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -15,8 +15,10 @@ use fred::prelude::{Client, ClientLike, StreamsInterface};
 use fred::types::Value;
 use time::OffsetDateTime;
 
+use crate::clock::ServerClock;
+use crate::counters::RedisCounters;
 use crate::keys::Keys;
-use crate::{admin, client, consumer, entry, publish, replay, sourcing};
+use crate::{admin, client, consumer, entry, publish, replay, sourcing, stats};
 
 /// The event bus on Redis Streams: a stream per event type, a consumer group per handler,
 /// dead-letter streams, replay by time, event sourcing with optimistic concurrency.
@@ -54,6 +56,7 @@ pub(crate) struct LocalHandler {
     pub(crate) group: String,
     pub(crate) streams: Vec<String>,
     pub(crate) counters: Arc<HandlerCounters>,
+    pub(crate) redis_counters: Arc<RedisCounters>,
     pub(crate) members: Vec<u64>,
 }
 
@@ -67,6 +70,12 @@ pub(crate) struct Inner {
     handlers: Mutex<HashMap<String, LocalHandler>>,
     pub(crate) sourcing: sourcing::AppendScript,
     pub(crate) batch_script: publish::BatchScript,
+    pub(crate) dead_letter_script: consumer::DeadLetterScript,
+    pub(crate) count_script: stats::CountScript,
+    /// The server's clock: the reference of every retention cutoff.
+    clock: ServerClock,
+    /// Added to this host's wall clock, by tests only: a host whose clock is wrong.
+    local_clock_offset_ms: AtomicI64,
 }
 
 impl Inner {
@@ -77,10 +86,26 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stream ids below this time are past the retention.
-    pub(crate) fn cutoff_ms(&self) -> i64 {
-        let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        now.saturating_sub(i64::try_from(self.config.event_ttl.as_millis()).unwrap_or(i64::MAX))
+    /// Stream ids below this time (Unix milliseconds on the server's clock) are past the
+    /// retention; `None` while the server's time is unknown (then nothing counts as expired).
+    /// Never this host's clock: one host whose clock runs ahead must not trim what others
+    /// still retain.
+    pub(crate) async fn cutoff_ms(&self) -> Option<i64> {
+        let now = self.clock.now_ms(&self.client).await?;
+        let ttl = i64::try_from(self.config.event_ttl.as_millis()).unwrap_or(i64::MAX);
+        Some(now.saturating_sub(ttl))
+    }
+
+    /// The `MINID` that trims a stream to the retention (`0-0`, trimming nothing, while the
+    /// server's time is unknown).
+    pub(crate) async fn retention_minid(&self) -> String {
+        entry::id_at(self.cutoff_ms().await.unwrap_or(0))
+    }
+
+    /// This host's wall clock (for dead letters' times).
+    pub(crate) fn local_now(&self) -> OffsetDateTime {
+        let offset = self.local_clock_offset_ms.load(Ordering::Relaxed);
+        OffsetDateTime::now_utc() + time::Duration::milliseconds(offset)
     }
 
     pub(crate) fn group(&self, handler: &str) -> String {
@@ -139,6 +164,10 @@ impl RedisBus {
                 handlers: Mutex::new(HashMap::new()),
                 sourcing: sourcing::AppendScript::new(),
                 batch_script: publish::BatchScript::new(),
+                dead_letter_script: consumer::DeadLetterScript::new(),
+                count_script: stats::CountScript::new(),
+                clock: ServerClock::default(),
+                local_clock_offset_ms: AtomicI64::new(0),
                 config,
             }),
         })
@@ -149,9 +178,18 @@ impl RedisBus {
         &self.inner.config
     }
 
-    /// The `XADD` of one encoded event, trimming the stream to the retention.
-    fn cap(&self) -> (&'static str, &'static str, String) {
-        ("MINID", "~", entry::id_at(self.inner.cutoff_ms()))
+    /// Makes this bus believe its host's wall clock is `offset_ms` ahead (negative: behind),
+    /// as a host with a wrong clock would. For tests of clock skew only.
+    #[doc(hidden)]
+    pub fn fake_local_clock_offset(&self, offset_ms: i64) {
+        self.inner
+            .local_clock_offset_ms
+            .store(offset_ms, Ordering::Relaxed);
+    }
+
+    /// The trimming of one `XADD`: to the retention, on the server's clock.
+    async fn cap(&self) -> (&'static str, &'static str, String) {
+        ("MINID", "~", self.inner.retention_minid().await)
     }
 }
 
@@ -177,7 +215,13 @@ impl EventBus for RedisBus {
         let _: Value = self
             .inner
             .client
-            .xadd(key, false, self.cap(), "*", entry::fields(&event, json))
+            .xadd(
+                key,
+                false,
+                self.cap().await,
+                "*",
+                entry::fields(&event, json),
+            )
             .await
             .map_err(|e| client::error("XADD", e))?;
         Ok(event.id)
@@ -195,7 +239,7 @@ impl EventBus for RedisBus {
                 .collect();
         }
         let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
-        let mut batch = publish::Batch::new(&self.inner.keys, self.inner.cutoff_ms());
+        let mut batch = publish::Batch::new(&self.inner.keys, self.inner.retention_minid().await);
         let mut queued = Vec::new();
         for event in &events {
             match self.inner.codec.encode(event) {
@@ -245,11 +289,11 @@ impl EventBus for RedisBus {
     }
 
     async fn stats(&self) -> Result<BusStats, Error> {
-        admin::stats(&self.inner).await
+        stats::stats(&self.inner).await
     }
 
     async fn health(&self) -> Health {
-        admin::health(&self.inner).await
+        stats::health(&self.inner).await
     }
 
     async fn dead_letters(&self, handler: &str, limit: usize) -> Result<Vec<DeadLetter>, Error> {
@@ -306,14 +350,14 @@ impl EventBus for RedisBus {
 }
 
 impl Inner {
-    /// Registers a local member of a handler.
+    /// Registers a local member of a handler; its counters.
     pub(crate) fn add_member(
         &self,
         handler: &str,
         group: &str,
         streams: &[String],
         member: u64,
-    ) -> Arc<HandlerCounters> {
+    ) -> (Arc<HandlerCounters>, Arc<RedisCounters>) {
         let mut handlers = self.handlers();
         let local = handlers
             .entry(handler.to_string())
@@ -321,15 +365,16 @@ impl Inner {
                 group: group.to_string(),
                 streams: streams.to_vec(),
                 counters: Arc::new(HandlerCounters::default()),
+                redis_counters: Arc::new(RedisCounters::default()),
                 members: Vec::new(),
             });
         local.streams = streams.to_vec();
         local.members.push(member);
         local.counters.reset_stall_clock();
-        local.counters.clone()
+        (local.counters.clone(), local.redis_counters.clone())
     }
 
-    /// Forgets a local member once its loop has ended.
+    /// Forgets a local member once its loop has ended for good.
     pub(crate) fn remove_member(&self, handler: &str, member: u64) {
         if let Some(local) = self.handlers().get_mut(handler) {
             local.members.retain(|m| *m != member);

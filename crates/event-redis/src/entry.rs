@@ -1,10 +1,13 @@
 //! Stream entries: how an event is written (`id`, `type`, `key`, `event` fields) and read
 //! back, and stream ids as times.
 
-use std::collections::HashMap;
-
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use event_core::{Error, Event, JsonCodec};
 use fred::types::Value;
+
+use crate::reply::RawEntry;
 
 /// The field holding the envelope JSON.
 pub(crate) const EVENT_FIELD: &str = "event";
@@ -24,26 +27,45 @@ pub(crate) fn fields(event: &Event, json: Vec<u8>) -> Vec<(&'static str, Value)>
 }
 
 /// Decodes the envelope of an entry; the error says why the entry is not one of ours.
-pub(crate) fn decode(codec: &JsonCodec, fields: &HashMap<String, Value>) -> Result<Event, Error> {
-    let raw = fields.get(EVENT_FIELD).ok_or_else(|| Error::InvalidEvent {
+pub(crate) fn decode(codec: &JsonCodec, entry: &RawEntry) -> Result<Event, Error> {
+    let Some(fields) = &entry.fields else {
+        return Err(Error::InvalidEvent {
+            reason: "the stream entry was deleted".into(),
+        });
+    };
+    if let Some(problem) = &entry.malformed {
+        return Err(Error::InvalidEvent {
+            reason: format!("malformed stream entry: {problem}"),
+        });
+    }
+    let raw = field(fields, EVENT_FIELD).ok_or_else(|| Error::InvalidEvent {
         reason: format!(
             "stream entry has no `{EVENT_FIELD}` field (fields: {})",
             field_names(fields)
         ),
     })?;
-    codec.decode(&value_bytes(raw))
+    codec.decode(raw)
 }
 
-/// The entry as text, for a dead letter of an entry that is not a valid envelope.
-pub(crate) fn raw_text(fields: &HashMap<String, Value>) -> String {
-    let mut pairs: Vec<_> = fields
+/// The value of the first field named `name`.
+pub(crate) fn field<'a>(fields: &'a [(Bytes, Bytes)], name: &str) -> Option<&'a Bytes> {
+    fields
         .iter()
-        .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&value_bytes(v))))
-        .collect();
-    pairs.sort();
-    let mut text = pairs.join(" ");
-    if text.len() > 64 * 1024 {
-        let mut cut = 64 * 1024;
+        .find(|(n, _)| n.as_ref() == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+/// The entry as text, for a dead letter of an entry that is not a valid envelope: `name=value`
+/// pairs in stored order, separated by spaces; a name or value that is not UTF-8 is written
+/// `b64:` and its bytes in base64, so nothing is lost. At most 64 KiB.
+pub(crate) fn raw_text(fields: &[(Bytes, Bytes)]) -> String {
+    let mut text = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", readable(k), readable(v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.len() > RAW_TEXT_MAX {
+        let mut cut = RAW_TEXT_MAX;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -53,10 +75,22 @@ pub(crate) fn raw_text(fields: &HashMap<String, Value>) -> String {
     text
 }
 
-fn field_names(fields: &HashMap<String, Value>) -> String {
-    let mut names: Vec<_> = fields.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    names.join(", ")
+/// The longest `raw` text of a dead letter.
+const RAW_TEXT_MAX: usize = 64 * 1024;
+
+fn readable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("b64:{}", BASE64.encode(bytes)),
+    }
+}
+
+fn field_names(fields: &[(Bytes, Bytes)]) -> String {
+    fields
+        .iter()
+        .map(|(name, _)| readable(name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The bytes of a string-like value; other kinds as their text form.
@@ -89,6 +123,19 @@ mod tests {
     use super::*;
     use event_core::EventType;
 
+    fn raw(fields: Vec<(&'static [u8], &'static [u8])>) -> RawEntry {
+        RawEntry {
+            id: "1-0".into(),
+            fields: Some(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (Bytes::from_static(k), Bytes::from_static(v)))
+                    .collect(),
+            ),
+            malformed: None,
+        }
+    }
+
     #[test]
     fn written_fields_decode_back() {
         let codec = JsonCodec::default();
@@ -96,33 +143,71 @@ mod tests {
             .partition_key("u-1")
             .build()
             .unwrap();
-        let map: HashMap<String, Value> = fields(&event, codec.encode(&event).unwrap())
+        let fields: Vec<(Bytes, Bytes)> = fields(&event, codec.encode(&event).unwrap())
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (Bytes::from(k), v.into_bytes().unwrap()))
             .collect();
-        assert_eq!(map["type"].as_str().as_deref(), Some("user.registered"));
-        assert_eq!(map["key"].as_str().as_deref(), Some("u-1"));
-        assert_eq!(decode(&codec, &map).unwrap(), event);
+        assert_eq!(field(&fields, "type").unwrap().as_ref(), b"user.registered");
+        assert_eq!(field(&fields, "key").unwrap().as_ref(), b"u-1");
+        let entry = RawEntry {
+            id: "1-0".into(),
+            fields: Some(fields),
+            malformed: None,
+        };
+        assert_eq!(decode(&codec, &entry).unwrap(), event);
     }
 
     #[test]
     fn foreign_entries_give_reasons() {
         let codec = JsonCodec::default();
-        let mut map = HashMap::new();
-        map.insert("payload".to_string(), Value::from("hello"));
-        let err = decode(&codec, &map).unwrap_err().to_string();
+        let err = decode(&codec, &raw(vec![(b"payload", b"hello")]))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("no `event` field") && err.contains("payload"),
             "{err}"
         );
-        map.insert(EVENT_FIELD.to_string(), Value::from("{not json"));
+        let entry = raw(vec![(b"event", b"{not json"), (b"payload", b"hello")]);
         assert!(
-            decode(&codec, &map)
+            decode(&codec, &entry)
                 .unwrap_err()
                 .to_string()
                 .contains("not a valid event envelope")
         );
-        assert_eq!(raw_text(&map), "event={not json payload=hello");
+        assert_eq!(
+            raw_text(entry.fields.as_deref().unwrap()),
+            "event={not json payload=hello"
+        );
+        let mut odd = raw(vec![(b"event", b"{}")]);
+        odd.malformed = Some("a name without a value".into());
+        assert!(
+            decode(&codec, &odd)
+                .unwrap_err()
+                .to_string()
+                .contains("malformed")
+        );
+        let gone = RawEntry {
+            id: "1-0".into(),
+            fields: None,
+            malformed: None,
+        };
+        assert!(
+            decode(&codec, &gone)
+                .unwrap_err()
+                .to_string()
+                .contains("deleted")
+        );
+    }
+
+    #[test]
+    fn binary_fields_are_kept_in_base64() {
+        let fields = raw(vec![(b"\xff\xfename", b"x"), (b"event", b"\x00\x9f")]);
+        let text = raw_text(fields.fields.as_deref().unwrap());
+        assert_eq!(text, "b64://5uYW1l=x event=b64:AJ8=");
+        let err = decode(&JsonCodec::default(), &fields)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a valid event envelope"), "{err}");
     }
 
     #[test]

@@ -5,11 +5,15 @@
 mod admin;
 mod bus;
 mod client;
+mod clock;
 mod consumer;
+mod counters;
 mod entry;
 mod keys;
 mod publish;
 mod replay;
+mod reply;
 mod sourcing;
+mod stats;
 
 pub use bus::RedisBus;

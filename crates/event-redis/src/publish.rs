@@ -6,8 +6,8 @@ use fred::types::Value;
 use fred::types::scripts::Script;
 
 use crate::bus::Inner;
+use crate::client;
 use crate::keys::Keys;
-use crate::{client, entry};
 
 /// KEYS: each event's stream. ARGV[1]: the `MINID` of the retention; then four values per
 /// event: id, type, partition key (empty when none), envelope. Returns, per event, the new
@@ -50,11 +50,12 @@ pub(crate) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    pub(crate) fn new(keys: &'a Keys, cutoff_ms: i64) -> Self {
+    /// A batch trimming each stream to `minid` (the retention, see `Inner::retention_minid`).
+    pub(crate) fn new(keys: &'a Keys, minid: String) -> Self {
         Self {
             keys,
             streams: Vec::new(),
-            args: vec![Value::from(entry::id_at(cutoff_ms))],
+            args: vec![Value::from(minid)],
         }
     }
 

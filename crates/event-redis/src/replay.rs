@@ -1,6 +1,6 @@
 //! Replay: `XRANGE` from the window's start, paged, merged across types by timestamp.
-
-use std::collections::HashMap;
+//! Entries that are not events (written by another producer) are skipped, and said so: a
+//! warning per stream and the metric `eventbus_replay_skipped_entries_total{event_type}`.
 
 use event_core::{Error, Event, EventStream, EventType, ReplayQuery};
 use fred::prelude::{ClientLike, StreamsInterface};
@@ -9,7 +9,8 @@ use futures::StreamExt;
 
 use crate::bus::Inner;
 use crate::consumer::CLOCK_SKEW_MS;
-use crate::{client, entry};
+use crate::counters::REPLAY_SKIPPED_METRIC;
+use crate::{client, entry, reply};
 
 /// Entries read per `XRANGE` page.
 const PAGE: u64 = 1000;
@@ -27,15 +28,15 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
     } else {
         query.event_types.clone()
     };
-    let cutoff = inner.cutoff_ms();
-    let from_ms = (query.from.unix_timestamp_nanos() / 1_000_000) as i64;
+    let cutoff = inner.cutoff_ms().await.unwrap_or(0);
+    let from_ms = i64::try_from(query.from.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     // Stream ids are the time Redis stored each entry; an event stored a little before its own
     // timestamp (clock skew between hosts) is still found. Entries past the retention are
     // skipped even where approximate trimming has not removed them yet.
     let start_ms = from_ms.saturating_sub(CLOCK_SKEW_MS).max(cutoff);
     let mut events = Vec::new();
     for event_type in &types {
-        read_stream(
+        let skipped = read_stream(
             inner,
             &inner.keys.stream(event_type),
             start_ms,
@@ -43,6 +44,15 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
             &mut events,
         )
         .await?;
+        if skipped > 0 {
+            tracing::warn!(
+                event_type = %event_type,
+                skipped,
+                "replay skipped stream entries that are not events (written by another producer; consumers dead-letter them)"
+            );
+            metrics::counter!(REPLAY_SKIPPED_METRIC, "event_type" => event_type.to_string())
+                .increment(skipped);
+        }
     }
     events.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
     if let Some(limit) = query.limit {
@@ -51,38 +61,44 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
     Ok(futures::stream::iter(events.into_iter().map(Ok)).boxed())
 }
 
-/// Reads one stream from `start_ms` to its end and keeps the events that match the query.
-/// Copied events can carry timestamps older than when they were stored, so the read goes to
-/// the end of the stream rather than stopping at the window's end.
+/// Reads one stream from `start_ms` to its end and keeps the events that match the query;
+/// returns how many entries it skipped because they are not events. Copied events can carry
+/// timestamps older than when they were stored, so the read goes to the end of the stream
+/// rather than stopping at the window's end.
 async fn read_stream(
     inner: &Inner,
     key: &str,
     start_ms: i64,
     query: &ReplayQuery,
     out: &mut Vec<Event>,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let mut start = entry::id_at(start_ms);
+    let mut skipped = 0;
     loop {
-        let page: Vec<(String, HashMap<String, Value>)> = inner
+        let page: Value = inner
             .client
-            .xrange_values(key, start.as_str(), "+", Some(PAGE))
+            .xrange(key, start.as_str(), "+", Some(PAGE))
             .await
             .map_err(|e| client::error("XRANGE", e))?;
-        let Some((last_id, _)) = page.last() else {
-            return Ok(());
+        let page = reply::entries(page);
+        let Some(last) = page.last() else {
+            return Ok(skipped);
         };
-        start = format!("({last_id}");
+        start = format!("({}", last.id);
         let full = page.len() as u64 == PAGE;
-        for (id, fields) in page {
-            match entry::decode(&inner.codec, &fields) {
+        for raw in page {
+            match entry::decode(&inner.codec, &raw) {
                 Ok(event) if query.matches(&event) => out.push(event),
                 Ok(_) => {}
-                // Not one of ours: consumers dead-letter it; replay only skips it.
-                Err(e) => tracing::debug!(stream = %key, entry = %id, "replay skips an entry: {e}"),
+                // Not one of ours: consumers dead-letter it; replay skips it.
+                Err(e) => {
+                    skipped += 1;
+                    tracing::debug!(stream = %key, entry = %raw.id, "replay skips an entry: {e}");
+                }
             }
         }
         if !full {
-            return Ok(());
+            return Ok(skipped);
         }
     }
 }

@@ -69,7 +69,7 @@ pub(crate) async fn append(inner: &Inner, append: AggregateAppend) -> Result<u64
         let mut keys = vec![list.clone()];
         let mut args = vec![
             Value::from(current as i64),
-            Value::from(entry::id_at(inner.cutoff_ms())),
+            Value::from(inner.retention_minid().await),
         ];
         for event in &events {
             let json = inner.codec.encode(event)?;

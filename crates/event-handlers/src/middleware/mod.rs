@@ -47,8 +47,9 @@
 //! - **Timeout inside idempotency.** A timeout drops the future it wraps. Dropped inside
 //!   [`Idempotent`], only the handler stops and `Idempotent` releases its claim, so the
 //!   retry runs. Dropped outside, `Idempotent` itself is cancelled between claiming the
-//!   event and releasing it: the claim stays until its lease expires and every retry until
-//!   then is refused as "being handled elsewhere" (the `middleware_order` test shows both).
+//!   event and releasing it: the claim stays until its lease expires, and every retry until
+//!   then waits for that claim and is cut by the same timeout (the `middleware_order` test
+//!   shows both).
 //! - **Idempotency outside the breaker and the limit**, so a duplicate is acknowledged at once
 //!   without waiting for a paused dependency or a permit.
 //! - **Metrics and tracing outermost**, so skipped duplicates, breaker pauses and timeouts are

@@ -3,13 +3,16 @@
 //! (a real timer: it fires with no further events), reporting the result of every event and
 //! never dropping a failed one in silence.
 
+mod flush;
 mod report;
 
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use event_core::{Config, Event, EventType, JsonObject, Unpublished};
+use event_core::{Config, Event, EventType, JsonObject};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -65,8 +68,15 @@ impl BatchSettings {
 ///   those calls (or [`take_failed`](BatchPublisher::take_failed)) and logged at `warn`.
 /// - [`scope`](BatchPublisher::scope) runs a body and flushes at its end, also when the body
 ///   fails, and returns both results.
-/// - Dropping it with unflushed events logs a warning and flushes them in the background;
-///   call [`close`](BatchPublisher::close) to know their fate.
+/// - Cancelling an `add` or a `flush` (dropping its future, under `select!` or a timeout)
+///   stops the wait, not the flush: each flush runs in a task of its own and owns the events
+///   it took, which are published, kept for the next flush (transient failures, in order)
+///   or kept for the next `flush`/`close`/`take_failed` (permanent failures).
+/// - [`close`](BatchPublisher::close) waits for a flush in progress (the timer's too) and
+///   then flushes the rest: every event is published or in its report.
+/// - Dropping it with unflushed events logs a warning and flushes them in the background
+///   (after the timer's flush in progress, retrying transient failures twice); call
+///   [`close`](BatchPublisher::close) to know their fate.
 ///
 /// Events get the envelope of the [`EventPublisher`] it was made from (source, correlation
 /// and causation ids, metadata). It must be created inside a Tokio runtime (it spawns its
@@ -107,7 +117,8 @@ impl BatchSettings {
 #[derive(Debug)]
 pub struct BatchPublisher {
     shared: Arc<Shared>,
-    timer: JoinHandle<()>,
+    /// `None` once `close` has waited for it.
+    timer: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +131,10 @@ struct Shared {
     failed: Mutex<Vec<FailedEvent>>,
     /// One flush at a time, so events leave in the order they came.
     flushing: tokio::sync::Mutex<()>,
+    /// Where flushes run, in tasks of their own (see `flush.rs`).
+    runtime: Handle,
+    /// Tells the timer to stop once the flush it may be running is over.
+    stop_timer: Arc<Notify>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,9 +155,18 @@ impl BatchPublisher {
             buffer: Mutex::new(Vec::with_capacity(settings.batch_size)),
             failed: Mutex::new(Vec::new()),
             flushing: tokio::sync::Mutex::new(()),
+            runtime: Handle::current(),
+            stop_timer: Arc::new(Notify::new()),
         });
-        let timer = tokio::spawn(run_timer(Arc::downgrade(&shared), settings.flush_interval));
-        Self { shared, timer }
+        let timer = tokio::spawn(run_timer(
+            Arc::downgrade(&shared),
+            shared.stop_timer.clone(),
+            settings.flush_interval,
+        ));
+        Self {
+            shared,
+            timer: Some(timer),
+        }
     }
 
     /// The settings in use.
@@ -220,8 +244,17 @@ impl BatchPublisher {
 
     /// Stops the timer, publishes everything buffered and hands back what could not be
     /// published, transient failures included (no later flush will retry them).
-    pub async fn close(self) -> FlushReport {
-        self.timer.abort();
+    ///
+    /// A flush in progress (the timer's, or one whose caller was cancelled) is waited for,
+    /// never abandoned: its events are published or in this report.
+    pub async fn close(mut self) -> FlushReport {
+        self.shared.stop_timer.notify_one();
+        if let Some(timer) = self.timer.as_mut() {
+            // The timer ends after its flush in progress. A panic in it (a panicking bus) was
+            // the bus's; what that flush held is back in the buffer or kept.
+            let _ = timer.await;
+            self.timer = None;
+        }
         let mut report = self.shared.flush(1, true).await;
         report.failed.splice(0..0, self.take_failed());
         report
@@ -241,126 +274,82 @@ impl BatchPublisher {
 
 impl Drop for BatchPublisher {
     fn drop(&mut self) {
-        self.timer.abort();
+        self.shared.stop_timer.notify_one();
+        let timer = self.timer.take();
         let pending = self.pending();
         let failed = lock(&self.shared.failed).len();
-        if pending == 0 && failed == 0 {
+        if pending > 0 || failed > 0 {
+            tracing::warn!(
+                source = self.shared.publisher.source(),
+                pending,
+                failed,
+                "BatchPublisher dropped with {pending} unflushed events and {failed} failed events not taken; \
+                 flushing in the background: call close() or use scope() to get every result"
+            );
+        }
+        // Closed, and no flush running (a cancelled `close` leaves its flush running): nothing
+        // is left. Otherwise the timer may be flushing (its transient failures come back to
+        // the buffer when it ends), so the background flush waits for it.
+        let flush_running = self.shared.flushing.try_lock().is_err();
+        if timer.is_none() && pending == 0 && failed == 0 && !flush_running {
             return;
         }
-        tracing::warn!(
-            source = self.shared.publisher.source(),
-            pending,
-            failed,
-            "BatchPublisher dropped with {pending} unflushed events and {failed} failed events not taken; \
-             flushing in the background: call close() or use scope() to get every result"
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let shared = self.shared.clone();
-            runtime.spawn(async move {
-                let report = shared.flush(1, true).await;
-                shared.keep_failed(report);
-            });
-        }
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move {
+            if let Some(timer) = timer {
+                let _ = timer.await;
+            }
+            shared.flush_abandoned().await;
+        });
     }
 }
 
-/// Flushes every `period`, whatever happens to `add`, until the publisher is gone.
-async fn run_timer(shared: Weak<Shared>, period: Duration) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let report = shared.flush(1, false).await;
-        shared.keep_failed(report);
-    }
-}
+/// Flushes of a dropped publisher: transient failures are tried this many times in all.
+const ABANDONED_ATTEMPTS: u32 = 3;
 
 impl Shared {
-    /// Publishes the events buffered when the flush starts, in batches of at most
-    /// `batch_size`, if at least `min` are buffered. Transient failures go back to the front
-    /// of the buffer, unless `last` (then they are handed back).
-    async fn flush(&self, min: usize, last: bool) -> FlushReport {
-        let _one_at_a_time = self.flushing.lock().await;
-        let mut report = FlushReport::default();
-        let mut remaining = {
-            let buffer = lock(&self.buffer);
-            if buffer.len() < min.max(1) {
-                return report;
-            }
-            buffer.len()
-        };
-        let mut retry = Vec::new();
-        while remaining > 0 {
-            let batch: Vec<Event> = {
-                let mut buffer = lock(&self.buffer);
-                let n = remaining.min(self.settings.batch_size).min(buffer.len());
-                buffer.drain(..n).collect()
-            };
-            if batch.is_empty() {
+    /// Publishes what a dropped publisher left, retrying transient failures a few times;
+    /// what still fails has no one to go to and is logged at `error`, event by event.
+    async fn flush_abandoned(self: &Arc<Self>) {
+        let pause = self.settings.flush_interval.min(Duration::from_secs(1));
+        for attempt in 1..=ABANDONED_ATTEMPTS {
+            let report = self.flush(1, attempt == ABANDONED_ATTEMPTS).await;
+            lock(&self.failed).extend(report.failed);
+            if lock(&self.buffer).is_empty() {
                 break;
             }
-            remaining -= batch.len();
-            // The bus hands back the events it does not take.
-            let results = self.publisher.bus().publish_batch_returning(batch).await;
-            report.batches += 1;
-            for result in results {
-                match result {
-                    Ok(id) => report.published.push(id),
-                    Err(Unpublished { event, error, .. }) => {
-                        if error.is_transient() && !last {
-                            report.retrying.push((event.id, clone_error(&error)));
-                            retry.push(event);
-                        } else {
-                            report.failed.push(FailedEvent { event, error });
-                        }
-                    }
-                }
-            }
+            tokio::time::sleep(pause).await;
         }
-        if !retry.is_empty() {
-            lock(&self.buffer).splice(0..0, retry);
-        }
-        for (id, error) in &report.retrying {
-            tracing::debug!(event_id = %id, "batched event kept for the next flush: {error}");
-        }
-        report
-    }
-
-    /// Keeps the events an automatic flush handed back, for the next explicit flush.
-    fn keep_failed(&self, report: FlushReport) {
-        if report.failed.is_empty() {
-            return;
-        }
-        for failed in &report.failed {
-            tracing::warn!(
+        for failed in mem::take(&mut *lock(&self.failed)) {
+            tracing::error!(
                 source = self.publisher.source(),
                 event_id = %failed.event.id,
                 event_type = %failed.event.event_type,
-                "batched event not published and handed back: {}",
+                "batched event lost: its BatchPublisher was dropped without close() and it could not be published: {}",
                 failed.error
             );
         }
-        lock(&self.failed).extend(report.failed);
     }
 }
 
-/// `event_core::Error` is not `Clone`; the report keeps a copy of a transient error's
-/// message and kind (the event itself stays buffered with no error attached).
-fn clone_error(error: &event_core::Error) -> event_core::Error {
-    match error {
-        event_core::Error::Timeout { operation, after } => event_core::Error::Timeout {
-            operation,
-            after: *after,
-        },
-        event_core::Error::Backend {
-            backend,
-            message,
-            transient,
-            ..
-        } => event_core::Error::backend(backend, message.clone(), *transient),
-        other => event_core::Error::backend("batch publisher", other.to_string(), true),
+/// Flushes every `period`, whatever happens to `add`, until told to stop or the publisher is
+/// gone. It is never aborted: a flush it started runs to its end.
+async fn run_timer(shared: Weak<Shared>, stop: Arc<Notify>, period: Duration) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.notified() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if lock(&shared.buffer).is_empty() {
+            continue;
+        }
+        let report = shared.flush(1, false).await;
+        shared.keep_failed(report);
     }
 }

@@ -8,26 +8,52 @@
 //!    handler, in any process, gets the claim.
 //! 2. Run the handler. On success, mark the id **done** for `remember_for` (default 7 days,
 //!    the default `EVENT_TTL_SECONDS`: an event older than that cannot be redelivered). On
-//!    failure, **release** the claim so the backend's retry can run.
-//! 3. An event already done is acknowledged without running the handler. One claimed by
-//!    another instance that has not finished fails as transient, so the backend retries it
-//!    later and then finds it done (or the claim's lease expired because that instance
-//!    died, and runs it).
+//!    failure, and when the handler **panics**, **release** the claim so the backend's retry
+//!    can run (a panic is caught, the claim released, and the panic resumed, so the
+//!    dispatcher still sees and reports it).
+//! 3. An event already done is acknowledged without running the handler.
+//! 4. An event claimed by another instance is **waited for**: the attempt polls the store
+//!    (from 10 ms, doubling, at most every second) until the claim ends: done (acknowledged
+//!    without running), released (claimed and run here) or expired because its holder died
+//!    (taken over and run here). It waits at most
+//!    [`wait_for_claim`](IdempotencyLayer::wait_for_claim), by default the lease plus a
+//!    second, so one attempt outlasts any claim taken before it began.
 //!
-//! The lease must outlast everything inside this layer: the handler's
-//! [timeout](super::TimeoutLayer), plus any wait for a [permit](super::ConcurrencyLimitLayer)
-//! or a paused [circuit](super::CircuitBreakerLayer) (default lease 5 minutes). A store that cannot be reached fails the event as transient: handling it without
-//! knowing whether it was handled would break the promise.
+//! # Why an attempt waits instead of failing at once
+//!
+//! The backend retries a transient failure `EVENT_MAX_RETRIES` times (default 3) with a
+//! backoff of `EVENT_RETRY_BASE_MS` doubling (100 ms: well under a second in all), and then
+//! dead-letters the event as "retries exhausted". A claim lasts its lease (default 5
+//! minutes). Answering "being handled elsewhere" as a plain transient failure would burn
+//! those retries long before the claim of a crashed instance expires, and dead-letter an
+//! event nobody handled. Waiting inside the attempt never reaches the retry limit, whatever
+//! the lease and the retry policy: an unhandled event is never dead-lettered because of a
+//! claim. The cost is that a lane waits: after a crash, the events the dead instance had
+//! claimed hold their lanes (and later events of the same keys, as per-key order requires)
+//! until its leases expire; other lanes go on. Keep the lease short enough for that wait
+//! (it must still outlast the handler's timeout and any wait for a permit or a paused
+//! circuit inside this layer). A shorter `wait_for_claim` makes attempts give up sooner, as
+//! a transient failure: then keep `wait_for_claim × (EVENT_MAX_RETRIES + 1)` above the lease,
+//! or such events can be dead-lettered unhandled.
+//!
+//! A cancelled attempt (an outer timeout, a shutdown that stops waiting for the handler)
+//! keeps its claim until the lease expires: the next delivery waits for that.
+//!
+//! A store that cannot be reached fails the event as transient: handling it without knowing
+//! whether it was handled would break the promise.
 
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::{Event, EventHandler, HandlerError};
+use futures::FutureExt;
+use tokio::time::Instant;
 
 pub use memory::MemoryIdempotencyStore;
 #[cfg(feature = "redis")]
@@ -84,14 +110,26 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 pub struct IdempotencyLayer {
     store: Arc<dyn IdempotencyStore>,
     lease: Duration,
+    /// `None`: the lease plus [`CLAIM_WAIT_MARGIN`].
+    wait_for_claim: Option<Duration>,
     remember_for: Duration,
     prefix: Arc<str>,
 }
+
+/// Added to the lease for the default wait: the store's clock (Redis expires keys on its own)
+/// may run a little behind ours.
+const CLAIM_WAIT_MARGIN: Duration = Duration::from_secs(1);
+/// The first pause between polls of a claim held elsewhere; it doubles up to
+/// [`CLAIM_POLL_MAX`].
+const CLAIM_POLL_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between polls: a holder that finishes is seen within this.
+const CLAIM_POLL_MAX: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for IdempotencyLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdempotencyLayer")
             .field("lease", &self.lease)
+            .field("wait_for_claim", &self.claim_wait())
             .field("remember_for", &self.remember_for)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
@@ -105,6 +143,7 @@ impl IdempotencyLayer {
         Self {
             store,
             lease: Duration::from_secs(300),
+            wait_for_claim: None,
             remember_for: Duration::from_secs(604_800),
             prefix: Arc::from("eventbus:idempotency"),
         }
@@ -115,6 +154,20 @@ impl IdempotencyLayer {
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// How long one attempt waits for a claim held by another instance to end before it fails
+    /// as transient (default: the lease plus one second, so a claim whose holder died is
+    /// taken over within one attempt). See the module documentation before lowering it:
+    /// the backend's retries must still outlast the lease.
+    pub fn wait_for_claim(mut self, wait: Duration) -> Self {
+        self.wait_for_claim = Some(wait);
+        self
+    }
+
+    fn claim_wait(&self) -> Duration {
+        self.wait_for_claim
+            .unwrap_or_else(|| self.lease.saturating_add(CLAIM_WAIT_MARGIN))
     }
 
     /// How long a handled id is remembered (default 7 days, as `EVENT_TTL_SECONDS`).
@@ -164,6 +217,35 @@ fn store_failure(error: StoreError) -> HandlerError {
     HandlerError::transient(error)
 }
 
+impl<H: EventHandler> Idempotent<H> {
+    /// Claims `key`; while another instance holds it, polls until its claim ends (done,
+    /// released, expired) or the layer's wait for a claim has passed.
+    async fn claim(&self, key: &str, token: &str) -> Result<Claim, HandlerError> {
+        let store = &self.layer.store;
+        let deadline = Instant::now() + self.layer.claim_wait();
+        let mut pause = CLAIM_POLL_FIRST;
+        loop {
+            let claim = store
+                .claim(key, token, self.layer.lease)
+                .await
+                .map_err(store_failure)?;
+            let now = Instant::now();
+            if claim != Claim::InProgress || now >= deadline {
+                return Ok(claim);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(CLAIM_POLL_MAX);
+        }
+    }
+
+    async fn release(&self, key: &str, token: &str, event: &Event) {
+        if let Err(release) = self.layer.store.release(key, token).await {
+            // The claim then lasts until its lease expires; the retry waits for that.
+            tracing::warn!(handler = self.inner.name(), event_id = %event.id, "{release}");
+        }
+    }
+}
+
 #[async_trait]
 impl<H: EventHandler> EventHandler for Idempotent<H> {
     fn name(&self) -> &str {
@@ -174,11 +256,7 @@ impl<H: EventHandler> EventHandler for Idempotent<H> {
         let key = self.key(event);
         let token = event_core::EventId::new().to_string();
         let store = &self.layer.store;
-        match store
-            .claim(&key, &token, self.layer.lease)
-            .await
-            .map_err(store_failure)?
-        {
+        match self.claim(&key, &token).await? {
             Claim::Done => {
                 tracing::debug!(handler = self.inner.name(), event_id = %event.id, "duplicate event skipped");
                 ::metrics::counter!(
@@ -191,27 +269,34 @@ impl<H: EventHandler> EventHandler for Idempotent<H> {
             }
             Claim::InProgress => {
                 return Err(HandlerError::transient(format!(
-                    "event {} is being handled by another instance of {}; retrying later",
+                    "event {} is still being handled by another instance of {} after waiting {:?} for its claim; retrying later",
                     event.id,
-                    self.inner.name()
+                    self.inner.name(),
+                    self.layer.claim_wait()
                 )));
             }
             Claim::Claimed => {}
         }
-        match self.inner.handle(event).await {
-            Ok(()) => {
+        // A panic must not leave the claim behind: every retry would find it held until the
+        // lease expires. Caught, the claim released, and resumed for the dispatcher.
+        let outcome = AssertUnwindSafe(self.inner.handle(event))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(())) => {
                 store
                     .complete(&key, self.layer.remember_for)
                     .await
                     .map_err(store_failure)?;
                 Ok(())
             }
-            Err(error) => {
-                if let Err(release) = store.release(&key, &token).await {
-                    // The claim then lasts until its lease expires; the retry waits for that.
-                    tracing::warn!(handler = self.inner.name(), event_id = %event.id, "{release}");
-                }
+            Ok(Err(error)) => {
+                self.release(&key, &token, event).await;
                 Err(error)
+            }
+            Err(panic) => {
+                self.release(&key, &token, event).await;
+                panic::resume_unwind(panic)
             }
         }
     }
@@ -289,11 +374,14 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
+    /// With a short wait, a claim held elsewhere for longer fails the attempt as transient.
     #[tokio::test]
     async fn claimed_elsewhere_is_a_transient_failure() {
         let store = Arc::new(MemoryIdempotencyStore::new());
         let calls = Arc::new(AtomicU32::new(0));
-        let handler = IdempotencyLayer::new(store.clone()).layer(counting(calls.clone(), 0));
+        let handler = IdempotencyLayer::new(store.clone())
+            .wait_for_claim(Duration::from_millis(20))
+            .layer(counting(calls.clone(), 0));
         let event = Event::builder(EventType::USER_REGISTERED, "t")
             .build()
             .unwrap();
@@ -308,5 +396,90 @@ mod tests {
         let error = handler.handle(&event).await.unwrap_err();
         assert!(error.is_transient());
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// A claim whose holder died (never released) is waited out within one attempt and
+    /// taken over: the event runs here, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_instances_claim_is_waited_out_and_taken_over() {
+        let store = Arc::new(MemoryIdempotencyStore::new());
+        let calls = Arc::new(AtomicU32::new(0));
+        let lease = Duration::from_secs(60);
+        let handler = IdempotencyLayer::new(store.clone())
+            .lease(lease)
+            .layer(counting(calls.clone(), 0));
+        let event = Event::builder(EventType::USER_REGISTERED, "t")
+            .build()
+            .unwrap();
+        let key = format!("eventbus:idempotency:counter:{}", event.id);
+        let claimed_at = Instant::now();
+        assert_eq!(
+            store.claim(&key, "dead", lease).await.unwrap(),
+            Claim::Claimed
+        );
+        handler.handle(&event).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(
+            claimed_at.elapsed() >= lease,
+            "ran before the lease expired"
+        );
+        handler.handle(&event).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "done: not run again");
+    }
+
+    /// A claim whose holder finishes while this attempt waits: skipped, not run.
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_completed_meanwhile_is_skipped() {
+        let store = Arc::new(MemoryIdempotencyStore::new());
+        let calls = Arc::new(AtomicU32::new(0));
+        let handler = IdempotencyLayer::new(store.clone()).layer(counting(calls.clone(), 0));
+        let event = Event::builder(EventType::USER_REGISTERED, "t")
+            .build()
+            .unwrap();
+        let key = format!("eventbus:idempotency:counter:{}", event.id);
+        let lease = Duration::from_secs(300);
+        assert_eq!(
+            store.claim(&key, "busy", lease).await.unwrap(),
+            Claim::Claimed
+        );
+        let holder = {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                store.complete(&key, Duration::from_secs(3600)).await
+            })
+        };
+        handler.handle(&event).await.unwrap();
+        holder.await.unwrap().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// A panicking handler's claim is released and the panic goes on to the caller; the
+    /// retry runs the handler.
+    #[tokio::test]
+    async fn a_panic_releases_the_claim_and_is_resumed() {
+        let store = Arc::new(MemoryIdempotencyStore::new());
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let handler = IdempotencyLayer::new(store.clone())
+            .wait_for_claim(Duration::ZERO)
+            .layer(SharedHandler::new(handler_fn("panicky", move |_e| {
+                let c = c.clone();
+                async move {
+                    if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("deliberate panic in a test handler");
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            })));
+        let event = Event::builder(EventType::USER_REGISTERED, "t")
+            .build()
+            .unwrap();
+        let first = AssertUnwindSafe(handler.handle(&event))
+            .catch_unwind()
+            .await;
+        assert!(first.is_err(), "the panic reaches the caller");
+        handler.handle(&event).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,0 +1,244 @@
+//! One attempt of a subscription's loop: reserve room, claim, read, dispatch, until asked to
+//! stop. The bus's supervisor runs it and starts a new attempt when it panics or ends unasked.
+//!
+//! `XREADGROUP ... COUNT n` applies to each stream, and every subscription reads at least two
+//! (its types and its redrive stream), so one read can return more entries than the room
+//! reserved. Those are not dropped nor handed out beyond the room: they wait in a carry-over
+//! queue owned by the attempt, registered in flight (claims skip them, the claim keeper keeps
+//! them fresh), and go out first at the next pass, so each stream's order holds.
+//!
+//! When an attempt dies (a panic), its claim keeper and reader die with it, and its dispatcher
+//! is closed in the background with the usual grace (`EVENT_SHUTDOWN_TIMEOUT_MS`): the lanes
+//! finish and acknowledge what they hold. The next attempt reads new entries at once but
+//! claims nothing until that close is over, so it does not take back entries the old lanes
+//! are still handling (each would run twice); then it claims the rest (what the dead attempt
+//! had carried over or not finished) once idle.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_core::dispatch::{Delivery, Dispatcher, StopMode, StopSignal};
+use fred::prelude::{Client, ClientLike};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Subscriber, Token, create_group, take};
+use crate::client;
+
+/// Aborts a task when dropped: the claim keeper dies with its attempt, also when the attempt
+/// panics. A keeper left running would keep refreshing the dead attempt's entries, and no
+/// consumer could ever claim them.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The attempt's blocking-read connection, closed when the attempt ends, also by a panic.
+struct Reader(Client);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let reader = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = reader.quit().await;
+            });
+        }
+    }
+}
+
+/// An attempt's dispatcher. Closed by the attempt when it ends normally; when the attempt
+/// dies instead, closed in the background, the handle left for the next attempt.
+struct DispatcherGuard {
+    dispatcher: Option<Dispatcher<Token>>,
+    grace: Duration,
+    abandoned: Arc<std::sync::Mutex<Option<JoinHandle<bool>>>>,
+}
+
+impl DispatcherGuard {
+    fn get(&self) -> &Dispatcher<Token> {
+        self.dispatcher
+            .as_ref()
+            .expect("the dispatcher is only taken when the attempt ends")
+    }
+}
+
+impl Drop for DispatcherGuard {
+    fn drop(&mut self) {
+        let Some(dispatcher) = self.dispatcher.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let closing = runtime.spawn(dispatcher.close(self.grace));
+            *self
+                .abandoned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(closing);
+        }
+    }
+}
+
+/// Runs one attempt of the loop. `reader` is the connection for blocking reads (the first
+/// attempt's comes from subscribe; later ones connect their own); `failures` says how many
+/// attempts failed before this one. Returns whether every event taken was finished.
+pub(super) async fn attempt(
+    sub: Arc<Subscriber>,
+    reader: Option<Client>,
+    dispatcher: Dispatcher<Token>,
+    mut stop: StopSignal,
+    failures: u32,
+) -> bool {
+    let config = &sub.inner.config;
+    let claim_every =
+        (config.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    if failures > 0 {
+        tracing::info!(
+            handler = %sub.handler,
+            failures,
+            "consumer loop restarted; the entries the failed loop held are claimed again once idle for EVENT_CLAIM_IDLE_MS"
+        );
+    }
+    // Apart from the loop, which can wait a long time for room while slow handlers hold it.
+    let keeper = AbortOnDrop(tokio::spawn(take::keep_claims(sub.clone(), claim_every)));
+    // The dispatcher of a failed attempt, if it is still finishing its events.
+    let mut abandoned = sub
+        .abandoned
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let mut dispatcher = DispatcherGuard {
+        dispatcher: Some(dispatcher),
+        grace: config.shutdown_timeout,
+        abandoned: sub.abandoned.clone(),
+    };
+    let reader = match reader {
+        Some(reader) => Reader(reader),
+        None => match connect_reader(&sub, &mut stop).await {
+            Some(reader) => Reader(reader),
+            None => return close(&sub, &mut dispatcher, &stop).await,
+        },
+    };
+    let mut carry: VecDeque<Delivery<Token>> = VecDeque::new();
+    let mut next_claim = Instant::now();
+    let mut read_failures = 0u32;
+    loop {
+        event_core::fault::checkpoint(&sub.handler);
+        // Events stay in the streams, so any stop (drain included) takes nothing more; what
+        // is carried over stays pending, for a claim later.
+        if stop.mode() != StopMode::Run {
+            break;
+        }
+        let room = tokio::select! {
+            biased;
+            changed = stop.changed() => if changed { continue } else { break },
+            room = dispatcher.get().reserve(config.batch_size) => room,
+        };
+        if abandoned.as_ref().is_some_and(JoinHandle::is_finished) {
+            abandoned = None;
+            tracing::info!(handler = %sub.handler, "the failed loop's handler calls are over; its remaining entries are claimed back once idle");
+        }
+        let mut taken = take::Taken::default();
+        let mut outcome = Ok(());
+        // Claims and reads add at most what the room has left after the carry-over.
+        let want = room.saturating_sub(carry.len());
+        if want > 0 && abandoned.is_none() && Instant::now() >= next_claim {
+            next_claim = Instant::now() + claim_every;
+            outcome = take::claim(&sub, want, &mut taken).await;
+        }
+        let free = want.saturating_sub(taken.deliveries.len());
+        if outcome.is_ok() && free > 0 {
+            outcome = take::read(&sub, &reader.0, free, &mut taken).await;
+        }
+        take::settle(&sub, &mut taken).await;
+        if !taken.deliveries.is_empty() {
+            sub.in_flight()
+                .extend(taken.deliveries.iter().map(|d| d.token.clone()));
+            carry.extend(taken.deliveries);
+        }
+        let batch: Vec<Delivery<Token>> = carry.drain(..room.min(carry.len())).collect();
+        dispatcher.get().release(room - batch.len());
+        if !batch.is_empty() {
+            dispatcher.get().dispatch(batch);
+        }
+        match outcome {
+            Ok(()) => read_failures = 0,
+            Err(e) => {
+                read_failures = read_failures.saturating_add(1);
+                if read_failures == 1 || read_failures.is_multiple_of(50) {
+                    tracing::warn!(handler = %sub.handler, failures = read_failures, "reading from Redis failed, retrying: {e}");
+                }
+                if e.to_string().contains("NOGROUP") {
+                    // The stream or the group was deleted under us: make them again, from the
+                    // start of what is left.
+                    for stream in &sub.streams {
+                        let _ = create_group(&sub.inner.client, stream, &sub.group, "0").await;
+                    }
+                }
+                if !pause(&mut stop, read_failures).await {
+                    break;
+                }
+            }
+        }
+    }
+    let drained = close(&sub, &mut dispatcher, &stop).await;
+    // Only now: while the dispatcher finished its events, their claims were kept fresh.
+    drop(keeper);
+    drained
+}
+
+/// Closes the attempt's dispatcher, waiting for its events until the stop's deadline.
+async fn close(sub: &Subscriber, dispatcher: &mut DispatcherGuard, stop: &StopSignal) -> bool {
+    let Some(dispatcher) = dispatcher.dispatcher.take() else {
+        return true;
+    };
+    let drained = dispatcher
+        .close(stop.remaining(sub.inner.config.shutdown_timeout))
+        .await;
+    if !drained {
+        tracing::warn!(
+            handler = %sub.handler,
+            "handler did not finish its in-flight events in time; they stay pending and will be claimed again"
+        );
+    }
+    drained
+}
+
+/// Waits after the `failures`-th failure in a row (100 ms more each time, up to 5 s); `false`
+/// when nobody can ask the loop to stop any more (the bus is gone).
+async fn pause(stop: &mut StopSignal, failures: u32) -> bool {
+    let pause = Duration::from_millis(100 * u64::from(failures.min(50)));
+    tokio::select! {
+        biased;
+        changed = stop.changed() => changed,
+        () = tokio::time::sleep(pause) => true,
+    }
+}
+
+/// Connects a new reader for a restarted attempt, retrying until it succeeds or a stop is
+/// asked for (`None`).
+async fn connect_reader(sub: &Subscriber, stop: &mut StopSignal) -> Option<Client> {
+    let mut failures = 0u32;
+    loop {
+        if stop.mode() != StopMode::Run {
+            return None;
+        }
+        let reader = sub.inner.client.clone_new();
+        match client::connect(&reader, &sub.inner.config).await {
+            Ok(()) => return Some(reader),
+            Err(e) => {
+                let _ = reader.quit().await;
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(50) {
+                    tracing::warn!(handler = %sub.handler, failures, "connecting the consumer's reader failed, retrying: {e}");
+                }
+                if !pause(stop, failures).await {
+                    return None;
+                }
+            }
+        }
+    }
+}

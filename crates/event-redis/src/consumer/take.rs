@@ -1,0 +1,282 @@
+//! Taking entries: new ones (`XREADGROUP`), those other consumers left pending (`XPENDING` +
+//! `XCLAIM`), keeping this consumer's own fresh (`XCLAIM ... JUSTID`), and sorting what came
+//! into deliveries, entries past the retention, and dead letters.
+//!
+//! Replies are read as raw values ([`crate::reply`]): one entry that is not an event (a
+//! binary field name from a foreign producer) becomes a dead letter of its own instead of
+//! failing the reply that carries it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_core::dispatch::{Delivery, DeliverySink};
+use event_core::{DeadLetter, DeadLetterReason, Error};
+use fred::prelude::{Client, StreamsInterface};
+use fred::types::Value;
+
+use super::sink::RedisSink;
+use super::{Subscriber, Token};
+use crate::reply::RawEntry;
+use crate::{client, entry, reply};
+
+/// How long one `XREADGROUP` blocks: the longest an idle loop takes to notice a stop.
+const BLOCK_MS: u64 = 250;
+
+/// What one pass of the loop took from Redis.
+#[derive(Default)]
+pub(super) struct Taken {
+    pub(super) deliveries: Vec<Delivery<Token>>,
+    /// Entries past the retention: acknowledged without delivery, and counted.
+    expired: Vec<Token>,
+    /// Entries deleted while pending: nothing to deliver, acknowledged.
+    gone: Vec<Token>,
+    /// Entries that are not events, or were delivered too often: dead-lettered at once.
+    dead: Vec<(Token, DeadLetter)>,
+}
+
+impl Taken {
+    /// Sorts one entry into deliveries, expired or deleted entries and dead letters.
+    /// `cutoff_ms` is the retention's cutoff on the server's clock (`None`: unknown, nothing
+    /// expires).
+    fn add(
+        &mut self,
+        sub: &Subscriber,
+        stream: usize,
+        raw: RawEntry,
+        deliveries_before: u64,
+        cutoff_ms: Option<i64>,
+    ) {
+        let token = Token {
+            stream,
+            id: raw.id.clone(),
+        };
+        let expired = cutoff_ms
+            .is_some_and(|cutoff| entry::id_millis(&token.id).is_some_and(|ms| ms < cutoff));
+        if expired {
+            self.expired.push(token);
+            return;
+        }
+        if raw.fields.is_none() {
+            self.gone.push(token);
+            return;
+        }
+        let now = sub.inner.local_now();
+        let max_retries = u64::from(sub.inner.config.max_retries);
+        let letter = |reason, event, raw, error: String, attempts| DeadLetter {
+            id: String::new(),
+            handler: sub.handler.clone(),
+            group: sub.group.clone(),
+            reason,
+            event,
+            raw,
+            attempts,
+            first_error: error.clone(),
+            last_error: error,
+            first_failed_at: now,
+            last_failed_at: now,
+            dead_lettered_at: now,
+        };
+        match entry::decode(&sub.inner.codec, &raw) {
+            Err(e) => {
+                let text = entry::raw_text(raw.fields.as_deref().unwrap_or_default());
+                let letter = letter(
+                    DeadLetterReason::InvalidEnvelope,
+                    None,
+                    Some(text),
+                    e.to_string(),
+                    1,
+                );
+                self.dead.push((token, letter));
+            }
+            Ok(event) if deliveries_before > max_retries => {
+                // Delivered this often and never acknowledged: the consumers holding it died
+                // or gave up. Handing it out again would repeat that forever.
+                let error = format!(
+                    "delivered {deliveries_before} times without being acknowledged (consumers crashed or stopped while handling it)"
+                );
+                let attempts = u32::try_from(deliveries_before).unwrap_or(u32::MAX);
+                let letter = letter(
+                    DeadLetterReason::RetriesExhausted,
+                    Some(event),
+                    None,
+                    error,
+                    attempts,
+                );
+                self.dead.push((token, letter));
+            }
+            Ok(event) => {
+                let mut delivery = Delivery::new(Arc::new(event), token);
+                delivery.prior_attempts = u32::try_from(deliveries_before).unwrap_or(u32::MAX);
+                self.deliveries.push(delivery);
+            }
+        }
+    }
+}
+
+/// Acknowledges expired and deleted entries (counting the expired ones) and stores the dead
+/// letters found while reading.
+pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
+    let sink = RedisSink::new(sub.clone());
+    if !taken.expired.is_empty() {
+        sub.handler_counters
+            .add_expired(&sub.handler, taken.expired.len() as u64);
+        sink.ack(std::mem::take(&mut taken.expired)).await;
+    }
+    if !taken.gone.is_empty() {
+        tracing::debug!(handler = %sub.handler, count = taken.gone.len(), "entries deleted while pending acknowledged");
+        sink.ack(std::mem::take(&mut taken.gone)).await;
+    }
+    for (token, letter) in taken.dead.drain(..) {
+        tracing::warn!(handler = %sub.handler, entry = %token.id, "entry dead-lettered: {}", letter.last_error);
+        sink.dead_letter(token, letter).await;
+    }
+}
+
+/// Reads up to `count` new entries per stream for this consumer (`COUNT` applies to each
+/// stream: the caller carries over what exceeds its room).
+pub(super) async fn read(
+    sub: &Subscriber,
+    reader: &Client,
+    count: usize,
+    taken: &mut Taken,
+) -> Result<(), Error> {
+    let ids: Vec<&str> = sub.streams.iter().map(|_| ">").collect();
+    let response: Value = reader
+        .xreadgroup(
+            sub.group.as_str(),
+            sub.consumer.as_str(),
+            Some(count as u64),
+            Some(BLOCK_MS),
+            false,
+            sub.streams.clone(),
+            ids,
+        )
+        .await
+        .map_err(|e| client::error("XREADGROUP", e))?;
+    let mut entries: Vec<(usize, RawEntry)> = Vec::new();
+    for (key, list) in reply::streams(response) {
+        match sub.streams.iter().position(|s| *s == key) {
+            Some(stream) => entries.extend(list.into_iter().map(|e| (stream, e))),
+            None => {
+                tracing::warn!(handler = %sub.handler, stream = %key, "XREADGROUP answered for a stream it was not asked about")
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let cutoff = sub.inner.cutoff_ms().await;
+    // One read returns each stream's entries apart; hand them out in the order Redis stored
+    // them, whatever the stream (a stable sort: each stream's own order holds).
+    entries.sort_by_key(|(_, e)| entry::id_order(&e.id));
+    for (stream, raw) in entries {
+        taken.add(sub, stream, raw, 0, cutoff);
+    }
+    Ok(())
+}
+
+/// Takes over entries other consumers (or this one, in an attempt that failed or before a
+/// reconnect) left pending longer than `EVENT_CLAIM_IDLE_MS`, at most `count` in all.
+pub(super) async fn claim(sub: &Subscriber, count: usize, taken: &mut Taken) -> Result<(), Error> {
+    let client = &sub.inner.client;
+    let idle = u64::try_from(sub.inner.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
+    let cutoff = sub.inner.cutoff_ms().await;
+    for (stream, key) in sub.streams.iter().enumerate() {
+        let room = count.saturating_sub(taken.deliveries.len());
+        if room == 0 {
+            break;
+        }
+        let pending: Value = client
+            .xpending(
+                key.as_str(),
+                sub.group.as_str(),
+                (idle, "-", "+", room as u64),
+            )
+            .await
+            .map_err(|e| client::error("XPENDING", e))?;
+        let mut counts = HashMap::new();
+        {
+            let in_flight = sub.in_flight();
+            for row in pending.into_array() {
+                let row = row.into_array();
+                let (Some(id), Some(times)) = (
+                    row.first().and_then(Value::as_string),
+                    row.get(3).and_then(Value::as_u64),
+                ) else {
+                    continue;
+                };
+                let token = Token { stream, id };
+                if !in_flight.contains(&token) {
+                    counts.insert(token.id, times);
+                }
+            }
+        }
+        if counts.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = counts.keys().cloned().collect();
+        let claimed: Value = client
+            .xclaim(
+                key.as_str(),
+                sub.group.as_str(),
+                sub.consumer.as_str(),
+                idle,
+                ids,
+                None,
+                None,
+                None,
+                false,
+                false,
+            )
+            .await
+            .map_err(|e| client::error("XCLAIM", e))?;
+        let claimed = reply::entries(claimed);
+        if !claimed.is_empty() {
+            tracing::info!(handler = %sub.handler, stream = %key, count = claimed.len(), "took over entries left pending by another consumer");
+        }
+        for raw in claimed {
+            let before = counts.get(&raw.id).copied().unwrap_or(1);
+            taken.add(sub, stream, raw, before, cutoff);
+        }
+    }
+    Ok(())
+}
+
+/// Every `interval` (at most half of `EVENT_CLAIM_IDLE_MS`), resets the idle time of the
+/// entries this attempt holds (`XCLAIM ... JUSTID` to itself: no new delivery, no delivery
+/// count), so a slow handler's events are not taken over by another consumer while this one
+/// is alive. Runs until aborted, when its attempt ends (by a panic too).
+pub(super) async fn keep_claims(sub: Arc<Subscriber>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut mine: HashMap<usize, Vec<String>> = HashMap::new();
+        for token in sub.in_flight().iter() {
+            mine.entry(token.stream).or_default().push(token.id.clone());
+        }
+        for (stream, ids) in mine {
+            let Some(key) = sub.streams.get(stream) else {
+                continue;
+            };
+            let kept: Result<Value, _> = sub
+                .inner
+                .client
+                .xclaim(
+                    key.as_str(),
+                    sub.group.as_str(),
+                    sub.consumer.as_str(),
+                    0,
+                    ids,
+                    None,
+                    None,
+                    None,
+                    false,
+                    true,
+                )
+                .await;
+            if let Err(e) = kept {
+                tracing::debug!(handler = %sub.handler, "refreshing claims failed, retrying next time: {e}");
+            }
+        }
+    }
+}
