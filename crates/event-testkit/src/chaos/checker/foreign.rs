@@ -2,6 +2,8 @@
 //! the dead letters of every handler of its type, once, as an invalid envelope whose raw text
 //! shows the entry's marker, unless the run purged it.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use event_core::DeadLetterReason;
 
 use super::CheckInput;
@@ -50,7 +52,7 @@ pub(crate) fn account(
         let marker = f.entry.marker.as_str();
         let found = letters
             .iter()
-            .filter(|l| l.raw.as_deref().is_some_and(|raw| raw.contains(marker)))
+            .filter(|l| l.raw.as_deref().is_some_and(|raw| shows(raw, marker)))
             .collect::<Vec<_>>();
         match found.as_slice() {
             [letter] if letter.reason == DeadLetterReason::InvalidEnvelope => {
@@ -94,4 +96,34 @@ pub(crate) fn account(
         "foreign entries dead-lettered wrongly",
         &repeated,
     );
+}
+
+/// Whether a dead letter's raw text shows the marker: as text, or inside bytes a backend
+/// wrote as `b64:...` because they are not UTF-8.
+fn shows(raw: &str, marker: &str) -> bool {
+    if raw.contains(marker) {
+        return true;
+    }
+    raw.match_indices("b64:").any(|(at, _)| {
+        let encoded: String = raw[at + 4..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+            .collect();
+        STANDARD
+            .decode(encoded)
+            .is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shows;
+
+    #[test]
+    fn markers_show_as_text_or_in_base64() {
+        assert!(shows("note=cf1v0e payload=x", "cf1v0e"));
+        // b"\xff\xfe\x00cf1v2e\x80" in base64.
+        assert!(shows("event=b64://4AY2YxdjJlgA==", "cf1v2e"));
+        assert!(!shows("event=b64://4AY2YxdjJlgA==", "cf1v3e"));
+    }
 }
