@@ -66,7 +66,7 @@ pub(crate) fn account(
                 let purged = records
                     .purges
                     .iter()
-                    .any(|p| p.handler == name && p.raws.iter().any(|raw| raw.contains(marker)));
+                    .any(|p| p.handler == name && p.raws.iter().any(|raw| shows(raw, marker)));
                 if purged {
                     tally.foreign_dead_lettered += 1;
                 } else {
