@@ -9,6 +9,7 @@ mod docs;
 mod integration_test;
 mod services;
 mod shell;
+mod soak;
 mod suites;
 mod test;
 
@@ -30,6 +31,10 @@ commands:
   services kill|restart <s>   kill one (SIGKILL, data kept), or start it again on the same port
   bench [backend]             the benchmarks in release mode (all, or one backend); each
                               writes its section of docs/benchmarks.md
+  soak [backend] --minutes N [--seed S]
+                              the chaos harness run long (default 30 minutes; all backends,
+                              or one) in release mode, with its summary as a table row for
+                              docs/reliability.md
   docs [--check]              render the event catalog into docs/events.md and
                               docs/asyncapi.json; --check fails when they are stale
   help                        this text
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         ["services", rest @ ..] => services::command::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["docs", rest @ ..] => docs::run(rest),
+        ["soak", rest @ ..] => soak::run(rest),
         [other, ..] => Err(anyhow::anyhow!(
             "unknown command {other:?}; run `cargo xtask help` for the list"
         )),

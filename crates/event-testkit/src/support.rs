@@ -213,8 +213,81 @@ pub(crate) async fn wait_for_dead_letters(
     }
 }
 
+/// How long a handler must stay quiet before its calls are counted: by the bus's stats no
+/// lag, nothing pending and no counter moving, and no new call of the recorders.
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+
+/// Waits for quiescence, then checks that the recorders together handled every id in `ids`
+/// exactly once and nothing else. Counting as soon as the expected number arrived would miss
+/// duplicates that come later (a redelivery after a lost acknowledgement, a claim of an entry
+/// already handled), so the count waits until, by the bus's own stats, each recorder's
+/// handler has lag 0 and nothing pending (or no subscription on this bus), and neither those
+/// stats nor the recorders' calls change for [`SETTLE`], with no call in progress.
+pub(crate) async fn exactly_once<R: AsRef<Recorder>>(
+    bus: &dyn EventBus,
+    recorders: &[R],
+    ids: &[EventId],
+    who: &str,
+) -> anyhow::Result<()> {
+    let recorders: Vec<&Recorder> = recorders.iter().map(AsRef::as_ref).collect();
+    settle(bus, &recorders)
+        .await
+        .with_context(|| format!("{who}: waiting for quiescence before counting"))?;
+    let seen: Vec<EventId> = recorders.iter().flat_map(|r| r.handled_ids()).collect();
+    counted_once(&seen, ids, who)
+}
+
+/// Waits until the recorders' handlers are quiet (see [`exactly_once`]), for at most
+/// [`DEADLINE`].
+async fn settle(bus: &dyn EventBus, recorders: &[&Recorder]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last: Option<(Vec<u64>, Vec<usize>)> = None;
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        let stats = bus.stats().await?;
+        let mut busy = Vec::new();
+        let mut counters = Vec::new();
+        for r in recorders {
+            if let Some(h) = stats.handlers.get(r.name()) {
+                if (h.lag > 0 || h.pending > 0) && h.subscriptions > 0 {
+                    busy.push(format!(
+                        "{}: lag {}, pending {}",
+                        r.name(),
+                        h.lag,
+                        h.pending
+                    ));
+                }
+                counters.extend([h.processed, h.failed, h.dead_lettered, h.lag, h.pending]);
+            }
+        }
+        let in_flight: usize = recorders.iter().map(|r| r.in_flight()).sum();
+        if in_flight > 0 {
+            busy.push(format!("{in_flight} handler calls in progress"));
+        }
+        let calls: Vec<usize> = recorders.iter().map(|r| r.calls()).collect();
+        let now = Some((counters, calls));
+        if !busy.is_empty() || now != last {
+            last = now;
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= SETTLE {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "still busy after {DEADLINE:?}: {}",
+                if busy.is_empty() {
+                    "calls kept coming".to_string()
+                } else {
+                    busy.join("; ")
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Checks that every id in `ids` occurs exactly once in `seen`, and nothing else does.
-pub(crate) fn exactly_once(seen: &[EventId], ids: &[EventId], who: &str) -> anyhow::Result<()> {
+fn counted_once(seen: &[EventId], ids: &[EventId], who: &str) -> anyhow::Result<()> {
     let mut counts: HashMap<EventId, usize> = HashMap::new();
     for id in seen {
         *counts.entry(*id).or_default() += 1;
@@ -356,6 +429,11 @@ impl Recorder {
         self.record().errors.clone()
     }
 
+    /// Calls of `handle` running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most calls of `handle` that ran at the same time.
     pub(crate) fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
@@ -380,6 +458,12 @@ impl Recorder {
         )
         .await
         .with_context(|| format!("{} had handled {}", self.name, self.handled_count()))
+    }
+}
+
+impl AsRef<Recorder> for Recorder {
+    fn as_ref(&self) -> &Recorder {
+        self
     }
 }
 
@@ -447,5 +531,57 @@ impl EventHandler for Recorder {
             transient: error.is_transient(),
             message: error.message().to_string(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use event_core::{Config, MemoryBus};
+
+    use super::*;
+
+    /// A duplicate that arrives after the expected count is still counted: `exactly_once`
+    /// waits for quiescence (no call in progress, nothing changing) instead of counting as
+    /// soon as the count is reached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_duplicate_is_counted() -> anyhow::Result<()> {
+        let bus = MemoryBus::new(Config::default())?;
+        let event_type = fresh_type("created");
+        let gate = Arc::new(Semaphore::new(0));
+        let held = gate.clone();
+        // The second call of an event (the duplicate) waits at the gate.
+        let recorder = Recorder::scripted(&fresh_handler(), move |_, attempt| {
+            if attempt >= 2 {
+                Step::Gate(held.clone())
+            } else {
+                Step::Succeed
+            }
+        });
+        subscribe(&bus, &recorder, [event_type.clone()]).await?;
+        let ids = publish_all(&bus, (0..3).map(|n| numbered(&event_type, n))).await?;
+        recorder.wait_for_count(3).await?;
+        // A redelivery the bus makes once everything was handled (here made by hand).
+        let late = recorder.handled()[0].clone();
+        let again = recorder.clone();
+        tokio::spawn(async move {
+            let _ = EventHandler::handle(&*again, &late).await;
+        });
+        wait_until(DEADLINE, "the duplicate call started", || {
+            recorder.calls() == 4
+        })
+        .await?;
+        let opener = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SETTLE * 2).await;
+            opener.add_permits(1);
+        });
+        let outcome = exactly_once(&bus, &[&recorder], &ids, "handler").await;
+        let error = outcome.err().context("the late duplicate went unnoticed")?;
+        ensure!(
+            error.to_string().contains("1 arrived more than once"),
+            "{error}"
+        );
+        bus.shutdown().await?;
+        Ok(())
     }
 }

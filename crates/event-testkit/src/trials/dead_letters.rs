@@ -215,16 +215,14 @@ pub(crate) async fn redrive_reaches_only_that_handler(fx: &Fixture) -> anyhow::R
     let marker = publish_marker(&*bus, &event_type).await?;
     other.wait_for_event(&marker).await?;
     picky.wait_for_event(&marker).await?;
+    exactly_once(&*bus, &[&other], &[event.id, marker], "the other handler").await?;
     exactly_once(
-        &other.handled_ids(),
-        &[event.id, marker],
-        "the other handler",
-    )?;
-    exactly_once(
-        &picky.handled_ids(),
+        &*bus,
+        &[&picky],
         &[event.id, marker],
         "the redriven handler",
-    )?;
+    )
+    .await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -270,7 +268,7 @@ pub(crate) async fn redrive_selected_ids_only(fx: &Fixture) -> anyhow::Result<()
     recorder.wait_for_event(&chosen_event).await?;
     let marker = publish_marker(&*bus, &event_type).await?;
     recorder.wait_for_event(&marker).await?;
-    exactly_once(&recorder.handled_ids(), &[chosen_event, marker], "handler")?;
+    exactly_once(&*bus, &[&recorder], &[chosen_event, marker], "handler").await?;
     let left: Vec<String> = bus
         .dead_letters(recorder.name(), 100)
         .await?

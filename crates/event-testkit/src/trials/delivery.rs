@@ -53,8 +53,8 @@ pub(crate) async fn fan_out_to_every_handler(fx: &Fixture) -> anyhow::Result<()>
     first.wait_for_event(&marker).await?;
     second.wait_for_event(&marker).await?;
     ids.push(marker);
-    exactly_once(&first.handled_ids(), &ids, "first handler")?;
-    exactly_once(&second.handled_ids(), &ids, "second handler")?;
+    exactly_once(&*bus, &[&first], &ids, "first handler").await?;
+    exactly_once(&*bus, &[&second], &ids, "second handler").await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -78,8 +78,8 @@ pub(crate) async fn topic_isolation(fx: &Fixture) -> anyhow::Result<()> {
     ids_b.push(publish_marker(&*bus, &type_b).await?);
     of_a.wait_for_count(ids_a.len()).await?;
     of_b.wait_for_count(ids_b.len()).await?;
-    exactly_once(&of_a.handled_ids(), &ids_a, "handler of A")?;
-    exactly_once(&of_b.handled_ids(), &ids_b, "handler of B")?;
+    exactly_once(&*bus, &[&of_a], &ids_a, "handler of A").await?;
+    exactly_once(&*bus, &[&of_b], &ids_b, "handler of B").await?;
     ensure!(
         of_a.handled().iter().all(|e| e.event_type == type_a)
             && of_b.handled().iter().all(|e| e.event_type == type_b),
@@ -112,7 +112,7 @@ pub(crate) async fn several_types_one_handler(fx: &Fixture) -> anyhow::Result<()
         ids.push(publish_marker(&*bus, t).await?);
     }
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "handler of three types")?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler of three types").await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -139,14 +139,14 @@ pub(crate) async fn unsubscribed_handler_gets_nothing(fx: &Fixture) -> anyhow::R
         "the unsubscribed handler was called {} times, expected only the 5 events before it left",
         leaving.calls()
     );
-    exactly_once(&leaving.handled_ids(), &before, "unsubscribed handler")?;
+    exactly_once(&*bus, &[&leaving], &before, "unsubscribed handler").await?;
     let all: Vec<_> = before
         .iter()
         .chain(&after)
         .copied()
         .chain([marker])
         .collect();
-    exactly_once(&staying.handled_ids(), &all, "handler that stayed")?;
+    exactly_once(&*bus, &[&staying], &all, "handler that stayed").await?;
     let stats = bus.stats().await?;
     let left = stats
         .handlers
@@ -170,7 +170,7 @@ pub(crate) async fn failing_handler_does_not_affect_others(fx: &Fixture) -> anyh
     subscribe(&*bus, &working, [event_type.clone()]).await?;
     let ids = publish_all(&*bus, (0..20).map(|n| numbered(&event_type, n))).await?;
     working.wait_for_count(ids.len()).await?;
-    exactly_once(&working.handled_ids(), &ids, "working handler")?;
+    exactly_once(&*bus, &[&working], &ids, "working handler").await?;
     wait_until(
         DEADLINE,
         "the failing handler tried every event twice",

@@ -35,7 +35,7 @@ pub(crate) async fn resubscribe_resumes_group_position(fx: &Fixture) -> anyhow::
     recorder.wait_for_count(12).await?;
     ids.push(publish_marker(&*bus, &event_type).await?);
     recorder.wait_for_count(13).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "resubscribed handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "resubscribed handler").await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -77,12 +77,7 @@ pub(crate) async fn subscriptions_of_one_handler_share_work(fx: &Fixture) -> any
     )
     .await?;
     ids.push(marker);
-    let seen: Vec<_> = one
-        .handled_ids()
-        .into_iter()
-        .chain(two.handled_ids())
-        .collect();
-    exactly_once(&seen, &ids, "the two subscriptions together")?;
+    exactly_once(&*bus, &[&one, &two], &ids, "the two subscriptions together").await?;
 
     // With one subscription gone, the other takes all of the group's events.
     first.unsubscribe().await?;
@@ -95,12 +90,7 @@ pub(crate) async fn subscriptions_of_one_handler_share_work(fx: &Fixture) -> any
     )
     .await?;
     ids.extend(later);
-    let seen: Vec<_> = one
-        .handled_ids()
-        .into_iter()
-        .chain(two.handled_ids())
-        .collect();
-    exactly_once(&seen, &ids, "the two subscriptions together")?;
+    exactly_once(&*bus, &[&one, &two], &ids, "the two subscriptions together").await?;
     ensure!(
         one.calls() == handled_by_one,
         "the unsubscribed subscription was still called"
@@ -144,12 +134,13 @@ pub(crate) async fn instances_of_one_handler_share_work(fx: &Fixture) -> anyhow:
         one.handled_count() + two.handled_count() >= ids.len()
     })
     .await?;
-    let seen: Vec<_> = one
-        .handled_ids()
-        .into_iter()
-        .chain(two.handled_ids())
-        .collect();
-    exactly_once(&seen, &ids, "the two instances together")?;
+    exactly_once(
+        &*first_bus,
+        &[&one, &two],
+        &ids,
+        "the two instances together",
+    )
+    .await?;
     first_bus.shutdown().await?;
     second_bus.shutdown().await?;
     Ok(())
@@ -172,10 +163,12 @@ pub(crate) async fn start_from_earliest(fx: &Fixture) -> anyhow::Result<()> {
     ids.push(publish_marker(&*bus, &event_type).await?);
     recorder.wait_for_count(ids.len()).await?;
     exactly_once(
-        &recorder.handled_ids(),
+        &*bus,
+        &[&recorder],
         &ids,
         "handler starting from the earliest",
-    )?;
+    )
+    .await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -196,10 +189,12 @@ pub(crate) async fn start_from_latest(fx: &Fixture) -> anyhow::Result<()> {
     ids.push(publish_marker(&*bus, &event_type).await?);
     recorder.wait_for_count(ids.len()).await?;
     exactly_once(
-        &recorder.handled_ids(),
+        &*bus,
+        &[&recorder],
         &ids,
         "handler starting from the latest",
-    )?;
+    )
+    .await?;
     ensure!(
         old.iter().all(|id| recorder.calls_for(id) == 0),
         "a handler starting from the latest got an older event"
@@ -236,11 +231,7 @@ pub(crate) async fn start_from_time(fx: &Fixture) -> anyhow::Result<()> {
     ids.extend(publish_all(&*bus, (6..8).map(|n| numbered(&event_type, n))).await?);
     ids.push(publish_marker(&*bus, &event_type).await?);
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(
-        &recorder.handled_ids(),
-        &ids,
-        "handler starting from a time",
-    )?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler starting from a time").await?;
     bus.shutdown().await?;
     Ok(())
 }

@@ -216,7 +216,7 @@ pub(crate) async fn unsubscribe_waits_for_in_flight(fx: &Fixture) -> anyhow::Res
     subscribe(&*bus, &slow, [event_type.clone()]).await?;
     let marker = publish_marker(&*bus, &event_type).await?;
     slow.wait_for_event(&marker).await?;
-    exactly_once(&slow.handled_ids(), &[id, marker], "resubscribed handler")?;
+    exactly_once(&*bus, &[&slow], &[id, marker], "resubscribed handler").await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -286,7 +286,7 @@ pub(crate) async fn restart_keeps_events_and_positions(fx: &Fixture) -> anyhow::
         publish_all(&*bus, (5..8).map(|n| numbered(&event_type, n))).await?;
     ids.push(publish_marker(&*bus, &event_type).await?);
     after.wait_for_count(ids.len()).await?;
-    exactly_once(&after.handled_ids(), &ids, "handler after the restart")?;
+    exactly_once(&*bus, &[&after], &ids, "handler after the restart").await?;
     bus.shutdown().await?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub(crate) async fn per_key_order(fx: &Fixture) -> anyhow::Result<()> {
         ids.extend(publisher.await.context("a publisher task panicked")??);
     }
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler").await?;
     let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for event in recorder.handled() {
         by_key
@@ -102,7 +102,7 @@ pub(crate) async fn concurrency_is_bounded(fx: &Fixture) -> anyhow::Result<()> {
         result?;
     }
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler").await?;
     let max = recorder.max_in_flight();
     ensure!(
         max <= CONCURRENCY,
@@ -136,7 +136,7 @@ pub(crate) async fn concurrency_defaults_to_config(fx: &Fixture) -> anyhow::Resu
         result?;
     }
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler").await?;
     let max = recorder.max_in_flight();
     ensure!(
         max == CONCURRENCY,
@@ -176,7 +176,7 @@ pub(crate) async fn retry_does_not_stall_other_keys(fx: &Fixture) -> anyhow::Res
     let mut ids = publish_all(&*bus, [slow, behind.clone()]).await?;
     ids.extend(publish_all(&*bus, others.clone()).await?);
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "handler").await?;
     let order = recorder.handled_ids();
     let position = |id| order.iter().position(|x| *x == id).unwrap_or(usize::MAX);
     let slow_at = position(slow_id);

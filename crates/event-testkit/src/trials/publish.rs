@@ -89,7 +89,7 @@ pub(crate) async fn batch_returns_ids_in_order(fx: &Fixture) -> anyhow::Result<(
         );
     }
     recorder.wait_for_count(expected.len()).await?;
-    exactly_once(&recorder.handled_ids(), &expected, "handler")?;
+    exactly_once(&*bus, &[&recorder], &expected, "handler").await?;
     ensure!(
         stored_count(&*bus, &event_type).await? == expected.len() as u64,
         "stats do not count the batch"
@@ -152,21 +152,15 @@ pub(crate) async fn batch_of_mixed_types(fx: &Fixture) -> anyhow::Result<()> {
     let with = |ids: &[event_core::EventId], markers: &[event_core::EventId]| -> Vec<_> {
         ids.iter().chain(markers).copied().collect()
     };
+    exactly_once(&*bus, &[&of_a], &with(&ids_a, &[marker_a]), "handler of A").await?;
+    exactly_once(&*bus, &[&of_b], &with(&ids_b, &[marker_b]), "handler of B").await?;
     exactly_once(
-        &of_a.handled_ids(),
-        &with(&ids_a, &[marker_a]),
-        "handler of A",
-    )?;
-    exactly_once(
-        &of_b.handled_ids(),
-        &with(&ids_b, &[marker_b]),
-        "handler of B",
-    )?;
-    exactly_once(
-        &of_both.handled_ids(),
+        &*bus,
+        &[&of_both],
         &with(&all, &[marker_a, marker_b]),
         "handler of both",
-    )?;
+    )
+    .await?;
     bus.shutdown().await?;
     Ok(())
 }
@@ -197,7 +191,7 @@ pub(crate) async fn oversized_batch_event_rejected_alone(fx: &Fixture) -> anyhow
     let marker = bus.publish(keyed(&event_type, key, 99)).await?;
     recorder.wait_for_event(&marker).await?;
     published.push(marker);
-    exactly_once(&recorder.handled_ids(), &published, "handler")?;
+    exactly_once(&*bus, &[&recorder], &published, "handler").await?;
     let stored = stored_count(&*bus, &event_type).await?;
     ensure!(
         stored == 5,
@@ -236,7 +230,7 @@ pub(crate) async fn batch_hands_back_what_it_did_not_take(fx: &Fixture) -> anyho
     for id in &published {
         recorder.wait_for_event(id).await?;
     }
-    exactly_once(&recorder.handled_ids(), &published, "handler")?;
+    exactly_once(&*bus, &[&recorder], &published, "handler").await?;
     bus.shutdown().await?;
     let after: Vec<Event> = (10..13).map(|n| keyed(&event_type, "k", n)).collect();
     let results = bus.publish_batch_returning(after.clone()).await;

@@ -53,7 +53,7 @@ pub(crate) async fn since_time_exact_and_ordered(fx: &Fixture) -> anyhow::Result
     live.wait_for_event(&marker).await?;
     let mut expected = ids(&events);
     expected.push(marker);
-    exactly_once(&live.handled_ids(), &expected, "live handler")?;
+    exactly_once(&*bus, &[&live], &expected, "live handler").await?;
     let name = live.name().to_string();
     let bus_ref = &*bus;
     wait_for(
@@ -301,7 +301,7 @@ pub(crate) async fn replay_into_handler(fx: &Fixture) -> anyhow::Result<()> {
     live.wait_for_event(&marker).await?;
     let mut expected = ids(&events);
     expected.push(marker);
-    exactly_once(&live.handled_ids(), &expected, "live handler")?;
+    exactly_once(&*bus, &[&live], &expected, "live handler").await?;
     bus.shutdown().await?;
     Ok(())
 }

@@ -115,7 +115,7 @@ pub(crate) async fn late_subscriber_skips_trimmed(fx: &Fixture) -> anyhow::Resul
     let mut ids = publish_all(&*bus, (5..8).map(|n| numbered(&event_type, n))).await?;
     ids.push(publish_marker(&*bus, &event_type).await?);
     recorder.wait_for_count(ids.len()).await?;
-    exactly_once(&recorder.handled_ids(), &ids, "late handler")?;
+    exactly_once(&*bus, &[&recorder], &ids, "late handler").await?;
     ensure!(
         old.iter().all(|id| recorder.calls_for(id) == 0),
         "a trimmed event was delivered"

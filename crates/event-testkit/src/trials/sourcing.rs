@@ -170,7 +170,7 @@ pub(crate) async fn stale_version_refused(fx: &Fixture) -> anyhow::Result<()> {
     );
     live.wait_for_event(&next_id).await?;
     let expected: Vec<_> = first.iter().map(|e| e.id).chain([next_id]).collect();
-    exactly_once(&live.handled_ids(), &expected, "handler of the aggregate")?;
+    exactly_once(&*bus, &[&live], &expected, "handler of the aggregate").await?;
     bus.shutdown().await?;
     Ok(())
 }

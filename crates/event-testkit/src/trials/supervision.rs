@@ -5,9 +5,7 @@ use anyhow::ensure;
 use event_core::{Event, EventBus, EventId, EventType, HealthStatus};
 
 use crate::Fixture;
-use crate::support::{
-    DEADLINE, Recorder, exactly_once, fresh_type, keyed, subscribe, wait_for, wait_until,
-};
+use crate::support::{DEADLINE, Recorder, exactly_once, fresh_type, keyed, subscribe, wait_until};
 
 /// Events per type in each trial's backlog: more than three reads of the default
 /// `EVENT_BATCH_SIZE` (100), and together more than a dispatcher's 1,024 places in flight.
@@ -42,15 +40,8 @@ async fn handled_exactly_once(
         || recorder.handled_count() >= ids.len(),
     )
     .await?;
-    wait_for(DEADLINE, "the handler's lag and pending are 0", || async {
-        let stats = bus.stats().await?;
-        Ok(stats
-            .handlers
-            .get(recorder.name())
-            .is_some_and(|h| h.lag == 0 && h.pending == 0))
-    })
-    .await?;
-    exactly_once(&recorder.handled_ids(), ids, recorder.name())
+    // Waits for lag and pending 0 and a quiet settle period before counting.
+    exactly_once(bus, &[recorder], ids, recorder.name()).await
 }
 
 /// A handler on three types, each with a backlog of several batches, handles every event once.

@@ -1,0 +1,362 @@
+//! The chaos harness (`event_testkit::chaos`) against Kafka: a single-node KRaft broker of
+//! this test alone (from the jars of `EVENTBUS_TEST_KAFKA_CLASSPATH`), with consumer
+//! processes of the shared handler (this binary run again, see [`chaos_child`]). Faults:
+//! consumer processes killed and stopped past the session timeout, and the broker killed
+//! with SIGKILL and restarted. Foreign records from another producer (rskafka directly): null
+//! keys, empty header values, binary values, another content type, tombstones.
+//!
+//! Transactional writes (committed and aborted) and compacted topics leave offset gaps; they
+//! come with the fix of the commit tracker, as more shapes of [`Kafka::write_foreign`].
+//!
+//! `EVENTBUS_CHAOS_SEED` and `EVENTBUS_CHAOS_SECONDS` replay or lengthen a run
+//! (`cargo xtask soak kafka`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use async_trait::async_trait;
+use base64::Engine as _;
+use event_core::{Config, EventBus, EventType};
+use event_kafka::KafkaBus;
+use event_testkit::chaos::{Abilities, ChaosBackend, Fault, ForeignEntry};
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio::sync::Mutex;
+
+/// The group session timeout: a stopped consumer loses its partitions after this.
+const SESSION: Duration = Duration::from_secs(3);
+
+/// A single-node KRaft broker in a temporary folder, killed and removed on drop.
+struct Broker {
+    java: PathBuf,
+    classpath: String,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Broker {
+    async fn start(classpath: String) -> anyhow::Result<Self> {
+        let java = match std::env::var_os("JAVA_HOME").filter(|h| !h.is_empty()) {
+            Some(home) => PathBuf::from(home).join("bin").join("java"),
+            None => PathBuf::from("java"),
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "eventbus-chaos-kafka-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let (port, controller) = (free_port()?, free_port()?);
+        std::fs::write(
+            dir.join("server.properties"),
+            properties(port, controller, &dir.join("data")),
+        )?;
+        let mut id = [0u8; 16];
+        fastrand::fill(&mut id);
+        id[0] &= 0x7f;
+        let cluster = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+        let status = Command::new(&java)
+            .args([
+                "-Xmx256m",
+                "-cp",
+                &classpath,
+                "kafka.tools.StorageTool",
+                "format",
+            ])
+            .args(["--cluster-id", &cluster, "--config"])
+            .arg(dir.join("server.properties"))
+            .arg("--standalone")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("running {} (set JAVA_HOME?)", java.display()))?;
+        ensure!(status.success(), "formatting the broker's storage failed");
+        let mut broker = Self {
+            java,
+            classpath,
+            dir,
+            port,
+            child: None,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    /// Starts the broker and waits until it answers metadata requests.
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))?;
+        let child = Command::new(&self.java)
+            .args(["-Xmx384m", "-cp", &self.classpath, "kafka.Kafka"])
+            .arg(self.dir.join("server.properties"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(5),
+                ClientBuilder::new(vec![self.address()]).build(),
+            )
+            .await;
+            if let Ok(Ok(client)) = attempt
+                && tokio::time::timeout(Duration::from_secs(5), client.list_topics())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the broker did not come up within 90 s; see {}",
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn properties(port: u16, controller: u16, data: &Path) -> String {
+    format!(
+        "process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+offsets.topic.num.partitions=5
+transaction.state.log.num.partitions=5
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
+",
+        data = data.display()
+    )
+}
+
+/// The Kafka target: the private broker.
+struct Kafka {
+    broker: Mutex<Broker>,
+    config: Config,
+}
+
+impl Kafka {
+    async fn start(classpath: String) -> anyhow::Result<Self> {
+        let broker = Broker::start(classpath).await?;
+        let mut config = Config::default();
+        config.kafka_bootstrap_servers = vec![broker.address()];
+        config.kafka_topic_prefix = event_testkit::unique("chaos");
+        config.consumer_group = event_testkit::unique("chaos");
+        config.kafka_session_timeout = SESSION;
+        config.kafka_heartbeat_interval = Duration::from_millis(500);
+        config.kafka_rebalance_timeout = Duration::from_secs(10);
+        Ok(Self {
+            broker: Mutex::new(broker),
+            config,
+        })
+    }
+}
+
+fn record(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Record {
+    Record {
+        key: key.map(<[u8]>::to_vec),
+        value: value.map(<[u8]>::to_vec),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.to_vec()))
+            .collect::<BTreeMap<_, _>>(),
+        timestamp: rskafka::chrono::DateTime::from_timestamp_millis(
+            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        )
+        .unwrap_or_default(),
+    }
+}
+
+#[async_trait]
+impl ChaosBackend for Kafka {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn test_target(&self) -> (&'static str, &'static str) {
+        ("event-kafka", "chaos")
+    }
+
+    fn base_config(&self) -> Config {
+        self.config.clone()
+    }
+
+    async fn connect(&self, config: Config) -> anyhow::Result<Arc<dyn EventBus>> {
+        Ok(Arc::new(KafkaBus::connect(config).await?))
+    }
+
+    fn abilities(&self) -> Abilities {
+        Abilities {
+            faults: vec![
+                Fault::KillConsumerProcess,
+                Fault::PauseConsumerProcess,
+                Fault::PanicLoopOnce,
+                Fault::ServerRestart,
+            ],
+            consumer_processes: true,
+            second_instance: true,
+            order_survives_takeover: true,
+            rebalance_redelivers: true,
+            takeover_after: SESSION,
+            slow_call: SESSION + Duration::from_secs(1),
+            events_per_second: 400,
+            default_seconds: 90,
+            quiescence_deadline: Duration::from_secs(150),
+        }
+    }
+
+    async fn inject(&self, fault: Fault, seed: u64) -> anyhow::Result<String> {
+        match fault {
+            Fault::ServerRestart => {
+                let mut broker = self.broker.lock().await;
+                broker.kill();
+                let down = Duration::from_millis(500 + seed % 2_500);
+                tokio::time::sleep(down).await;
+                broker.spawn().await?;
+                Ok(format!("broker killed (SIGKILL), restarted after {down:?}"))
+            }
+            other => bail!("the kafka target cannot inject {other:?}"),
+        }
+    }
+
+    async fn write_foreign(
+        &self,
+        event_type: &EventType,
+        marker: &str,
+    ) -> anyhow::Result<Vec<ForeignEntry>> {
+        let topic = format!("{}.{event_type}", self.config.kafka_topic_prefix);
+        let address = self.broker.lock().await.address();
+        let client = ClientBuilder::new(vec![address]).build().await?;
+        let m = |i: usize| format!("{marker}v{i}e");
+        let shapes: Vec<(&str, Record)> = vec![
+            (
+                "null key, a value that is not JSON",
+                record(None, Some(format!("not json {}", m(0)).as_bytes()), &[]),
+            ),
+            (
+                "a tombstone (null value)",
+                record(Some(m(1).as_bytes()), None, &[]),
+            ),
+            (
+                "a binary, non-UTF-8 value",
+                record(
+                    None,
+                    Some(&[b"\xff\xfe\x00", m(2).as_bytes(), b"\x80"].concat()),
+                    &[],
+                ),
+            ),
+            (
+                "another content type and an empty header value",
+                record(
+                    Some(b"k"),
+                    Some(b"{}"),
+                    &[("content_type", b"application/octet-stream"), (&m(3), b"")],
+                ),
+            ),
+            (
+                "JSON that is not an envelope",
+                record(
+                    None,
+                    Some(format!("{{\"id\":\"{}\"}}", m(4)).as_bytes()),
+                    &[],
+                ),
+            ),
+            (
+                "a tombstone with a null key",
+                record(None, None, &[("origin", m(5).as_bytes())]),
+            ),
+        ];
+        let mut written = Vec::new();
+        for (i, (shape, record)) in shapes.into_iter().enumerate() {
+            let partition = (i as i32) % self.config.kafka_partitions as i32;
+            let producer = client
+                .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                .await?;
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                producer.produce(vec![record], Compression::NoCompression),
+            )
+            .await
+            .context("producing a foreign record timed out")??;
+            written.push(ForeignEntry {
+                marker: m(i),
+                shape: shape.to_string(),
+            });
+        }
+        Ok(written)
+    }
+}
+
+/// A consumer process of the chaos run: does nothing unless `EVENTBUS_CHAOS_CHILD` is set.
+#[test]
+fn chaos_child() {
+    event_testkit::chaos::child_main(|config| async move {
+        Ok(Arc::new(KafkaBus::connect(config).await?) as Arc<dyn EventBus>)
+    });
+}
+
+/// The chaos run against a private broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos() -> anyhow::Result<()> {
+    if std::env::var_os(event_testkit::chaos::CHILD_VAR).is_some() {
+        return Ok(());
+    }
+    let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
+    else {
+        return Ok(());
+    };
+    let kafka = Arc::new(Kafka::start(classpath).await?);
+    let summary = event_testkit::chaos::run(kafka).await?;
+    ensure!(summary.lost == 0, "{} events lost", summary.lost);
+    Ok(())
+}
