@@ -105,8 +105,18 @@ async fn retained(inner: &Inner, topic: &str) -> Result<(u64, HashMap<i32, i64>)
     Ok((count, latest))
 }
 
-/// The live dead letters of a group, in offset order; the id of each is its offset.
-async fn read_dead_letters(inner: &Inner, group: &str) -> Result<Vec<DeadLetter>, Error> {
+/// The live dead letters of a group, in offset order (the id of each is its offset), and for
+/// each the ids of its copies.
+///
+/// A copy is a later dead letter of the same record (the same original topic, partition and
+/// offset): a record dead-lettered but not yet committed when its partition moved (a
+/// rebalance, a broker restart, a crashed member) is delivered again, fails again, and is
+/// stored again. The topic keeps every copy (at least once); the list shows each record's
+/// dead letter once, and redrive and purge take its copies with it.
+async fn read_dead_letters(
+    inner: &Inner,
+    group: &str,
+) -> Result<(Vec<DeadLetter>, HashMap<String, Vec<String>>), Error> {
     let topic = inner.topics.dead_letters(group);
     if inner
         .topics
@@ -114,7 +124,7 @@ async fn read_dead_letters(inner: &Inner, group: &str) -> Result<Vec<DeadLetter>
         .await?
         .is_none()
     {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), HashMap::new()));
     }
     let start = inner.plane.offset_at(&topic, 0, OffsetAt::Earliest).await?;
     let end = inner.plane.offset_at(&topic, 0, OffsetAt::Latest).await?;
@@ -132,15 +142,39 @@ async fn read_dead_letters(inner: &Inner, group: &str) -> Result<Vec<DeadLetter>
         match serde_json::from_slice::<DeadLetter>(value) {
             Ok(mut letter) => {
                 letter.id = offset.to_string();
-                letters.push(letter);
+                letters.push((origin(&r), letter));
             }
             Err(e) => {
                 tracing::warn!(%topic, offset, "unreadable dead letter skipped: {e}");
             }
         }
     }
-    letters.retain(|l| !removed.contains(&l.id));
-    Ok(letters)
+    letters.retain(|(_, l)| !removed.contains(&l.id));
+    let mut first_of: HashMap<String, String> = HashMap::new();
+    let mut copies: HashMap<String, Vec<String>> = HashMap::new();
+    let mut live = Vec::new();
+    for (origin, letter) in letters {
+        if let Some(origin) = origin {
+            if let Some(first) = first_of.get(&origin) {
+                copies.entry(first.clone()).or_default().push(letter.id);
+                continue;
+            }
+            first_of.insert(origin, letter.id.clone());
+        }
+        live.push(letter);
+    }
+    Ok((live, copies))
+}
+
+/// Where a dead letter's record came from (topic, partition, offset), from its headers.
+fn origin(record: &Record) -> Option<String> {
+    let header = |name| record.headers.get(name).map(|v| String::from_utf8_lossy(v));
+    Some(format!(
+        "{}/{}/{}",
+        header(dlq_header::TOPIC)?,
+        header(dlq_header::PARTITION)?,
+        header(dlq_header::OFFSET)?
+    ))
 }
 
 /// Records that hide dead letters (redriven or purged).
@@ -218,7 +252,7 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
         }
         handler_stats.members = members(inner, &local.group).await;
         handler_stats.dead_letter_depth =
-            read_dead_letters(inner, &local.group).await?.len() as u64;
+            read_dead_letters(inner, &local.group).await?.0.len() as u64;
         if !local.members.is_empty() {
             stats.active_subscribers += 1;
             stats.subscription_tasks += local.members.len();
@@ -338,7 +372,7 @@ async fn remote_handlers(
             // A group of another bus (another topic prefix) on the same cluster.
             continue;
         }
-        handler_stats.dead_letter_depth = read_dead_letters(inner, &group).await?.len() as u64;
+        handler_stats.dead_letter_depth = read_dead_letters(inner, &group).await?.0.len() as u64;
         handler_stats.members = members(inner, &group).await;
         stats.handlers.insert(handler, handler_stats);
     }
@@ -376,7 +410,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
             problems.extend(group.dead_letter_problems());
         }
         let depth = match read_dead_letters(inner, &local.group).await {
-            Ok(letters) => letters.len() as u64,
+            Ok((letters, _)) => letters.len() as u64,
             Err(e) => {
                 problems.push(format!(
                     "cannot read the dead letters of {}: {e}",
@@ -411,10 +445,18 @@ async fn known(inner: &Inner, handler: &str) -> Result<String, Error> {
     }
 }
 
-fn selected(letters: Vec<DeadLetter>, selection: &DeadLetterSelection) -> Vec<DeadLetter> {
+/// The selected live letters, each with the ids of its copies.
+fn selected(
+    (letters, mut copies): (Vec<DeadLetter>, HashMap<String, Vec<String>>),
+    selection: &DeadLetterSelection,
+) -> Vec<(DeadLetter, Vec<String>)> {
     letters
         .into_iter()
         .filter(|l| selection.includes(&l.id))
+        .map(|l| {
+            let copies = copies.remove(&l.id).unwrap_or_default();
+            (l, copies)
+        })
         .collect()
 }
 
@@ -424,7 +466,7 @@ pub(crate) async fn dead_letters(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, Error> {
     let group = known(inner, handler).await?;
-    let mut letters = read_dead_letters(inner, &group).await?;
+    let (mut letters, _) = read_dead_letters(inner, &group).await?;
     letters.truncate(limit);
     Ok(letters)
 }
@@ -443,7 +485,7 @@ pub(crate) async fn redrive(
     let mut report = RedriveReport::default();
     let mut moved = Vec::new();
     let mut records = Vec::new();
-    for letter in selected(read_dead_letters(inner, &group).await?, selection) {
+    for (letter, copies) in selected(read_dead_letters(inner, &group).await?, selection) {
         let Some(event) = &letter.event else {
             report
                 .skipped
@@ -452,11 +494,12 @@ pub(crate) async fn redrive(
         };
         records.push(record::encode(&inner.codec, event)?);
         moved.push(letter.id);
+        moved.extend(copies);
     }
+    report.redriven = records.len() as u64;
     // The events first, then the markers: a failure in between redelivers, never loses.
     inner.produce(&topic, 0, records).await?;
     remove(inner, &group, &moved).await?;
-    report.redriven = moved.len() as u64;
     Ok(report)
 }
 
@@ -466,10 +509,12 @@ pub(crate) async fn purge(
     selection: &DeadLetterSelection,
 ) -> Result<u64, Error> {
     let group = known(inner, handler).await?;
-    let ids: Vec<String> = selected(read_dead_letters(inner, &group).await?, selection)
+    let chosen = selected(read_dead_letters(inner, &group).await?, selection);
+    let purged = chosen.len() as u64;
+    let ids: Vec<String> = chosen
         .into_iter()
-        .map(|l| l.id)
+        .flat_map(|(letter, copies)| std::iter::once(letter.id).chain(copies))
         .collect();
     remove(inner, &group, &ids).await?;
-    Ok(ids.len() as u64)
+    Ok(purged)
 }
