@@ -116,9 +116,9 @@ async fn a_loop_that_dies_holding_entries_is_restarted_and_they_are_delivered() 
 
 /// Two types of 600 events, a handler taking 2 ms per event on 4 lanes: once it has handled
 /// some, the loop panics (a test fault) while it holds entries. The bus restarts it and says
-/// so in health; the dead loop's lanes finish what they hold, then the entries it had not
-/// handed out, idle since its claim keeper died with it, are claimed again: every event is
-/// handled, none twice.
+/// so in health; the dead loop's lanes finish what they hold, then the restarted loop takes
+/// back the entries the dead one had not handed out, before newer ones: every event is
+/// handled, none twice, each key in order.
 async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
     config.claim_idle = Duration::from_millis(500);
@@ -187,6 +187,8 @@ async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
         again == 0,
         "{again} events handled twice: the restarted loop took back entries the dead loop's lanes were still handling"
     );
+    // What the dead loop read and did not finish goes out before anything newer.
+    check_per_key_order(&seen)?;
     let health = bus.health().await;
     let consumer = health.consumers.iter().find(|c| c.handler == handler);
     ensure!(

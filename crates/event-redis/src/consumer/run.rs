@@ -9,10 +9,11 @@
 //!
 //! When an attempt dies (a panic), its claim keeper and reader die with it, and its dispatcher
 //! is closed in the background with the usual grace (`EVENT_SHUTDOWN_TIMEOUT_MS`): the lanes
-//! finish and acknowledge what they hold. The next attempt reads new entries at once but
-//! claims nothing until that close is over, so it does not take back entries the old lanes
-//! are still handling (each would run twice); then it claims the rest (what the dead attempt
-//! had carried over or not finished) once idle.
+//! finish and acknowledge what they hold. The next attempt waits for that close (so it never
+//! takes back an entry the old lanes are still handling, which would run twice), then takes
+//! back what the dead attempt read and did not finish (its carry-over, unfinished events)
+//! from the consumer's own pending history (`XREADGROUP` from id `0`), and hands those out
+//! before any newer entry, so each key's order holds across the restart.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -99,7 +100,7 @@ pub(super) async fn attempt(
         tracing::info!(
             handler = %sub.handler,
             failures,
-            "consumer loop restarted; the entries the failed loop held are claimed again once idle for EVENT_CLAIM_IDLE_MS"
+            "consumer loop restarted; it takes back the entries the failed loop held once that loop's handler calls are over"
         );
     }
     // Apart from the loop, which can wait a long time for room while slow handlers hold it.
@@ -123,6 +124,26 @@ pub(super) async fn attempt(
         },
     };
     let mut carry: VecDeque<Delivery<Token>> = VecDeque::new();
+    if failures > 0 {
+        // The failed attempt's lanes finish first (within the grace), then what it read and
+        // did not finish is taken back, in order, before any newer entry: a key's events
+        // never overtake each other across a restart.
+        if let Some(closing) = abandoned.take() {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {}
+                _ = closing => {}
+            }
+        }
+        let mut taken = take::Taken::default();
+        if let Err(e) = take::read_own_pending(&sub, &reader.0, &mut taken).await {
+            tracing::warn!(handler = %sub.handler, "taking back the failed loop's entries failed; they are claimed once idle: {e}");
+        }
+        take::settle(&sub, &mut taken).await;
+        sub.in_flight()
+            .extend(taken.deliveries.iter().map(|d| d.token.clone()));
+        carry.extend(taken.deliveries);
+    }
     let mut next_claim = Instant::now();
     let mut read_failures = 0u32;
     loop {

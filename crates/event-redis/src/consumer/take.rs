@@ -36,6 +36,11 @@ pub(super) struct Taken {
 }
 
 impl Taken {
+    /// Entries taken so far, of every kind.
+    pub(super) fn len(&self) -> usize {
+        self.deliveries.len() + self.expired.len() + self.gone.len() + self.dead.len()
+    }
+
     /// Sorts one entry into deliveries, expired or deleted entries and dead letters.
     /// `cutoff_ms` is the retention's cutoff on the server's clock (`None`: unknown, nothing
     /// expires).
@@ -141,15 +146,58 @@ pub(super) async fn read(
     count: usize,
     taken: &mut Taken,
 ) -> Result<(), Error> {
-    let ids: Vec<&str> = sub.streams.iter().map(|_| ">").collect();
+    let all: Vec<usize> = (0..sub.streams.len()).collect();
+    let ids = vec![">".to_string(); all.len()];
+    read_at(sub, reader, count, &all, ids, Some(BLOCK_MS), taken).await?;
+    Ok(())
+}
+
+/// Takes back every entry this consumer still has pending (`XREADGROUP` from id `0` reads a
+/// consumer's own history), in each stream's order: what a failed attempt of the loop had
+/// read and not finished. Handing these out before any new entry keeps each key's order.
+pub(super) async fn read_own_pending(
+    sub: &Subscriber,
+    reader: &Client,
+    taken: &mut Taken,
+) -> Result<(), Error> {
+    const PAGE: usize = 500;
+    for stream in 0..sub.streams.len() {
+        let mut after = "0".to_string();
+        loop {
+            let before = taken.len();
+            let Some(last) = read_at(sub, reader, PAGE, &[stream], vec![after], None, taken).await?
+            else {
+                break;
+            };
+            if taken.len() - before < PAGE {
+                break;
+            }
+            after = last;
+        }
+    }
+    Ok(())
+}
+
+/// One `XREADGROUP` of the subscription's `streams` (indexes) at `ids` (one each), its
+/// entries sorted into `taken`; returns the id of the last entry it returned, if any.
+async fn read_at(
+    sub: &Subscriber,
+    reader: &Client,
+    count: usize,
+    streams: &[usize],
+    ids: Vec<String>,
+    block: Option<u64>,
+    taken: &mut Taken,
+) -> Result<Option<String>, Error> {
+    let keys: Vec<String> = streams.iter().map(|&i| sub.streams[i].clone()).collect();
     let response: Value = reader
         .xreadgroup(
             sub.group.as_str(),
             sub.consumer.as_str(),
             Some(count as u64),
-            Some(BLOCK_MS),
+            block,
             false,
-            sub.streams.clone(),
+            keys,
             ids,
         )
         .await
@@ -164,16 +212,17 @@ pub(super) async fn read(
         }
     }
     if entries.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let cutoff = sub.inner.cutoff_ms().await;
     // One read returns each stream's entries apart; hand them out in the order Redis stored
     // them, whatever the stream (a stable sort: each stream's own order holds).
     entries.sort_by_key(|(_, e)| entry::id_order(&e.id));
+    let last = entries.last().map(|(_, e)| e.id.clone());
     for (stream, raw) in entries {
         taken.add(sub, stream, raw, 0, cutoff);
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Takes over entries other consumers (or this one, in an attempt that failed or before a
