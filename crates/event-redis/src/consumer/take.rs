@@ -165,7 +165,8 @@ pub(super) async fn read_own_pending(
         let mut after = "0".to_string();
         loop {
             let before = taken.len();
-            let Some(last) = read_at(sub, reader, PAGE, &[stream], vec![after], None, taken).await?
+            let Some(last) =
+                read_at(sub, reader, PAGE, &[stream], vec![after], None, taken).await?
             else {
                 break;
             };

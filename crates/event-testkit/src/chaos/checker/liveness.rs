@@ -87,7 +87,19 @@ pub(crate) fn check(input: &CheckInput<'_>, tallies: &[HandlerTally], failures: 
         }
     }
 
-    // Health calling a consumer dead while its subscription runs.
+    // Health calling a consumer dead while its subscription runs: only reports taken while
+    // the run had the handler subscribed on that bus, for longer than the grace (joining a
+    // group takes a while on Kafka), count; while the run itself had unsubscribed it (a
+    // resubscription's time away), not alive is the truth.
+    let subscribed = |handler: &str, bus: &str, at: i64| {
+        records.subscriptions.iter().any(|s| {
+            s.handler == handler
+                && bus_of(&s.consumer) == bus
+                && s.error.is_none()
+                && s.returned_ms + GRACE_MS <= at
+                && s.ended_ms.is_none_or(|end| at < end)
+        })
+    };
     let mut health: Vec<&HealthRecord> = records.health.iter().collect();
     health.sort_by_key(|h| h.at_ms);
     let mut samples = Vec::new();
@@ -96,7 +108,9 @@ pub(crate) fn check(input: &CheckInput<'_>, tallies: &[HandlerTally], failures: 
             samples.push((
                 format!("{} on {}", c.handler, report.bus),
                 report.at_ms,
-                !c.alive && report.health.status != HealthStatus::Unhealthy,
+                !c.alive
+                    && report.health.status != HealthStatus::Unhealthy
+                    && subscribed(&c.handler, &report.bus, report.at_ms),
             ));
         }
     }
