@@ -376,9 +376,6 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
     };
     // Each step waits for the processes to have handled events under the new membership.
     let handled_by = |s: &Scenario| s.handled().iter().map(Vec::len).collect::<Vec<_>>();
-    let generation_before = s.bus.stats().await?.handlers[&s.handler]
-        .generation
-        .unwrap_or(0);
     wait_handled(&s, "the first process to handle events", |n| n[0] >= 50).await?;
     s.start()?;
     s.start()?;
@@ -396,9 +393,6 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
         n[0] > at_one[0]
     })
     .await?;
-    let generation_after = s.bus.stats().await?.handlers[&s.handler]
-        .generation
-        .unwrap_or(0);
     let _ = done.send(true);
     ids.extend(publisher.await??);
     s.until_handled(&ids, Duration::from_secs(90)).await?;
@@ -423,10 +417,12 @@ async fn scaling_up_and_down_under_load_loses_nothing() -> anyhow::Result<()> {
     );
     // Clean rebalances finish in-flight events and commit before giving partitions up, so an
     // event is handled twice only when a member gave a partition up with events handed out
-    // and not committed: at most a dispatcher's window (1,024) per member per rebalance.
-    let rebalances = usize::try_from(generation_after - generation_before).unwrap_or(0);
+    // and not committed: at most a dispatcher's window (1,024) per member per rebalance. The
+    // test changes the membership four times (two joins, two leaves); the generation is not
+    // visible from this process, which is no member, so each change counts as one rebalance.
+    let rebalances = 4;
     let bound = rebalances * 3 * 1024;
-    eprintln!("{rebalances} rebalances; at most {bound} duplicates allowed");
+    eprintln!("at most {bound} duplicates allowed");
     ensure!(
         duplicates <= bound,
         "{duplicates} of {} events handled twice in {rebalances} clean rebalances",
