@@ -199,3 +199,112 @@ async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
     bus.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_lost_with_its_connection_keeps_per_key_order() -> anyhow::Result<()> {
+    let Some(scenario) = Scenario::start("eventbus-loop-lost-read").await? else {
+        return Ok(());
+    };
+    scenario.run(lost_read_scenario).await
+}
+
+/// Redis registers what a blocked `XREADGROUP` hands out in the consumer's pending list when
+/// it answers, even if the answer never arrives. Here the consumer's connections go through a
+/// proxy that is stalled while the blocked read is answered, then dropped: the answer is
+/// lost, its entries pending. The loop must take those back before it reads the newer events
+/// of the same key (before the fix the client resent the read after reconnecting, and the
+/// newer events ran first while the lost ones waited for a claim).
+async fn lost_read_scenario(sc: &Scenario) -> anyhow::Result<()> {
+    let mut config = sc.config();
+    // Long enough that a lost entry could only come back early by being taken back.
+    config.claim_idle = Duration::from_secs(5);
+    let server: std::net::SocketAddr = sc
+        .url
+        .trim_start_matches("redis://")
+        .split(['/', '?'])
+        .next()
+        .and_then(|host| std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next())
+        .ok_or_else(|| anyhow::anyhow!("no host:port in {}", sc.url))?;
+    let proxy = event_testkit::chaos::TcpProxy::start(server).await?;
+    let mut through_proxy = config.clone();
+    through_proxy.redis_url =
+        sc.url
+            .replacen(&server.port().to_string(), &proxy.port().to_string(), 1);
+    let handler = format!("lost{:08x}", fastrand::u32(..));
+    let group = sc.group(&config, &handler);
+    let event_type = sc.event_type("one");
+    let stream = sc.stream(&event_type);
+    let publisher = RedisBus::connect(config.clone()).await?;
+    let consumer = RedisBus::connect(through_proxy).await?;
+    let seen = Arc::new(Seen::default());
+    let handler_fn = recording(&handler, seen.clone(), |_| async {
+        Ok::<(), HandlerError>(())
+    });
+    consumer
+        .subscribe(
+            SubscriptionSpec::new(handler.clone(), [event_type.clone()])
+                .start_from(StartFrom::Earliest),
+            handler_fn,
+        )
+        .await?;
+    let mut ids: Vec<EventId> = Vec::new();
+    let mut next = 0u64;
+    let mut publish = async |count: u64, ids: &mut Vec<EventId>| -> anyhow::Result<()> {
+        let events = (next..next + count)
+            .map(|n| numbered(&event_type, n, Some("k")))
+            .collect();
+        next += count;
+        ids.extend(publish_all(&publisher, events).await?);
+        Ok(())
+    };
+    publish(50, &mut ids).await?;
+    let mut lost_reads = 0;
+    for _ in 0..20 {
+        let before = ids.len();
+        wait_until("the backlog handled", secs(30), async || {
+            let pending = sc.pending(&stream, &group).await?;
+            Ok((seen.distinct() < before || pending > 0)
+                .then(|| format!("{} of {before} handled, {pending} pending", seen.distinct())))
+        })
+        .await?;
+        // The consumer is idle: its read is blocked in the server. Stalled, the proxy holds
+        // the answer the new events bring.
+        proxy.set_stalled(true);
+        publish(20, &mut ids).await?;
+        let answered = wait_until("the blocked read answered", secs(2), async || {
+            let pending = sc.pending(&stream, &group).await?;
+            Ok((pending == 0).then(|| "nothing pending yet".to_string()))
+        })
+        .await;
+        if answered.is_ok() {
+            // The answer is lost with the connections; newer events of the key follow at once.
+            proxy.drop_connections();
+            lost_reads += 1;
+        }
+        proxy.set_stalled(false);
+        publish(20, &mut ids).await?;
+        if lost_reads == 3 {
+            break;
+        }
+    }
+    ensure!(
+        lost_reads == 3,
+        "the consumer's read was never blocked in the server when the proxy stalled"
+    );
+    let total = ids.len();
+    wait_until("every event handled", secs(60), async || {
+        let pending = sc.pending(&stream, &group).await?;
+        Ok((seen.distinct() < total || pending > 0)
+            .then(|| format!("{} of {total} handled, {pending} pending", seen.distinct())))
+    })
+    .await?;
+    check_per_key_order(&seen)?;
+    let missing = ids
+        .iter()
+        .filter(|id| !seen.counts().contains_key(id))
+        .count();
+    ensure!(missing == 0, "{missing} events never handled");
+    consumer.shutdown().await?;
+    publisher.shutdown().await?;
+    Ok(())
+}

@@ -135,6 +135,9 @@ pub(super) async fn attempt(
                 _ = closing => {}
             }
         }
+        // What the failed attempt still registered (its carry-over, what its lanes could not
+        // finish) is no longer held by anyone: it is taken back now.
+        sub.in_flight().clear();
         let mut taken = take::Taken::default();
         if let Err(e) = take::read_own_pending(&sub, &reader.0, &mut taken).await {
             tracing::warn!(handler = %sub.handler, "taking back the failed loop's entries failed; they are claimed once idle: {e}");
@@ -146,6 +149,9 @@ pub(super) async fn attempt(
     }
     let mut next_claim = Instant::now();
     let mut read_failures = 0u32;
+    // A read or claim failed: its reply, and the entries Redis registered to this consumer
+    // with it, may be lost. They are taken back before anything newer is read.
+    let mut take_back = false;
     loop {
         event_core::fault::checkpoint(&sub.handler);
         // Events stay in the streams, so any stop (drain included) takes nothing more; what
@@ -166,7 +172,18 @@ pub(super) async fn attempt(
         let mut outcome = Ok(());
         // Claims and reads add at most what the room has left after the carry-over.
         let want = room.saturating_sub(carry.len());
-        if want > 0 && abandoned.is_none() && Instant::now() >= next_claim {
+        if take_back {
+            outcome = take::read_own_pending(&sub, &reader.0, &mut taken).await;
+            take_back = outcome.is_err();
+            if !taken.deliveries.is_empty() {
+                tracing::info!(handler = %sub.handler, count = taken.deliveries.len(), "took back entries whose read was lost with its connection");
+            }
+        }
+        if outcome.is_ok()
+            && want > taken.deliveries.len()
+            && abandoned.is_none()
+            && Instant::now() >= next_claim
+        {
             next_claim = Instant::now() + claim_every;
             outcome = take::claim(&sub, want, &mut taken).await;
         }
@@ -188,6 +205,7 @@ pub(super) async fn attempt(
         match outcome {
             Ok(()) => read_failures = 0,
             Err(e) => {
+                take_back = true;
                 read_failures = read_failures.saturating_add(1);
                 if read_failures == 1 || read_failures.is_multiple_of(50) {
                     tracing::warn!(handler = %sub.handler, failures = read_failures, "reading from Redis failed, retrying: {e}");

@@ -6,13 +6,13 @@
 //! binary field name from a foreign producer) becomes a dead letter of its own instead of
 //! failing the reply that carries it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use event_core::dispatch::{Delivery, DeliverySink};
 use event_core::{DeadLetter, DeadLetterReason, Error};
-use fred::prelude::{Client, StreamsInterface};
+use fred::prelude::{Client, ClientLike, Options, StreamsInterface};
 use fred::types::Value;
 
 use super::sink::RedisSink;
@@ -22,6 +22,19 @@ use crate::{client, entry, reply};
 
 /// How long one `XREADGROUP` blocks: the longest an idle loop takes to notice a stop.
 const BLOCK_MS: u64 = 250;
+
+/// Reads and claims are sent once, never again after a reconnect. Redis registers what an
+/// `XREADGROUP` or `XCLAIM` hands out in the consumer's pending list when it runs, even if the
+/// reply is then lost with the connection; a resent read would return the entries after those
+/// and hand out newer events of a key before older ones. A failed read is reported instead,
+/// and the loop takes the lost entries back from its pending list first
+/// ([`read_own_pending`]).
+fn once() -> Options {
+    Options {
+        max_attempts: Some(1),
+        ..Options::default()
+    }
+}
 
 /// What one pass of the loop took from Redis.
 #[derive(Default)]
@@ -36,11 +49,6 @@ pub(super) struct Taken {
 }
 
 impl Taken {
-    /// Entries taken so far, of every kind.
-    pub(super) fn len(&self) -> usize {
-        self.deliveries.len() + self.expired.len() + self.gone.len() + self.dead.len()
-    }
-
     /// Sorts one entry into deliveries, expired or deleted entries and dead letters.
     /// `cutoff_ms` is the retention's cutoff on the server's clock (`None`: unknown, nothing
     /// expires).
@@ -146,52 +154,66 @@ pub(super) async fn read(
     count: usize,
     taken: &mut Taken,
 ) -> Result<(), Error> {
-    let all: Vec<usize> = (0..sub.streams.len()).collect();
-    let ids = vec![">".to_string(); all.len()];
-    read_at(sub, reader, count, &all, ids, Some(BLOCK_MS), taken).await?;
+    let at = (0..sub.streams.len())
+        .map(|s| (s, ">".to_string()))
+        .collect();
+    read_at(sub, reader, count, at, Some(BLOCK_MS), None, taken).await?;
     Ok(())
 }
 
 /// Takes back every entry this consumer still has pending (`XREADGROUP` from id `0` reads a
-/// consumer's own history), in each stream's order: what a failed attempt of the loop had
-/// read and not finished. Handing these out before any new entry keeps each key's order.
+/// consumer's own history) and does not hold in flight, in each stream's order: what a failed
+/// attempt of the loop had read and not finished, or what a read whose reply was lost with its
+/// connection handed out. Handing these out before any new entry keeps each key's order.
 pub(super) async fn read_own_pending(
     sub: &Subscriber,
     reader: &Client,
     taken: &mut Taken,
 ) -> Result<(), Error> {
     const PAGE: usize = 500;
+    // Held before the reads are sent: an entry finished (acknowledged, no longer held) while
+    // a read was under way is still skipped.
+    let held = sub.in_flight().clone();
     for stream in 0..sub.streams.len() {
         let mut after = "0".to_string();
         loop {
-            let before = taken.len();
-            let Some(last) =
-                read_at(sub, reader, PAGE, &[stream], vec![after], None, taken).await?
-            else {
-                break;
-            };
-            if taken.len() - before < PAGE {
-                break;
+            let at = vec![(stream, after)];
+            let read = read_at(sub, reader, PAGE, at, None, Some(&held), taken).await?;
+            match read.last {
+                Some(last) if read.entries == PAGE => after = last,
+                _ => break,
             }
-            after = last;
         }
     }
     Ok(())
 }
 
-/// One `XREADGROUP` of the subscription's `streams` (indexes) at `ids` (one each), its
-/// entries sorted into `taken`; returns the id of the last entry it returned, if any.
+/// What one `XREADGROUP` returned.
+struct Read {
+    /// Entries in the reply, those skipped included.
+    entries: usize,
+    /// The id of the reply's last entry.
+    last: Option<String>,
+}
+
+/// One `XREADGROUP` of the subscription's streams `at` their ids (stream index, id), its
+/// entries sorted into `taken`, except those in `skip` (a read of the consumer's own history
+/// returns those it holds in flight too).
 async fn read_at(
     sub: &Subscriber,
     reader: &Client,
     count: usize,
-    streams: &[usize],
-    ids: Vec<String>,
+    at: Vec<(usize, String)>,
     block: Option<u64>,
+    skip: Option<&HashSet<Token>>,
     taken: &mut Taken,
-) -> Result<Option<String>, Error> {
-    let keys: Vec<String> = streams.iter().map(|&i| sub.streams[i].clone()).collect();
+) -> Result<Read, Error> {
+    let (keys, ids): (Vec<String>, Vec<String>) = at
+        .into_iter()
+        .map(|(i, id)| (sub.streams[i].clone(), id))
+        .unzip();
     let response: Value = reader
+        .with_options(&once())
         .xreadgroup(
             sub.group.as_str(),
             sub.consumer.as_str(),
@@ -212,18 +234,30 @@ async fn read_at(
             }
         }
     }
+    let mut read = Read {
+        entries: entries.len(),
+        last: None,
+    };
     if entries.is_empty() {
-        return Ok(None);
+        return Ok(read);
     }
     let cutoff = sub.inner.cutoff_ms().await;
     // One read returns each stream's entries apart; hand them out in the order Redis stored
     // them, whatever the stream (a stable sort: each stream's own order holds).
     entries.sort_by_key(|(_, e)| entry::id_order(&e.id));
-    let last = entries.last().map(|(_, e)| e.id.clone());
+    read.last = entries.last().map(|(_, e)| e.id.clone());
+    if let Some(skip) = skip {
+        entries.retain(|(stream, e)| {
+            !skip.contains(&Token {
+                stream: *stream,
+                id: e.id.clone(),
+            })
+        });
+    }
     for (stream, raw) in entries {
         taken.add(sub, stream, raw, 0, cutoff);
     }
-    Ok(last)
+    Ok(read)
 }
 
 /// Takes over entries other consumers (or this one, in an attempt that failed or before a
@@ -267,6 +301,7 @@ pub(super) async fn claim(sub: &Subscriber, count: usize, taken: &mut Taken) -> 
         }
         let ids: Vec<String> = counts.keys().cloned().collect();
         let claimed: Value = client
+            .with_options(&once())
             .xclaim(
                 key.as_str(),
                 sub.group.as_str(),

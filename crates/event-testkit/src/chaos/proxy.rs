@@ -68,9 +68,16 @@ impl TcpProxy {
 
     /// Forwards nothing, on open and new connections, for `pause`; then goes on.
     pub async fn stall(&self, pause: Duration) {
-        self.stalled.send_replace(true);
+        self.set_stalled(true);
         tokio::time::sleep(pause).await;
-        self.stalled.send_replace(false);
+        self.set_stalled(false);
+    }
+
+    /// Stops forwarding (`true`), on open and new connections, until called with `false`:
+    /// what either side sends meanwhile waits in the proxy, and is lost if the connections are
+    /// then dropped.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
     }
 }
 
