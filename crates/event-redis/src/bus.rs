@@ -58,6 +58,9 @@ pub(crate) struct LocalHandler {
     pub(crate) counters: Arc<HandlerCounters>,
     pub(crate) redis_counters: Arc<RedisCounters>,
     pub(crate) members: Vec<u64>,
+    /// Consumer names of this handler's subscriptions that ended here, for the next ones: a
+    /// subscription that takes one over takes back its unfinished entries first.
+    pub(crate) retired: Vec<String>,
 }
 
 pub(crate) struct Inner {
@@ -367,6 +370,7 @@ impl Inner {
                 counters: Arc::new(HandlerCounters::default()),
                 redis_counters: Arc::new(RedisCounters::default()),
                 members: Vec::new(),
+                retired: Vec::new(),
             });
         local.streams = streams.to_vec();
         local.members.push(member);
@@ -374,10 +378,23 @@ impl Inner {
         (local.counters.clone(), local.redis_counters.clone())
     }
 
-    /// Forgets a local member once its loop has ended for good.
-    pub(crate) fn remove_member(&self, handler: &str, member: u64) {
+    /// Forgets a local member once its loop has ended for good; its consumer name goes to the
+    /// next subscription of the handler here.
+    pub(crate) fn remove_member(&self, handler: &str, member: u64, consumer: String) {
         if let Some(local) = self.handlers().get_mut(handler) {
             local.members.retain(|m| *m != member);
+            local.retired.push(consumer);
         }
+    }
+
+    /// The consumer name of a subscription of `handler` that ended here, if any.
+    ///
+    /// A subscription that stops leaves what it read and did not finish pending under its
+    /// consumer name (no command gives an entry back to the group). The next subscription of
+    /// the handler in this process takes that name over and takes those entries back before
+    /// anything newer, so an unsubscribe and a subscribe keep each key's order; otherwise they
+    /// would wait for a claim, after newer events of their keys.
+    pub(crate) fn reuse_consumer(&self, handler: &str) -> Option<String> {
+        self.handlers().get_mut(handler)?.retired.pop()
     }
 }

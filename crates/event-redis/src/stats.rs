@@ -270,6 +270,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
             counters,
             redis_counters,
             members,
+            ..
         },
     ) in local
     {

@@ -149,6 +149,10 @@ impl ConsumerSet {
     /// gets the stop signal and how many times the loop failed before (a restart must give
     /// back what the failed attempt held). Returns, once asked to stop, whether the last
     /// attempt finished every event it had taken.
+    ///
+    /// An attempt that fails while the loop is being stopped, or a stop that comes while a
+    /// restart waits, still gets one more attempt: it sees the stop at once, and does what a
+    /// stopping loop does (give back what the failed attempt held, leave its group).
     pub fn spawn_supervised<F, Fut>(&self, id: u64, mut supervisor: super::Supervisor, mut run: F)
     where
         F: FnMut(StopSignal, u32) -> Fut + Send + 'static,
@@ -156,13 +160,18 @@ impl ConsumerSet {
     {
         self.spawn(id, move |mut stop| async move {
             let mut failures = 0u32;
+            let mut failed_while_stopping = false;
             loop {
                 let outcome = supervisor.run(run(stop.clone(), failures)).await;
                 let why = match outcome {
                     Ok(drained) if stop.is_stopping() => return drained,
                     Err(why) if stop.is_stopping() => {
                         tracing::error!("consumer loop {why} while stopping");
-                        return false;
+                        if std::mem::replace(&mut failed_while_stopping, true) {
+                            return false;
+                        }
+                        failures = failures.saturating_add(1);
+                        continue;
                     }
                     Ok(_) => "ended without being asked to stop".to_string(),
                     Err(why) => why,
@@ -173,10 +182,6 @@ impl ConsumerSet {
                     biased;
                     changed = stop.changed() => if !changed { return false },
                     () = tokio::time::sleep(pause) => {}
-                }
-                if stop.is_stopping() {
-                    // The failed attempt's events are not acknowledged: delivered again.
-                    return false;
                 }
             }
         });

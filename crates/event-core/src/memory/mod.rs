@@ -289,7 +289,7 @@ impl EventBus for MemoryBus {
                         // first. Only if one of them could not (it died, or outlived the grace)
                         // does the group go back to its acknowledged position: rewinding while
                         // they still ran would run their events twice.
-                        let grace = inner.config.shutdown_timeout;
+                        let grace = stop.remaining(inner.config.shutdown_timeout);
                         let finished = match failed_lanes {
                             Some(lanes) => tokio::time::timeout(grace, lanes.wait())
                                 .await
@@ -598,5 +598,65 @@ mod tests {
         let calls = calls.lock().unwrap();
         let twice = calls.values().filter(|n| **n > 1).count();
         assert_eq!(twice, 0, "{twice} events ran more than once");
+    }
+
+    /// A loop that fails while it is being stopped (an unsubscribe) still leaves its group and
+    /// gives back what it held: the events its lanes could not finish go to the next
+    /// subscription. Before, the member stayed in the group for ever and those events were
+    /// never delivered again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_failing_while_stopped_still_leaves_its_group() {
+        let mut config = Config::default();
+        config.shutdown_timeout = std::time::Duration::from_millis(300);
+        let bus = MemoryBus::new(config).unwrap();
+        let name = format!("failing-stop-{:08x}", fastrand::u32(..));
+        let started = Arc::new(AtomicUsize::new(0));
+        let count = started.clone();
+        // Takes every event and never finishes one.
+        let stuck = handler_fn(name.clone(), move |_: Arc<Event>| {
+            count.fetch_add(1, Ordering::Relaxed);
+            std::future::pending::<Result<(), HandlerError>>()
+        });
+        let types = [EventType::SIGNAL_DETECTED];
+        let subscription = bus
+            .subscribe(SubscriptionSpec::new(name.clone(), types.clone()), stuck)
+            .await
+            .unwrap();
+        let events: Vec<Event> = (0..50)
+            .map(|_| Event::builder(types[0].clone(), "test").build().unwrap())
+            .collect();
+        assert!(bus.publish_batch(events).await.iter().all(Result::is_ok));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while started.load(Ordering::Relaxed) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no event started");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // The loop waits for new events; the stop wakes it, and it panics at once.
+        crate::fault::panic_loop_once(&name);
+        subscription.unsubscribe().await.unwrap();
+        crate::fault::clear(&name);
+        let stats = bus.stats().await.unwrap();
+        assert_eq!(
+            stats.handlers[&name].subscriptions, 0,
+            "the stopped loop is still a member of its group"
+        );
+        let handled = Arc::new(AtomicUsize::new(0));
+        let count = handled.clone();
+        let recording = handler_fn(name.clone(), move |_: Arc<Event>| {
+            count.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<(), HandlerError>(()) }
+        });
+        bus.subscribe(SubscriptionSpec::new(name.clone(), types), recording)
+            .await
+            .unwrap();
+        while handled.load(Ordering::Relaxed) < 50 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of the 50 events the stopped loop held were delivered again",
+                handled.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        bus.shutdown().await.unwrap();
     }
 }

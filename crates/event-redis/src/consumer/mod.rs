@@ -93,11 +93,14 @@ struct MemberGuard {
     inner: Arc<Inner>,
     handler: String,
     member: u64,
+    consumer: String,
 }
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
-        self.inner.remove_member(&self.handler, self.member);
+        let consumer = std::mem::take(&mut self.consumer);
+        self.inner
+            .remove_member(&self.handler, self.member, consumer);
     }
 }
 
@@ -140,10 +143,13 @@ pub(crate) async fn subscribe(
 
     let member = inner.consumers.next_id();
     let (counters, redis_counters) = inner.add_member(&spec.handler, &group, &streams, member);
+    let consumer = inner
+        .reuse_consumer(&spec.handler)
+        .unwrap_or_else(|| consumer_name(member));
     let template = Subscriber {
         inner: inner.clone(),
         handler: spec.handler.clone(),
-        consumer: consumer_name(member),
+        consumer: consumer.clone(),
         dead_letters: inner.keys.dead_letters(&group),
         group: group.clone(),
         streams,
@@ -160,6 +166,7 @@ pub(crate) async fn subscribe(
         inner: inner.clone(),
         handler: spec.handler.clone(),
         member,
+        consumer,
     };
     inner
         .consumers
@@ -188,7 +195,9 @@ fn start_dispatcher(
 }
 
 /// A consumer name unique across processes and restarts: a crashed consumer's entries are
-/// then taken over by claims, never silently resumed under the same name.
+/// then taken over by claims, never silently resumed under the same name by another process.
+/// Within one process, a later subscription of the same handler reuses the name of one that
+/// ended ([`Inner::reuse_consumer`]).
 fn consumer_name(member: u64) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     format!(

@@ -13,7 +13,10 @@
 //! takes back an entry the old lanes are still handling, which would run twice), then takes
 //! back what the dead attempt read and did not finish (its carry-over, unfinished events)
 //! from the consumer's own pending history (`XREADGROUP` from id `0`), and hands those out
-//! before any newer entry, so each key's order holds across the restart.
+//! before any newer entry, so each key's order holds across the restart. Every attempt starts
+//! so: a subscription that reuses the consumer name of one that ended in this process takes
+//! back what that one left, and a read whose reply a dropped connection lost is taken back
+//! the same way before the next read.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -106,7 +109,7 @@ pub(super) async fn attempt(
     // Apart from the loop, which can wait a long time for room while slow handlers hold it.
     let keeper = AbortOnDrop(tokio::spawn(take::keep_claims(sub.clone(), claim_every)));
     // The dispatcher of a failed attempt, if it is still finishing its events.
-    let mut abandoned = sub
+    let abandoned = sub
         .abandoned
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -124,29 +127,25 @@ pub(super) async fn attempt(
         },
     };
     let mut carry: VecDeque<Delivery<Token>> = VecDeque::new();
-    if failures > 0 {
-        // The failed attempt's lanes finish first (within the grace), then what it read and
-        // did not finish is taken back, in order, before any newer entry: a key's events
-        // never overtake each other across a restart.
-        if let Some(closing) = abandoned.take() {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => {}
-                _ = closing => {}
-            }
+    // The failed attempt's lanes finish first (within the grace), then what it read and did
+    // not finish is taken back, in order, before any newer entry: a key's events never
+    // overtake each other across a restart. The same for a subscription that took over the
+    // consumer name of one that ended here (an unsubscribe, then a subscribe).
+    if let Some(closing) = abandoned {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {}
+            _ = closing => {}
         }
-        // What the failed attempt still registered (its carry-over, what its lanes could not
-        // finish) is no longer held by anyone: it is taken back now.
-        sub.in_flight().clear();
-        let mut taken = take::Taken::default();
-        if let Err(e) = take::read_own_pending(&sub, &reader.0, &mut taken).await {
-            tracing::warn!(handler = %sub.handler, "taking back the failed loop's entries failed; they are claimed once idle: {e}");
-        }
-        take::settle(&sub, &mut taken).await;
-        sub.in_flight()
-            .extend(taken.deliveries.iter().map(|d| d.token.clone()));
-        carry.extend(taken.deliveries);
     }
+    let mut taken = take::Taken::default();
+    if let Err(e) = take::read_own_pending(&sub, &reader.0, &mut taken).await {
+        tracing::warn!(handler = %sub.handler, "taking back the entries this consumer left pending failed; they are claimed once idle: {e}");
+    }
+    take::settle(&sub, &mut taken).await;
+    sub.in_flight()
+        .extend(taken.deliveries.iter().map(|d| d.token.clone()));
+    carry.extend(taken.deliveries);
     let mut next_claim = Instant::now();
     let mut read_failures = 0u32;
     // A read or claim failed: its reply, and the entries Redis registered to this consumer
@@ -164,10 +163,6 @@ pub(super) async fn attempt(
             changed = stop.changed() => if changed { continue } else { break },
             room = dispatcher.get().reserve(config.batch_size) => room,
         };
-        if abandoned.as_ref().is_some_and(JoinHandle::is_finished) {
-            abandoned = None;
-            tracing::info!(handler = %sub.handler, "the failed loop's handler calls are over; its remaining entries are claimed back once idle");
-        }
         let mut taken = take::Taken::default();
         let mut outcome = Ok(());
         // Claims and reads add at most what the room has left after the carry-over.
@@ -179,11 +174,7 @@ pub(super) async fn attempt(
                 tracing::info!(handler = %sub.handler, count = taken.deliveries.len(), "took back entries whose read was lost with its connection");
             }
         }
-        if outcome.is_ok()
-            && want > taken.deliveries.len()
-            && abandoned.is_none()
-            && Instant::now() >= next_claim
-        {
+        if outcome.is_ok() && want > taken.deliveries.len() && Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;
             outcome = take::claim(&sub, want, &mut taken).await;
         }
