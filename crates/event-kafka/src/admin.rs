@@ -112,7 +112,8 @@ async fn retained(inner: &Inner, topic: &str) -> Result<(u64, HashMap<i32, i64>)
 /// offset): a record dead-lettered but not yet committed when its partition moved (a
 /// rebalance, a broker restart, a crashed member) is delivered again, fails again, and is
 /// stored again. The topic keeps every copy (at least once); the list shows each record's
-/// dead letter once, and redrive and purge take its copies with it.
+/// dead letter once, and redrive and purge take its copies with it, also those written after
+/// them.
 async fn read_dead_letters(
     inner: &Inner,
     group: &str,
@@ -149,7 +150,17 @@ async fn read_dead_letters(
             }
         }
     }
-    letters.retain(|(_, l)| !removed.contains(&l.id));
+    // A copy written after its record's dead letter was redriven or purged (the record was
+    // delivered again, by a member that had not committed it) is gone with that letter: the
+    // operator already dealt with the record.
+    let removed_origins: HashSet<String> = letters
+        .iter()
+        .filter(|(_, l)| removed.contains(&l.id))
+        .filter_map(|(origin, _)| origin.clone())
+        .collect();
+    letters.retain(|(origin, l)| {
+        !removed.contains(&l.id) && origin.as_ref().is_none_or(|o| !removed_origins.contains(o))
+    });
     let mut first_of: HashMap<String, String> = HashMap::new();
     let mut copies: HashMap<String, Vec<String>> = HashMap::new();
     let mut live = Vec::new();
