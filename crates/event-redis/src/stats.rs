@@ -14,7 +14,7 @@ use fred::types::Value;
 use fred::types::scripts::Script;
 
 use crate::bus::{Inner, LocalHandler};
-use crate::{client, entry, replay};
+use crate::{client, entry, replay, reply};
 
 /// KEYS[1]: a stream. ARGV[1], ARGV[2]: a range as `XRANGE` takes it; ARGV[3]: the most to
 /// count. Returns how many entries the range holds, up to ARGV[3], and the last one's id, so
@@ -87,9 +87,14 @@ struct GroupInfo {
     lag: u64,
 }
 
-/// `XINFO GROUPS` of a stream: group name to its pending count and lag. A lag Redis cannot
-/// compute (reported as nil after deletions) is counted from the retained entries after the
-/// group's last delivered id.
+/// `XINFO GROUPS` of a stream: group name to its pending count and lag.
+///
+/// A lag Redis cannot compute (reported as nil after deletions) is counted from the retained
+/// entries after the group's last delivered id. A lag it reports for a group that has read
+/// the stream to its end is taken as 0: the counter behind it (`entries-read`) can drift
+/// (deletions, trims, a restart from the append-only file), and a long soak showed groups
+/// with every entry delivered and acknowledged reported about 54,000 behind, which made
+/// health call them stalled.
 async fn groups_of(inner: &Inner, stream: &str) -> Result<HashMap<String, GroupInfo>, Error> {
     let reply: Result<Value, _> = inner.client.xinfo_groups(stream).await;
     let reply = match reply {
@@ -104,13 +109,15 @@ async fn groups_of(inner: &Inner, stream: &str) -> Result<HashMap<String, GroupI
             continue;
         };
         let pending = fields.get("pending").and_then(Value::as_u64).unwrap_or(0);
+        let last = fields
+            .get("last-delivered-id")
+            .and_then(Value::as_string)
+            .unwrap_or_else(|| "0-0".into());
         let lag = match fields.get("lag").and_then(Value::as_u64) {
-            Some(lag) => lag,
+            Some(0) => 0,
+            Some(lag) if has_entries_after(inner, stream, &last).await? => lag,
+            Some(_) => 0,
             None => {
-                let last = fields
-                    .get("last-delivered-id")
-                    .and_then(Value::as_string)
-                    .unwrap_or_else(|| "0-0".into());
                 let retained_from = entry::id_at(inner.cutoff_ms().await.unwrap_or(0));
                 let start = if entry::id_order(&last) >= entry::id_order(&retained_from) {
                     format!("({last}")
@@ -123,6 +130,16 @@ async fn groups_of(inner: &Inner, stream: &str) -> Result<HashMap<String, GroupI
         groups.insert(name, GroupInfo { pending, lag });
     }
     Ok(groups)
+}
+
+/// Whether `stream` holds an entry after `id`.
+async fn has_entries_after(inner: &Inner, stream: &str, id: &str) -> Result<bool, Error> {
+    let after: Value = inner
+        .client
+        .xrange(stream, format!("({id}"), "+", Some(1))
+        .await
+        .map_err(|e| client::error("XRANGE", e))?;
+    Ok(!reply::entries(after).is_empty())
 }
 
 /// A flat `[name, value, ...]` array (RESP2) or a map (RESP3) as a map.
