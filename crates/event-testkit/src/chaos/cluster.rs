@@ -177,8 +177,10 @@ impl Cluster {
                 None => return Ok(false),
             }
         };
-        let result = live.subscription.unsubscribe().await;
+        // The subscription ends when it is asked to: while the unsubscribe waits for its
+        // in-flight events, health rightly calls it not alive.
         let ended = now_ms();
+        let result = live.subscription.unsubscribe().await;
         {
             let mut records = self.history.lock();
             if let Some(r) = records

@@ -84,6 +84,7 @@ pub(crate) struct SubscriptionRecord {
     pub(crate) called_ms: i64,
     pub(crate) returned_ms: i64,
     pub(crate) error: Option<String>,
+    /// When the run asked it to stop (the unsubscribe was called), if it did.
     pub(crate) ended_ms: Option<i64>,
 }
 
