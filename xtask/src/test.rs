@@ -45,10 +45,6 @@ pub(crate) fn run() -> anyhow::Result<()> {
     steps.run("tests", &mut tests)?;
     drop(services);
 
-    // Said here because the test harness captures what a passing test prints.
-    println!(
-        "xtask test: the Redis and Kafka chaos runs are NOT in this run while defects they find are open (docs/testing.md, docs/reliability.md); `cargo xtask soak redis|kafka` runs them"
-    );
     println!(
         "xtask test: all {} steps passed in {} ({})",
         steps.passed.len(),

@@ -293,10 +293,7 @@ impl ChaosBackend for Redis {
         let mut written = Vec::new();
         for (i, (shape, fields)) in shapes.into_iter().enumerate() {
             self.xadd(&stream, fields).await?;
-            written.push(ForeignEntry {
-                marker: m(i),
-                shape,
-            });
+            written.push(ForeignEntry::new(m(i), shape));
         }
         Ok(written)
     }

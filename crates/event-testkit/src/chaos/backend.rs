@@ -67,6 +67,29 @@ pub struct ForeignEntry {
     pub marker: String,
     /// What is odd about it (`no event field`, `binary field name`, `tombstone`...).
     pub shape: String,
+    /// Written in a transaction that was aborted: no consumer may ever see it, so it must
+    /// not be in any dead letters (rather than in every handler's, once).
+    #[serde(default)]
+    pub aborted: bool,
+}
+
+impl ForeignEntry {
+    /// An entry every handler of its type must dead-letter once.
+    pub fn new(marker: impl Into<String>, shape: impl Into<String>) -> Self {
+        Self {
+            marker: marker.into(),
+            shape: shape.into(),
+            aborted: false,
+        }
+    }
+
+    /// An entry of an aborted transaction, which no handler may see.
+    pub fn aborted(marker: impl Into<String>, shape: impl Into<String>) -> Self {
+        Self {
+            aborted: true,
+            ..Self::new(marker, shape)
+        }
+    }
 }
 
 /// What a backend's chaos target can do besides making buses.

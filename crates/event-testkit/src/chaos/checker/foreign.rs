@@ -1,6 +1,7 @@
 //! Foreign entries (written into the logs by something other than the bus): each must end in
 //! the dead letters of every handler of its type, once, as an invalid envelope whose raw text
-//! shows the entry's marker, unless the run purged it.
+//! shows the entry's marker, unless the run purged it; those of an aborted transaction must
+//! be in no dead letters at all.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -39,11 +40,25 @@ pub(crate) fn account(
         .map_or(&[][..], Vec::as_slice);
     let mut missing = Vec::new();
     let mut repeated = Vec::new();
+    let mut seen_aborted = Vec::new();
     for f in records
         .foreign
         .iter()
         .filter(|f| types.contains(&f.event_type.as_str()))
     {
+        if f.entry.aborted {
+            let marker = f.entry.marker.as_str();
+            if letters
+                .iter()
+                .any(|l| l.raw.as_deref().is_some_and(|raw| shows(raw, marker)))
+            {
+                seen_aborted.push(format!(
+                    "{marker} ({}) written into {} at {}",
+                    f.entry.shape, f.event_type, f.written_ms
+                ));
+            }
+            continue;
+        }
         let owed = first.start == StartSpec::Earliest || f.written_ms > first.returned_ms;
         if !owed {
             continue;
@@ -95,6 +110,12 @@ pub(crate) fn account(
         name,
         "foreign entries dead-lettered wrongly",
         &repeated,
+    );
+    report(
+        failures,
+        name,
+        "records of aborted transactions delivered (found in the dead letters)",
+        &seen_aborted,
     );
 }
 
