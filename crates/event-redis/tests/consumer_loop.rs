@@ -57,20 +57,8 @@ async fn order_scenario(sc: &Scenario) -> anyhow::Result<()> {
     )
     .await?;
     let streams: Vec<String> = types.iter().map(|t| sc.stream(t)).collect();
-    wait_until(
-        "every event handled and acknowledged",
-        secs(60),
-        async || {
-            let handled = seen.distinct();
-            let mut pending = 0;
-            for stream in &streams {
-                pending += sc.pending(stream, &group).await?;
-            }
-            Ok((handled < ids.len() || pending > 0)
-                .then(|| format!("{handled} of {} handled, {pending} pending", ids.len())))
-        },
-    )
-    .await?;
+    sc.wait_all_handled(&seen, ids.len(), &streams, &group, secs(60))
+        .await?;
     exactly_once(&seen, &ids)?;
     check_per_key_order(&seen)?;
     let health = bus.health().await;
@@ -292,12 +280,8 @@ async fn lost_read_scenario(sc: &Scenario) -> anyhow::Result<()> {
         "the consumer's read was never blocked in the server when the proxy stalled"
     );
     let total = ids.len();
-    wait_until("every event handled", secs(60), async || {
-        let pending = sc.pending(&stream, &group).await?;
-        Ok((seen.distinct() < total || pending > 0)
-            .then(|| format!("{} of {total} handled, {pending} pending", seen.distinct())))
-    })
-    .await?;
+    sc.wait_all_handled(&seen, total, &[stream], &group, secs(60))
+        .await?;
     check_per_key_order(&seen)?;
     let missing = ids
         .iter()
@@ -367,20 +351,8 @@ async fn resubscribe_scenario(sc: &Scenario) -> anyhow::Result<()> {
         "the unsubscribed handler left nothing pending: the scenario tests nothing"
     );
     subscribe().await?;
-    wait_until(
-        "every event handled and acknowledged",
-        secs(90),
-        async || {
-            let handled = seen.distinct();
-            let mut pending = 0;
-            for stream in &streams {
-                pending += sc.pending(stream, &group).await?;
-            }
-            Ok((handled < ids.len() || pending > 0)
-                .then(|| format!("{handled} of {} handled, {pending} pending", ids.len())))
-        },
-    )
-    .await?;
+    sc.wait_all_handled(&seen, ids.len(), &streams, &group, secs(90))
+        .await?;
     check_per_key_order(&seen)?;
     eprintln!("{left} entries left pending by the unsubscribe, taken back in order");
     bus.shutdown().await?;

@@ -239,14 +239,12 @@ async fn drifted_lag_scenario(sc: &Scenario) -> anyhow::Result<()> {
         handler_fn,
     )
     .await?;
-    wait_until(
-        "every event handled and acknowledged",
+    sc.wait_all_handled(
+        &seen,
+        ids.len(),
+        std::slice::from_ref(&stream),
+        &group,
         secs(60),
-        async || {
-            let pending = sc.pending(&stream, &group).await?;
-            Ok((seen.distinct() < ids.len() || pending > 0)
-                .then(|| format!("{} handled, {pending} pending", seen.distinct())))
-        },
     )
     .await?;
     exactly_once(&seen, &ids)?;

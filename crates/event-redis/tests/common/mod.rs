@@ -141,6 +141,32 @@ impl Scenario {
     pub(crate) async fn xlen(&self, key: &str) -> anyhow::Result<u64> {
         Ok(self.admin.xlen(key).await?)
     }
+
+    /// Waits until `seen` holds `total` distinct events and nothing is pending for `group` on
+    /// `streams`.
+    pub(crate) async fn wait_all_handled(
+        &self,
+        seen: &Seen,
+        total: usize,
+        streams: &[String],
+        group: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        wait_until(
+            "every event handled and acknowledged",
+            timeout,
+            async || {
+                let handled = seen.distinct();
+                let mut pending = 0;
+                for stream in streams {
+                    pending += self.pending(stream, group).await?;
+                }
+                Ok((handled < total || pending > 0)
+                    .then(|| format!("{handled} of {total} handled, {pending} pending")))
+            },
+        )
+        .await
+    }
 }
 
 /// A plain client with a command timeout.
