@@ -606,8 +606,10 @@ mod tests {
     /// never delivered again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_loop_failing_while_stopped_still_leaves_its_group() {
-        let mut config = Config::default();
-        config.shutdown_timeout = std::time::Duration::from_millis(300);
+        let config = Config {
+            shutdown_timeout: std::time::Duration::from_millis(300),
+            ..Config::default()
+        };
         let bus = MemoryBus::new(config).unwrap();
         let name = format!("failing-stop-{:08x}", fastrand::u32(..));
         let started = Arc::new(AtomicUsize::new(0));
