@@ -42,6 +42,16 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // An integration run was asked for: a backend that cannot be reached fails its suite
     // instead of being skipped.
     tests.env("EVENTBUS_REQUIRE_INTEGRATION", "1");
+    // One fresh chaos seed for the three backends' short chaos runs, printed before they
+    // start so that a failure (or a pass worth repeating) can be replayed.
+    let seed = chaos_seed();
+    tests.env(CHAOS_SEED_VAR, &seed);
+    println!(
+        "xtask test: chaos seed {seed}; replay a backend's short run with \
+         `{CHAOS_SEED_VAR}={seed} cargo test -p event-redis --test chaos -- --exact chaos --nocapture` \
+         (event-kafka --test chaos, event-testkit --test chaos_memory) after \
+         `eval \"$(cargo xtask services up)\"`"
+    );
     steps.run("tests", &mut tests)?;
     drop(services);
 
@@ -52,6 +62,20 @@ pub(crate) fn run() -> anyhow::Result<()> {
         steps.timings()
     );
     Ok(())
+}
+
+/// The variable the chaos tests read their seed from (`event_testkit::chaos::SEED_VAR`).
+const CHAOS_SEED_VAR: &str = "EVENTBUS_CHAOS_SEED";
+
+/// The seed set in the environment (passed on as it is: the tests check it), or a fresh
+/// random one.
+fn chaos_seed() -> String {
+    use std::hash::BuildHasher as _;
+    std::env::var(CHAOS_SEED_VAR).unwrap_or_else(|_| {
+        // The standard library's hasher keys are random per process.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        seed.to_string()
+    })
 }
 
 /// The steps that passed so far, so a failure can say how far the run got.
