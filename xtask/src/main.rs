@@ -12,6 +12,8 @@ mod shell;
 mod soak;
 mod suites;
 mod test;
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

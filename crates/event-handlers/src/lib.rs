@@ -9,6 +9,7 @@ pub mod middleware;
 #[cfg(feature = "redis")]
 mod redis_client;
 mod registry;
+mod view;
 
 pub use audit::{AuditSettings, AuditSink, AuditSummary, AuditTrailHandler};
 pub use domain::{
@@ -20,4 +21,5 @@ pub use domain::{
     UserDirectory, UserEventHandler, UserRecord, ValidationRecord,
 };
 pub use error::HandlersError;
-pub use registry::{DomainContext, DomainHandler, DomainHandlerKind, Thresholds, View, build};
+pub use registry::{DomainContext, DomainHandler, DomainHandlerKind, Thresholds, build};
+pub use view::View;

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use event_core::{EventHandler, Subscription, SubscriptionSpec};
+use event_handlers::View;
 use serde::Serialize;
 
-use crate::domain::View;
 use crate::meter::{Metered, RateMeter};
 
 /// Where a registered handler came from.

@@ -4,7 +4,7 @@ use event_core::{DeadLetter, DeadLetterSelection, Error, RedriveReport};
 use fred::prelude::{KeysInterface, SetsInterface, StreamsInterface, TransactionInterface};
 use fred::types::Value;
 
-use crate::bus::Inner;
+use crate::core::Inner;
 use crate::{client, entry, reply};
 
 /// Refuses handlers this Redis has never seen.

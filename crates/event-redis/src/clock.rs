@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Client, ClientLike};
 use fred::types::Value;
 
+/// Replay and `StartFrom::Time` look this far before the asked time in stream ids, since an
+/// entry's id (when Redis stored it) can be a little earlier than the event's timestamp when
+/// clocks differ.
+pub(crate) const CLOCK_SKEW_MS: i64 = 60_000;
+
 /// How long a reading of the server's time is carried forward before it is read again.
 const REFRESH: Duration = Duration::from_secs(30);
 

@@ -7,6 +7,7 @@ mod bus;
 mod client;
 mod clock;
 mod consumer;
+mod core;
 mod counters;
 mod entry;
 mod keys;

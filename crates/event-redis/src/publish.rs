@@ -1,12 +1,14 @@
 //! Batch publishing: one Lua script appends every event of a batch, so the whole batch is one
 //! command and one round trip, and each event still gets its own result.
 
+use std::sync::LazyLock;
+
 use event_core::{Error, Event};
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::bus::Inner;
 use crate::client;
+use crate::core::Inner;
 use crate::keys::Keys;
 
 /// KEYS: each event's stream. ARGV[1]: the `MINID` of the retention; then four values per
@@ -34,13 +36,7 @@ return out
 "#;
 
 /// The batch script, loaded on first use.
-pub(crate) struct BatchScript(Script);
-
-impl BatchScript {
-    pub(crate) fn new() -> Self {
-        Self(Script::from_lua(BATCH_LUA))
-    }
-}
+static BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(BATCH_LUA));
 
 /// The arguments of one batch.
 pub(crate) struct Batch<'a> {
@@ -72,9 +68,7 @@ impl<'a> Batch<'a> {
     /// Sends the batch; a result per event, in order.
     pub(crate) async fn send(self, inner: &Inner) -> Result<Vec<Result<(), Error>>, Error> {
         let n = self.streams.len();
-        let replies: Vec<Value> = inner
-            .batch_script
-            .0
+        let replies: Vec<Value> = BATCH_SCRIPT
             .evalsha_with_reload(&inner.client, self.streams, self.args)
             .await
             .map_err(|e| client::error("publishing a batch", e))?;

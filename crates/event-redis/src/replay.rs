@@ -7,8 +7,8 @@ use fred::prelude::{ClientLike, StreamsInterface};
 use fred::types::Value;
 use futures::StreamExt;
 
-use crate::bus::Inner;
-use crate::consumer::CLOCK_SKEW_MS;
+use crate::clock::CLOCK_SKEW_MS;
+use crate::core::Inner;
 use crate::counters::REPLAY_SKIPPED_METRIC;
 use crate::{client, entry, reply};
 

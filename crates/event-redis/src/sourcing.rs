@@ -1,12 +1,14 @@
 //! Event sourcing: an aggregate's history is a list of envelopes; appends check the expected
 //! version and write the history and the event streams in one Lua script, atomically.
 
+use std::sync::LazyLock;
+
 use event_core::{AggregateAppend, Error, Event, ExpectedVersion};
 use fred::prelude::ListInterface;
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::bus::Inner;
+use crate::core::Inner;
 use crate::{client, entry};
 
 /// KEYS[1]: the aggregate's list; KEYS[2..]: each event's stream. ARGV[1]: the expected length
@@ -31,13 +33,7 @@ return {1, current + n}
 const ANY_VERSION_ATTEMPTS: u32 = 10;
 
 /// The append script, loaded on first use.
-pub(crate) struct AppendScript(Script);
-
-impl AppendScript {
-    pub(crate) fn new() -> Self {
-        Self(Script::from_lua(APPEND_LUA))
-    }
-}
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(APPEND_LUA));
 
 fn check_enabled(inner: &Inner) -> Result<(), Error> {
     if inner.config.enable_event_sourcing {
@@ -79,9 +75,7 @@ pub(crate) async fn append(inner: &Inner, append: AggregateAppend) -> Result<u64
             args.push(Value::from(event.partition_key.clone().unwrap_or_default()));
             args.push(Value::Bytes(json.into()));
         }
-        let reply: Vec<i64> = inner
-            .sourcing
-            .0
+        let reply: Vec<i64> = APPEND_SCRIPT
             .evalsha_with_reload(&inner.client, keys, args)
             .await
             .map_err(|e| client::error("appending to the aggregate", e))?;

@@ -6,6 +6,7 @@
 //! trimmed at all) are counted with a read-only script and left out of every count.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use event_core::{BusStats, ConsumerHealth, Error, HandlerStats, Health};
@@ -13,7 +14,7 @@ use fred::prelude::{ClientLike, SetsInterface, StreamsInterface};
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::bus::{Inner, LocalHandler};
+use crate::core::{Inner, LocalHandler};
 use crate::{client, entry, replay, reply};
 
 /// KEYS[1]: a stream. ARGV[1], ARGV[2]: a range as `XRANGE` takes it; ARGV[3]: the most to
@@ -32,13 +33,7 @@ return {n, page[n][1]}
 const COUNT_PAGE: i64 = 1000;
 
 /// The count script, loaded on first use.
-pub(crate) struct CountScript(Script);
-
-impl CountScript {
-    pub(crate) fn new() -> Self {
-        Self(Script::from_lua(COUNT_LUA))
-    }
-}
+static COUNT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(COUNT_LUA));
 
 /// How many entries of `stream` lie in the range from `start` to `end` (as `XRANGE` takes
 /// them: `-`, `+`, ids, `(` for exclusive).
@@ -46,9 +41,7 @@ async fn count_range(inner: &Inner, stream: &str, start: &str, end: &str) -> Res
     let mut start = start.to_string();
     let mut total = 0u64;
     loop {
-        let reply: Vec<Value> = inner
-            .count_script
-            .0
+        let reply: Vec<Value> = COUNT_SCRIPT
             .evalsha_with_reload(
                 &inner.client,
                 vec![stream.to_string()],

@@ -17,7 +17,7 @@ pub use trial::{TRIALS, Trial, run_trial};
 /// What [`conformance_tests!`] expands to needs; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::MaybeFixture;
+    pub use crate::fixture::MaybeFixture;
     pub use crate::trial::by_name;
     pub use anyhow;
     pub use tokio;

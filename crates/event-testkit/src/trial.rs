@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use event_core::Capabilities;
 use futures::future::BoxFuture;
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 
 /// How long one trial may take in all before it counts as hung. Trials wait on conditions
 /// with their own, shorter deadlines; this only catches a trial stuck in a backend call.

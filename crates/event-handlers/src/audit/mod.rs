@@ -17,7 +17,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::domain::{RecentIds, lock};
-use crate::registry::RECENT_IDS;
+use crate::view::RECENT_IDS;
 use crate::{HandlersError, View};
 use jsonl::JsonLinesWriter;
 
@@ -242,6 +242,6 @@ impl View for AuditTrailHandler {
     }
 
     fn snapshot(&self) -> serde_json::Value {
-        crate::registry::to_json(&self.summary())
+        crate::view::to_json(&self.summary())
     }
 }

@@ -228,7 +228,7 @@ impl AgentEventHandler {
             policy,
             source: "agent_monitor".into(),
             state: Mutex::new(FleetState {
-                seen: RecentIds::new(super::super::registry::RECENT_IDS),
+                seen: RecentIds::new(crate::view::RECENT_IDS),
                 agents: BTreeMap::new(),
                 alerts_raised: 0,
             }),

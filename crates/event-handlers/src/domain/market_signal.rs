@@ -145,7 +145,7 @@ impl MarketSignalEventHandler {
         Self {
             capacity: capacity.max(1),
             state: Mutex::new(FunnelState {
-                seen: RecentIds::new(crate::registry::RECENT_IDS),
+                seen: RecentIds::new(crate::view::RECENT_IDS),
                 detected: 0,
                 processed: 0,
                 clustered: 0,

@@ -37,7 +37,7 @@ macro_rules! domain_handler {
             }
 
             fn snapshot(&self) -> serde_json::Value {
-                crate::registry::to_json(&self.$view())
+                crate::view::to_json(&self.$view())
             }
         }
     };

@@ -195,7 +195,7 @@ impl OpportunityEventHandler {
             bus,
             capacity: capacity.max(1),
             state: Mutex::new(CatalogState {
-                seen: RecentIds::new(crate::registry::RECENT_IDS),
+                seen: RecentIds::new(crate::view::RECENT_IDS),
                 created: 0,
                 updated: 0,
                 deleted_count: 0,

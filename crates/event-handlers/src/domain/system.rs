@@ -122,7 +122,7 @@ impl SystemEventHandler {
         Self {
             capacity: capacity.max(1),
             state: Mutex::new(StatusState {
-                seen: RecentIds::new(crate::registry::RECENT_IDS),
+                seen: RecentIds::new(crate::view::RECENT_IDS),
                 components: BTreeMap::new(),
                 errors_by_severity: BTreeMap::new(),
                 errors_by_component: BTreeMap::new(),

@@ -103,7 +103,7 @@ impl UserEventHandler {
         Self {
             capacity: capacity.max(1),
             state: Mutex::new(DirectoryState {
-                seen: RecentIds::new(crate::registry::RECENT_IDS),
+                seen: RecentIds::new(crate::view::RECENT_IDS),
                 registered: 0,
                 reputation_changes: 0,
                 users: BTreeMap::new(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rustls::ClientConfig;
@@ -20,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::error::{ControlError, FailureKind, KafkaCode};
-use super::sasl;
+use super::sasl::Conversation;
 use super::security::Sasl;
 use super::versions::{ApiRequest, ApiVersionTable, api_versions_first_try};
 
@@ -209,10 +210,75 @@ impl BrokerConnection {
             })?;
         tracing::debug!(broker = %address, versions = ?connection.versions, "Kafka control connection open");
         if let Some(credentials) = &settings.sasl {
-            let lifetime = sasl::authenticate(&mut connection, credentials, deadline).await?;
+            let lifetime = connection.authenticate(credentials, deadline).await?;
             connection.renew_by = lifetime.map(|l| Instant::now() + l.mul_f64(0.85));
         }
         Ok(connection)
+    }
+
+    /// Authenticates with SASL: SaslHandshake names the mechanism, then one SaslAuthenticate
+    /// round per token of the [`Conversation`]. Returns the session lifetime the broker
+    /// granted, if any.
+    async fn authenticate(
+        &mut self,
+        sasl: &Sasl,
+        deadline: &Deadline,
+    ) -> Result<Option<Duration>, ControlError> {
+        let version = self.version::<SaslHandshakeRequest>()?;
+        let request = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
+        let response = self.send(&request, version, deadline).await?;
+        if let Some(code) = KafkaCode::from_code(response.error_code) {
+            let offered: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(ControlError::new(
+                FailureKind::Kafka(code),
+                format!(
+                    "the Kafka broker at {} refused SASL mechanism {} ({code}); it offers [{}]: set KAFKA_SASL_MECHANISM to one of them",
+                    self.address,
+                    sasl.mechanism,
+                    offered.join(", ")
+                ),
+            ));
+        }
+        let (mut conversation, mut token) = Conversation::start(sasl)?;
+        loop {
+            let (answer, lifetime) = self.sasl_round(sasl, token, deadline).await?;
+            match conversation.answer(&answer, &self.address)? {
+                Some(next) => token = next,
+                None => return Ok(lifetime),
+            }
+        }
+    }
+
+    /// One SaslAuthenticate round: sends a token, returns the broker's token and the session
+    /// lifetime it granted.
+    async fn sasl_round(
+        &mut self,
+        sasl: &Sasl,
+        token: Vec<u8>,
+        deadline: &Deadline,
+    ) -> Result<(Bytes, Option<Duration>), ControlError> {
+        let version = self.version::<SaslAuthenticateRequest>()?;
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let response = self.send(&request, version, deadline).await?;
+        if let Some(code) = KafkaCode::from_code(response.error_code) {
+            let detail = response
+                .error_message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            return Err(ControlError::new(
+                FailureKind::Kafka(code),
+                format!(
+                    "SASL {} authentication of user {:?} at the Kafka broker at {} failed ({code}){detail}; check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+                    sasl.mechanism, sasl.username, self.address
+                ),
+            ));
+        }
+        let lifetime = (version >= 1 && response.session_lifetime_ms > 0)
+            .then(|| Duration::from_millis(response.session_lifetime_ms.unsigned_abs()));
+        Ok((response.auth_bytes, lifetime))
     }
 
     pub(crate) fn address(&self) -> &str {

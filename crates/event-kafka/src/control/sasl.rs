@@ -1,121 +1,99 @@
-//! SASL authentication of a new connection: SaslHandshake (v1+) names the mechanism, then
-//! SaslAuthenticate carries the tokens: PLAIN in one round, SCRAM-SHA-256/512 (RFC 5802,
-//! RFC 7677) in two, with the server's signature checked. No message here ever holds the
-//! password.
+//! SASL authentication's client side: the tokens of a [`Conversation`], PLAIN in one round,
+//! SCRAM-SHA-256/512 (RFC 5802, RFC 7677) in two, with the server's signature checked. The
+//! connection carries them (SaslHandshake names the mechanism, then SaslAuthenticate carries
+//! each token). No message here ever holds the password.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
-use kafka_protocol::protocol::StrBytes;
 use ring::rand::SecureRandom;
 use ring::{digest, hmac, pbkdf2};
 
-use super::connection::{BrokerConnection, Deadline};
-use super::error::{ControlError, FailureKind, KafkaCode};
+use super::error::ControlError;
 use super::security::{Sasl, SaslMechanism};
 
 /// Kafka's minimum iteration count for both SCRAM mechanisms; fewer is refused, as the Java
 /// client does, so a fake server cannot make the proof cheap to attack.
 const MIN_ITERATIONS: u32 = 4096;
 
-/// Authenticates `connection`; returns the session lifetime the broker granted, if any.
-pub(crate) async fn authenticate(
-    connection: &mut BrokerConnection,
-    sasl: &Sasl,
-    deadline: &Deadline,
-) -> Result<Option<Duration>, ControlError> {
-    let version = connection.version::<SaslHandshakeRequest>()?;
-    let request = SaslHandshakeRequest::default()
-        .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
-    let response = connection.send(&request, version, deadline).await?;
-    if let Some(code) = KafkaCode::from_code(response.error_code) {
-        let offered: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
-        return Err(ControlError::new(
-            FailureKind::Kafka(code),
-            format!(
-                "the Kafka broker at {} refused SASL mechanism {} ({code}); it offers [{}]: set KAFKA_SASL_MECHANISM to one of them",
-                connection.address(),
-                sasl.mechanism,
-                offered.join(", ")
-            ),
-        ));
-    }
-    match sasl.mechanism {
-        SaslMechanism::Plain => {
-            // authzid (empty), authcid, password, separated by NUL (RFC 4616).
-            let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
-            token.push(0);
-            token.extend_from_slice(sasl.username.as_bytes());
-            token.push(0);
-            token.extend_from_slice(sasl.password.as_bytes());
-            let (_, lifetime) = exchange(connection, sasl, token, deadline).await?;
-            Ok(lifetime)
-        }
-        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-            let hash = if sasl.mechanism == SaslMechanism::ScramSha256 {
-                ScramHash::Sha256
-            } else {
-                ScramHash::Sha512
-            };
-            let mut scram = ScramClient::new(hash, &sasl.username, &sasl.password, new_nonce()?);
-            let first = scram.client_first().into_bytes();
-            let (server_first, _) = exchange(connection, sasl, first, deadline).await?;
-            let last = scram
-                .client_final(&server_first)
-                .map_err(|why| scram_failure(connection, sasl, &why))?;
-            let (server_final, lifetime) =
-                exchange(connection, sasl, last.into_bytes(), deadline).await?;
-            scram
-                .verify_server_final(&server_final)
-                .map_err(|why| scram_failure(connection, sasl, &why))?;
-            Ok(lifetime)
-        }
-    }
+/// The client's side of one SASL conversation, after the handshake: the tokens to send, each
+/// computed from the broker's last answer. The connection carries them
+/// (`BrokerConnection::open`), so this module never touches the network.
+pub(crate) struct Conversation<'a> {
+    sasl: &'a Sasl,
+    /// The SCRAM exchange, with the round it is at; `None` for PLAIN (one round).
+    scram: Option<(ScramClient<'a>, ScramRound)>,
 }
 
-/// One SaslAuthenticate round: sends a token, returns the broker's token.
-async fn exchange(
-    connection: &mut BrokerConnection,
-    sasl: &Sasl,
-    token: Vec<u8>,
-    deadline: &Deadline,
-) -> Result<(Bytes, Option<Duration>), ControlError> {
-    let version = connection.version::<SaslAuthenticateRequest>()?;
-    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
-    let response = connection.send(&request, version, deadline).await?;
-    if let Some(code) = KafkaCode::from_code(response.error_code) {
-        let detail = response
-            .error_message
-            .as_deref()
-            .filter(|m| !m.is_empty())
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default();
-        return Err(ControlError::new(
-            FailureKind::Kafka(code),
-            format!(
-                "SASL {} authentication of user {:?} at the Kafka broker at {} failed ({code}){detail}; check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
-                sasl.mechanism,
-                sasl.username,
-                connection.address()
-            ),
-        ));
-    }
-    let lifetime = (version >= 1 && response.session_lifetime_ms > 0)
-        .then(|| Duration::from_millis(response.session_lifetime_ms.unsigned_abs()));
-    Ok((response.auth_bytes, lifetime))
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScramRound {
+    /// The client-first message went out; the server-first answer comes next.
+    First,
+    /// The client-final message went out; the server-final answer comes next.
+    Final,
 }
 
-fn scram_failure(connection: &BrokerConnection, sasl: &Sasl, why: &str) -> ControlError {
-    ControlError::refused(format!(
-        "SASL {} authentication of user {:?} at the Kafka broker at {} failed: {why}",
-        sasl.mechanism,
-        sasl.username,
-        connection.address()
-    ))
+impl<'a> Conversation<'a> {
+    /// Starts the conversation for `sasl`'s mechanism; returns it with the first token.
+    pub(crate) fn start(sasl: &'a Sasl) -> Result<(Self, Vec<u8>), ControlError> {
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                // authzid (empty), authcid, password, separated by NUL (RFC 4616).
+                let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
+                token.push(0);
+                token.extend_from_slice(sasl.username.as_bytes());
+                token.push(0);
+                token.extend_from_slice(sasl.password.as_bytes());
+                Ok((Self { sasl, scram: None }, token))
+            }
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let hash = if sasl.mechanism == SaslMechanism::ScramSha256 {
+                    ScramHash::Sha256
+                } else {
+                    ScramHash::Sha512
+                };
+                let scram = ScramClient::new(hash, &sasl.username, &sasl.password, new_nonce()?);
+                let first = scram.client_first().into_bytes();
+                let conversation = Self {
+                    sasl,
+                    scram: Some((scram, ScramRound::First)),
+                };
+                Ok((conversation, first))
+            }
+        }
+    }
+
+    /// Takes the broker's answer to the last token: the next token to send, or `None` when
+    /// the conversation is over and the broker proved itself (SCRAM's server signature).
+    /// `address` names the broker in an error.
+    pub(crate) fn answer(
+        &mut self,
+        server: &[u8],
+        address: &str,
+    ) -> Result<Option<Vec<u8>>, ControlError> {
+        let sasl = self.sasl;
+        let Some((scram, round)) = &mut self.scram else {
+            return Ok(None);
+        };
+        let failed = |why: String| {
+            ControlError::refused(format!(
+                "SASL {} authentication of user {:?} at the Kafka broker at {address} failed: {why}",
+                sasl.mechanism, sasl.username,
+            ))
+        };
+        match round {
+            ScramRound::First => {
+                let last = scram.client_final(server).map_err(failed)?;
+                *round = ScramRound::Final;
+                Ok(Some(last.into_bytes()))
+            }
+            ScramRound::Final => {
+                scram.verify_server_final(server).map_err(failed)?;
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// 24 random bytes, base64: printable and without commas, as RFC 5802 asks of a nonce.

@@ -21,16 +21,10 @@ use fred::types::Value;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-pub(crate) use sink::DeadLetterScript;
-
-use crate::bus::Inner;
+use crate::clock::CLOCK_SKEW_MS;
+use crate::core::Inner;
 use crate::counters::RedisCounters;
 use crate::{client, entry, reply};
-
-/// Replay and `StartFrom::Time` look this far before the asked time in stream ids, since an
-/// entry's id (when Redis stored it) can be a little earlier than the event's timestamp when
-/// clocks differ.
-pub(crate) const CLOCK_SKEW_MS: i64 = 60_000;
 
 /// Where an entry is: the index of its stream in the subscription's list, and its id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

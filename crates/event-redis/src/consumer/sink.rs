@@ -7,7 +7,7 @@
 //! succeeded, and only an entry still pending, so a dead letter is never stored twice either.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,13 +41,7 @@ return 1
 "#;
 
 /// The dead-letter script, loaded on first use.
-pub(crate) struct DeadLetterScript(Script);
-
-impl DeadLetterScript {
-    pub(crate) fn new() -> Self {
-        Self(Script::from_lua(DEAD_LETTER_LUA))
-    }
-}
+static DEAD_LETTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DEAD_LETTER_LUA));
 
 /// Attempts at an acknowledgement before giving up (the entries then stay pending and are
 /// claimed again later: delivered twice, never lost).
@@ -129,10 +123,7 @@ impl DeliverySink<Token> for RedisSink {
             Value::from(token.id.as_str()),
         ];
         for attempt in 1..=DEAD_LETTER_ATTEMPTS {
-            let stored: Result<i64, _> = sub
-                .inner
-                .dead_letter_script
-                .0
+            let stored: Result<i64, _> = DEAD_LETTER_SCRIPT
                 .evalsha_with_reload(&sub.inner.client, keys.clone(), args.clone())
                 .await;
             match stored {

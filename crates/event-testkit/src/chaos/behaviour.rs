@@ -14,7 +14,14 @@ use fastrand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::history::{DeliveryRecord, Outcome, now_ms};
-use super::workload::{MAX_RETRIES, role};
+
+/// Retries per event (`EVENT_MAX_RETRIES`) in every run.
+pub(crate) const MAX_RETRIES: u32 = 3;
+
+/// The role of a handler (`h0` of `h0-1a2b3c`): what its behaviour is drawn from.
+pub(crate) fn role(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
+}
 
 /// The text of a deliberate panic, so the run's panic hook keeps it off the terminal.
 pub(crate) const DELIBERATE_PANIC: &str = "chaos: deliberate panic";

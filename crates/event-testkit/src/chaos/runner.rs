@@ -16,6 +16,7 @@ use event_core::{Config, EventBus};
 use tokio::time::Instant;
 
 use super::backend::ChaosBackend;
+use super::behaviour::MAX_RETRIES;
 use super::behaviour::quiet_deliberate_panics;
 use super::checker::{self, CheckInput};
 use super::cluster::Cluster;
@@ -25,7 +26,7 @@ use super::publisher::Publisher;
 use super::quiesce::{NotQuiet, quiesce};
 use super::report::{Summary, render};
 use super::settings::ChaosSettings;
-use super::workload::{MAX_RETRIES, Plan};
+use super::workload::Plan;
 
 /// The bus settings of every run, on top of the backend's.
 fn run_config(mut config: Config, plan: &Plan) -> Config {

@@ -13,8 +13,6 @@ use super::behaviour::Profile;
 
 /// Event types in the pool the handlers draw from.
 pub(crate) const TYPE_POOL: usize = 6;
-/// Retries per event (`EVENT_MAX_RETRIES`) in every run.
-pub(crate) const MAX_RETRIES: u32 = 3;
 
 /// Where a handler's group starts. For [`StartKind::Time`] the time is taken while the
 /// backlog is published, so part of the backlog is owed and part is not.
@@ -199,11 +197,6 @@ impl Plan {
         ));
         lines.join("\n")
     }
-}
-
-/// The role of a handler (`h0` of `h0-1a2b3c`): what its behaviour is drawn from.
-pub(crate) fn role(name: &str) -> &str {
-    name.split('-').next().unwrap_or(name)
 }
 
 /// The first entries of a schedule with their times, and how many more there are.

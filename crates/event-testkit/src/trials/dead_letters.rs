@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::ensure;
 use event_core::{DeadLetter, DeadLetterReason, DeadLetterSelection, Error, Event};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     Recorder, Step, exactly_once, fresh_handler, fresh_type, keyed, n_of, numbered, publish_all,
     publish_marker, subscribe, wait_for_dead_letters,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use event_core::EventBus;
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, Step, exactly_once, fresh_handler, fresh_type, numbered, publish_all,
     publish_marker, subscribe, wait_until,

@@ -5,7 +5,7 @@ use event_core::{Event, EventId, EventType, ReplayQuery};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{Recorder, SOURCE, fresh_type, replay_all, subscribe};
 
 /// A random version 4 UUID, so the trial also checks that ids not made by this crate are kept.

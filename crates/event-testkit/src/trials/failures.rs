@@ -3,7 +3,7 @@
 use anyhow::ensure;
 use event_core::{DeadLetterReason, EventId};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     Recorder, Step, exactly_once, fresh_handler, fresh_type, keyed, numbered, publish_all,
     subscribe, wait_for_dead_letters,

@@ -5,7 +5,7 @@ use anyhow::ensure;
 use event_core::{StartFrom, SubscriptionSpec};
 use time::{Duration, OffsetDateTime};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, exactly_once, fresh_handler, fresh_type, numbered, numbered_at,
     publish_all, publish_marker, subscribe, subscribe_spec, wait_until,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use event_core::{Error, EventId, StartFrom, SubscriptionSpec};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, Step, exactly_once, fresh_handler, fresh_type, numbered, publish_all,
     publish_marker, stored_count, subscribe, subscribe_spec, wait_until,

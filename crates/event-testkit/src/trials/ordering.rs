@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use event_core::{EventBus, SubscriptionSpec};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     Recorder, Step, exactly_once, fresh_handler, fresh_type, keyed, n_of, numbered, publish_all,
     subscribe_spec,

@@ -3,7 +3,7 @@
 use anyhow::ensure;
 use event_core::{Error, Event, EventType};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     Recorder, SOURCE, exactly_once, fresh_type, keyed, numbered, publish_marker, stored_count,
     subscribe,

@@ -4,7 +4,7 @@ use anyhow::ensure;
 use event_core::{Error, Event, EventId, EventType, ReplayQuery, replay_into};
 use time::{Duration, OffsetDateTime};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, Step, exactly_once, fresh_handler, fresh_type, n_of, numbered_at,
     publish_all, publish_marker, replay_all, subscribe, wait_for,

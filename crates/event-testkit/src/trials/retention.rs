@@ -6,7 +6,7 @@ use anyhow::ensure;
 use event_core::{EventBus, EventType, ReplayQuery, StartFrom, SubscriptionSpec};
 use time::OffsetDateTime;
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, exactly_once, fresh_type, numbered, publish_all, publish_marker,
     replay_all, stored_count, subscribe_spec, wait_for,

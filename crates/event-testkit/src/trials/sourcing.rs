@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use event_core::{AggregateAppend, Error, Event, EventBus, EventType, ExpectedVersion};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     Recorder, SOURCE, exactly_once, fresh_type, n_of, numbered, stored_count, subscribe,
 };

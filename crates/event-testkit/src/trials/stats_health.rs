@@ -8,7 +8,7 @@ use anyhow::{Context as _, ensure};
 use event_core::{EventBus, HandlerStats, HealthStatus, SubscriptionSpec};
 use tokio::sync::Semaphore;
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, Step, fresh_handler, fresh_type, n_of, numbered, publish_all, stored_count,
     subscribe, subscribe_spec, wait_for, wait_for_dead_letters, wait_until,

@@ -4,7 +4,7 @@
 use anyhow::ensure;
 use event_core::{Event, EventBus, EventId, EventType, HealthStatus};
 
-use crate::Fixture;
+use crate::fixture::Fixture;
 use crate::support::{DEADLINE, Recorder, exactly_once, fresh_type, keyed, subscribe, wait_until};
 
 /// Events per type in each trial's backlog: more than three reads of the default
