@@ -26,32 +26,10 @@ const LONG_FILES: &[(&str, &str)] = &[
         "every backend's variables in one parser, until each backend owns its settings (issue 18)",
     ),
     (
-        "crates/event-core/src/memory/mod.rs",
-        "its tests are inline; they move to a file of their own with the split of issue 18",
-    ),
-    (
-        "crates/event-core/src/memory/store.rs",
-        "its tests are inline; they move to a file of their own with the split of issue 18",
-    ),
-    (
-        "crates/event-kafka/src/consumer/mod.rs",
-        "the consumer's group, router and subscription, to be split along those seams (issue 18)",
-    ),
-    (
         "crates/eventbus-cli/src/commands/demo.rs",
         "the demo's scenarios in one function, to become one function each (issue 18)",
     ),
 ];
-
-/// Circles of modules not undone yet, each as its files. The list only shrinks: a circle not
-/// in it fails the test, and so does one in it that is gone.
-const KNOWN_CIRCLES: &[&[&str]] = &[&[
-    "crates/event-kafka/src/admin.rs",
-    "crates/event-kafka/src/bus.rs",
-    "crates/event-kafka/src/consumer/mod.rs",
-    "crates/event-kafka/src/member.rs",
-    "crates/event-kafka/src/replay.rs",
-]];
 
 /// One crate's source files: its `src/` folder and the files under it.
 struct Crate {
@@ -463,15 +441,9 @@ fn no_file_is_longer_than_the_limit() {
 #[test]
 fn no_module_imports_a_module_that_imports_it_back() {
     let mut report = Vec::new();
-    let mut seen = Vec::new();
     for krate in crates() {
         let edges = imports(&krate);
         for circle in circles(&edges) {
-            let files: Vec<String> = circle.iter().map(|file| relative(file)).collect();
-            if KNOWN_CIRCLES.iter().any(|known| *known == files.as_slice()) {
-                seen.push(files);
-                continue;
-            }
             let mut lines = vec![format!("{}: {} modules", krate.name, circle.len())];
             for from in &circle {
                 let to: Vec<String> = edges[from]
@@ -489,16 +461,6 @@ fn no_module_imports_a_module_that_imports_it_back() {
         "modules that import each other, directly or through others (move what both need \
          to a module below them):\n  {}",
         report.join("\n  ")
-    );
-    let gone: Vec<String> = KNOWN_CIRCLES
-        .iter()
-        .filter(|known| !seen.iter().any(|files| files.as_slice() == **known))
-        .map(|known| known.join(", "))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "KNOWN_CIRCLES lists circles that are gone: take them off\n  {}",
-        gone.join("\n  ")
     );
 }
 

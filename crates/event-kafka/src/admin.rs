@@ -13,9 +13,9 @@ use event_core::{
 use rskafka::record::Record;
 
 use crate::assignor::Assignment;
-use crate::bus::{Inner, LocalHandler};
-use crate::consumer::dlq_header;
+use crate::consumer::{Groups, dlq_header};
 use crate::control::OffsetSpec;
+use crate::core::{Inner, LocalHandler};
 use crate::data::{Fetched, OffsetAt};
 use crate::record;
 
@@ -208,7 +208,7 @@ async fn remove(inner: &Inner, group: &str, ids: &[String]) -> Result<(), Error>
     Ok(())
 }
 
-pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
+pub(crate) async fn stats(inner: &Inner, groups: &Groups) -> Result<BusStats, Error> {
     let mut stats = BusStats {
         backend: "kafka".into(),
         ..BusStats::default()
@@ -241,7 +241,7 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
             last_event_at: snapshot.last_event_at,
             ..HandlerStats::default()
         };
-        let group = inner.groups().get(&handler).cloned();
+        let group = groups.get(&handler);
         // Partitions this process owns: lag from its own positions; the others' from what
         // their owners committed.
         let mut owned = HashSet::new();
@@ -390,7 +390,7 @@ async fn remote_handlers(
     Ok(())
 }
 
-pub(crate) async fn health(inner: &Inner) -> Health {
+pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
     if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
         return Health::shut_down("kafka");
     }
@@ -413,7 +413,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
     let mut consumers = Vec::new();
     let mut problems = inner.topics.misconfigured();
     for (handler, local) in local {
-        let group = inner.groups().get(&handler).cloned();
+        let group = groups.get(&handler);
         let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
         let fetching = group.as_ref().is_some_and(|g| g.fetching());
         if let Some(group) = &group {

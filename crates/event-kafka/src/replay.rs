@@ -6,7 +6,7 @@ use event_core::{Error, EventStream, ReplayQuery};
 use futures::StreamExt;
 
 use crate::admin::read_partition;
-use crate::bus::Inner;
+use crate::core::Inner;
 use crate::data::OffsetAt;
 use crate::record;
 

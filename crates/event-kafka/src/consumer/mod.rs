@@ -7,99 +7,47 @@
 
 mod dead_letters;
 mod fetch_loop;
+mod membership;
+mod positions;
+mod router;
+mod subscribe;
 mod tracker;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use event_core::dispatch::{
-    DispatchSettings, Dispatcher, HandlerCounters, StopMode, StopSignal, Supervisor,
-};
-use event_core::{
-    Error, Event, EventHandler, HandlerError, StartFrom, Subscription, SubscriptionSpec,
-};
+use event_core::dispatch::{Dispatcher, HandlerCounters};
+use event_core::{Error, StartFrom};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::bus::Inner;
-use crate::control::{ControlClient, Security};
-use crate::data::OffsetAt;
-use crate::member::{self, Standing, StopAt};
-use crate::record;
+use crate::core::Inner;
 
-use dead_letters::KafkaSink;
 pub(crate) use dead_letters::dlq_header;
+use membership::{Standing, StopAt};
+use positions::positions;
+use router::Router;
+pub(crate) use subscribe::subscribe;
 pub(crate) use tracker::{Token, Tracker};
 
-/// How often changed positions are committed.
-const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// The running group of each handler subscribed in this process, by handler name.
+#[derive(Default)]
+pub(crate) struct Groups(Mutex<HashMap<String, Arc<Group>>>);
 
-/// One subscription's handler, as the router sees it.
-struct Member {
-    id: u64,
-    handler: Arc<dyn EventHandler>,
-    busy: AtomicUsize,
-    idle: Notify,
-}
-
-struct Busy<'a>(&'a Member);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// The handler the group's dispatcher calls: it hands each event to one subscription.
-struct Router {
-    name: String,
-    members: Mutex<Vec<Arc<Member>>>,
-}
-
-impl Router {
-    fn members(&self) -> MutexGuard<'_, Vec<Arc<Member>>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+impl Groups {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Group>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The subscription that handles an event: fixed by the event id while the members stay.
-    fn pick(&self, event: &Event) -> Option<Arc<Member>> {
-        let members = self.members();
-        if members.is_empty() {
-            return None;
-        }
-        let i = (event.id.as_uuid().as_u128() % members.len() as u128) as usize;
-        Some(members[i].clone())
-    }
-}
-
-#[async_trait]
-impl EventHandler for Router {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let Some(member) = self.pick(event) else {
-            return Err(HandlerError::transient(
-                "no subscription of the handler is left to handle the event",
-            ));
-        };
-        member.busy.fetch_add(1, Ordering::AcqRel);
-        let _busy = Busy(&member);
-        member.handler.handle(event).await
-    }
-
-    async fn on_error(&self, event: &Event, error: &HandlerError, attempt: u32) {
-        if let Some(member) = self.pick(event) {
-            member.handler.on_error(event, error, attempt).await;
-        }
+    /// The running group of `handler` here, if any.
+    pub(crate) fn get(&self, handler: &str) -> Option<Arc<Group>> {
+        self.lock().get(handler).cloned()
     }
 }
 
@@ -107,6 +55,8 @@ impl EventHandler for Router {
 /// partitions the coordinator assigned it, and the dispatcher its subscriptions share.
 pub(crate) struct Group {
     pub(crate) inner: Arc<Inner>,
+    /// The registry this group is in while it runs.
+    groups: Arc<Groups>,
     pub(crate) handler: String,
     pub(crate) name: String,
     /// The event types, sorted.
@@ -463,7 +413,7 @@ impl Group {
     /// commits. Returns whether everything taken was finished in time.
     async fn leave(self: &Arc<Self>, member: u64, timeout: Duration) -> bool {
         let (last, leaving) = {
-            let _groups = self.inner.groups();
+            let _groups = self.groups.lock();
             let mut members = self.router.members();
             let leaving = members.iter().find(|m| m.id == member).cloned();
             if members.len() <= 1 {
@@ -539,292 +489,8 @@ impl Group {
             task.abort();
             let _ = task.await;
         }
-        self.inner.groups().remove(&self.handler);
+        self.groups.lock().remove(&self.handler);
         let _ = self.finished.send(true);
         drained
-    }
-}
-
-/// Starts a subscription: joins the handler's group in this process, or starts it.
-pub(crate) async fn subscribe(
-    inner: &Arc<Inner>,
-    spec: SubscriptionSpec,
-    handler: Arc<dyn EventHandler>,
-) -> Result<Subscription, Error> {
-    let _one_at_a_time = inner.subscribing.lock().await;
-    let group_name = inner.group(&spec.handler);
-    let mut event_types: Vec<String> = spec
-        .event_types
-        .iter()
-        .map(|t| t.as_str().to_string())
-        .collect();
-    event_types.sort();
-    event_types.dedup();
-    let member = inner.consumers.next_id();
-    let entry = Arc::new(Member {
-        id: member,
-        handler,
-        busy: AtomicUsize::new(0),
-        idle: Notify::new(),
-    });
-    // Join the running group of the handler; wait for one that is stopping to finish first.
-    let joined = loop {
-        let waiting = {
-            let groups = inner.groups();
-            match groups.get(&spec.handler) {
-                Some(g) if !g.closing.load(Ordering::Acquire) => {
-                    if g.event_types != event_types {
-                        return Err(Error::InvalidArgument(format!(
-                            "handler {} is already subscribed in this process to {:?}; its subscriptions share one group and must name the same event types, not {:?}",
-                            spec.handler, g.event_types, event_types
-                        )));
-                    }
-                    g.router.members().push(entry.clone());
-                    break Some(g.clone());
-                }
-                Some(g) => g.finished.subscribe(),
-                None => break None,
-            }
-        };
-        let mut finished = waiting;
-        let _ = finished.wait_for(|f| *f).await;
-    };
-    let group = match joined {
-        Some(group) => {
-            inner.add_member(&spec.handler, &group_name, &event_types, member);
-            group
-        }
-        None => {
-            let counters = inner.add_member(&spec.handler, &group_name, &event_types, member);
-            match start_group(inner, &spec, &group_name, &event_types, entry, counters).await {
-                Ok(group) => group,
-                Err(e) => {
-                    inner.remove_member(&spec.handler, member);
-                    return Err(e);
-                }
-            }
-        }
-    };
-    let timeout = inner.config.shutdown_timeout;
-    inner.consumers.spawn(member, move |stop| {
-        member_loop(group, member, stop, timeout)
-    });
-    event_core::dispatch::subscription(inner, member, spec.handler, group_name).await
-}
-
-/// A subscription's life: wait for a stop, then leave the group.
-async fn member_loop(
-    group: Arc<Group>,
-    member: u64,
-    mut stop: StopSignal,
-    timeout: Duration,
-) -> bool {
-    loop {
-        if stop.mode() != StopMode::Run {
-            break;
-        }
-        if !stop.changed().await {
-            break;
-        }
-    }
-    group.leave(member, stop.remaining(timeout)).await
-}
-
-/// Where a new group starts in one partition.
-async fn start_position(
-    inner: &Inner,
-    topic: &str,
-    partition: i32,
-    start: StartFrom,
-) -> Result<i64, Error> {
-    let at = match start {
-        StartFrom::Earliest => OffsetAt::Earliest,
-        StartFrom::Time(t) => OffsetAt::Timestamp(record::unix_millis(t)),
-        _ => OffsetAt::Latest,
-    };
-    inner.plane.offset_at(topic, partition, at).await
-}
-
-async fn start_group(
-    inner: &Arc<Inner>,
-    spec: &SubscriptionSpec,
-    group_name: &str,
-    event_types: &[String],
-    member: Arc<Member>,
-    counters: Arc<HandlerCounters>,
-) -> Result<Arc<Group>, Error> {
-    let mut topics: Vec<String> = event_types.iter().map(|t| inner.topics.events(t)).collect();
-    let partitions = inner.config.kafka_partitions as i32;
-    let mut wanted: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
-    let redrive = inner.topics.redrive(group_name);
-    let dead_letters = inner.topics.dead_letters(group_name);
-    wanted.push((redrive.clone(), 1));
-    wanted.push((dead_letters.clone(), 1));
-    let counts = inner.topics.ensure(&inner.control, &wanted).await?;
-    topics.push(redrive);
-    start_positions(
-        inner,
-        spec.start,
-        group_name,
-        &topics,
-        &counts[..topics.len()],
-    )
-    .await?;
-    // JoinGroup waits at the coordinator until the rebalance completes: it gets a connection
-    // of its own, so heartbeats and commits of this and other groups never queue behind it.
-    let coordinator = ControlClient::connect(
-        &inner.config.kafka_bootstrap_servers,
-        &Security::from_config(&inner.config)?,
-        crate::control::DEFAULT_TIMEOUT,
-    )
-    .await?;
-
-    let (stop, stopped) = watch::channel(None);
-    let (finished, _) = watch::channel(false);
-    let group = Arc::new(Group {
-        inner: inner.clone(),
-        handler: spec.handler.clone(),
-        name: group_name.to_string(),
-        event_types: event_types.to_vec(),
-        topics,
-        dead_letters,
-        start: spec.start,
-        trackers: Mutex::new(HashMap::new()),
-        standing: Mutex::new(Standing {
-            generation: -1,
-            ..Standing::default()
-        }),
-        router: Arc::new(Router {
-            name: spec.handler.clone(),
-            members: Mutex::new(vec![member]),
-        }),
-        stop,
-        membership: Mutex::new(None),
-        commit_task: Mutex::new(None),
-        dispatcher: Mutex::new(None),
-        closing: AtomicBool::new(false),
-        finished,
-        counters: counters.clone(),
-        failing_letters: Mutex::new(HashMap::new()),
-        fault_names: FaultNames {
-            membership: format!("{}/membership", spec.handler),
-            commits: format!("{}/commits", spec.handler),
-        },
-    });
-    let concurrency = spec.concurrency.unwrap_or(inner.config.handler_concurrency);
-    let dispatcher = Arc::new(Dispatcher::start(
-        group.router.clone(),
-        DispatchSettings::new(
-            group_name.to_string(),
-            concurrency,
-            inner.config.retry_policy(),
-        ),
-        Arc::new(KafkaSink {
-            group: group.clone(),
-        }),
-        counters,
-    ));
-    *group.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(dispatcher);
-    *group.membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(
-        member::supervised(group.clone(), coordinator, stopped),
-    ));
-    *group.commit_task.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(tokio::spawn(supervised_commits(group.clone())));
-    inner.groups().insert(spec.handler.clone(), group.clone());
-    Ok(group)
-}
-
-/// The positions of `request`'s partitions (each topic one of `topics`, the redrive topic
-/// last): the group's committed offsets, and where the group starts in the partitions it never
-/// consumed (`start`; the redrive topic from its beginning), which the caller commits. Returns
-/// every partition's position by (topic index, partition), and the new ones to commit.
-async fn positions(
-    inner: &Inner,
-    group_name: &str,
-    start: StartFrom,
-    topics: &[String],
-    request: &[(String, Vec<i32>)],
-) -> Result<(Vec<((usize, i32), i64)>, Vec<(String, i32, i64)>), Error> {
-    if request.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let committed = inner.control.fetch_offsets(group_name, request).await?;
-    let mut positions = Vec::new();
-    let mut new_positions = Vec::new();
-    for (topic, partitions) in request {
-        let i = topics.iter().position(|t| t == topic).unwrap_or(0);
-        let start = if i == topics.len() - 1 {
-            StartFrom::Earliest
-        } else {
-            start
-        };
-        for &p in partitions {
-            let position = match committed.get(&(topic.clone(), p)).copied().flatten() {
-                Some(offset) => offset,
-                None => {
-                    let position = start_position(inner, topic, p, start).await?;
-                    new_positions.push((topic.clone(), p, position));
-                    position
-                }
-            };
-            positions.push(((i, p), position));
-        }
-    }
-    Ok((positions, new_positions))
-}
-
-/// A group that never consumed a partition starts where the subscription says: those
-/// positions are committed before the first member joins, so events published after
-/// `subscribe` returns are never skipped, whenever the assignment comes. Kafka accepts such
-/// a commit only while the group has no members; with members elsewhere, the member that
-/// is assigned the partition commits its start position instead.
-async fn start_positions(
-    inner: &Inner,
-    start: StartFrom,
-    group_name: &str,
-    topics: &[String],
-    counts: &[i32],
-) -> Result<(), Error> {
-    let request: Vec<(String, Vec<i32>)> = topics
-        .iter()
-        .zip(counts)
-        .map(|(t, n)| (t.clone(), (0..*n).collect()))
-        .collect();
-    let (_, new_positions) = positions(inner, group_name, start, topics, &request).await?;
-    if let Err(e) = inner
-        .control
-        .commit_offsets(group_name, -1, "", &new_positions)
-        .await
-    {
-        tracing::debug!(group = %group_name, "start positions left to the assigned members: {e}");
-    }
-    Ok(())
-}
-
-/// Commits changed positions every [`COMMIT_EVERY`], restarted (with backoff, logged and
-/// counted) should it fail; aborted when the group closes.
-async fn supervised_commits(group: Arc<Group>) {
-    let mut supervisor = Supervisor::new(group.handler.clone(), group.counters.clone());
-    loop {
-        let committer = group.clone();
-        let mut stop = group.stop.subscribe();
-        let outcome = supervisor
-            .run(async move {
-                loop {
-                    event_core::fault::checkpoint(&committer.fault_names.commits);
-                    tokio::select! {
-                        () = tokio::time::sleep(COMMIT_EVERY) => {}
-                        _ = stop.changed() => {}
-                    }
-                    committer.commit().await;
-                }
-            })
-            .await;
-        let why = match outcome {
-            Ok(()) => "ended without being asked to stop".to_string(),
-            Err(why) => why,
-        };
-        let pause = supervisor.failed("the offset commit task", &why);
-        tokio::time::sleep(pause).await;
     }
 }

@@ -30,8 +30,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::assignor::{self, Assignment, AssignorMember, Subscription};
-use crate::consumer::Group;
 use crate::control::{CONSUMER_PROTOCOL_TYPE, ControlClient, JoinOutcome, MembershipError};
+
+use super::Group;
 
 /// The longest pause between attempts when the coordinator cannot be reached.
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
