@@ -9,7 +9,8 @@ pub(crate) const RECENT_IDS: usize = 10_000;
 /// A handler's view as JSON: what `GET /views/{handler}` returns.
 ///
 /// Each domain handler implements it; its typed view is also available to Rust callers
-/// ([`AgentEventHandler::fleet`], [`OpportunityEventHandler::catalog`], ...).
+/// ([`AgentEventHandler::fleet`](crate::AgentEventHandler::fleet),
+/// [`OpportunityEventHandler::catalog`](crate::OpportunityEventHandler::catalog), ...).
 pub trait View: Send + Sync {
     /// The view's name: the handler's configuration name (`agent`, `opportunity`, ...).
     fn name(&self) -> &str;
