@@ -42,12 +42,15 @@ pub(super) async fn run(
 ) -> bool {
     let batch = inner.config.batch_size;
     loop {
-        crate::fault::checkpoint(&handler);
         let mode = stop.mode();
         if matches!(mode, StopMode::Now { .. })
             || mode.deadline().is_some_and(|d| Instant::now() >= d)
         {
             break;
+        }
+        if mode == StopMode::Run {
+            // Only in a running loop: a stopping one does not take a fault meant for the next.
+            crate::fault::checkpoint(&handler);
         }
         let room = tokio::select! {
             biased;

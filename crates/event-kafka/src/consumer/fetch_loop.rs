@@ -130,10 +130,12 @@ async fn fetch_loop(
     let batch = inner.config.batch_size.max(1);
     let mut buffer: VecDeque<Item> = VecDeque::new();
     loop {
-        event_core::fault::checkpoint(&group.handler);
         if *stop.borrow_and_update() {
             break;
         }
+        // After the stop check: a loop already told to stop (an earlier subscription's, still
+        // winding down) does not take a fault meant for the running one.
+        event_core::fault::checkpoint(&group.handler);
         let mut room = tokio::select! {
             biased;
             _ = stop.changed() => continue,

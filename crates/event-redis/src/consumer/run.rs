@@ -152,12 +152,13 @@ pub(super) async fn attempt(
     // with it, may be lost. They are taken back before anything newer is read.
     let mut take_back = false;
     loop {
-        event_core::fault::checkpoint(&sub.handler);
         // Events stay in the streams, so any stop (drain included) takes nothing more; what
         // is carried over stays pending, for a claim later.
         if stop.mode() != StopMode::Run {
             break;
         }
+        // After the stop check: a stopping loop does not take a fault meant for a running one.
+        event_core::fault::checkpoint(&sub.handler);
         let room = tokio::select! {
             biased;
             changed = stop.changed() => if changed { continue } else { break },
