@@ -1,6 +1,11 @@
 //! `cargo xtask docs`: renders the event catalog of `event-publishers` into `docs/events.md`
-//! and `docs/asyncapi.json` (AsyncAPI 3.0). `cargo xtask docs --check` (run by `cargo xtask
-//! test`) fails when the committed files differ from what the code generates.
+//! and `docs/asyncapi.json` (AsyncAPI 3.0), and the crates' variable tables into
+//! `docs/configuration.md`. `cargo xtask docs --check` fails when the committed files differ
+//! from what the code generates.
+//!
+//! The variable tables live in the backend crates, which this tool does not build: the test
+//! `event-manager/tests/configuration_docs.rs` renders them, checks the page (so `cargo test`
+//! and `cargo xtask test` check it too) and writes it when `EVENTBUS_WRITE_DOCS=1`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -9,7 +14,7 @@ use anyhow::{Context, bail};
 use event_publishers::{CatalogEntry, catalog, envelope_schema};
 use serde_json::{Map, Value, json};
 
-use crate::shell::project_root;
+use crate::shell::{cargo, project_root};
 
 const EVENTS_MD: &str = "docs/events.md";
 const ASYNCAPI_JSON: &str = "docs/asyncapi.json";
@@ -17,10 +22,34 @@ const ASYNCAPI_JSON: &str = "docs/asyncapi.json";
 /// `cargo xtask docs [--check]`.
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
-        [] => write(),
-        ["--check"] => check(),
+        [] => {
+            write()?;
+            configuration_tables(true)
+        }
+        ["--check"] => {
+            check()?;
+            configuration_tables(false)
+        }
         _ => bail!("`cargo xtask docs` takes no argument or `--check`, found {args:?}"),
     }
+}
+
+/// Runs the test that checks (or, with `write`, writes) the tables of `docs/configuration.md`.
+fn configuration_tables(write: bool) -> anyhow::Result<()> {
+    let mut command = cargo([
+        "test",
+        "-p",
+        "event-manager",
+        "--test",
+        "configuration_docs",
+        "--quiet",
+    ]);
+    if write {
+        command.env("EVENTBUS_WRITE_DOCS", "1");
+    }
+    crate::shell::run("configuration tables", &mut command)?;
+    println!("xtask docs: the tables of docs/configuration.md match the code");
+    Ok(())
 }
 
 /// The generated files and their contents.

@@ -38,7 +38,8 @@ commands:
                               or one) in release mode, with its summary as a table row for
                               docs/reliability.md
   docs [--check]              render the event catalog into docs/events.md and
-                              docs/asyncapi.json; --check fails when they are stale
+                              docs/asyncapi.json, and the variable tables into
+                              docs/configuration.md; --check fails when they are stale
   help                        this text
 
 backends: memory, redis, kafka; bench also takes publishers (the batch publisher on memory

@@ -4,7 +4,7 @@
 
 mod bus;
 pub mod codec;
-mod config;
+pub mod config;
 pub mod dispatch;
 mod error;
 mod event;
@@ -23,10 +23,7 @@ pub use bus::{
     replay_into,
 };
 pub use codec::JsonCodec;
-pub use config::{
-    BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection,
-    KafkaAssignmentStrategy, KafkaSaslMechanism, redact_url,
-};
+pub use config::{Config, ConfigError, ConfigProblem, EnvSettings, redact_url};
 pub use error::{BoxError, Error};
 pub use event::{
     CURRENT_SCHEMA_VERSION, Event, EventBuilder, EventId, EventType, JsonObject, timestamp,

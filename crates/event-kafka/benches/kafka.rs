@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use event_core::{
-    Config, Event, EventBus, EventHandler, EventId, EventType, HandlerError, JsonCodec,
-    SubscriptionSpec,
+    Config, EnvSettings as _, Event, EventBus, EventHandler, EventId, EventType, HandlerError,
+    JsonCodec, SubscriptionSpec,
 };
-use event_kafka::KafkaBus;
+use event_kafka::{KafkaBus, KafkaConfig};
 
 const ENVELOPE_BYTES: usize = 300;
 /// How long each publish measurement runs.
@@ -94,12 +94,13 @@ impl EventHandler for Counter {
 
 struct Bench {
     config: Config,
+    kafka: KafkaConfig,
     run: u32,
 }
 
 impl Bench {
     async fn bus(&self) -> KafkaBus {
-        KafkaBus::connect(self.config.clone())
+        KafkaBus::connect(self.kafka.clone(), self.config.clone())
             .await
             .expect("the benchmark needs a Kafka broker")
     }
@@ -264,7 +265,7 @@ impl Bench {
         bus.shutdown().await.ok();
         format!(
             "{}.{}",
-            self.config.kafka_topic_prefix,
+            self.kafka.topic_prefix,
             self.event_type("raw").as_str()
         )
     }
@@ -362,12 +363,13 @@ fn main() {
     let run = fastrand::u32(..);
     // The environment's settings (KAFKA_PARTITIONS, KAFKA_COMPRESSION, ...) apply, for
     // experiments; `cargo xtask bench` runs with none set.
-    let mut config = Config::from_env().expect("a valid configuration");
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = format!("eventbus-bench-{run:08x}");
-    let compression = config.kafka_compression.as_str().to_string();
-    let partitions = config.kafka_partitions;
-    let bench = Bench { config, run };
+    let config = Config::from_env().expect("a valid configuration");
+    let mut kafka = KafkaConfig::from_env().expect("a valid Kafka configuration");
+    kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    kafka.topic_prefix = format!("eventbus-bench-{run:08x}");
+    let compression = kafka.compression.as_str().to_string();
+    let partitions = kafka.partitions;
+    let bench = Bench { config, kafka, run };
     let busy_before = busy_share(Duration::from_secs(2));
     let size = JsonCodec::default()
         .encoded_len(&event(&bench.event_type("size"), 0))

@@ -400,7 +400,7 @@ pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
     if let Err(e) = metadata {
         let problem = format!(
             "Kafka at {} does not answer: {e}",
-            inner.config.kafka_bootstrap_servers.join(",")
+            inner.kafka.bootstrap_servers.join(",")
         );
         return Health::unhealthy("kafka", problem);
     }

@@ -13,8 +13,11 @@ use event_core::{
 };
 use rskafka::record::Record;
 
+use event_core::EnvSettings as _;
+
+use crate::config::KafkaConfig;
 use crate::consumer::Groups;
-use crate::control::{ControlClient, Security};
+use crate::control::ControlClient;
 use crate::core::Inner;
 use crate::data::DataPlane;
 use crate::partitioner::partition_for_key;
@@ -28,12 +31,12 @@ use crate::{admin, consumer, record, replay};
 /// ```no_run
 /// use std::sync::Arc;
 /// use event_core::{handler_fn, Config, Event, EventBus, EventType, HandlerError, SubscriptionSpec};
-/// use event_kafka::KafkaBus;
+/// use event_kafka::{KafkaBus, KafkaConfig};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut config = Config::from_env()?; // KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PREFIX, ...
-/// config.kafka_bootstrap_servers = vec!["localhost:9092".into()];
-/// let bus = KafkaBus::connect(config).await?;
+/// let kafka = KafkaConfig::builder().bootstrap_servers(["localhost:9092"]).build()?;
+/// let config = Config::from_env()?; // EVENT_MAX_RETRIES, EVENT_BATCH_SIZE, ...
+/// let bus = KafkaBus::connect(kafka, config).await?;
 /// bus.subscribe(
 ///     SubscriptionSpec::new("audit", [EventType::USER_REGISTERED]),
 ///     handler_fn("audit", |event| async move {
@@ -67,29 +70,29 @@ const CAPABILITIES: Capabilities = Capabilities {
 };
 
 impl KafkaBus {
-    /// Connects to `config.kafka_bootstrap_servers` (data path and control plane) and checks
-    /// a broker answers, with the SASL credentials (`KAFKA_SASL_*`) and TLS settings
-    /// (`KAFKA_TLS_*`) of `config` on both.
+    /// Connects to the brokers of `kafka` (data path and control plane) and checks a broker
+    /// answers, with its SASL credentials (`KAFKA_SASL_*`) and TLS settings (`KAFKA_TLS_*`) on
+    /// both; `config` holds the settings every backend shares.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration, [`Error::Backend`] when no broker can be
     /// reached.
-    pub async fn connect(config: Config) -> Result<Self, Error> {
+    pub async fn connect(kafka: KafkaConfig, config: Config) -> Result<Self, Error> {
         config.validate()?;
+        kafka.validate()?;
         // The control plane first: it reports a refused password at once, naming the
         // mechanism and the user, where rskafka would retry until its deadline.
-        let security = Security::from_config(&config)?;
         let control = ControlClient::connect(
-            &config.kafka_bootstrap_servers,
-            &security,
+            &kafka.bootstrap_servers,
+            &kafka.security(),
             crate::control::DEFAULT_TIMEOUT,
         )
         .await?;
-        let plane = Arc::new(DataPlane::connect(&config).await?);
+        let plane = Arc::new(DataPlane::connect(&kafka).await?);
         Ok(Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),
-                topics: Topics::new(&config),
+                topics: Topics::new(&kafka),
                 plane,
                 control,
                 closed: AtomicBool::new(false),
@@ -97,22 +100,28 @@ impl KafkaBus {
                 handlers: Mutex::new(HashMap::new()),
                 subscribing: tokio::sync::Mutex::new(()),
                 config,
+                kafka,
             }),
             groups: Arc::default(),
         })
     }
 
-    /// The configuration in use.
+    /// The shared settings in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The Kafka settings in use.
+    pub fn kafka_config(&self) -> &KafkaConfig {
+        &self.inner.kafka
     }
 }
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaBus")
-            .field("servers", &self.inner.config.kafka_bootstrap_servers)
-            .field("topic_prefix", &self.inner.config.kafka_topic_prefix)
+            .field("servers", &self.inner.kafka.bootstrap_servers)
+            .field("topic_prefix", &self.inner.kafka.topic_prefix)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

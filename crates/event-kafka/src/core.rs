@@ -11,6 +11,7 @@ use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters};
 use event_core::{Config, Error, JsonCodec};
 use rskafka::record::Record;
 
+use crate::config::KafkaConfig;
 use crate::control::ControlClient;
 use crate::data::DataPlane;
 use crate::topics::Topics;
@@ -33,6 +34,8 @@ pub(crate) struct LocalHandler {
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// The Kafka settings.
+    pub(crate) kafka: KafkaConfig,
     pub(crate) codec: JsonCodec,
     pub(crate) plane: Arc<DataPlane>,
     pub(crate) control: ControlClient,

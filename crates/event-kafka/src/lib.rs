@@ -6,6 +6,7 @@
 mod admin;
 mod assignor;
 mod bus;
+mod config;
 mod consumer;
 mod control;
 mod core;
@@ -16,3 +17,7 @@ mod replay;
 mod topics;
 
 pub use bus::KafkaBus;
+pub use config::{
+    Compression, KafkaAssignmentStrategy, KafkaConfig, KafkaConfigBuilder, KafkaSasl,
+    KafkaSaslMechanism, KafkaTls,
+};

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use event_core::{Config, Error, EventType};
+use event_core::{Error, EventType};
 
+use crate::config::KafkaConfig;
 use crate::control::{ControlClient, TopicCreation, TopicSpec};
 
 /// How long the brokers may take to create topics.
@@ -25,12 +26,12 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &KafkaConfig) -> Self {
         Self {
-            prefix: config.kafka_topic_prefix.clone(),
-            partitions: i32::try_from(config.kafka_partitions).unwrap_or(i32::MAX),
-            replication: i16::try_from(config.kafka_replication_factor).unwrap_or(i16::MAX),
-            retention_ms: config.kafka_retention.as_millis().to_string(),
+            prefix: config.topic_prefix.clone(),
+            partitions: i32::try_from(config.partitions).unwrap_or(i32::MAX),
+            replication: i16::try_from(config.replication_factor).unwrap_or(i16::MAX),
+            retention_ms: config.retention.as_millis().to_string(),
             known: Mutex::new(HashMap::new()),
             misconfigured: Mutex::new(BTreeMap::new()),
         }

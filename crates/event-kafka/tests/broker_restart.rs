@@ -3,18 +3,20 @@
 //! (the shared test broker must not be stopped under other tests), from the Kafka jars of
 //! `EVENTBUS_TEST_KAFKA_CLASSPATH`, with Java from `JAVA_HOME` or the `PATH`.
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::Settings;
 
 use anyhow::{Context as _, ensure};
 use base64::Engine as _;
 use event_core::{
-    Config, Event, EventBus, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec,
-    handler_fn,
+    Event, EventBus, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec, handler_fn,
 };
 use event_kafka::KafkaBus;
 
@@ -143,10 +145,10 @@ broker.session.timeout.ms=4000
     )
 }
 
-async fn connect(config: &Config) -> anyhow::Result<KafkaBus> {
+async fn connect(config: &Settings) -> anyhow::Result<KafkaBus> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        match KafkaBus::connect(config.clone()).await {
+        match config.connect().await {
             Ok(bus) => return Ok(bus),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 let _ = e;
@@ -175,9 +177,9 @@ async fn nothing_published_is_lost_when_the_broker_restarts() -> anyhow::Result<
         return Ok(());
     };
     let mut broker = Broker::start(classpath)?;
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = vec![broker.address()];
-    config.kafka_topic_prefix = "restart".into();
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = vec![broker.address()];
+    config.kafka.topic_prefix = "restart".into();
     let bus = Arc::new(connect(&config).await?);
     let event_type = EventType::new("test.restarted")?;
     let handled = Arc::new(Mutex::new(HashSet::new()));

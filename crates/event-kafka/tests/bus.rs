@@ -3,23 +3,25 @@
 //! letters are records with provenance headers; a topic that existed with other settings is
 //! reported by health. Against a real broker (`EVENTBUS_TEST_KAFKA_BROKERS`).
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::Settings;
 
 use anyhow::{Context as _, ensure};
 use event_core::{
-    Config, DeadLetterReason, Event, EventBus, EventType, HandlerError, HealthStatus,
-    SubscriptionSpec, handler_fn,
+    DeadLetterReason, Event, EventBus, EventType, HandlerError, HealthStatus, SubscriptionSpec,
+    handler_fn,
 };
-use event_kafka::KafkaBus;
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
-fn config(brokers: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = format!("eventbus-bus-test-{:08x}", fastrand::u32(..));
-    config.kafka_partitions = 1;
+fn config(brokers: &str) -> Settings {
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = format!("eventbus-bus-test-{:08x}", fastrand::u32(..));
+    config.kafka.partitions = 1;
     config
 }
 
@@ -79,7 +81,7 @@ async fn a_foreign_record_is_dead_lettered_with_provenance() -> anyhow::Result<(
         return Ok(());
     };
     let config = config(&brokers);
-    let bus = KafkaBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let event_type = EventType::new(format!("test.{}", fresh("created")))?;
     let handler = fresh("audit");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -98,7 +100,7 @@ async fn a_foreign_record_is_dead_lettered_with_provenance() -> anyhow::Result<(
 
     // Another client, Kafka's own console producer, writes a record that is not an envelope
     // (the topic is new, so it is offset 0), then we publish an event.
-    let topic = format!("{}.{}", config.kafka_topic_prefix, event_type);
+    let topic = format!("{}.{}", config.kafka.topic_prefix, event_type);
     let Some(classpath) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_CLASSPATH", "kafka")?
     else {
         return Ok(());
@@ -124,10 +126,10 @@ async fn a_foreign_record_is_dead_lettered_with_provenance() -> anyhow::Result<(
     ensure!(raw.contains("not an envelope"), "raw text {raw:?}");
 
     // The dead letter is a record with its provenance in headers.
-    let group = format!("{}.{handler}", config.consumer_group);
+    let group = format!("{}.{handler}", config.bus.consumer_group);
     let dlq = client
         .partition_client(
-            format!("{}.dlq.{group}", config.kafka_topic_prefix),
+            format!("{}.dlq.{group}", config.kafka.topic_prefix),
             0,
             UnknownTopicHandling::Retry,
         )
@@ -163,15 +165,15 @@ async fn health_reports_a_topic_with_other_settings() -> anyhow::Result<()> {
         return Ok(());
     };
     let mut config = config(&brokers);
-    config.kafka_partitions = 2;
+    config.kafka.partitions = 2;
     let event_type = EventType::new(format!("test.{}", fresh("created")))?;
-    let topic = format!("{}.{}", config.kafka_topic_prefix, event_type);
+    let topic = format!("{}.{}", config.kafka.topic_prefix, event_type);
     let client = ClientBuilder::new(vec![brokers.clone()]).build().await?;
     client
         .controller_client()?
         .create_topic(topic.clone(), 1, 1, 10_000)
         .await?;
-    let bus = KafkaBus::connect(config).await?;
+    let bus = config.connect().await?;
     bus.publish(Event::builder(event_type, "bus_test").build()?)
         .await?;
     let health = bus.health().await;
@@ -199,7 +201,7 @@ async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
     let config = config(&brokers);
     let event_type = EventType::new(format!("test.{}", fresh("created")))?;
     let handler = fresh("audit");
-    let consumer = KafkaBus::connect(config.clone()).await?;
+    let consumer = config.connect().await?;
     let seen = Arc::new(Mutex::new(0usize));
     let count = seen.clone();
     consumer
@@ -223,7 +225,7 @@ async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
     consumer.shutdown().await?;
 
     // Another process (another bus) publishes two more and reads the stats.
-    let other = KafkaBus::connect(config.clone()).await?;
+    let other = config.connect().await?;
     for _ in 0..2 {
         other
             .publish(Event::builder(event_type.clone(), "bus_test").build()?)
@@ -235,7 +237,7 @@ async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
         .get(&handler)
         .with_context(|| format!("stats do not list {handler}: {stats:?}"))?;
     ensure!(
-        seen.group == format!("{}.{handler}", config.consumer_group),
+        seen.group == format!("{}.{handler}", config.bus.consumer_group),
         "{seen:?}"
     );
     ensure!(seen.event_types == [event_type.to_string()], "{seen:?}");

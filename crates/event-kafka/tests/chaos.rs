@@ -25,8 +25,8 @@ use anyhow::{Context as _, bail, ensure};
 mod support;
 use async_trait::async_trait;
 use base64::Engine as _;
-use event_core::{Config, EventBus, EventType};
-use event_kafka::KafkaBus;
+use event_core::{Config, EnvSettings as _, EventBus, EventType};
+use event_kafka::{KafkaBus, KafkaConfig};
 use event_testkit::chaos::{Abilities, ChaosBackend, Fault, ForeignEntry};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -188,21 +188,25 @@ broker.session.timeout.ms=4000
 struct Kafka {
     broker: Mutex<Broker>,
     config: Config,
+    kafka: KafkaConfig,
 }
 
 impl Kafka {
     async fn start(classpath: String) -> anyhow::Result<Self> {
         let broker = Broker::start(classpath).await?;
         let mut config = Config::default();
-        config.kafka_bootstrap_servers = vec![broker.address()];
-        config.kafka_topic_prefix = event_testkit::unique("chaos");
         config.consumer_group = event_testkit::unique("chaos");
-        config.kafka_session_timeout = SESSION;
-        config.kafka_heartbeat_interval = Duration::from_millis(500);
-        config.kafka_rebalance_timeout = Duration::from_secs(10);
+        let kafka = KafkaConfig::builder()
+            .bootstrap_servers([broker.address()])
+            .topic_prefix(event_testkit::unique("chaos"))
+            .session_timeout(SESSION)
+            .heartbeat_interval(Duration::from_millis(500))
+            .rebalance_timeout(Duration::from_secs(10))
+            .build()?;
         Ok(Self {
             broker: Mutex::new(broker),
             config,
+            kafka,
         })
     }
 }
@@ -237,7 +241,13 @@ impl ChaosBackend for Kafka {
     }
 
     async fn connect(&self, config: Config) -> anyhow::Result<Arc<dyn EventBus>> {
-        Ok(Arc::new(KafkaBus::connect(config).await?))
+        Ok(Arc::new(
+            KafkaBus::connect(self.kafka.clone(), config).await?,
+        ))
+    }
+
+    fn child_variables(&self) -> BTreeMap<String, String> {
+        self.kafka.to_vars()
     }
 
     fn abilities(&self) -> Abilities {
@@ -279,7 +289,7 @@ impl ChaosBackend for Kafka {
         event_type: &EventType,
         marker: &str,
     ) -> anyhow::Result<Vec<ForeignEntry>> {
-        let topic = format!("{}.{event_type}", self.config.kafka_topic_prefix);
+        let topic = format!("{}.{event_type}", self.kafka.topic_prefix);
         let (address, classpath) = {
             let broker = self.broker.lock().await;
             (broker.address(), broker.classpath.clone())
@@ -326,7 +336,7 @@ impl ChaosBackend for Kafka {
         ];
         let mut written = Vec::new();
         for (i, (shape, record)) in shapes.into_iter().enumerate() {
-            let partition = (i as i32) % self.config.kafka_partitions as i32;
+            let partition = (i as i32) % self.kafka.partitions as i32;
             let producer = client
                 .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
                 .await?;
@@ -341,7 +351,7 @@ impl ChaosBackend for Kafka {
         // Another application's transactions (Kafka's Java client): a committed one, whose
         // records every handler dead-letters, then an aborted one, which no handler may see;
         // each leaves a marker record, an offset with no record for the bus.
-        let partitions = self.config.kafka_partitions as i32;
+        let partitions = self.kafka.partitions as i32;
         let send = |i: usize| {
             format!(
                 "SEND\t{topic}\t{}\t-\t{{\"txn\":\"{}\"}}\n",
@@ -351,7 +361,7 @@ impl ChaosBackend for Kafka {
         };
         let script = format!(
             "PRODUCER\t{}-{marker}\nBEGIN\n{}{}COMMIT\nBEGIN\n{}{}ABORT\n",
-            self.config.kafka_topic_prefix,
+            self.kafka.topic_prefix,
             send(6),
             send(7),
             send(8),
@@ -374,8 +384,9 @@ impl ChaosBackend for Kafka {
 /// A consumer process of the chaos run: does nothing unless `EVENTBUS_CHAOS_CHILD` is set.
 #[test]
 fn chaos_child() {
-    event_testkit::chaos::child_main(|config| async move {
-        Ok(Arc::new(KafkaBus::connect(config).await?) as Arc<dyn EventBus>)
+    event_testkit::chaos::child_main(|config, variables| async move {
+        let kafka = KafkaConfig::from_vars(variables)?;
+        Ok(Arc::new(KafkaBus::connect(kafka, config).await?) as Arc<dyn EventBus>)
     });
 }
 

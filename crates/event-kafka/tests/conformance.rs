@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use event_core::{Config, EventBus};
-use event_kafka::KafkaBus;
+use event_kafka::{KafkaBus, KafkaConfig};
 use event_testkit::{Fixture, factory_fn, test_server};
 
 /// A fresh `KafkaBus` per bus a trial asks for, all on the test broker under a topic prefix of
@@ -12,18 +12,20 @@ async fn kafka() -> anyhow::Result<Option<Fixture>> {
     let Some(brokers) = test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
         return Ok(None);
     };
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = format!(
-        "eventbus-conformance-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    );
-    config.kafka_partitions = 3;
-    let factory = factory_fn(|config: Config| async move {
-        Ok(Arc::new(KafkaBus::connect(config).await?) as Arc<dyn EventBus>)
+    let kafka = KafkaConfig::builder()
+        .bootstrap_servers(brokers.split(',').map(str::trim))
+        .topic_prefix(format!(
+            "eventbus-conformance-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ))
+        .partitions(3)
+        .build()?;
+    let factory = factory_fn(move |config: Config| {
+        let kafka = kafka.clone();
+        async move { Ok(Arc::new(KafkaBus::connect(kafka, config).await?) as Arc<dyn EventBus>) }
     });
-    Ok(Some(Fixture::probe(factory, config).await?))
+    Ok(Some(Fixture::probe(factory, Config::default()).await?))
 }
 
 event_testkit::conformance_tests!(kafka);

@@ -4,13 +4,15 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
 use event_core::{
-    Config, DeadLetterSelection, Event, EventBus, EventHandler, EventType, HandlerError, StartFrom,
+    DeadLetterSelection, Event, EventBus, EventHandler, EventType, HandlerError, StartFrom,
     SubscriptionSpec, handler_fn,
 };
 use event_kafka::KafkaBus;
@@ -44,14 +46,14 @@ async fn copies_of_a_dead_letter_are_listed_once_and_removed_together() -> anyho
     else {
         return Ok(());
     };
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = event_testkit::unique("eventbus-dlq-copies");
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = event_testkit::unique("eventbus-dlq-copies");
     // One partition: the events' offsets are their publish order.
-    config.kafka_partitions = 1;
-    let prefix = config.kafka_topic_prefix.clone();
-    let group_prefix = config.consumer_group.clone();
-    let bus = KafkaBus::connect(config).await?;
+    config.kafka.partitions = 1;
+    let prefix = config.kafka.topic_prefix.clone();
+    let group_prefix = config.bus.consumer_group.clone();
+    let bus = config.connect().await?;
     let event_type = EventType::new(format!("test.copies{:08x}", fastrand::u32(..)))?;
     let handler = format!("copies{:08x}", fastrand::u32(..));
     // Fails every event the first time it sees it (permanently), handles it when redriven.

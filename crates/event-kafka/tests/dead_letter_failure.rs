@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +14,9 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use event_core::{
-    Config, Event, EventBus, EventId, EventType, HandlerError, HealthStatus, StartFrom,
-    SubscriptionSpec, handler_fn,
+    Event, EventBus, EventId, EventType, HandlerError, HealthStatus, StartFrom, SubscriptionSpec,
+    handler_fn,
 };
-use event_kafka::KafkaBus;
 use support::{committed_to_the_end, exactly, kafka_script, quiescent, tool_offsets};
 
 const EVENTS: usize = 600;
@@ -47,13 +48,13 @@ async fn an_unstorable_dead_letter_is_retried_reported_and_never_committed_past(
     else {
         return Ok(());
     };
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = event_testkit::unique("eventbus-dlqfail");
-    config.kafka_partitions = 1;
-    let prefix = config.kafka_topic_prefix.clone();
-    let group = format!("{}.", config.consumer_group);
-    let bus = KafkaBus::connect(config).await?;
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = event_testkit::unique("eventbus-dlqfail");
+    config.kafka.partitions = 1;
+    let prefix = config.kafka.topic_prefix.clone();
+    let group = format!("{}.", config.bus.consumer_group);
+    let bus = config.connect().await?;
     let tag = format!("{:08x}", fastrand::u32(..));
     let event_type = EventType::new(format!("test.poison{tag}"))?;
     let handler = format!("poisoned{tag}");

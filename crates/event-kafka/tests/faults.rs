@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,21 +17,20 @@ use event_core::{
     Config, Event, EventBus, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec,
     handler_fn,
 };
-use event_kafka::KafkaBus;
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
 const CHILD: &str = "EVENTBUS_KAFKA_FAULT_CHILD";
 const EVENTS: usize = 400;
 
-fn config(brokers: &str, prefix: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = prefix.to_string();
+fn config(brokers: &str, prefix: &str) -> Settings {
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = prefix.to_string();
     // The killed member holds its partitions until its session ends: keep that short.
-    config.kafka_session_timeout = Duration::from_secs(6);
-    config.kafka_heartbeat_interval = Duration::from_millis(500);
-    config.kafka_rebalance_timeout = Duration::from_secs(10);
+    config.kafka.session_timeout = Duration::from_secs(6);
+    config.kafka.heartbeat_interval = Duration::from_millis(500);
+    config.kafka.rebalance_timeout = Duration::from_secs(10);
     config
 }
 
@@ -49,7 +50,7 @@ async fn consumer_child() -> anyhow::Result<()> {
     let [brokers, prefix, event_type, handler, file] = parts[..] else {
         anyhow::bail!("bad {CHILD}: {settings}");
     };
-    let bus = KafkaBus::connect(config(brokers, prefix)).await?;
+    let bus = config(brokers, prefix).connect().await?;
     let event_type = EventType::new(event_type)?;
     bus.subscribe(
         spec(handler, &event_type),
@@ -116,7 +117,7 @@ async fn a_killed_consumer_resumes_from_its_committed_offsets() -> anyhow::Resul
     let event_type = EventType::new(format!("test.created{tag}"))?;
     let handler = format!("killed{tag}");
     let file = std::env::temp_dir().join(format!("eventbus-kafka-fault-{tag}.txt"));
-    let bus = KafkaBus::connect(config(&brokers, &prefix)).await?;
+    let bus = config(&brokers, &prefix).connect().await?;
     let events: Vec<Event> = (0..EVENTS)
         .map(|n| {
             Event::builder(event_type.clone(), "faults")

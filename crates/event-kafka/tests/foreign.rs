@@ -7,14 +7,15 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
 use event_core::{
-    Config, DeadLetterReason, Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec,
+    DeadLetterReason, Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec,
 };
-use event_kafka::KafkaBus;
 use support::{exactly, hex_field, kafka_script, quiescent, recorder};
 
 /// Events of each type, published in two halves around the foreign records.
@@ -81,12 +82,12 @@ async fn foreign_records_are_dead_lettered_once_and_wedge_nothing() -> anyhow::R
     else {
         return Ok(());
     };
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = event_testkit::unique("eventbus-foreign");
-    config.kafka_partitions = 2;
-    let prefix = config.kafka_topic_prefix.clone();
-    let bus = KafkaBus::connect(config).await?;
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = event_testkit::unique("eventbus-foreign");
+    config.kafka.partitions = 2;
+    let prefix = config.kafka.topic_prefix.clone();
+    let bus = config.connect().await?;
     let tag = format!("{:08x}", fastrand::u32(..));
     let types = [
         EventType::new(format!("test.one{tag}"))?,

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,8 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use event_core::{
-    Config, Event, EventBus, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec,
-    handler_fn,
+    Event, EventBus, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec, handler_fn,
 };
 use event_kafka::KafkaBus;
 use tokio::time::Instant;
@@ -26,14 +27,14 @@ const SESSION: Duration = Duration::from_secs(6);
 /// The session timeout of the static members' test (see there).
 const STATIC_SESSION: Duration = Duration::from_secs(45);
 
-fn config(brokers: &str, prefix: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = prefix.to_string();
-    config.kafka_partitions = PARTITIONS;
-    config.kafka_session_timeout = SESSION;
-    config.kafka_heartbeat_interval = Duration::from_millis(500);
-    config.kafka_rebalance_timeout = Duration::from_secs(10);
+fn config(brokers: &str, prefix: &str) -> Settings {
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = prefix.to_string();
+    config.kafka.partitions = PARTITIONS;
+    config.kafka.session_timeout = SESSION;
+    config.kafka.heartbeat_interval = Duration::from_millis(500);
+    config.kafka.rebalance_timeout = Duration::from_secs(10);
     config
 }
 
@@ -48,7 +49,7 @@ async fn consumer_child() -> anyhow::Result<()> {
     let [brokers, prefix, event_type, handler, file] = parts[..] else {
         anyhow::bail!("bad {CHILD}: {settings}");
     };
-    let bus = KafkaBus::connect(config(brokers, prefix)).await?;
+    let bus = config(brokers, prefix).connect().await?;
     bus.subscribe(
         SubscriptionSpec::new(handler.to_string(), [EventType::new(event_type)?])
             .start_from(StartFrom::Earliest),
@@ -84,10 +85,10 @@ impl Scenario {
         let dir = std::env::temp_dir().join(format!("eventbus-kafka-groups-{tag}"));
         std::fs::create_dir_all(&dir)?;
         let config = config(brokers, &prefix);
-        let group = format!("{}.{handler}", config.consumer_group);
+        let group = format!("{}.{handler}", config.bus.consumer_group);
         Ok(Self {
             brokers: brokers.to_string(),
-            bus: KafkaBus::connect(config).await?,
+            bus: config.connect().await?,
             event_type: EventType::new(format!("test.grouped{tag}"))?,
             prefix,
             handler,
@@ -452,16 +453,16 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
     let handled = Arc::new(Mutex::new(Vec::new()));
     let member = |instance: &str| {
         let mut config = config(&brokers, &prefix);
-        config.kafka_group_instance_id = Some(instance.to_string());
+        config.kafka.group_instance_id = Some(instance.to_string());
         // A static member keeps its partitions while it is away for less than the session
         // timeout; a loaded machine can take several seconds to shut a bus down and start
         // another, so give it a margin the test does not depend on.
-        config.kafka_session_timeout = STATIC_SESSION;
+        config.kafka.session_timeout = STATIC_SESSION;
         let handled = handled.clone();
         let handler = handler.clone();
         let event_type = event_type.clone();
         async move {
-            let bus = KafkaBus::connect(config).await?;
+            let bus = config.connect().await?;
             bus.subscribe(
                 SubscriptionSpec::new(handler.clone(), [event_type])
                     .start_from(StartFrom::Earliest),
@@ -499,7 +500,7 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
             anyhow::Ok((of("a"), of("b")))
         }
     };
-    let publisher = KafkaBus::connect(config(&brokers, &prefix)).await?;
+    let publisher = config(&brokers, &prefix).connect().await?;
     publisher
         .publish(Event::builder(event_type.clone(), "static").build()?)
         .await?;
@@ -623,20 +624,20 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
     let event_type = EventType::new(format!("test.stuck{tag}"))?;
     let handler = format!("stuck{tag}");
     let mut settings = config(&brokers, &prefix);
-    settings.kafka_partitions = 1;
-    settings.kafka_rebalance_timeout = Duration::from_secs(3);
-    settings.shutdown_timeout = Duration::from_secs(1);
-    let publisher = KafkaBus::connect(settings.clone()).await?;
+    settings.kafka.partitions = 1;
+    settings.kafka.rebalance_timeout = Duration::from_secs(3);
+    settings.bus.shutdown_timeout = Duration::from_secs(1);
+    let publisher = settings.connect().await?;
     // Range orders static members by instance id: after the rebalance the single partition
     // belongs to the second member ("a"), not the stuck one ("z").
     let mut stuck_settings = settings.clone();
-    stuck_settings.kafka_group_instance_id = Some("z".into());
-    settings.kafka_group_instance_id = Some("a".into());
+    stuck_settings.kafka.group_instance_id = Some("z".into());
+    settings.kafka.group_instance_id = Some("a".into());
     let stuck = publisher
         .publish(Event::builder(event_type.clone(), "stuck").build()?)
         .await?;
     // The first member hangs on every event; the second handles them.
-    let first = KafkaBus::connect(stuck_settings).await?;
+    let first = stuck_settings.connect().await?;
     let started = Arc::new(tokio::sync::Notify::new());
     let signal = started.clone();
     first
@@ -658,7 +659,7 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
         .context("the first member never started the event")?;
     let handled = Arc::new(Mutex::new(Vec::new()));
     let record = handled.clone();
-    let second = KafkaBus::connect(settings).await?;
+    let second = settings.connect().await?;
     second
         .subscribe(
             SubscriptionSpec::new(handler.clone(), [event_type.clone()])

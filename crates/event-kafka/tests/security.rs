@@ -9,6 +9,9 @@
 //! `KAFKA_TLS_CA_FILE` fails before any connection. Client certificates (`KAFKA_TLS_CERT_FILE`,
 //! `KAFKA_TLS_KEY_FILE`) are not tested against a broker.
 
+mod support;
+
+use support::Settings;
 // Not `mod harness;` alone: a file directly in `tests/` would be a test target of its own.
 #[path = "security/harness.rs"]
 mod harness;
@@ -16,8 +19,9 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use event_core::{Config, Error, EventBus, KafkaSaslMechanism};
+use event_core::{EnvSettings as _, Error, EventBus};
 use event_kafka::KafkaBus;
+use event_kafka::{KafkaConfig, KafkaSasl, KafkaSaslMechanism, KafkaTls};
 use event_testkit::secrets::{captured_logs, everything_shown, hidden, round_trip};
 use harness::{BROKER_START, SaslBroker, USER, openssl};
 
@@ -49,7 +53,8 @@ async fn sasl_mechanisms_work_and_the_password_never_shows() -> anyhow::Result<(
             KafkaSaslMechanism::ScramSha512,
         ] {
             let config = config_for(&broker.address(), mechanism, &password);
-            let bus = KafkaBus::connect(config.clone())
+            let bus = config
+                .connect()
                 .await
                 .map_err(|e| anyhow!("connecting with {mechanism} failed: {e}"))?;
             round_trip(&bus)
@@ -59,13 +64,13 @@ async fn sasl_mechanisms_work_and_the_password_never_shows() -> anyhow::Result<(
                 format!("{bus:?}"),
                 format!("{config:?}"),
                 format!("{config:#?}"),
-                format!("{:?}", config.redacted()),
+                format!("{:?}", config.kafka.redacted()),
                 format!("{:?}", bus.config()),
             ] {
                 hidden(&shown, &[&password])?;
             }
             ensure!(
-                config.redacted()["KAFKA_SASL_PASSWORD"] == "***",
+                config.kafka.redacted()["KAFKA_SASL_PASSWORD"] == "***",
                 "the redacted password is not ***"
             );
             bus.shutdown().await?;
@@ -144,16 +149,15 @@ async fn tls_with_a_private_ca_works_and_an_untrusted_broker_is_refused() -> any
             KafkaSaslMechanism::ScramSha256,
             &password,
         );
-        config.kafka_tls_ca_file = Some(ca.clone());
-        config.kafka_tls_enabled = true;
-        let bus = KafkaBus::connect(config.clone())
+        config.kafka.tls = Some(KafkaTls::default().with_ca_file(ca.clone()));
+        let bus = config.connect()
             .await
             .map_err(|e| anyhow!("connecting over TLS failed: {e}"))?;
         round_trip(&bus).await.context("round trip over TLS")?;
         bus.shutdown().await?;
 
         // The system's roots do not hold the test CA: verification is on.
-        config.kafka_tls_ca_file = None;
+        config.kafka.tls = Some(KafkaTls::default());
         let started = Instant::now();
         let err = connect_error(config).await?;
         let message = err.to_string();
@@ -182,7 +186,7 @@ async fn tls_with_a_private_ca_works_and_an_untrusted_broker_is_refused() -> any
 /// errors that name the variable and never the password; nothing is connected.
 #[tokio::test]
 async fn bad_security_settings_are_configuration_errors() -> anyhow::Result<()> {
-    let err = Config::from_vars([
+    let err = KafkaConfig::from_vars([
         ("KAFKA_SASL_USERNAME", USER),
         ("KAFKA_SASL_PASSWORD", "hunter2-pw"),
     ])
@@ -197,8 +201,7 @@ async fn bad_security_settings_are_configuration_errors() -> anyhow::Result<()> 
         "eventbus-missing-ca-{:016x}.pem",
         fastrand::u64(..)
     ));
-    config.kafka_tls_enabled = true;
-    config.kafka_tls_ca_file = Some(missing.clone());
+    config.kafka.tls = Some(KafkaTls::default().with_ca_file(missing.clone()));
     let err = connect_error(config).await?;
     let message = err.to_string();
     ensure!(
@@ -220,11 +223,10 @@ async fn wait_for_broker(
 ) -> anyhow::Result<KafkaBus> {
     let deadline = Instant::now() + BROKER_START;
     let mut config = config_for(&broker.address(), KafkaSaslMechanism::Plain, password);
-    config.kafka_tls_enabled = ca_file.is_some();
-    config.kafka_tls_ca_file = ca_file.map(ToOwned::to_owned);
+    config.kafka.tls = ca_file.map(|ca| KafkaTls::default().with_ca_file(ca));
     loop {
         broker.check_running()?;
-        match KafkaBus::connect(config.clone()).await {
+        match config.connect().await {
             Ok(bus) => return Ok(bus),
             Err(e) if Instant::now() < deadline && e.is_transient() => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -244,21 +246,19 @@ fn secret(label: &str) -> String {
 }
 
 /// A configuration for `servers` with SASL and a topic prefix of its own.
-fn config_for(servers: &str, mechanism: KafkaSaslMechanism, password: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = vec![servers.to_string()];
-    config.kafka_topic_prefix = format!("security-{:08x}", fastrand::u32(..));
-    config.kafka_partitions = 1;
-    config.kafka_sasl_mechanism = Some(mechanism);
-    config.kafka_sasl_username = Some(USER.into());
-    config.kafka_sasl_password = Some(password.into());
+fn config_for(servers: &str, mechanism: KafkaSaslMechanism, password: &str) -> Settings {
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = vec![servers.to_string()];
+    config.kafka.topic_prefix = format!("security-{:08x}", fastrand::u32(..));
+    config.kafka.partitions = 1;
+    config.kafka.sasl = Some(KafkaSasl::new(mechanism, USER, password));
     config
 }
 
 /// The error of a connection attempt that must fail.
-async fn connect_error(config: Config) -> anyhow::Result<Error> {
-    let servers = config.kafka_bootstrap_servers.join(",");
-    match KafkaBus::connect(config).await {
+async fn connect_error(config: Settings) -> anyhow::Result<Error> {
+    let servers = config.kafka.bootstrap_servers.join(",");
+    match config.connect().await {
         Ok(_) => bail!("connecting to {servers} succeeded but must fail"),
         Err(e) => Ok(e),
     }

@@ -5,13 +5,13 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
-use event_core::{
-    Config, Event, EventBus, EventId, EventType, HealthStatus, StartFrom, SubscriptionSpec,
-};
+use event_core::{Event, EventBus, EventId, EventType, HealthStatus, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use support::{quiescent, recorder};
 
@@ -56,11 +56,11 @@ async fn membership_and_commit_tasks_are_restarted_and_reported() -> anyhow::Res
     let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
         return Ok(());
     };
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = event_testkit::unique("eventbus-supervision");
-    config.kafka_partitions = 2;
-    let bus = KafkaBus::connect(config).await?;
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = event_testkit::unique("eventbus-supervision");
+    config.kafka.partitions = 2;
+    let bus = config.connect().await?;
     let tag = format!("{:08x}", fastrand::u32(..));
     let event_type = EventType::new(format!("test.supervised{tag}"))?;
     let handler = format!("supervised{tag}");

@@ -6,14 +6,13 @@
 
 mod support;
 
+use support::Settings;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use event_core::{
-    Config, Event, EventBus, EventId, EventType, ReplayQuery, StartFrom, SubscriptionSpec,
-};
-use event_kafka::KafkaBus;
+use event_core::{Event, EventBus, EventId, EventType, ReplayQuery, StartFrom, SubscriptionSpec};
 use futures::StreamExt as _;
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
@@ -40,11 +39,11 @@ fn servers() -> anyhow::Result<Option<Servers>> {
     Ok(Some(Servers { brokers, classpath }))
 }
 
-fn config(brokers: &str, partitions: u32) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
-    config.kafka_topic_prefix = event_testkit::unique("eventbus-txn");
-    config.kafka_partitions = partitions;
+fn config(brokers: &str, partitions: u32) -> Settings {
+    let mut config = Settings::default();
+    config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
+    config.kafka.topic_prefix = event_testkit::unique("eventbus-txn");
+    config.kafka.partitions = partitions;
     config
 }
 
@@ -54,9 +53,9 @@ async fn committed_transactions_are_handled_once_and_aborted_ones_never() -> any
         return Ok(());
     };
     let config = config(&servers.brokers, 2);
-    let prefix = config.kafka_topic_prefix.clone();
-    let group_prefix = config.consumer_group.clone();
-    let bus = KafkaBus::connect(config).await?;
+    let prefix = config.kafka.topic_prefix.clone();
+    let group_prefix = config.bus.consumer_group.clone();
+    let bus = config.connect().await?;
     let event_type = EventType::new(format!("test.txn{:08x}", fastrand::u32(..)))?;
     let topic = format!("{prefix}.{event_type}");
     let handler = format!("txn{:08x}", fastrand::u32(..));
@@ -184,9 +183,9 @@ async fn a_compacted_topic_is_consumed_across_its_gaps() -> anyhow::Result<()> {
         return Ok(());
     };
     let config = config(&servers.brokers, 1);
-    let prefix = config.kafka_topic_prefix.clone();
-    let group_prefix = config.consumer_group.clone();
-    let bus = KafkaBus::connect(config).await?;
+    let prefix = config.kafka.topic_prefix.clone();
+    let group_prefix = config.bus.consumer_group.clone();
+    let bus = config.connect().await?;
     let event_type = EventType::new(format!("test.compacted{:08x}", fastrand::u32(..)))?;
     let topic = format!("{prefix}.{event_type}");
     let event = |n: usize| {

@@ -4,25 +4,28 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use event_core::{BusType, Capabilities, Config, EventBus, MemoryBus};
+use event_core::{Capabilities, Config, EventBus, MemoryBus};
+
+use crate::settings::{BusType, Settings};
 
 use crate::ManagerError;
 
-/// Connects the bus that `config.bus_type` names.
+/// Connects the bus that `settings.bus_type` names.
 ///
 /// # Errors
 /// [`ManagerError::BackendNotBuilt`] when the backend's cargo feature is off, or the
 /// backend's own error (bad configuration, server unreachable).
-pub async fn connect_bus(config: &Config) -> Result<Arc<dyn EventBus>, ManagerError> {
-    match config.bus_type {
-        BusType::Memory => Ok(Arc::new(MemoryBus::new(config.clone())?)),
+pub async fn connect_bus(settings: &Settings) -> Result<Arc<dyn EventBus>, ManagerError> {
+    let config = settings.bus.clone();
+    match settings.bus_type {
+        BusType::Memory => Ok(Arc::new(MemoryBus::new(config)?)),
         #[cfg(feature = "redis")]
         BusType::Redis => Ok(Arc::new(
-            event_redis::RedisBus::connect(config.clone()).await?,
+            event_redis::RedisBus::connect(settings.redis.clone(), config).await?,
         )),
         #[cfg(feature = "kafka")]
         BusType::Kafka => Ok(Arc::new(
-            event_kafka::KafkaBus::connect(config.clone()).await?,
+            event_kafka::KafkaBus::connect(settings.kafka.clone(), config).await?,
         )),
         #[allow(unreachable_patterns)]
         other => Err(ManagerError::BackendNotBuilt {
@@ -91,9 +94,8 @@ pub fn check_capabilities(
 
 /// The names of the bus variables set in the process environment.
 pub(crate) fn explicit_from_env() -> BTreeSet<String> {
-    event_core::Config::default()
-        .redacted()
-        .keys()
+    Settings::variables()
+        .map(|var| var.name)
         .filter(|name| std::env::var_os(name).is_some())
         .map(|name| name.to_string())
         .collect()

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use event_core::{Config, EventBus, EventHandler, HandlerSelection, SubscriptionSpec};
+use event_core::{EventBus, EventHandler, SubscriptionSpec};
 use event_handlers::middleware::{MetricsLayer, SharedHandler, TracingLayer};
 use event_handlers::{DomainContext, DomainHandlerKind};
 use tower::ServiceBuilder;
@@ -13,13 +13,14 @@ pub use event_handlers::View;
 
 use crate::ManagerError;
 use crate::registry::{Entry, HandlerOrigin};
+use crate::settings::{HandlerSelection, Settings};
 
 /// Checks the names of `ENABLED_EVENT_HANDLERS` (case-sensitive, as the variable's rules say).
-pub(crate) fn check_selection(config: &Config) -> Result<(), ManagerError> {
+pub(crate) fn check_selection(config: &Settings) -> Result<(), ManagerError> {
     selected(config).map(|_| ())
 }
 
-fn selected(config: &Config) -> Result<Vec<DomainHandlerKind>, ManagerError> {
+fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, ManagerError> {
     if !config.enable_event_handlers {
         return Ok(Vec::new());
     }
@@ -40,7 +41,7 @@ fn selected(config: &Config) -> Result<Vec<DomainHandlerKind>, ManagerError> {
 /// Builds the selected domain handlers on `bus`, each wrapped in the tracing and metrics
 /// layers (outermost first, as `event_handlers::middleware` documents).
 pub(crate) fn build(
-    config: &Config,
+    config: &Settings,
     bus: &Arc<dyn EventBus>,
     context: &dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError>,
 ) -> Result<Vec<(String, Entry)>, ManagerError> {
@@ -56,7 +57,7 @@ pub(crate) fn build(
         let handler: Arc<dyn EventHandler> = Arc::new(
             ServiceBuilder::new()
                 .layer(TracingLayer::new())
-                .layer(MetricsLayer::new(config.retry_policy()))
+                .layer(MetricsLayer::new(config.bus.retry_policy()))
                 .service(SharedHandler::new(built.handler)),
         );
         let spec = SubscriptionSpec::new(name.clone(), built.event_types);

@@ -53,7 +53,7 @@ impl EventBusManager {
         let Ok(bus) = self.bus() else {
             return ManagerHealth {
                 status: HealthStatus::Unhealthy,
-                backend: self.config().bus_type.to_string(),
+                backend: self.settings().bus_type.to_string(),
                 state: state_name(state),
                 round_trip_ms: None,
                 consumers: Vec::new(),

@@ -14,6 +14,7 @@ mod manager;
 mod meter;
 mod paging;
 mod registry;
+mod settings;
 mod stats;
 
 pub use backend::{CapabilityReport, check_capabilities, connect_bus};
@@ -28,4 +29,5 @@ pub use lifespan::{listen_for_shutdown, shutdown_signal};
 pub use manager::{EventBusManager, ManagerBuilder, ManagerState};
 pub use paging::{ReplayCursor, ReplayPage, recent_events, replay_page};
 pub use registry::HandlerOrigin;
+pub use settings::{BusType, HandlerSelection, Settings};
 pub use stats::{HandlerReport, ManagerStats};

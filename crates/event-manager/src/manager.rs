@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use event_core::{Config, EventBus, EventHandler, SubscriptionSpec};
+
 use event_handlers::{AuditSettings, DomainContext};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -13,6 +14,7 @@ use crate::ManagerError;
 use crate::backend::{check_capabilities, connect_bus, explicit_from_env};
 use crate::domain::{self, View};
 use crate::registry::{Entry, HandlerOrigin, Registry};
+use crate::settings::Settings;
 
 /// Where the manager is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,7 +48,7 @@ pub enum ManagerState {
 /// # Ok::<(), event_manager::ManagerError>(())
 /// ```
 pub struct ManagerBuilder {
-    config: Config,
+    settings: Settings,
     explicit: BTreeSet<String>,
     handlers: Vec<(SubscriptionSpec, Arc<dyn EventHandler>)>,
     domain_context: Arc<ContextFactory>,
@@ -71,8 +73,8 @@ impl ManagerBuilder {
     /// # Errors
     /// [`ManagerError::Config`] listing every bad variable.
     pub fn from_env() -> Result<Self, ManagerError> {
-        let config = Config::from_env()?;
-        Ok(EventBusManager::builder(config).explicit_variables(explicit_from_env()))
+        let settings = Settings::from_env()?;
+        Ok(EventBusManager::builder(settings).explicit_variables(explicit_from_env()))
     }
 
     /// Names the variables the user set explicitly (the others are taken as defaults).
@@ -112,14 +114,14 @@ impl ManagerBuilder {
     /// `ENABLED_EVENT_HANDLERS` that does not exist, [`ManagerError::DuplicateHandler`], or
     /// [`ManagerError::Bus`] for an invalid subscription.
     pub fn build(self) -> Result<EventBusManager, ManagerError> {
-        self.config.validate()?;
-        domain::check_selection(&self.config)?;
+        self.settings.validate()?;
+        domain::check_selection(&self.settings)?;
         let mut registry = Registry::new();
         for (spec, handler) in self.handlers {
             insert_custom(&mut registry, spec, handler)?;
         }
         Ok(EventBusManager {
-            config: self.config,
+            settings: self.settings,
             explicit: self.explicit,
             domain_context: self.domain_context,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -166,7 +168,7 @@ struct Shared {
 /// disconnects, [`run_until_shutdown_signal`](Self::run_until_shutdown_signal) does both around
 /// SIGTERM or Ctrl-C, and [`scoped`](Self::scoped) runs a body between them.
 pub struct EventBusManager {
-    config: Config,
+    settings: Settings,
     explicit: BTreeSet<String>,
     domain_context: Arc<ContextFactory>,
     /// Serialises start, stop and registry changes that subscribe or unsubscribe.
@@ -177,7 +179,7 @@ pub struct EventBusManager {
 impl std::fmt::Debug for EventBusManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventBusManager")
-            .field("backend", &self.config.bus_type)
+            .field("backend", &self.settings.bus_type)
             .field("state", &self.state())
             .field("handlers", &self.handler_names())
             .finish()
@@ -185,10 +187,11 @@ impl std::fmt::Debug for EventBusManager {
 }
 
 impl EventBusManager {
-    /// A builder over `config`, with no variable taken as set explicitly.
-    pub fn builder(config: Config) -> ManagerBuilder {
+    /// A builder over `settings` (or a [`Config`] alone, for the memory bus), with no variable
+    /// taken as set explicitly.
+    pub fn builder(settings: impl Into<Settings>) -> ManagerBuilder {
         ManagerBuilder {
-            config,
+            settings: settings.into(),
             explicit: BTreeSet::new(),
             handlers: Vec::new(),
             domain_context: Arc::new(default_context),
@@ -207,9 +210,14 @@ impl EventBusManager {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The configuration.
+    /// The settings every backend shares.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.settings.bus
+    }
+
+    /// Every setting: the backend, the shared ones, each backend's own, the domain handlers.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Where the manager is in its lifecycle.
@@ -289,9 +297,9 @@ impl EventBusManager {
     }
 
     async fn start_locked(&self) -> Result<(), ManagerError> {
-        let bus = connect_bus(&self.config).await?;
+        let bus = connect_bus(&self.settings).await?;
         let capabilities = bus.capabilities();
-        let report = check_capabilities(&self.config, &capabilities, &self.explicit);
+        let report = check_capabilities(&self.settings.bus, &capabilities, &self.explicit);
         if !report.errors.is_empty() {
             let _ = bus.shutdown().await;
             return Err(ManagerError::Capability {
@@ -302,7 +310,7 @@ impl EventBusManager {
         for warning in &report.warnings {
             tracing::info!(backend = capabilities.backend, "{warning}");
         }
-        let domain_entries = match domain::build(&self.config, &bus, &*self.domain_context) {
+        let domain_entries = match domain::build(&self.settings, &bus, &*self.domain_context) {
             Ok(entries) => entries,
             Err(e) => {
                 let _ = bus.shutdown().await;
@@ -368,7 +376,7 @@ impl EventBusManager {
     /// # Errors
     /// The last failure, or the first that is not transient.
     pub async fn start_with_retries(&self, attempts: u32) -> Result<(), ManagerError> {
-        let policy = self.config.retry_policy();
+        let policy = self.settings.bus.retry_policy();
         let mut attempt = 1;
         loop {
             match self.start().await {

@@ -149,7 +149,7 @@ impl EventBusManager {
 
     /// Every variable's effective value with secrets removed.
     pub fn redacted_config(&self) -> BTreeMap<String, String> {
-        self.config()
+        self.settings()
             .redacted()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

@@ -3,8 +3,8 @@
 //! capability check against Kafka.
 
 use anyhow::{Context as _, ensure};
-use event_core::{Config, EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn};
-use event_manager::{EventBusManager, ManagerError, ManagerState};
+use event_core::{EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn};
+use event_manager::{BusType, EventBusManager, ManagerError, ManagerState, Settings};
 use event_testkit::test_server;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -35,10 +35,10 @@ async fn a_failed_start_is_not_cached_and_can_be_retried() -> anyhow::Result<()>
         .to_string();
     // A port nobody listens on, for now.
     let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
-    let mut config = Config::default();
-    config.bus_type = event_core::BusType::Redis;
-    config.redis_url = format!("redis://127.0.0.1:{port}/0");
-    config.redis_key_prefix = event_testkit::unique("manager-retry");
+    let mut config = Settings::default();
+    config.bus_type = BusType::Redis;
+    config.redis.url = format!("redis://127.0.0.1:{port}/0");
+    config.redis.key_prefix = event_testkit::unique("manager-retry");
     config.enable_event_handlers = false;
     let manager = EventBusManager::builder(config)
         .handler(
@@ -84,7 +84,7 @@ async fn event_sourcing_asked_for_on_kafka_is_refused_with_what_to_change() -> a
         ("ENABLE_EVENT_HANDLERS", "false"),
         ("ENABLE_EVENT_SOURCING", "true"),
     ];
-    let config = Config::from_vars(vars)?;
+    let config = Settings::from_vars(vars)?;
     let manager = EventBusManager::builder(config.clone())
         .explicit_variables(vars.iter().map(|(k, _)| *k))
         .build()?;

@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
-use event_core::{Config, EventType, HandlerError, handler_fn};
+use event_core::{EventType, HandlerError, handler_fn};
 use event_manager::{
-    EventBusManager, ManagerError, event_bus_lifespan, get_event_bus, get_event_bus_manager,
-    install, publish_event, subscribe_to_events, uninstall,
+    EventBusManager, ManagerError, Settings, event_bus_lifespan, get_event_bus,
+    get_event_bus_manager, install, publish_event, subscribe_to_events, uninstall,
 };
 use serde_json::json;
 
 fn manager() -> EventBusManager {
-    let mut config = Config::default();
+    let mut config = Settings::default();
     config.enable_event_handlers = false;
     EventBusManager::builder(config).build().unwrap()
 }

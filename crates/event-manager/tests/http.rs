@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use event_core::{Config, EventType, HandlerError, SubscriptionSpec, handler_fn};
-use event_manager::EventBusManager;
+use event_core::{EventType, HandlerError, SubscriptionSpec, handler_fn};
 use event_manager::http::{ApiConfig, ApiTokens, Role, router, serve};
+use event_manager::{EventBusManager, Settings};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -161,10 +161,10 @@ struct Server {
 }
 
 async fn start_server(max_page: usize) -> anyhow::Result<Server> {
-    let mut config = Config::default();
+    let mut config = Settings::default();
     config.enable_event_handlers = false;
-    config.max_event_bytes = 4096;
-    config.max_retries = 0;
+    config.bus.max_event_bytes = 4096;
+    config.bus.max_retries = 0;
     let counted = Arc::new(AtomicU64::new(0));
     let flaky_fails = Arc::new(AtomicBool::new(true));
     let manager = Arc::new(
@@ -206,7 +206,7 @@ async fn start_server(max_page: usize) -> anyhow::Result<Server> {
     let tokens = ApiTokens::none()
         .with(Role::Admin, ADMIN)
         .with(Role::Read, READER);
-    let mut api = ApiConfig::new(&config, tokens);
+    let mut api = ApiConfig::new(&config.bus, tokens);
     api.max_page = max_page;
     let app = router(manager.clone(), api);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -829,9 +829,12 @@ async fn bad_input_is_a_json_4xx_and_leaves_the_bus_unharmed() -> anyhow::Result
 
 #[tokio::test]
 async fn no_tokens_means_no_access_and_a_stopped_bus_is_503() -> anyhow::Result<()> {
-    let config = Config::default();
+    let config = Settings::default();
     let manager = Arc::new(EventBusManager::builder(config.clone()).build()?);
-    let app = router(manager.clone(), ApiConfig::new(&config, ApiTokens::none()));
+    let app = router(
+        manager.clone(),
+        ApiConfig::new(&config.bus, ApiTokens::none()),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener, app, std::future::pending()));
@@ -844,7 +847,7 @@ async fn no_tokens_means_no_access_and_a_stopped_bus_is_503() -> anyhow::Result<
     assert_eq!(r.status, 401);
 
     let tokens = ApiTokens::none().with(Role::Read, READER);
-    let app = router(manager, ApiConfig::new(&config, tokens));
+    let app = router(manager, ApiConfig::new(&config.bus, tokens));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener, app, std::future::pending()));
@@ -858,11 +861,11 @@ async fn no_tokens_means_no_access_and_a_stopped_bus_is_503() -> anyhow::Result<
 
 #[tokio::test]
 async fn views_of_the_domain_handlers() -> anyhow::Result<()> {
-    let config = Config::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,user")])?;
+    let config = Settings::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,user")])?;
     let manager = Arc::new(EventBusManager::builder(config.clone()).build()?);
     manager.start().await?;
     let tokens = ApiTokens::none().with(Role::Admin, ADMIN);
-    let app = router(manager.clone(), ApiConfig::new(&config, tokens));
+    let app = router(manager.clone(), ApiConfig::new(&config.bus, tokens));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener, app, std::future::pending()));
@@ -925,7 +928,7 @@ async fn views_of_the_domain_handlers() -> anyhow::Result<()> {
 
 /// The API over a Redis or Kafka bus: publish, paged replay, recent, stats, health, a dead
 /// letter and its redrive.
-async fn api_on(config: Config) -> anyhow::Result<()> {
+async fn api_on(config: Settings) -> anyhow::Result<()> {
     let backend = config.bus_type.to_string();
     let fails = Arc::new(AtomicBool::new(true));
     let manager = Arc::new(
@@ -950,7 +953,7 @@ async fn api_on(config: Config) -> anyhow::Result<()> {
     );
     manager.start().await?;
     let tokens = ApiTokens::none().with(Role::Admin, ADMIN);
-    let mut api = ApiConfig::new(&config, tokens);
+    let mut api = ApiConfig::new(&config.bus, tokens);
     api.max_page = 2;
     let app = router(manager.clone(), api);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -1052,7 +1055,7 @@ async fn the_api_on_redis() -> anyhow::Result<()> {
         return Ok(());
     };
     let prefix = event_testkit::unique("manager-http");
-    api_on(Config::from_vars([
+    api_on(Settings::from_vars([
         ("EVENT_BUS_TYPE", "redis"),
         ("REDIS_URL", url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
@@ -1068,7 +1071,7 @@ async fn the_api_on_kafka() -> anyhow::Result<()> {
         return Ok(());
     };
     let prefix = event_testkit::unique("manager-http");
-    api_on(Config::from_vars([
+    api_on(Settings::from_vars([
         ("EVENT_BUS_TYPE", "kafka"),
         ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),
         ("KAFKA_TOPIC_PREFIX", prefix.as_str()),

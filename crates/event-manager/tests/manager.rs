@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use event_core::{
-    Config, Event, EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn,
-};
-use event_manager::{EventBusManager, ManagerError, ManagerState};
+use event_core::{Event, EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn};
+use event_manager::{EventBusManager, ManagerError, ManagerState, Settings};
 
 /// Waits until `condition` holds, failing after a generous deadline.
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
@@ -41,8 +39,8 @@ fn event(n: u32) -> Event {
         .unwrap()
 }
 
-fn memory_config() -> Config {
-    let mut config = Config::default();
+fn memory_config() -> Settings {
+    let mut config = Settings::default();
     config.enable_event_handlers = false;
     config
 }
@@ -151,9 +149,9 @@ async fn lifecycle_registry_and_stats() -> anyhow::Result<()> {
 #[tokio::test]
 async fn failing_handler_shows_in_stats_and_health() -> anyhow::Result<()> {
     let mut config = memory_config();
-    config.max_retries = 1;
-    config.retry_base = Duration::from_millis(1);
-    config.retry_max = Duration::from_millis(2);
+    config.bus.max_retries = 1;
+    config.bus.retry_base = Duration::from_millis(1);
+    config.bus.retry_max = Duration::from_millis(2);
     let manager = EventBusManager::builder(config)
         .handler(
             SubscriptionSpec::new("broken", [EventType::USER_REGISTERED]),
@@ -194,7 +192,7 @@ async fn failing_handler_shows_in_stats_and_health() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn unknown_domain_handler_names_are_refused() {
-    let config = Config::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,users")]).unwrap();
+    let config = Settings::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,users")]).unwrap();
     let err = EventBusManager::builder(config).build().unwrap_err();
     let text = err.to_string();
     assert!(text.contains("\"users\""), "{text}");
@@ -279,7 +277,7 @@ async fn run_until_drains_on_the_signal() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn domain_handlers_are_chosen_by_configuration_and_keep_views() -> anyhow::Result<()> {
-    let config = Config::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,audit")])?;
+    let config = Settings::from_vars([("ENABLED_EVENT_HANDLERS", "opportunity,audit")])?;
     let audit_dir = std::env::temp_dir().join(format!(
         "event-manager-audit-{}-{:?}",
         std::process::id(),
@@ -340,7 +338,7 @@ async fn domain_handlers_are_chosen_by_configuration_and_keep_views() -> anyhow:
 
 #[tokio::test]
 async fn enable_event_handlers_false_registers_none() -> anyhow::Result<()> {
-    let config = Config::from_vars([("ENABLE_EVENT_HANDLERS", "false")])?;
+    let config = Settings::from_vars([("ENABLE_EVENT_HANDLERS", "false")])?;
     let manager = EventBusManager::builder(config).build()?;
     manager.start().await?;
     assert!(manager.handler_names().is_empty());

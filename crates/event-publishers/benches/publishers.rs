@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use event_core::{Config, EventBus, MemoryBus};
 use event_publishers::{BatchPublisher, BatchSettings, EventPublisher, SignalDetected};
-use event_redis::RedisBus;
+use event_redis::{RedisBus, RedisConfig};
 
 const ROUNDS: usize = 7;
 
@@ -176,10 +176,14 @@ fn main() {
                     let url = url.clone();
                     let prefix = prefix.clone();
                     async move {
-                        let mut config = Config::default();
-                        config.redis_url = url;
-                        config.redis_key_prefix = prefix;
-                        Arc::new(RedisBus::connect(config).await.expect("a Redis server"))
+                        let mut redis = RedisConfig::default();
+                        redis.url = url;
+                        redis.key_prefix = prefix;
+                        Arc::new(
+                            RedisBus::connect(redis, Config::default())
+                                .await
+                                .expect("a Redis server"),
+                        )
                             as Arc<dyn EventBus>
                     }
                 })

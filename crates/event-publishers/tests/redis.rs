@@ -8,7 +8,7 @@ use event_core::{Config, Event, EventBus, EventType, ReplayQuery};
 use event_publishers::{
     BatchPublisher, BatchSettings, DomainEvent, EventPublisher, SignalDetected,
 };
-use event_redis::RedisBus;
+use event_redis::{RedisBus, RedisConfig};
 use futures::TryStreamExt;
 
 #[tokio::test]
@@ -16,10 +16,11 @@ async fn thousands_of_batched_events_reach_redis_once_each() -> anyhow::Result<(
     let Some(url) = event_testkit::test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());
     };
-    let mut config = Config::default();
-    config.redis_url = url;
-    config.redis_key_prefix = format!("publishers-test-{:08x}", fastrand::u32(..));
-    let bus = Arc::new(RedisBus::connect(config).await?);
+    let redis = RedisConfig::builder()
+        .url(url)
+        .key_prefix(format!("publishers-test-{:08x}", fastrand::u32(..)))
+        .build()?;
+    let bus = Arc::new(RedisBus::connect(redis, Config::default()).await?);
     let publisher = EventPublisher::new(bus.clone(), "batch_service").for_request("req-redis");
     let batch = BatchPublisher::new(
         publisher,

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use event_core::{
-    Config, Event, EventBus, EventHandler, EventType, HandlerError, JsonCodec, SubscriptionSpec,
+    Config, EnvSettings as _, Event, EventBus, EventHandler, EventType, HandlerError, JsonCodec,
+    SubscriptionSpec,
 };
-use event_redis::RedisBus;
+use event_redis::{RedisBus, RedisConfig};
 use serde_json::Value;
 
 const EVENT_TYPE: EventType = EventType::SIGNAL_DETECTED;
@@ -86,10 +87,11 @@ impl Bench {
     async fn bus(&self) -> RedisBus {
         // The environment's settings (EVENT_BATCH_SIZE, EVENT_HANDLER_CONCURRENCY, ...) apply,
         // for experiments; `cargo xtask bench` runs with none set.
-        let mut config = Config::from_env().expect("a valid configuration");
-        config.redis_url = self.url.clone();
-        config.redis_key_prefix = self.prefix.clone();
-        RedisBus::connect(config)
+        let config = Config::from_env().expect("a valid configuration");
+        let mut redis = RedisConfig::from_env().expect("a valid Redis configuration");
+        redis.url = self.url.clone();
+        redis.key_prefix = self.prefix.clone();
+        RedisBus::connect(redis, config)
             .await
             .expect("the benchmark needs a Redis server")
     }

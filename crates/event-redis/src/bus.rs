@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use event_core::dispatch::{ConsumerHost, ConsumerSet};
 use event_core::{
-    AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event,
-    EventBus, EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
-    Subscription, SubscriptionSpec,
+    AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
+    EnvSettings as _, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
+    JsonCodec, RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
 };
 use fred::prelude::{ClientLike, StreamsInterface};
 use fred::types::Value;
 
 use crate::clock::ServerClock;
+use crate::config::RedisConfig;
 use crate::core::Inner;
 use crate::keys::Keys;
 use crate::{admin, client, consumer, entry, publish, replay, sourcing, stats};
@@ -25,12 +26,11 @@ use crate::{admin, client, consumer, entry, publish, replay, sourcing, stats};
 /// ```no_run
 /// use std::sync::Arc;
 /// use event_core::{handler_fn, Config, Event, EventBus, EventType, HandlerError, SubscriptionSpec};
-/// use event_redis::RedisBus;
+/// use event_redis::{RedisBus, RedisConfig};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut config = Config::from_env()?; // REDIS_URL, EVENT_TTL_SECONDS, ...
-/// config.redis_url = "redis://localhost:6379/0".into();
-/// let bus = RedisBus::connect(config).await?;
+/// let redis = RedisConfig::builder().url("redis://localhost:6379/0").build()?;
+/// let bus = RedisBus::connect(redis, Config::from_env()?).await?; // EVENT_TTL_SECONDS, ...
 /// bus.subscribe(
 ///     SubscriptionSpec::new("audit", [EventType::USER_REGISTERED]),
 ///     handler_fn("audit", |event| async move {
@@ -60,19 +60,22 @@ const CAPABILITIES: Capabilities = Capabilities {
 };
 
 impl RedisBus {
-    /// Connects to `config.redis_url` and checks the server answers.
+    /// Connects to the server of `redis` and checks it answers; `config` holds the settings
+    /// every backend shares.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration or URL, [`Error::Backend`] when the server
     /// cannot be reached (the message names the URL without its password).
-    pub async fn connect(config: Config) -> Result<Self, Error> {
+    pub async fn connect(redis: RedisConfig, config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let client = client::build(&config)?;
-        client::connect(&client, &config).await?;
+        redis.validate()?;
+        let client = client::build(&redis)?;
+        client::connect(&client, &redis).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),
-                keys: Keys::new(&config.redis_key_prefix),
+                keys: Keys::new(&redis.key_prefix),
+                redis,
                 client,
                 closed: AtomicBool::new(false),
                 consumers: ConsumerSet::default(),
@@ -84,9 +87,14 @@ impl RedisBus {
         })
     }
 
-    /// The configuration in use.
+    /// The shared settings in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The Redis settings in use.
+    pub fn redis_config(&self) -> &RedisConfig {
+        &self.inner.redis
     }
 
     /// Makes this bus believe its host's wall clock is `offset_ms` ahead (negative: behind),
@@ -107,7 +115,7 @@ impl RedisBus {
 impl std::fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBus")
-            .field("url", &event_core::redact_url(&self.inner.config.redis_url))
+            .field("url", &event_core::redact_url(&self.inner.redis.url))
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_core::{Config, ConfigError, Error, redact_url};
+use event_core::{ConfigError, Error, redact_url};
+
+use crate::config::RedisConfig;
 use fred::prelude::{Builder, Client, ClientLike, ErrorKind, ReconnectPolicy};
 use fred::rustls::pki_types::CertificateDer;
 use fred::rustls::pki_types::pem::PemObject;
@@ -19,24 +21,20 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds a client for `REDIS_URL` (`redis://`, `rediss://` for TLS, `user:password@`).
-pub(crate) fn build(config: &Config) -> Result<Client, Error> {
+pub(crate) fn build(config: &RedisConfig) -> Result<Client, Error> {
     // For `rediss://`, fred's `from_url` builds a rustls connector trusting the system's roots
     // (rustls-native-certs: the OS store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), and fails when
     // any of them cannot be read. With our own CA those roots are not used, so the URL is
     // parsed as plain `redis://` and the TLS connector set below.
-    let tls = config
-        .redis_tls_ca_file
-        .as_deref()
-        .map(tls_config)
-        .transpose()?;
-    let url = match (&tls, config.redis_url.strip_prefix("rediss://")) {
+    let tls = config.tls_ca_file.as_deref().map(tls_config).transpose()?;
+    let url = match (&tls, config.url.strip_prefix("rediss://")) {
         (Some(_), Some(rest)) => format!("redis://{rest}"),
-        _ => config.redis_url.clone(),
+        _ => config.url.clone(),
     };
     let mut fred_config = fred::types::config::Config::from_url(&url).map_err(|e| {
         Error::Config(ConfigError::single(
             "REDIS_URL",
-            redact_url(&config.redis_url),
+            redact_url(&config.url),
             format!(
                 "a Redis URL such as redis://user:password@host:6379/0 ({})",
                 e.details()
@@ -98,7 +96,7 @@ fn tls_config(path: &Path) -> Result<TlsConfig, Error> {
 }
 
 /// Connects a client, failing with a clear message when the server cannot be reached.
-pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Error> {
+pub(crate) async fn connect(client: &Client, config: &RedisConfig) -> Result<(), Error> {
     // The first connection must succeed; after that the reconnect policy takes over.
     match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.init()).await {
         Ok(Ok(_task)) => Ok(()),
@@ -106,9 +104,9 @@ pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Erro
             backend: "redis",
             message: format!(
                 "cannot connect to Redis at {}: {}{}",
-                redact_url(&config.redis_url),
+                redact_url(&config.url),
                 e.details(),
-                hint(&config.redis_url, &e)
+                hint(&config.url, &e)
             ),
             // A refused password or certificate stays refused; retrying cannot help.
             transient: is_transient(&e),
@@ -120,7 +118,7 @@ pub(crate) async fn connect(client: &Client, config: &Config) -> Result<(), Erro
                 "redis",
                 format!(
                     "cannot connect to Redis at {} within {:?}: is the server running and the URL right?",
-                    redact_url(&config.redis_url),
+                    redact_url(&config.url),
                     CONNECT_TIMEOUT * 2
                 ),
                 true,

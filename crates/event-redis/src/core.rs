@@ -12,6 +12,7 @@ use fred::prelude::Client;
 use time::OffsetDateTime;
 
 use crate::clock::ServerClock;
+use crate::config::RedisConfig;
 use crate::counters::RedisCounters;
 use crate::entry;
 use crate::keys::Keys;
@@ -31,6 +32,8 @@ pub(crate) struct LocalHandler {
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// The Redis settings (the URL, for messages).
+    pub(crate) redis: RedisConfig,
     pub(crate) codec: JsonCodec,
     pub(crate) client: Client,
     pub(crate) keys: Keys,

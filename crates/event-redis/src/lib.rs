@@ -6,6 +6,7 @@ mod admin;
 mod bus;
 mod client;
 mod clock;
+mod config;
 mod consumer;
 mod core;
 mod counters;
@@ -18,3 +19,4 @@ mod sourcing;
 mod stats;
 
 pub use bus::RedisBus;
+pub use config::{RedisConfig, RedisConfigBuilder};

@@ -259,7 +259,7 @@ pub(crate) async fn health(inner: &Inner) -> Health {
     if let Err(e) = ping {
         let problem = format!(
             "Redis at {} does not answer: {}",
-            event_core::redact_url(&inner.config.redis_url),
+            event_core::redact_url(&inner.redis.url),
             e.details()
         );
         return Health::unhealthy("redis", problem);

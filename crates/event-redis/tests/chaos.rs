@@ -9,6 +9,7 @@
 //! `EVENTBUS_CHAOS_SEED` and `EVENTBUS_CHAOS_SECONDS` replay or lengthen a run
 //! (`cargo xtask soak redis`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
-use event_core::{Config, EventBus, EventType};
-use event_redis::RedisBus;
+use event_core::{Config, EnvSettings as _, EventBus, EventType};
+use event_redis::{RedisBus, RedisConfig};
 use event_testkit::chaos::{Abilities, ChaosBackend, Fault, ForeignEntry, TcpProxy};
 use fred::bytes::Bytes;
 use fred::prelude::{Builder, Client, ClientLike};
@@ -132,6 +133,7 @@ struct Redis {
     proxy: TcpProxy,
     admin: Client,
     config: Config,
+    redis: RedisConfig,
 }
 
 impl Redis {
@@ -146,9 +148,11 @@ impl Redis {
         .set_policy(fred::prelude::ReconnectPolicy::new_constant(0, 200))
         .build()?;
         admin.init().await?;
+        let redis = RedisConfig::builder()
+            .url(format!("redis://127.0.0.1:{}/0", proxy.port()))
+            .key_prefix(event_testkit::unique("chaos"))
+            .build()?;
         let mut config = Config::default();
-        config.redis_url = format!("redis://127.0.0.1:{}/0", proxy.port());
-        config.redis_key_prefix = event_testkit::unique("chaos");
         config.consumer_group = event_testkit::unique("chaos");
         config.claim_idle = CLAIM_IDLE;
         Ok(Self {
@@ -156,6 +160,7 @@ impl Redis {
             proxy,
             admin,
             config,
+            redis,
         })
     }
 
@@ -189,7 +194,13 @@ impl ChaosBackend for Redis {
     }
 
     async fn connect(&self, config: Config) -> anyhow::Result<Arc<dyn EventBus>> {
-        Ok(Arc::new(RedisBus::connect(config).await?))
+        Ok(Arc::new(
+            RedisBus::connect(self.redis.clone(), config).await?,
+        ))
+    }
+
+    fn child_variables(&self) -> BTreeMap<String, String> {
+        self.redis.to_vars()
     }
 
     fn abilities(&self) -> Abilities {
@@ -252,7 +263,7 @@ impl ChaosBackend for Redis {
         event_type: &EventType,
         marker: &str,
     ) -> anyhow::Result<Vec<ForeignEntry>> {
-        let stream = format!("{}:stream:{event_type}", self.config.redis_key_prefix);
+        let stream = format!("{}:stream:{event_type}", self.redis.key_prefix);
         let m = |i: usize| format!("{marker}v{i}e");
         let shapes: Vec<(String, Vec<(Value, Value)>)> = vec![
             (
@@ -302,8 +313,9 @@ impl ChaosBackend for Redis {
 /// A consumer process of the chaos run: does nothing unless `EVENTBUS_CHAOS_CHILD` is set.
 #[test]
 fn chaos_child() {
-    event_testkit::chaos::child_main(|config| async move {
-        Ok(Arc::new(RedisBus::connect(config).await?) as Arc<dyn EventBus>)
+    event_testkit::chaos::child_main(|config, variables| async move {
+        let redis = RedisConfig::from_vars(variables)?;
+        Ok(Arc::new(RedisBus::connect(redis, config).await?) as Arc<dyn EventBus>)
     });
 }
 

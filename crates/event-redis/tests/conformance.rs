@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use event_core::{Config, EventBus};
-use event_redis::RedisBus;
+use event_redis::{RedisBus, RedisConfig};
 use event_testkit::{Fixture, factory_fn, test_server};
 
 /// A fresh `RedisBus` per bus a trial asks for, all on the test server under one key prefix.
@@ -11,13 +11,15 @@ async fn redis() -> anyhow::Result<Option<Fixture>> {
     let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(None);
     };
-    let mut config = Config::default();
-    config.redis_url = url;
-    config.redis_key_prefix = "eventbus-conformance".into();
-    let factory = factory_fn(|config: Config| async move {
-        Ok(Arc::new(RedisBus::connect(config).await?) as Arc<dyn EventBus>)
+    let redis = RedisConfig::builder()
+        .url(url)
+        .key_prefix("eventbus-conformance")
+        .build()?;
+    let factory = factory_fn(move |config: Config| {
+        let redis = redis.clone();
+        async move { Ok(Arc::new(RedisBus::connect(redis, config).await?) as Arc<dyn EventBus>) }
     });
-    Ok(Some(Fixture::probe(factory, config).await?))
+    Ok(Some(Fixture::probe(factory, Config::default()).await?))
 }
 
 event_testkit::conformance_tests!(redis);

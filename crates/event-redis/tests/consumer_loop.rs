@@ -15,7 +15,6 @@ use common::{
     Scenario, Seen, exactly_once, n_of, numbered, publish_all, recording, secs, wait_until,
 };
 use event_core::{EventBus, EventId, HandlerError, StartFrom, SubscriptionSpec};
-use event_redis::RedisBus;
 
 /// Events per type: several reads of `EVENT_BATCH_SIZE` (100) each.
 const PER_TYPE: u64 = 600;
@@ -39,7 +38,7 @@ async fn order_scenario(sc: &Scenario) -> anyhow::Result<()> {
         sc.event_type("two"),
         sc.event_type("three"),
     ];
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let mut ids: Vec<EventId> = Vec::new();
     for event_type in &types {
         let events = (0..PER_TYPE)
@@ -109,12 +108,12 @@ async fn a_loop_that_dies_holding_entries_is_restarted_and_they_are_delivered() 
 /// handled, none twice, each key in order.
 async fn panic_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.claim_idle = Duration::from_millis(500);
-    config.handler_concurrency = 4;
+    config.bus.claim_idle = Duration::from_millis(500);
+    config.bus.handler_concurrency = 4;
     let handler = format!("panic{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let types = [sc.event_type("one"), sc.event_type("two")];
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let mut ids: Vec<EventId> = Vec::new();
     for event_type in &types {
         let events = (0..PER_TYPE)
@@ -205,7 +204,7 @@ async fn a_read_lost_with_its_connection_keeps_per_key_order() -> anyhow::Result
 async fn lost_read_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
     // Long enough that a lost entry could only come back early by being taken back.
-    config.claim_idle = Duration::from_secs(5);
+    config.bus.claim_idle = Duration::from_secs(5);
     let server: std::net::SocketAddr = sc
         .url
         .trim_start_matches("redis://")
@@ -215,15 +214,15 @@ async fn lost_read_scenario(sc: &Scenario) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no host:port in {}", sc.url))?;
     let proxy = event_testkit::chaos::TcpProxy::start(server).await?;
     let mut through_proxy = config.clone();
-    through_proxy.redis_url =
+    through_proxy.redis.url =
         sc.url
             .replacen(&server.port().to_string(), &proxy.port().to_string(), 1);
     let handler = format!("lost{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let event_type = sc.event_type("one");
     let stream = sc.stream(&event_type);
-    let publisher = RedisBus::connect(config.clone()).await?;
-    let consumer = RedisBus::connect(through_proxy).await?;
+    let publisher = config.connect().await?;
+    let consumer = through_proxy.connect().await?;
     let seen = Arc::new(Seen::default());
     let handler_fn = recording(&handler, seen.clone(), |_| async {
         Ok::<(), HandlerError>(())
@@ -308,12 +307,12 @@ async fn a_resubscribed_handler_keeps_per_key_order() -> anyhow::Result<()> {
 /// claim once idle).
 async fn resubscribe_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.claim_idle = Duration::from_secs(5);
-    config.shutdown_timeout = Duration::from_millis(200);
+    config.bus.claim_idle = Duration::from_secs(5);
+    config.bus.shutdown_timeout = Duration::from_millis(200);
     let handler = format!("resub{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let types = [sc.event_type("one"), sc.event_type("two")];
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let mut ids: Vec<EventId> = Vec::new();
     for event_type in &types {
         let events = (0..PER_TYPE)

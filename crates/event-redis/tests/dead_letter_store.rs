@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::ensure;
 use common::{Scenario, Seen, numbered, publish_all, recording, secs, wait_until};
 use event_core::{EventBus, EventId, HandlerError, StartFrom, SubscriptionSpec};
-use event_redis::RedisBus;
 use fred::prelude::{ClientLike, KeysInterface};
 use fred::types::Value;
 
@@ -29,9 +28,9 @@ async fn dead_letters_are_never_acknowledged_without_being_stored() -> anyhow::R
 
 async fn dead_letter_store_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.batch_size = 20;
-    config.claim_idle = Duration::from_millis(500);
-    config.handler_concurrency = 16;
+    config.bus.batch_size = 20;
+    config.bus.claim_idle = Duration::from_millis(500);
+    config.bus.handler_concurrency = 16;
     let handler = format!("dlqstore{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let types = [sc.event_type("one"), sc.event_type("two")];
@@ -40,7 +39,7 @@ async fn dead_letter_store_scenario(sc: &Scenario) -> anyhow::Result<()> {
     // The dead-letter key is not a stream: every XADD to it fails with WRONGTYPE.
     let _: Value = sc.admin.set(dlq.as_str(), "x", None, None, false).await?;
 
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let mut ids: Vec<EventId> = Vec::new();
     for event_type in &types {
         let events = (0..PER_TYPE)

@@ -13,6 +13,9 @@
 //! (`EVENTBUS_TEST_REDIS_SERVER` or `PATH`). Child processes are this test binary run again
 //! with `EVENTBUS_FAULT_CHILD` set; see [`fault_child`].
 
+mod common;
+
+use common::Settings;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,10 +26,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use event_core::{
-    Config, Event, EventBus, EventType, HandlerError, ReplayQuery, StartFrom, SubscriptionSpec,
-    handler_fn,
+    Event, EventBus, EventType, HandlerError, ReplayQuery, StartFrom, SubscriptionSpec, handler_fn,
 };
-use event_redis::RedisBus;
 use event_testkit::{integration_required, test_server};
 use fred::prelude::{Builder, Client, ClientLike, KeysInterface, ListInterface, StreamsInterface};
 use fred::types::Value;
@@ -83,13 +84,13 @@ async fn killed_consumer_scenario(url: &str, prefix: &str, suffix: &str) -> anyh
     let event_type = EventType::new(format!("f{suffix}.killed"))?;
     let handler = format!("hf{suffix}");
     let log_key = format!("{prefix}:handled");
-    let mut config = Config::default();
-    config.redis_url = url.to_string();
-    config.redis_key_prefix = prefix.to_string();
+    let mut config = Settings::default();
+    config.redis.url = url.to_string();
+    config.redis.key_prefix = prefix.to_string();
     let stream = format!("{prefix}:stream:{event_type}");
-    let group = format!("{}.{handler}", config.consumer_group);
+    let group = format!("{}.{handler}", config.bus.consumer_group);
     let admin = admin_client(url).await?;
-    let bus = RedisBus::connect(config).await?;
+    let bus = config.connect().await?;
 
     let mut published = HashSet::new();
     for chunk in (0..CRASH_EVENTS).collect::<Vec<_>>().chunks(100) {
@@ -252,9 +253,9 @@ async fn consumer_child() -> anyhow::Result<()> {
     let handler = var(CHILD_HANDLER_VAR)?;
     let event_type = EventType::new(var(CHILD_EVENT_TYPE_VAR)?)?;
     let log_key = var(CHILD_LOG_VAR)?;
-    let config = Config::from_env()?;
-    let recorder = admin_client(&config.redis_url).await?;
-    let bus = RedisBus::connect(config).await?;
+    let config = Settings::from_env()?;
+    let recorder = admin_client(&config.redis.url).await?;
+    let bus = config.connect().await?;
     let handle = handler_fn(handler.clone(), move |event| {
         let recorder = recorder.clone();
         let log_key = log_key.clone();
@@ -342,13 +343,13 @@ async fn redis_restart_scenario(binary: PathBuf) -> anyhow::Result<()> {
     server.wait_ready(secs(10)).await?;
     let event_type = EventType::new(format!("f{suffix}.restart"))?;
     let handler = format!("hf{suffix}");
-    let mut config = Config::default();
-    config.redis_url = server.url();
-    config.redis_key_prefix = format!("eventbus-faults-{suffix}");
+    let mut config = Settings::default();
+    config.redis.url = server.url();
+    config.redis.key_prefix = format!("eventbus-faults-{suffix}");
     // Entries whose delivery or acknowledgement was lost with the server are taken over again
     // after this long.
-    config.claim_idle = Duration::from_millis(1000);
-    let bus = RedisBus::connect(config).await?;
+    config.bus.claim_idle = Duration::from_millis(1000);
+    let bus = config.connect().await?;
     let test_start = OffsetDateTime::now_utc();
 
     let handled: Arc<Mutex<HashMap<String, (u32, Instant)>>> = Arc::default();
@@ -729,20 +730,20 @@ async fn killed_reader_connection_resumes() -> anyhow::Result<()> {
 async fn killed_reader_scenario(url: &str, prefix: &str, suffix: &str) -> anyhow::Result<()> {
     let event_type = EventType::new(format!("f{suffix}.reader"))?;
     let handler = format!("hf{suffix}");
-    let mut config = Config::default();
-    config.redis_url = url.to_string();
-    config.redis_key_prefix = prefix.to_string();
+    let mut config = Settings::default();
+    config.redis.url = url.to_string();
+    config.redis.key_prefix = prefix.to_string();
     // An `XREADGROUP` reply lost with the connection leaves entries pending: taken over after
     // this long.
-    config.claim_idle = Duration::from_millis(1000);
+    config.bus.claim_idle = Duration::from_millis(1000);
     let stream = format!("{prefix}:stream:{event_type}");
-    let group = format!("{}.{handler}", config.consumer_group);
+    let group = format!("{}.{handler}", config.bus.consumer_group);
     let admin = admin_client(url).await?;
     let db: Value = admin.custom(fred::cmd!("CLIENT"), vec!["INFO"]).await?;
     let db = client_fields(&db.as_string().unwrap_or_default())
         .remove("db")
         .context("CLIENT INFO without db")?;
-    let bus = RedisBus::connect(config).await?;
+    let bus = config.connect().await?;
 
     let handled: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let recorded = handled.clone();
@@ -1080,16 +1081,16 @@ async fn slow_handler_keeps_its_claims() -> anyhow::Result<()> {
 }
 
 async fn slow_handler_scenario(url: &str, prefix: &str, suffix: &str) -> anyhow::Result<()> {
-    let mut config = Config::default();
-    config.redis_url = url.to_string();
-    config.redis_key_prefix = prefix.to_string();
-    config.claim_idle = Duration::from_millis(300);
+    let mut config = Settings::default();
+    config.redis.url = url.to_string();
+    config.redis.key_prefix = prefix.to_string();
+    config.bus.claim_idle = Duration::from_millis(300);
     let event_type = EventType::new(format!("slow{suffix}.created"))?;
     let handler_name = format!("slow{suffix}");
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut buses = Vec::new();
     for _ in 0..2 {
-        let bus = RedisBus::connect(config.clone()).await?;
+        let bus = config.connect().await?;
         let calls = calls.clone();
         let handler = handler_fn(handler_name.clone(), move |event: Arc<Event>| {
             let calls = calls.clone();
@@ -1117,7 +1118,7 @@ async fn slow_handler_scenario(url: &str, prefix: &str, suffix: &str) -> anyhow:
         }
         ids
     };
-    let group = format!("{}.{handler_name}", config.consumer_group);
+    let group = format!("{}.{handler_name}", config.bus.consumer_group);
     let stream = format!("{prefix}:stream:{event_type}");
     let admin = admin_client(url).await?;
     wait_until(

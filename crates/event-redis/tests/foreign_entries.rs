@@ -16,7 +16,6 @@ use event_core::{
     DeadLetterReason, EventBus, EventId, EventType, HandlerError, ReplayQuery, StartFrom,
     SubscriptionSpec,
 };
-use event_redis::RedisBus;
 use fred::prelude::ClientLike;
 use fred::types::Value;
 use futures::TryStreamExt as _;
@@ -55,7 +54,7 @@ async fn foreign_entries_are_dead_lettered_once_and_block_nothing() -> anyhow::R
 
 async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.claim_idle = Duration::from_millis(500);
+    config.bus.claim_idle = Duration::from_millis(500);
     let handler = format!("foreign{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let types = [sc.event_type("one"), sc.event_type("two")];
@@ -69,7 +68,7 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
 
     // The backlog: foreign entries first (so the crashed consumer reads some), then valid
     // events in batches with foreign entries and valid-but-unusual entries in between.

@@ -41,7 +41,7 @@ async fn expired_entries_are_counted() -> anyhow::Result<()> {
 /// only fresh ones. The handler gets the fresh ones; the old ones are acknowledged and counted.
 async fn expired_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.event_ttl = TTL;
+    config.bus.event_ttl = TTL;
     let handler = format!("expired{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let types = [sc.event_type("old"), sc.event_type("new")];
@@ -58,7 +58,7 @@ async fn expired_scenario(sc: &Scenario) -> anyhow::Result<()> {
         sc.raw_event(&event, "*").await?;
         fresh.push(event.id);
     }
-    let bus = RedisBus::connect(config.clone()).await?;
+    let bus = config.connect().await?;
     let events = (0..PER_KIND)
         .map(|n| numbered(&types[1], n, Some(&format!("k{}", n % 7))))
         .collect();
@@ -117,14 +117,14 @@ async fn a_publisher_with_its_clock_far_ahead_trims_nothing_retained() -> anyhow
 async fn skew_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let config = sc.config();
     let types = [sc.event_type("one"), sc.event_type("two")];
-    let right = RedisBus::connect(config.clone()).await?;
+    let right = config.connect().await?;
     for event_type in &types {
         let events = (0..PER_KIND * 2)
             .map(|n| numbered(event_type, n, None))
             .collect();
         publish_all(&right, events).await?;
     }
-    let ahead = RedisBus::connect(config.clone()).await?;
+    let ahead = config.connect().await?;
     ahead.fake_local_clock_offset(30 * 24 * 3_600_000);
     ahead.publish(numbered(&types[0], 9_999, None)).await?;
     let batch = (0..10)
@@ -164,7 +164,7 @@ async fn stats_change_no_stream_and_count_only_retained_entries() -> anyhow::Res
 /// stats count only the retained entries, and the streams are left exactly as they were.
 async fn stats_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.event_ttl = TTL;
+    config.bus.event_ttl = TTL;
     let types = [sc.event_type("mixed"), sc.event_type("fresh")];
     let old_ms = sc.server_ms().await? - 2 * 3_600_000;
     for n in 0..PER_KIND {
@@ -178,7 +178,7 @@ async fn stats_scenario(sc: &Scenario) -> anyhow::Result<()> {
         sc.raw_event(&numbered(&types[0], 1000 + n, None), "*")
             .await?;
     }
-    let bus = RedisBus::connect(config).await?;
+    let bus = config.connect().await?;
     let events = (0..PER_KIND)
         .map(|n| numbered(&types[1], n, None))
         .collect();
@@ -219,12 +219,12 @@ async fn a_drifted_lag_counter_is_not_reported_as_work_left() -> anyhow::Result<
 /// stream to the end has a lag of 0 in stats, and health does not call it stalled.
 async fn drifted_lag_scenario(sc: &Scenario) -> anyhow::Result<()> {
     let mut config = sc.config();
-    config.stall_timeout = Duration::from_secs(1);
+    config.bus.stall_timeout = Duration::from_secs(1);
     let handler = format!("lag{:08x}", fastrand::u32(..));
     let group = sc.group(&config, &handler);
     let event_type = sc.event_type("one");
     let stream = sc.stream(&event_type);
-    let bus = RedisBus::connect(config).await?;
+    let bus = config.connect().await?;
     let events = (0..PER_KIND)
         .map(|n| numbered(&event_type, n, None))
         .collect();

@@ -7,6 +7,9 @@
 //! as Debian's is), `openssl` from `PATH`. When they are missing the tests are skipped with a
 //! `SKIPPED:` line on stderr, or fail when `EVENTBUS_REQUIRE_INTEGRATION=1`.
 
+mod common;
+
+use common::Settings;
 // Not `mod harness;` alone: a file directly in `tests/` would be a test target of its own.
 #[path = "security/harness.rs"]
 mod harness;
@@ -14,8 +17,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure};
-use event_core::{Config, Error, Event, EventBus, EventType, redact_url};
-use event_redis::RedisBus;
+use event_core::{EnvSettings as _, Error, Event, EventBus, EventType, redact_url};
 use event_testkit::secrets::{captured_logs, everything_shown, hidden, round_trip};
 use harness::{Certificates, RedisServer, Scratch, acl_args, tools};
 
@@ -44,7 +46,8 @@ async fn acl_user_and_password_work_and_the_password_never_shows() -> anyhow::Re
     // The right password: connect, publish, consume.
     let url = format!("redis://{USER}:{password}@127.0.0.1:{}/0", server.port);
     let config = config_for(&url);
-    let bus = RedisBus::connect(config.clone())
+    let bus = config
+        .connect()
         .await
         .map_err(|e| anyhow!("connecting as the ACL user failed: {e}"))?;
     round_trip(&bus).await?;
@@ -52,7 +55,7 @@ async fn acl_user_and_password_work_and_the_password_never_shows() -> anyhow::Re
     for shown in [
         format!("{bus:?}"),
         format!("{config:?}"),
-        format!("{:?}", config.redacted()),
+        format!("{:?}", config.redis.redacted()),
     ] {
         hidden(&shown, &[&password])?;
         ensure!(
@@ -64,7 +67,7 @@ async fn acl_user_and_password_work_and_the_password_never_shows() -> anyhow::Re
     // A wrong password: refused, quickly, with an error that says so without either password.
     let bad_url = format!("redis://{USER}:{wrong}@127.0.0.1:{}/0", server.port);
     let started = Instant::now();
-    let err = match RedisBus::connect(config_for(&bad_url)).await {
+    let err = match config_for(&bad_url).connect().await {
         Ok(_) => bail!("connecting with a wrong password succeeded"),
         Err(e) => e,
     };
@@ -141,8 +144,9 @@ async fn rediss_with_a_private_ca_works_and_plain_redis_to_tls_fails_fast() -> a
             "rediss://{USER}:{password}@{host}:{}/0",
             server.port
         ));
-        tls.redis_tls_ca_file = Some(certificates.ca.clone());
-        let bus = RedisBus::connect(tls)
+        tls.redis.tls_ca_file = Some(certificates.ca.clone());
+        let bus = tls
+            .connect()
             .await
             .map_err(|e| anyhow!("connecting over TLS to {host} failed: {e}"))?;
         round_trip(&bus).await?;
@@ -192,7 +196,7 @@ async fn a_bad_ca_file_is_a_configuration_error() -> anyhow::Result<()> {
         (not_pem, "no CERTIFICATE block"),
     ] {
         let mut tls = config_for(url);
-        tls.redis_tls_ca_file = Some(path.clone());
+        tls.redis.tls_ca_file = Some(path.clone());
         let err = connect_error(tls).await?;
         let message = err.to_string();
         ensure!(
@@ -212,7 +216,7 @@ async fn a_bad_ca_file_is_a_configuration_error() -> anyhow::Result<()> {
 
     // A CA file with a plain redis:// URL would suggest a protection that is not there.
     let mut plain = config_for("redis://127.0.0.1:1/0");
-    plain.redis_tls_ca_file = Some(scratch.0.join("ca.pem"));
+    plain.redis.tls_ca_file = Some(scratch.0.join("ca.pem"));
     let err = connect_error(plain).await?;
     ensure!(
         matches!(err, Error::Config(_)) && err.to_string().contains("REDIS_TLS_CA_FILE"),
@@ -227,17 +231,17 @@ fn secret(label: &str) -> String {
 }
 
 /// A configuration for `url` with a key prefix of its own.
-fn config_for(url: &str) -> Config {
-    let mut config = Config::default();
-    config.redis_url = url.into();
-    config.redis_key_prefix = format!("security-{:08x}", fastrand::u32(..));
+fn config_for(url: &str) -> Settings {
+    let mut config = Settings::default();
+    config.redis.url = url.into();
+    config.redis.key_prefix = format!("security-{:08x}", fastrand::u32(..));
     config
 }
 
 /// The error of a connection attempt that must fail.
-async fn connect_error(config: Config) -> anyhow::Result<Error> {
-    let url = redact_url(&config.redis_url);
-    match RedisBus::connect(config).await {
+async fn connect_error(config: Settings) -> anyhow::Result<Error> {
+    let url = redact_url(&config.redis.url);
+    match config.connect().await {
         Ok(_) => bail!("connecting to {url} succeeded but must fail"),
         Err(e) => Ok(e),
     }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use event_manager::BusType;
 use time::OffsetDateTime;
 
 /// A flag value that is not valid; the message says what is expected.
@@ -52,17 +53,35 @@ fn parse_age(value: &str) -> Option<Duration> {
     n.checked_mul(secs).map(Duration::from_secs)
 }
 
-/// Where `copy` reads or writes: the variables that point the configuration at it.
-pub(crate) fn backend_url(flag: &str, url: &str) -> Result<Vec<(&'static str, String)>, ArgError> {
+/// A backend's server, named by a URL of `copy`'s `--from` or `--to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// A Redis URL.
+    Redis(String),
+    /// Kafka brokers, `host:port` each.
+    Kafka(Vec<String>),
+}
+
+/// The backend `--bus` names.
+pub(crate) fn bus_type(name: &str) -> Result<BusType, ArgError> {
+    [BusType::Memory, BusType::Redis, BusType::Kafka]
+        .into_iter()
+        .find(|bus| bus.as_str().eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| {
+            ArgError(format!(
+                "{name:?} is not a backend: use memory, redis or kafka"
+            ))
+        })
+}
+
+/// Where `copy` reads or writes.
+pub(crate) fn backend_url(flag: &str, url: &str) -> Result<Backend, ArgError> {
     if url.starts_with("redis://")
         || url.starts_with("rediss://")
         || url.starts_with("redis+unix://")
         || url.starts_with("unix://")
     {
-        return Ok(vec![
-            ("EVENT_BUS_TYPE", "redis".into()),
-            ("REDIS_URL", url.into()),
-        ]);
+        return Ok(Backend::Redis(url.into()));
     }
     if let Some(brokers) = url.strip_prefix("kafka://") {
         let brokers = brokers.trim_end_matches('/');
@@ -71,10 +90,9 @@ pub(crate) fn backend_url(flag: &str, url: &str) -> Result<Vec<(&'static str, St
                 "{flag} {url:?} names no broker: use kafka://host:port[,host:port]"
             )));
         }
-        return Ok(vec![
-            ("EVENT_BUS_TYPE", "kafka".into()),
-            ("KAFKA_BOOTSTRAP_SERVERS", brokers.into()),
-        ]);
+        return Ok(Backend::Kafka(
+            brokers.split(',').map(|s| s.trim().to_string()).collect(),
+        ));
     }
     Err(ArgError(format!(
         "{flag} {:?} is not a backend URL: use redis://host:port/db, rediss://..., or kafka://host:port[,host:port]",
@@ -111,12 +129,12 @@ mod tests {
     #[test]
     fn backend_urls() {
         assert_eq!(
-            backend_url("--to", "kafka://a:9092,b:9092").unwrap()[1].1,
-            "a:9092,b:9092"
+            backend_url("--to", "kafka://a:9092, b:9092").unwrap(),
+            Backend::Kafka(vec!["a:9092".into(), "b:9092".into()])
         );
         assert_eq!(
-            backend_url("--from", "redis://h:1/0").unwrap()[0].1,
-            "redis"
+            backend_url("--from", "redis://h:1/0").unwrap(),
+            Backend::Redis("redis://h:1/0".into())
         );
         let err = backend_url("--from", "http://user:secret@h")
             .unwrap_err()

@@ -1,83 +1,116 @@
-//! The configuration every command starts from: the environment, overridden by flags.
+//! The settings every command starts from: the environment, then the flags, applied as values.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use event_core::Config;
-use event_manager::EventBusManager;
+use event_manager::{BusType, EventBusManager, Settings};
 
-/// The configuration and output mode of one run.
+use crate::args::Backend;
+
+/// The flags that override the environment's backend settings.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    /// `--bus`.
+    pub(crate) bus: Option<BusType>,
+    /// `--redis-url`.
+    pub(crate) redis_url: Option<String>,
+    /// `--kafka-brokers`, comma-separated.
+    pub(crate) kafka_brokers: Option<String>,
+}
+
+/// The settings and output mode of one run.
 pub(crate) struct Context {
-    /// Every variable the run sees: the environment, then the flags.
-    vars: BTreeMap<String, String>,
-    pub(crate) config: Config,
+    pub(crate) settings: Settings,
+    /// The variables the user set: in the environment, or through a flag.
+    explicit: BTreeSet<String>,
     pub(crate) json: bool,
 }
 
 impl Context {
-    pub(crate) fn from_env(
-        overrides: Vec<(&'static str, String)>,
-        json: bool,
-    ) -> anyhow::Result<Self> {
-        let mut vars: BTreeMap<String, String> = std::env::vars().collect();
-        for (name, value) in overrides {
-            vars.insert(name.to_string(), value);
+    /// The environment's settings with the flags applied.
+    pub(crate) fn from_env(overrides: Overrides, json: bool) -> anyhow::Result<Self> {
+        let mut settings = Settings::from_env()?;
+        let mut explicit: BTreeSet<String> = Settings::variables()
+            .map(|var| var.name)
+            .filter(|name| std::env::var_os(name).is_some())
+            .map(String::from)
+            .collect();
+        if let Some(bus) = overrides.bus {
+            settings.bus_type = bus;
+            explicit.insert("EVENT_BUS_TYPE".into());
         }
-        let config = Config::from_vars(vars.clone())?;
-        Ok(Self { vars, config, json })
+        if let Some(url) = overrides.redis_url {
+            apply(&mut settings, &mut explicit, &Backend::Redis(url));
+        }
+        if let Some(servers) = overrides.kafka_brokers {
+            let servers = servers.split(',').map(|s| s.trim().to_string()).collect();
+            apply(&mut settings, &mut explicit, &Backend::Kafka(servers));
+        }
+        settings.validate()?;
+        Ok(Self {
+            settings,
+            explicit,
+            json,
+        })
     }
 
-    /// This run's variables with `changes` applied: for `copy`'s two ends.
-    pub(crate) fn config_with(
+    /// This run's settings on `backend` instead: for `copy`'s two ends.
+    pub(crate) fn on_backend(
         &self,
-        changes: &[(&'static str, String)],
-    ) -> anyhow::Result<(Config, BTreeSet<String>)> {
-        let mut vars = self.vars.clone();
-        for (name, value) in changes {
-            vars.insert((*name).to_string(), value.clone());
-        }
-        let config = Config::from_vars(vars.clone())?;
-        Ok((config, explicit(&vars)))
+        backend: &Backend,
+    ) -> anyhow::Result<(Settings, BTreeSet<String>)> {
+        let (mut settings, mut explicit) = (self.settings.clone(), self.explicit.clone());
+        apply(&mut settings, &mut explicit, backend);
+        settings.bus_type = match backend {
+            Backend::Redis(_) => BusType::Redis,
+            Backend::Kafka(_) => BusType::Kafka,
+        };
+        explicit.insert("EVENT_BUS_TYPE".into());
+        settings.validate()?;
+        Ok((settings, explicit))
     }
 
     /// The bus variables the user set (environment or flags).
     pub(crate) fn explicit_variables(&self) -> BTreeSet<String> {
-        explicit(&self.vars)
+        self.explicit.clone()
     }
 
     /// A started manager without domain handlers: what most commands read and write with.
     pub(crate) async fn open(&self) -> anyhow::Result<Arc<EventBusManager>> {
-        let mut config = self.config.clone();
-        config.enable_event_handlers = false;
-        open_with(config, explicit(&self.vars)).await
+        open_with(self.settings.clone(), self.explicit.clone()).await
     }
 
-    /// A manager with this run's configuration (domain handlers included), not started.
+    /// A manager with this run's settings (domain handlers included), not started.
     pub(crate) fn manager(&self) -> anyhow::Result<EventBusManager> {
-        Ok(EventBusManager::builder(self.config.clone())
-            .explicit_variables(explicit(&self.vars))
+        Ok(EventBusManager::builder(self.settings.clone())
+            .explicit_variables(self.explicit.clone())
             .build()?)
     }
 }
 
-/// A started manager without domain handlers on `config`.
+/// Points `settings` at `backend`'s server, leaving which backend runs as it is.
+fn apply(settings: &mut Settings, explicit: &mut BTreeSet<String>, backend: &Backend) {
+    match backend {
+        Backend::Redis(url) => {
+            settings.redis.url.clone_from(url);
+            explicit.insert("REDIS_URL".into());
+        }
+        Backend::Kafka(servers) => {
+            settings.kafka.bootstrap_servers.clone_from(servers);
+            explicit.insert("KAFKA_BOOTSTRAP_SERVERS".into());
+        }
+    }
+}
+
+/// A started manager without domain handlers on `settings`.
 pub(crate) async fn open_with(
-    mut config: Config,
+    mut settings: Settings,
     explicit: BTreeSet<String>,
 ) -> anyhow::Result<Arc<EventBusManager>> {
-    config.enable_event_handlers = false;
-    let manager = EventBusManager::builder(config)
+    settings.enable_event_handlers = false;
+    let manager = EventBusManager::builder(settings)
         .explicit_variables(explicit)
         .build()?;
     manager.start().await?;
     Ok(Arc::new(manager))
-}
-
-/// The bus variables among `vars`: the ones the user set.
-fn explicit(vars: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let known = Config::default().redacted();
-    vars.keys()
-        .filter(|name| known.contains_key(name.as_str()))
-        .cloned()
-        .collect()
 }

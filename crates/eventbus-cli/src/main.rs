@@ -43,8 +43,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// The backend: memory, redis or kafka (sets EVENT_BUS_TYPE).
-    #[arg(long, global = true, value_name = "BACKEND")]
-    bus: Option<String>,
+    #[arg(long, global = true, value_name = "BACKEND", value_parser = args::bus_type)]
+    bus: Option<event_manager::BusType>,
     /// The Redis URL (sets REDIS_URL).
     #[arg(long, global = true, value_name = "URL")]
     redis_url: Option<String>,
@@ -106,16 +106,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let mut overrides = Vec::new();
-    if let Some(bus) = cli.bus {
-        overrides.push(("EVENT_BUS_TYPE", bus));
-    }
-    if let Some(url) = cli.redis_url {
-        overrides.push(("REDIS_URL", url));
-    }
-    if let Some(servers) = cli.kafka_brokers {
-        overrides.push(("KAFKA_BOOTSTRAP_SERVERS", servers));
-    }
+    let overrides = context::Overrides {
+        bus: cli.bus,
+        redis_url: cli.redis_url,
+        kafka_brokers: cli.kafka_brokers,
+    };
     let ctx = Context::from_env(overrides, cli.json)?;
     match cli.command {
         Command::Demo(a) => commands::demo::run(&ctx, a).await,

@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use event_core::{BusType, Config, EventBus, ReplayQuery};
+use event_core::{EventBus, ReplayQuery};
+use event_manager::Settings;
 use event_testkit::test_server;
 use futures::TryStreamExt as _;
 use serde_json::Value;
@@ -236,10 +237,11 @@ fn copy_from_redis_to_kafka_keeps_ids_and_timestamps() -> anyhow::Result<()> {
         ("EVENT_BATCH_SIZE", "7"),
     ];
     let runtime = tokio::runtime::Runtime::new()?;
-    let config = Config::from_vars(vars)?;
+    let settings = Settings::from_vars(vars)?;
     // 25 events of two types, published with the library.
     let published = runtime.block_on(async {
-        let bus = event_redis::RedisBus::connect(config.clone()).await?;
+        let bus =
+            event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
         let mut events = Vec::new();
         for n in 0..25 {
             let event_type = if n % 5 == 0 {
@@ -275,12 +277,12 @@ fn copy_from_redis_to_kafka_keeps_ids_and_timestamps() -> anyhow::Result<()> {
     assert_eq!(report["failed"], 0);
 
     // Kafka holds the same events: ids, timestamps, keys, payloads.
-    let mut kafka = config.clone();
-    kafka.bus_type = BusType::Kafka;
-    kafka.kafka_bootstrap_servers = brokers.split(',').map(str::to_string).collect();
-    kafka.enable_event_sourcing = false;
+    let mut kafka = settings.kafka.clone();
+    kafka.bootstrap_servers = brokers.split(',').map(str::to_string).collect();
+    let mut config = settings.bus.clone();
+    config.enable_event_sourcing = false;
     let copied = runtime.block_on(async {
-        let bus = event_kafka::KafkaBus::connect(kafka).await?;
+        let bus = event_kafka::KafkaBus::connect(kafka, config).await?;
         let from = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         let events: Vec<event_core::Event> = bus
             .replay(ReplayQuery::new(

@@ -24,12 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use event_core::Error;
 use event_core::dispatch::Supervisor;
-use event_core::{Error, KafkaAssignmentStrategy};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::assignor::{self, Assignment, AssignorMember, Subscription};
+use crate::config::KafkaAssignmentStrategy;
 use crate::control::{CONSUMER_PROTOCOL_TYPE, ControlClient, JoinOutcome, MembershipError};
 
 use super::Group;
@@ -105,9 +106,9 @@ pub(crate) async fn supervised(
 /// join, sync, take the assignment, heartbeat, and give partitions up cleanly on every
 /// rebalance and at the end.
 async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Receiver<StopAt>) {
-    let config = &group.inner.config;
-    let instance = config.kafka_group_instance_id.clone();
-    let protocols = protocols(config.kafka_assignment_strategy, group.topics());
+    let config = &group.inner.kafka;
+    let instance = config.group_instance_id.clone();
+    let protocols = protocols(config.assignment_strategy, group.topics());
     // A restarted task rejoins under the id the coordinator gave the one before.
     let mut member_id = group.standing().member_id;
     let mut failures = 0u32;
@@ -168,12 +169,12 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
         .await;
         let deadline = match &wake {
             Wake::Stop(until) => *until,
-            _ => Instant::now() + config.kafka_rebalance_timeout.mul_f32(0.75),
+            _ => Instant::now() + config.rebalance_timeout.mul_f32(0.75),
         };
         // Keep the session alive while the in-flight events finish.
         let keep_alive = async {
             loop {
-                tokio::time::sleep(config.kafka_heartbeat_interval).await;
+                tokio::time::sleep(config.heartbeat_interval).await;
                 let _ = group
                     .inner
                     .control
@@ -228,14 +229,14 @@ async fn join(
     instance: Option<&str>,
     protocols: &[(&str, Bytes)],
 ) -> Result<(JoinOutcome, BTreeMap<String, Vec<i32>>), MembershipError> {
-    let config = &group.inner.config;
+    let config = &group.inner.kafka;
     let outcome = coordinator
         .join_group(
             &group.name,
             member_id,
             instance,
-            config.kafka_session_timeout,
-            config.kafka_rebalance_timeout,
+            config.session_timeout,
+            config.rebalance_timeout,
             protocols,
         )
         .await?;
@@ -331,7 +332,7 @@ async fn heartbeat(
     instance: Option<&str>,
     stop: &mut watch::Receiver<StopAt>,
 ) -> Wake {
-    let config = &group.inner.config;
+    let config = &group.inner.kafka;
     let mut last_answer = Instant::now();
     loop {
         event_core::fault::checkpoint(&group.fault_names.membership);
@@ -341,7 +342,7 @@ async fn heartbeat(
         tokio::select! {
             biased;
             _ = stop.changed() => continue,
-            () = tokio::time::sleep(config.kafka_heartbeat_interval) => {}
+            () = tokio::time::sleep(config.heartbeat_interval) => {}
         }
         match group
             .inner
@@ -354,7 +355,7 @@ async fn heartbeat(
             Err(e) if e.needs_rejoin() => return Wake::Rejoin(e),
             Err(e) => {
                 tracing::debug!(group = %group.name, "heartbeat failed: {e}");
-                if last_answer.elapsed() >= config.kafka_session_timeout {
+                if last_answer.elapsed() >= config.session_timeout {
                     tracing::warn!(group = %group.name, "no heartbeat answered for the whole session timeout; rejoining: {e}");
                     return Wake::Rejoin(MembershipError::UnknownMemberId);
                 }

@@ -13,7 +13,7 @@ use event_core::dispatch::{
 use event_core::{Error, EventHandler, Subscription, SubscriptionSpec};
 use tokio::sync::{Notify, watch};
 
-use crate::control::{ControlClient, Security};
+use crate::control::ControlClient;
 use crate::core::Inner;
 
 use super::dead_letters::KafkaSink;
@@ -131,7 +131,7 @@ async fn start_group(
     counters: Arc<HandlerCounters>,
 ) -> Result<Arc<Group>, Error> {
     let mut topics: Vec<String> = event_types.iter().map(|t| inner.topics.events(t)).collect();
-    let partitions = inner.config.kafka_partitions as i32;
+    let partitions = inner.kafka.partitions as i32;
     let mut wanted: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
     let redrive = inner.topics.redrive(group_name);
     let dead_letters = inner.topics.dead_letters(group_name);
@@ -150,8 +150,8 @@ async fn start_group(
     // JoinGroup waits at the coordinator until the rebalance completes: it gets a connection
     // of its own, so heartbeats and commits of this and other groups never queue behind it.
     let coordinator = ControlClient::connect(
-        &inner.config.kafka_bootstrap_servers,
-        &Security::from_config(&inner.config)?,
+        &inner.kafka.bootstrap_servers,
+        &inner.kafka.security(),
         crate::control::DEFAULT_TIMEOUT,
     )
     .await?;

@@ -22,7 +22,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::error::{ControlError, FailureKind, KafkaCode};
 use super::sasl::Conversation;
-use super::security::Sasl;
+use super::security::KafkaSasl;
 use super::versions::{ApiRequest, ApiVersionTable, api_versions_first_try};
 
 /// The largest response accepted: Kafka's own default limit on a request
@@ -69,7 +69,7 @@ impl Deadline {
 pub(crate) struct ConnectSettings {
     pub(crate) client_id: StrBytes,
     pub(crate) tls: Option<Arc<ClientConfig>>,
-    pub(crate) sasl: Option<Sasl>,
+    pub(crate) sasl: Option<KafkaSasl>,
 }
 
 /// `host:port` split, with `[v6]:port` brackets removed from the host.
@@ -221,12 +221,12 @@ impl BrokerConnection {
     /// granted, if any.
     async fn authenticate(
         &mut self,
-        sasl: &Sasl,
+        sasl: &KafkaSasl,
         deadline: &Deadline,
     ) -> Result<Option<Duration>, ControlError> {
         let version = self.version::<SaslHandshakeRequest>()?;
         let request = SaslHandshakeRequest::default()
-            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
+            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.as_str()));
         let response = self.send(&request, version, deadline).await?;
         if let Some(code) = KafkaCode::from_code(response.error_code) {
             let offered: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
@@ -254,7 +254,7 @@ impl BrokerConnection {
     /// lifetime it granted.
     async fn sasl_round(
         &mut self,
-        sasl: &Sasl,
+        sasl: &KafkaSasl,
         token: Vec<u8>,
         deadline: &Deadline,
     ) -> Result<(Bytes, Option<Duration>), ControlError> {

@@ -25,6 +25,10 @@
     unused_imports,
     reason = "the Kafka bus uses the client as it grows; parts serve the consumer-group issue"
 )]
+#![allow(
+    unreachable_pub,
+    reason = "the security settings are public types of the crate (`KafkaSasl`, `KafkaTls`); test binaries that compile this module themselves cannot reach them"
+)]
 
 mod admin;
 mod connection;
@@ -50,7 +54,8 @@ pub(crate) use error::KafkaCode;
 pub(crate) use groups::{GroupDescription, GroupListing, GroupMember};
 pub(crate) use membership::{CONSUMER_PROTOCOL_TYPE, JoinOutcome, JoinedMember, MembershipError};
 pub(crate) use offsets::OffsetSpec;
-pub(crate) use security::{Sasl, SaslMechanism, Security, Tls};
+pub(crate) use security::Security;
+pub use security::{KafkaSasl, KafkaSaslMechanism, KafkaTls};
 
 use connection::{BrokerConnection, ConnectSettings, Deadline, split_host_port};
 use error::{ControlError, FailureKind};
@@ -145,7 +150,11 @@ impl ControlClient {
         for server in &bootstrap {
             split_host_port(server).map_err(problem)?;
         }
-        let tls = security.tls.as_ref().map(Tls::client_config).transpose()?;
+        let tls = security
+            .tls
+            .as_ref()
+            .map(KafkaTls::client_config)
+            .transpose()?;
         let timeout = if timeout.is_zero() {
             DEFAULT_TIMEOUT
         } else {

@@ -11,7 +11,7 @@ use ring::rand::SecureRandom;
 use ring::{digest, hmac, pbkdf2};
 
 use super::error::ControlError;
-use super::security::{Sasl, SaslMechanism};
+use super::security::{KafkaSasl, KafkaSaslMechanism};
 
 /// Kafka's minimum iteration count for both SCRAM mechanisms; fewer is refused, as the Java
 /// client does, so a fake server cannot make the proof cheap to attack.
@@ -21,7 +21,7 @@ const MIN_ITERATIONS: u32 = 4096;
 /// computed from the broker's last answer. The connection carries them
 /// (`BrokerConnection::open`), so this module never touches the network.
 pub(crate) struct Conversation<'a> {
-    sasl: &'a Sasl,
+    sasl: &'a KafkaSasl,
     /// The SCRAM exchange, with the round it is at; `None` for PLAIN (one round).
     scram: Option<(ScramClient<'a>, ScramRound)>,
 }
@@ -36,9 +36,9 @@ enum ScramRound {
 
 impl<'a> Conversation<'a> {
     /// Starts the conversation for `sasl`'s mechanism; returns it with the first token.
-    pub(crate) fn start(sasl: &'a Sasl) -> Result<(Self, Vec<u8>), ControlError> {
+    pub(crate) fn start(sasl: &'a KafkaSasl) -> Result<(Self, Vec<u8>), ControlError> {
         match sasl.mechanism {
-            SaslMechanism::Plain => {
+            KafkaSaslMechanism::Plain => {
                 // authzid (empty), authcid, password, separated by NUL (RFC 4616).
                 let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
                 token.push(0);
@@ -47,8 +47,8 @@ impl<'a> Conversation<'a> {
                 token.extend_from_slice(sasl.password.as_bytes());
                 Ok((Self { sasl, scram: None }, token))
             }
-            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-                let hash = if sasl.mechanism == SaslMechanism::ScramSha256 {
+            KafkaSaslMechanism::ScramSha256 | KafkaSaslMechanism::ScramSha512 => {
+                let hash = if sasl.mechanism == KafkaSaslMechanism::ScramSha256 {
                     ScramHash::Sha256
                 } else {
                     ScramHash::Sha512

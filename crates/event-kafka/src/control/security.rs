@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use event_core::{Config, ConfigError, Error, KafkaSaslMechanism};
+use event_core::{ConfigError, Error};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -16,77 +16,25 @@ use rustls::{ClientConfig, RootCertStore};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Security {
     /// SASL authentication (`KAFKA_SASL_*`); `None`: none.
-    pub(crate) sasl: Option<Sasl>,
+    pub(crate) sasl: Option<KafkaSasl>,
     /// TLS (`KAFKA_TLS_*`); `None`: plain TCP.
-    pub(crate) tls: Option<Tls>,
+    pub(crate) tls: Option<KafkaTls>,
 }
 
 impl Security {
-    /// The settings `KAFKA_SASL_*` and `KAFKA_TLS_*` of `config` describe. The TLS files are
-    /// read later, by [`Tls::client_config`].
-    ///
-    /// # Errors
-    /// A configuration error for a mechanism without its credentials (a `Config` built in
-    /// code and not validated) or one this build does not implement.
-    pub(crate) fn from_config(config: &Config) -> Result<Self, Error> {
-        let sasl = match config.kafka_sasl_mechanism {
-            None => None,
-            Some(mechanism) => {
-                let mechanism = match mechanism {
-                    KafkaSaslMechanism::Plain => SaslMechanism::Plain,
-                    KafkaSaslMechanism::ScramSha256 => SaslMechanism::ScramSha256,
-                    KafkaSaslMechanism::ScramSha512 => SaslMechanism::ScramSha512,
-                    other => {
-                        return Err(Error::Config(ConfigError::single(
-                            "KAFKA_SASL_MECHANISM",
-                            other.as_str(),
-                            "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512: the mechanisms the Kafka backend implements",
-                        )));
-                    }
-                };
-                let (Some(username), Some(password)) =
-                    (&config.kafka_sasl_username, &config.kafka_sasl_password)
-                else {
-                    let missing = if config.kafka_sasl_username.is_none() {
-                        "KAFKA_SASL_USERNAME"
-                    } else {
-                        "KAFKA_SASL_PASSWORD"
-                    };
-                    return Err(Error::Config(ConfigError::single(
-                        missing,
-                        "",
-                        format!(
-                            "set, since KAFKA_SASL_MECHANISM={mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD together"
-                        ),
-                    )));
-                };
-                Some(Sasl {
-                    mechanism,
-                    username: username.clone(),
-                    password: password.clone(),
-                })
-            }
-        };
-        let any_file = config.kafka_tls_ca_file.is_some()
-            || config.kafka_tls_cert_file.is_some()
-            || config.kafka_tls_key_file.is_some();
-        let tls = (config.kafka_tls_enabled || any_file).then(|| Tls {
-            ca_file: config.kafka_tls_ca_file.clone(),
-            cert_file: config.kafka_tls_cert_file.clone(),
-            key_file: config.kafka_tls_key_file.clone(),
-        });
-        Ok(Security { sasl, tls })
-    }
-
     /// The SASL settings for rskafka's data path, which implements the same three mechanisms.
     pub(crate) fn rskafka_sasl(&self) -> Option<rskafka::client::SaslConfig> {
         let sasl = self.sasl.as_ref()?;
         let credentials =
             rskafka::client::Credentials::new(sasl.username.clone(), sasl.password.clone());
         Some(match sasl.mechanism {
-            SaslMechanism::Plain => rskafka::client::SaslConfig::Plain(credentials),
-            SaslMechanism::ScramSha256 => rskafka::client::SaslConfig::ScramSha256(credentials),
-            SaslMechanism::ScramSha512 => rskafka::client::SaslConfig::ScramSha512(credentials),
+            KafkaSaslMechanism::Plain => rskafka::client::SaslConfig::Plain(credentials),
+            KafkaSaslMechanism::ScramSha256 => {
+                rskafka::client::SaslConfig::ScramSha256(credentials)
+            }
+            KafkaSaslMechanism::ScramSha512 => {
+                rskafka::client::SaslConfig::ScramSha512(credentials)
+            }
         })
     }
 
@@ -107,81 +55,116 @@ impl Security {
     }
 }
 
-/// A SASL mechanism the client implements.
+/// A SASL mechanism for Kafka (`KAFKA_SASL_MECHANISM`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum SaslMechanism {
-    /// `PLAIN`: the password travels as is, so use it with TLS only.
+#[non_exhaustive]
+pub enum KafkaSaslMechanism {
+    /// `PLAIN`: the password travels as is, so use it with TLS outside a trusted network.
     Plain,
-    /// `SCRAM-SHA-256` (RFC 5802, RFC 7677).
+    /// `SCRAM-SHA-256` (RFC 5802, RFC 7677): the password never leaves the client.
     ScramSha256,
     /// `SCRAM-SHA-512`.
     ScramSha512,
 }
 
-impl SaslMechanism {
-    /// The mechanism's name in SaslHandshake and in Kafka's settings.
-    pub(crate) fn name(self) -> &'static str {
+impl KafkaSaslMechanism {
+    pub(crate) const ALL: [KafkaSaslMechanism; 3] = [
+        KafkaSaslMechanism::Plain,
+        KafkaSaslMechanism::ScramSha256,
+        KafkaSaslMechanism::ScramSha512,
+    ];
+
+    /// The name used in `KAFKA_SASL_MECHANISM`, in SaslHandshake and in Kafka's own settings.
+    pub fn as_str(self) -> &'static str {
         match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            KafkaSaslMechanism::Plain => "PLAIN",
+            KafkaSaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            KafkaSaslMechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
+}
 
-    /// Parses a mechanism name, in any case (`KAFKA_SASL_MECHANISM`).
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        [
-            SaslMechanism::Plain,
-            SaslMechanism::ScramSha256,
-            SaslMechanism::ScramSha512,
-        ]
-        .into_iter()
-        .find(|m| m.name().eq_ignore_ascii_case(name.trim()))
+impl fmt::Display for KafkaSaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-impl fmt::Display for SaslMechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// SASL credentials (`KAFKA_SASL_*`). `Debug` is written by hand: the password never
+/// reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KafkaSasl {
+    /// `KAFKA_SASL_MECHANISM`.
+    pub mechanism: KafkaSaslMechanism,
+    /// `KAFKA_SASL_USERNAME`.
+    pub username: String,
+    /// `KAFKA_SASL_PASSWORD`, taken as is (not trimmed).
+    pub password: String,
+}
+
+impl KafkaSasl {
+    /// Credentials for `mechanism`.
+    pub fn new(
+        mechanism: KafkaSaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        }
     }
 }
 
-/// SASL credentials. `Debug` is written by hand: the password never reaches a log.
-#[derive(Clone)]
-pub(crate) struct Sasl {
-    /// The mechanism (`KAFKA_SASL_MECHANISM`).
-    pub(crate) mechanism: SaslMechanism,
-    /// The user name (`KAFKA_SASL_USERNAME`).
-    pub(crate) username: String,
-    /// The password (`KAFKA_SASL_PASSWORD`).
-    pub(crate) password: String,
-}
-
-impl fmt::Debug for Sasl {
+impl fmt::Debug for KafkaSasl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sasl")
+        f.debug_struct("KafkaSasl")
             .field("mechanism", &self.mechanism)
             .field("username", &self.username)
-            .field("password", &"<redacted>")
+            .field("password", &"***")
             .finish()
     }
 }
 
-/// TLS settings. The server's certificate is always verified, and must name the host the
-/// client connects to (as advertised by the broker).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Tls {
-    /// A PEM file with the CA certificates to trust (`KAFKA_TLS_CA_FILE`); `None`: the
-    /// system's roots.
-    pub(crate) ca_file: Option<PathBuf>,
-    /// A PEM file with the client's certificate chain, for brokers that require client
-    /// certificates (`KAFKA_TLS_CERT_FILE`); needs `key_file`.
-    pub(crate) cert_file: Option<PathBuf>,
-    /// A PEM file with the client certificate's private key (`KAFKA_TLS_KEY_FILE`).
-    pub(crate) key_file: Option<PathBuf>,
+/// TLS settings (`KAFKA_TLS_*`). The brokers' certificates are always verified, and must name
+/// the host the client connects to (as advertised by the broker). The files are read when the
+/// bus connects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KafkaTls {
+    /// `KAFKA_TLS_CA_FILE`: a PEM file with the CA certificates to trust; `None`: the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
+    /// `KAFKA_TLS_CERT_FILE`: a PEM file with the client's certificate chain, for brokers that
+    /// require client certificates; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `KAFKA_TLS_KEY_FILE`: a PEM file with the client certificate's private key.
+    pub key_file: Option<PathBuf>,
 }
 
-impl Tls {
+impl KafkaTls {
+    /// TLS trusting the CA certificates of the PEM file at `path` instead of the system's.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate (its chain and its private key, PEM files), for brokers with
+    /// `ssl.client.auth=required`.
+    pub fn with_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.cert_file = Some(cert_file.into());
+        self.key_file = Some(key_file.into());
+        self
+    }
+}
+
+impl KafkaTls {
     /// The rustls configuration for these settings; the files are read now.
     ///
     /// The `ring` provider is named rather than taken from the process default, which rustls
@@ -311,74 +294,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_hides_the_password() {
+    fn debug_hides_the_password_and_describe_names_the_user() {
         let security = Security {
-            sasl: Some(Sasl {
-                mechanism: SaslMechanism::ScramSha512,
-                username: "app".into(),
-                password: "hunter2-secret".into(),
-            }),
-            tls: Some(Tls::default()),
+            sasl: Some(KafkaSasl::new(
+                KafkaSaslMechanism::ScramSha256,
+                "app",
+                "hunter2-secret",
+            )),
+            tls: Some(KafkaTls::default()),
         };
         let text = format!("{security:?} {security:#?}");
         assert!(!text.contains("hunter2-secret"), "{text}");
         assert!(
-            text.contains("app") && text.contains("ScramSha512"),
+            text.contains("app") && text.contains("ScramSha256"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn security_comes_from_the_config() {
-        let config = Config::from_vars([
-            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
-            ("KAFKA_SASL_USERNAME", "app"),
-            ("KAFKA_SASL_PASSWORD", "hunter2-secret"),
-            ("KAFKA_TLS_CA_FILE", "/etc/kafka/ca.pem"),
-        ])
-        .unwrap();
-        let security = Security::from_config(&config).unwrap();
-        let sasl = security.sasl.as_ref().unwrap();
-        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha256);
-        assert_eq!(sasl.password, "hunter2-secret");
-        assert_eq!(
-            security.tls.as_ref().unwrap().ca_file.as_deref(),
-            Some(Path::new("/etc/kafka/ca.pem"))
         );
         assert!(matches!(
             security.rskafka_sasl(),
             Some(rskafka::client::SaslConfig::ScramSha256(_))
         ));
-        let described = security.describe();
-        assert_eq!(described, r#"TLS, SASL SCRAM-SHA-256 as user "app""#);
-
-        let plain = Security::from_config(&Config::default()).unwrap();
-        assert!(plain.sasl.is_none() && plain.tls.is_none());
-        assert!(plain.rskafka_sasl().is_none());
-
-        let mut unchecked = Config::default();
-        unchecked.kafka_sasl_mechanism = Some(KafkaSaslMechanism::Plain);
-        unchecked.kafka_sasl_username = Some("app".into());
-        let e = Security::from_config(&unchecked).unwrap_err().to_string();
-        assert!(e.contains("KAFKA_SASL_PASSWORD"), "{e}");
-    }
-
-    #[test]
-    fn mechanisms_parse_by_kafka_name() {
         assert_eq!(
-            SaslMechanism::parse("scram-sha-256"),
-            Some(SaslMechanism::ScramSha256)
+            security.describe(),
+            r#"TLS, SASL SCRAM-SHA-256 as user "app""#
         );
-        assert_eq!(SaslMechanism::parse("PLAIN"), Some(SaslMechanism::Plain));
-        assert_eq!(SaslMechanism::parse("GSSAPI"), None);
+        let plain = Security::default();
+        assert!(plain.rskafka_sasl().is_none());
+        assert_eq!(plain.describe(), "plain TCP, no SASL");
     }
 
     #[test]
     fn a_missing_ca_file_names_the_variable() {
-        let tls = Tls {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Tls::default()
-        };
+        let tls = KafkaTls::default().with_ca_file("/nonexistent/ca.pem");
         let e = tls.client_config().unwrap_err().to_string();
         assert!(e.contains("KAFKA_TLS_CA_FILE"), "{e}");
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
@@ -386,10 +332,9 @@ mod tests {
 
     #[test]
     fn a_certificate_needs_its_key() {
-        let tls = Tls {
-            ca_file: None,
+        let tls = KafkaTls {
             cert_file: Some("/tmp/client.pem".into()),
-            key_file: None,
+            ..KafkaTls::default()
         };
         let e = tls.client_config().unwrap_err().to_string();
         assert!(e.contains("KAFKA_TLS_KEY_FILE"), "{e}");

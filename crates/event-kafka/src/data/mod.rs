@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_core::{Compression, Config, ConfigError, Error};
+use event_core::Error;
 use rskafka::BackoffConfig;
 use rskafka::chrono::DateTime;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
@@ -30,7 +30,7 @@ use rskafka::record::{Record, RecordAndOffset, UndecodableRecords};
 
 use self::connections::PartitionClients;
 use self::error::{backend_error, timeout_error};
-use crate::control::Security;
+use crate::config::{Compression, KafkaConfig};
 
 /// How long one call may take (a fetch gets its `max_wait` on top).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,21 +106,20 @@ impl DataPlane {
     /// Connects to `KAFKA_BOOTSTRAP_SERVERS` with `KAFKA_COMPRESSION` and the default timeout.
     ///
     /// # Errors
-    /// A transient backend error when no broker answers in time; a configuration error for a
-    /// compression this build cannot do.
-    pub(crate) async fn connect(config: &Config) -> Result<Self, Error> {
+    /// A transient backend error when no broker answers in time.
+    pub(crate) async fn connect(config: &KafkaConfig) -> Result<Self, Error> {
         Self::connect_with_timeout(config, DEFAULT_TIMEOUT).await
     }
 
     /// [`connect`](Self::connect) with another limit on each call.
     pub(crate) async fn connect_with_timeout(
-        config: &Config,
+        config: &KafkaConfig,
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let compression = compression(config.kafka_compression)?;
-        let servers = config.kafka_bootstrap_servers.join(",");
-        let security = Security::from_config(config)?;
-        let mut builder = ClientBuilder::new(config.kafka_bootstrap_servers.clone())
+        let compression = compression(config.compression);
+        let servers = config.bootstrap_servers.join(",");
+        let security = config.security();
+        let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
             .client_id(CLIENT_ID)
             .backoff_config(backoff(timeout));
         // The same rustls configuration as the control plane's, from the same files.
@@ -440,21 +439,14 @@ fn backoff(timeout: Duration) -> BackoffConfig {
 }
 
 /// `KAFKA_COMPRESSION` as rskafka's compression.
-fn compression(c: Compression) -> Result<partition::Compression, Error> {
-    Ok(match c {
+fn compression(c: Compression) -> partition::Compression {
+    match c {
         Compression::None => partition::Compression::NoCompression,
         Compression::Gzip => partition::Compression::Gzip,
         Compression::Snappy => partition::Compression::Snappy,
         Compression::Lz4 => partition::Compression::Lz4,
         Compression::Zstd => partition::Compression::Zstd,
-        other => {
-            return Err(Error::Config(ConfigError::single(
-                "KAFKA_COMPRESSION",
-                other.as_str(),
-                "one of none, gzip, snappy, lz4, zstd",
-            )));
-        }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -470,7 +462,7 @@ mod unit_tests {
             (Compression::Lz4, partition::Compression::Lz4),
             (Compression::Zstd, partition::Compression::Zstd),
         ] {
-            assert_eq!(compression(ours).unwrap(), theirs);
+            assert_eq!(compression(ours), theirs);
         }
     }
 
@@ -489,8 +481,10 @@ mod unit_tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut config = Config::default();
-        config.kafka_bootstrap_servers = vec![format!("127.0.0.1:{port}")];
+        let config = KafkaConfig {
+            bootstrap_servers: vec![format!("127.0.0.1:{port}")],
+            ..KafkaConfig::default()
+        };
         let limit = Duration::from_secs(2);
         let outcome =
             tokio::time::timeout(limit * 2, DataPlane::connect_with_timeout(&config, limit))

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use event_core::{Compression, Config, Event, EventType, JsonCodec};
+use event_core::{Event, EventType, JsonCodec};
+
+use crate::config::{Compression, KafkaConfig};
 use rskafka::record::RecordAndOffset;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -45,11 +47,12 @@ fn test_env(variable: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn config(brokers: &str, compression: Compression) -> Config {
-    let mut config = Config::default();
-    config.kafka_bootstrap_servers = brokers.split(',').map(str::to_owned).collect();
-    config.kafka_compression = compression;
-    config
+fn config(brokers: &str, compression: Compression) -> KafkaConfig {
+    KafkaConfig {
+        bootstrap_servers: brokers.split(',').map(str::to_owned).collect(),
+        compression,
+        ..KafkaConfig::default()
+    }
 }
 
 /// Runs `body` with a data plane and a fresh topic of `partitions` partitions, within

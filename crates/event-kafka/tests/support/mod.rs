@@ -348,3 +348,28 @@ pub async fn committed_to_the_end(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The two halves of a Kafka bus's settings, as the tests change them: the Kafka backend's own
+/// and the shared ones.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// `KAFKA_*`.
+    pub kafka: event_kafka::KafkaConfig,
+    /// The settings every backend shares.
+    pub bus: event_core::Config,
+}
+
+impl Settings {
+    /// The defaults, on the brokers of `servers` (comma-separated `host:port`).
+    pub fn on(servers: &str) -> Self {
+        let mut settings = Self::default();
+        settings.kafka.bootstrap_servers =
+            servers.split(',').map(|s| s.trim().to_string()).collect();
+        settings
+    }
+
+    /// A bus with these settings.
+    pub async fn connect(&self) -> Result<event_kafka::KafkaBus, event_core::Error> {
+        event_kafka::KafkaBus::connect(self.kafka.clone(), self.bus.clone()).await
+    }
+}

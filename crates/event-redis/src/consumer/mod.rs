@@ -133,7 +133,7 @@ pub(crate) async fn subscribe(
     // The first attempt's reader is connected here, so a subscribe to an unreachable server
     // fails at once; restarts connect their own.
     let reader = inner.client.clone_new();
-    client::connect(&reader, &inner.config).await?;
+    client::connect(&reader, &inner.redis).await?;
 
     let member = inner.consumers.next_id();
     let (counters, redis_counters) = inner.add_member(&spec.handler, &group, &streams, member);

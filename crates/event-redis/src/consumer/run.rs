@@ -258,7 +258,7 @@ async fn connect_reader(sub: &Subscriber, stop: &mut StopSignal) -> Option<Clien
             return None;
         }
         let reader = sub.inner.client.clone_new();
-        match client::connect(&reader, &sub.inner.config).await {
+        match client::connect(&reader, &sub.inner.redis).await {
             Ok(()) => return Some(reader),
             Err(e) => {
                 let _ = reader.quit().await;

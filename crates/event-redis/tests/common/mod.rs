@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use event_core::{Config, Event, EventBus, EventHandler, EventId, EventType, HandlerError};
+use event_core::{
+    Config, EnvSettings as _, Event, EventBus, EventHandler, EventId, EventType, HandlerError,
+};
 use event_testkit::{test_server, unique};
 use fred::prelude::{Builder, Client, ClientLike, KeysInterface, StreamsInterface};
 use fred::types::Value;
@@ -43,12 +45,9 @@ impl Scenario {
         }))
     }
 
-    /// A bus configuration on this scenario's prefix.
-    pub(crate) fn config(&self) -> Config {
-        let mut config = Config::default();
-        config.redis_url = self.url.clone();
-        config.redis_key_prefix = self.prefix.clone();
-        config
+    /// A bus's settings on this scenario's prefix.
+    pub(crate) fn config(&self) -> Settings {
+        Settings::on(&self.url, &self.prefix)
     }
 
     /// A fresh event type, unique to this run.
@@ -60,8 +59,8 @@ impl Scenario {
         format!("{}:stream:{event_type}", self.prefix)
     }
 
-    pub(crate) fn group(&self, config: &Config, handler: &str) -> String {
-        format!("{}.{handler}", config.consumer_group)
+    pub(crate) fn group(&self, config: &Settings, handler: &str) -> String {
+        format!("{}.{handler}", config.bus.consumer_group)
     }
 
     pub(crate) fn dead_letters(&self, group: &str) -> String {
@@ -343,4 +342,37 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// The two halves of a Redis bus's settings, as the tests change them: the Redis backend's own
+/// and the shared ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    /// `REDIS_*`.
+    pub(crate) redis: event_redis::RedisConfig,
+    /// The settings every backend shares.
+    pub(crate) bus: Config,
+}
+
+impl Settings {
+    /// The defaults, on the server at `url` under `prefix`.
+    pub(crate) fn on(url: &str, prefix: &str) -> Self {
+        let mut settings = Self::default();
+        settings.redis.url = url.to_string();
+        settings.redis.key_prefix = prefix.to_string();
+        settings
+    }
+
+    /// Both halves from the process environment.
+    pub(crate) fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: event_redis::RedisConfig::from_env()?,
+            bus: Config::from_env()?,
+        })
+    }
+
+    /// A bus with these settings.
+    pub(crate) async fn connect(&self) -> Result<event_redis::RedisBus, event_core::Error> {
+        event_redis::RedisBus::connect(self.redis.clone(), self.bus.clone()).await
+    }
 }

@@ -1,6 +1,7 @@
 //! [`ChaosBackend`]: what a backend's chaos test target supplies (buses, its faults, foreign
 //! input), and [`Fault`], the fault classes a run draws from.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,6 +142,13 @@ pub trait ChaosBackend: Send + Sync + 'static {
     /// # Errors
     /// Whatever stops the bus from starting.
     async fn connect(&self, config: Config) -> anyhow::Result<Arc<dyn EventBus>>;
+
+    /// The backend's own variables (server addresses, prefixes) that a consumer process needs
+    /// beside the shared configuration: handed to [`child_main`](super::child_main)'s
+    /// `connect`. None by default.
+    fn child_variables(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 
     /// What the target can do.
     fn abilities(&self) -> Abilities;

@@ -2,6 +2,7 @@
 //! and the consumer processes of the shared handler — and the monitor that samples their
 //! health and whether each subscription is still active.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,8 @@ pub(crate) struct Cluster {
     pub(crate) plan: Plan,
     pub(crate) abilities: Abilities,
     pub(crate) config: Config,
+    /// The backend's own variables, for consumer processes.
+    child_variables: BTreeMap<String, String>,
     pub(crate) history: Arc<History>,
     /// `(name, bus)`: `main` first, then `second` where the backend has one.
     pub(crate) buses: Vec<(String, Arc<dyn EventBus>)>,
@@ -57,6 +60,7 @@ impl Cluster {
         plan: Plan,
         abilities: Abilities,
         config: Config,
+        child_variables: BTreeMap<String, String>,
         history: Arc<History>,
         buses: Vec<(String, Arc<dyn EventBus>)>,
     ) -> anyhow::Result<Self> {
@@ -70,6 +74,7 @@ impl Cluster {
             plan,
             abilities,
             config,
+            child_variables,
             history,
             buses,
             live: Mutex::new(Vec::new()),
@@ -243,6 +248,7 @@ impl Cluster {
                 .redacted()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(self.child_variables.clone())
                 .collect(),
         };
         let process = ConsumerProcess::spawn(&spec)?;

@@ -202,7 +202,9 @@ impl DeliveryLog for FileLog {
 }
 
 /// The consumer process's side: when `EVENTBUS_CHAOS_CHILD` is set, connects a bus with
-/// `connect`, subscribes the handler it names and runs until told to stop; otherwise returns
+/// `connect` (given the shared configuration and every variable the parent passed,
+/// the backend's own included: [`ChaosBackend::child_variables`](super::ChaosBackend::child_variables)),
+/// subscribes the handler it names and runs until told to stop; otherwise returns
 /// at once. A backend's chaos target calls it from a test named [`CHILD_TEST`]:
 ///
 /// ```no_run
@@ -210,14 +212,14 @@ impl DeliveryLog for FileLog {
 /// # use event_core::{EventBus, MemoryBus};
 /// #[test]
 /// fn chaos_child() {
-///     event_testkit::chaos::child_main(|config| async move {
+///     event_testkit::chaos::child_main(|config, _variables| async move {
 ///         Ok(Arc::new(MemoryBus::new(config)?) as Arc<dyn EventBus>)
 ///     });
 /// }
 /// ```
 pub fn child_main<F, Fut>(connect: F)
 where
-    F: FnOnce(Config) -> Fut,
+    F: FnOnce(Config, BTreeMap<String, String>) -> Fut,
     Fut: Future<Output = anyhow::Result<Arc<dyn EventBus>>>,
 {
     let Ok(spec) = std::env::var(CHILD_VAR) else {
@@ -238,7 +240,7 @@ where
 
 async fn run_child<F, Fut>(spec: &str, connect: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Config) -> Fut,
+    F: FnOnce(Config, BTreeMap<String, String>) -> Fut,
     Fut: Future<Output = anyhow::Result<Arc<dyn EventBus>>>,
 {
     let spec: ChildSpec = serde_json::from_str(spec).context("reading the child spec")?;
@@ -247,7 +249,7 @@ where
     // Health goes to a file of its own, so the parent can tell handler calls from samples
     // by the size of the first.
     let samples = FileLog::open(&health_path(&spec.log))?;
-    let bus = connect(config).await?;
+    let bus = connect(config, spec.config.clone()).await?;
     let types = spec
         .types
         .iter()

@@ -115,6 +115,7 @@ pub async fn run_with(
         plan,
         abilities,
         config,
+        backend.child_variables(),
         history.clone(),
         buses,
     )?);

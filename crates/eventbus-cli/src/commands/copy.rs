@@ -3,7 +3,7 @@
 
 use clap::Args;
 use event_core::{EventType, ReplayQuery};
-use event_manager::replay_page;
+use event_manager::{BusType, replay_page};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -51,21 +51,21 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
         query = query.to(parse_time("--until", until, now)?);
     }
     query.validate()?;
-    let (from_config, from_explicit) = ctx.config_with(&backend_url("--from", &args.from)?)?;
-    let (to_config, to_explicit) = ctx.config_with(&backend_url("--to", &args.to)?)?;
+    let (from_settings, from_explicit) = ctx.on_backend(&backend_url("--from", &args.from)?)?;
+    let (to_settings, to_explicit) = ctx.on_backend(&backend_url("--to", &args.to)?)?;
     // Kafka deletes by record time, and copied records keep their events' timestamps.
-    if to_config.bus_type == event_core::BusType::Kafka
-        && let Ok(retention) = time::Duration::try_from(to_config.kafka_retention)
+    if to_settings.bus_type == BusType::Kafka
+        && let Ok(retention) = time::Duration::try_from(to_settings.kafka.retention)
         && query.from < now - retention
     {
         eprintln!(
             "warning: events older than KAFKA_RETENTION_MS ({} ms) keep their timestamps and Kafka may delete them soon after the copy; raise the retention of the target topics first to keep them",
-            to_config.kafka_retention.as_millis()
+            to_settings.kafka.retention.as_millis()
         );
     }
-    let batch = to_config.batch_size.max(1);
-    let source = open_with(from_config, from_explicit).await?;
-    let target = open_with(to_config, to_explicit).await?;
+    let batch = to_settings.bus.batch_size.max(1);
+    let source = open_with(from_settings, from_explicit).await?;
+    let target = open_with(to_settings, to_explicit).await?;
     let (reader, writer) = (source.bus()?, target.bus()?);
 
     let progress = ProgressBar::no_length();

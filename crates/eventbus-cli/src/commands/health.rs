@@ -18,7 +18,7 @@ pub(crate) async fn run(ctx: &Context) -> anyhow::Result<Exit> {
             if ctx.json {
                 output::json(&serde_json::json!({
                     "status": "unhealthy",
-                    "backend": ctx.config.bus_type.as_str(),
+                    "backend": ctx.settings.bus_type.as_str(),
                     "problems": [format!("{e:#}")],
                 }))?;
             } else {

@@ -18,7 +18,7 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> {
-    let api = ApiConfig::from_env(&ctx.config)?;
+    let api = ApiConfig::from_env(&ctx.settings.bus)?;
     if api.tokens.is_empty() {
         return Err(ArgError(
             "EVENT_API_TOKENS is empty, so every request would be refused: set it to comma-separated role:token entries, such as admin:<a long random token>,read:<another>".into(),
@@ -37,7 +37,7 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
     let addr = listener.local_addr()?;
     eprintln!(
         "eventbus: serving the {} bus on http://{addr}/api/v1/events (handlers: {})",
-        ctx.config.bus_type,
+        ctx.settings.bus_type,
         manager.handler_names().join(", ")
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use event_core::{EventType, HandlerError, SubscriptionSpec, handler_fn};
 use event_handlers::{AuditSettings, DomainContext};
-use event_manager::EventBusManager;
+use event_manager::{EventBusManager, HandlerSelection};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -67,16 +67,16 @@ pub(crate) async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<Exit> {
             }
         }
     });
-    let mut config = ctx.config.clone();
+    let mut settings = ctx.settings.clone();
     // Consumer groups of its own: a service running the same handlers on this bus keeps its
     // events, and the demo's views see every one of the demo's.
-    config.consumer_group = format!("{}.demo", config.consumer_group);
+    settings.bus.consumer_group = format!("{}.demo", settings.bus.consumer_group);
     // Every domain handler, whatever the environment selects: the demo shows them all.
-    config.enable_event_handlers = true;
-    config.enabled_event_handlers = event_core::HandlerSelection::All;
+    settings.enable_event_handlers = true;
+    settings.enabled_event_handlers = HandlerSelection::All;
     let audit_dir = std::env::temp_dir().join(format!("eventbus-demo-audit-{run_id}"));
     let manager = Arc::new(
-        EventBusManager::builder(config.clone())
+        EventBusManager::builder(settings.clone())
             .explicit_variables(ctx.explicit_variables())
             .handler(
                 SubscriptionSpec::new(PAGER, [EventType::SYSTEM_ERROR]),
@@ -92,7 +92,7 @@ pub(crate) async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<Exit> {
     );
     say(format!(
         "eventbus demo on the {} bus (run {run_id})\n",
-        config.bus_type
+        settings.bus_type
     ));
     say("1. starting the bus with the domain handlers".into());
     manager.start_with_retries(3).await?;
