@@ -3,7 +3,7 @@
 #![warn(missing_docs)]
 
 mod backend;
-mod domain;
+mod domain_handlers;
 mod error;
 mod global;
 mod health;
@@ -18,7 +18,7 @@ mod settings;
 mod stats;
 
 pub use backend::{CapabilityReport, check_capabilities, connect_bus};
-pub use domain::{View, catalog_json};
+pub use domain_handlers::{View, catalog_json};
 pub use error::ManagerError;
 pub use global::{
     event_bus_lifespan, get_event_bus, get_event_bus_manager, install, publish_event,

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::ManagerError;
 use crate::backend::{check_capabilities, connect_bus, explicit_from_env};
-use crate::domain::{self, View};
+use crate::domain_handlers::{self, View};
 use crate::registry::{Entry, HandlerOrigin, Registry};
 use crate::settings::Settings;
 
@@ -115,7 +115,7 @@ impl ManagerBuilder {
     /// [`ManagerError::Bus`] for an invalid subscription.
     pub fn build(self) -> Result<EventBusManager, ManagerError> {
         self.settings.validate()?;
-        domain::check_selection(&self.settings)?;
+        domain_handlers::check_selection(&self.settings)?;
         let mut registry = Registry::new();
         for (spec, handler) in self.handlers {
             insert_custom(&mut registry, spec, handler)?;
@@ -310,13 +310,14 @@ impl EventBusManager {
         for warning in &report.warnings {
             tracing::info!(backend = capabilities.backend, "{warning}");
         }
-        let domain_entries = match domain::build(&self.settings, &bus, &*self.domain_context) {
-            Ok(entries) => entries,
-            Err(e) => {
-                let _ = bus.shutdown().await;
-                return Err(e);
-            }
-        };
+        let domain_entries =
+            match domain_handlers::build(&self.settings, &bus, &*self.domain_context) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    let _ = bus.shutdown().await;
+                    return Err(e);
+                }
+            };
         let to_subscribe = {
             let mut shared = self.shared();
             shared

@@ -4,19 +4,19 @@
 
 mod batch;
 mod catalog;
-mod domain;
 mod domain_event;
+mod domain_publishers;
 mod error;
 mod payloads;
 mod publisher;
 
 pub use batch::{BatchPublisher, BatchSettings, FailedEvent, FlushReport, ScopeOutcome};
 pub use catalog::{CatalogEntry, catalog, catalog_entry, envelope_schema};
-pub use domain::{
+pub use domain_event::{DomainEvent, Upcaster};
+pub use domain_publishers::{
     AgentEventPublisher, MarketSignalEventPublisher, OpportunityEventPublisher,
     SystemEventPublisher, UserEventPublisher,
 };
-pub use domain_event::{DomainEvent, Upcaster};
 pub use error::{Error, FieldError};
 pub use payloads::{
     AgentError, AgentStarted, AgentStopped, AgentTaskCompleted, AgentTaskStarted,

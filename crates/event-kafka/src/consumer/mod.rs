@@ -414,7 +414,7 @@ impl Group {
     async fn leave(self: &Arc<Self>, member: u64, timeout: Duration) -> bool {
         let (last, leaving) = {
             let _groups = self.groups.lock();
-            let mut members = self.router.members();
+            let mut members = self.router.subscribers();
             let leaving = members.iter().find(|m| m.id == member).cloned();
             if members.len() <= 1 {
                 self.closing.store(true, Ordering::Release);

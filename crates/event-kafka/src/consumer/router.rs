@@ -10,14 +10,14 @@ use event_core::{Event, EventHandler, HandlerError};
 use tokio::sync::Notify;
 
 /// One subscription's handler, as the router sees it.
-pub(super) struct Member {
+pub(super) struct Subscriber {
     pub(super) id: u64,
     pub(super) handler: Arc<dyn EventHandler>,
     pub(super) busy: AtomicUsize,
     pub(super) idle: Notify,
 }
 
-struct Busy<'a>(&'a Member);
+struct Busy<'a>(&'a Subscriber);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -30,22 +30,22 @@ impl Drop for Busy<'_> {
 /// The handler the group's dispatcher calls: it hands each event to one subscription.
 pub(super) struct Router {
     pub(super) name: String,
-    pub(super) members: Mutex<Vec<Arc<Member>>>,
+    pub(super) subscribers: Mutex<Vec<Arc<Subscriber>>>,
 }
 
 impl Router {
-    pub(super) fn members(&self) -> MutexGuard<'_, Vec<Arc<Member>>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn subscribers(&self) -> MutexGuard<'_, Vec<Arc<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The subscription that handles an event: fixed by the event id while the members stay.
-    fn pick(&self, event: &Event) -> Option<Arc<Member>> {
-        let members = self.members();
-        if members.is_empty() {
+    /// The subscription that handles an event: fixed by the event id while the subscribers stay.
+    fn pick(&self, event: &Event) -> Option<Arc<Subscriber>> {
+        let subscribers = self.subscribers();
+        if subscribers.is_empty() {
             return None;
         }
-        let i = (event.id.as_uuid().as_u128() % members.len() as u128) as usize;
-        Some(members[i].clone())
+        let i = (event.id.as_uuid().as_u128() % subscribers.len() as u128) as usize;
+        Some(subscribers[i].clone())
     }
 }
 

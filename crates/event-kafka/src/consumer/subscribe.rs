@@ -19,7 +19,7 @@ use crate::core::Inner;
 use super::dead_letters::KafkaSink;
 use super::membership::{self, Standing};
 use super::positions::start_positions;
-use super::router::{Member, Router};
+use super::router::{Router, Subscriber};
 use super::{FaultNames, Group, Groups};
 
 /// How often changed positions are committed.
@@ -42,7 +42,7 @@ pub(crate) async fn subscribe(
     event_types.sort();
     event_types.dedup();
     let member = inner.consumers.next_id();
-    let entry = Arc::new(Member {
+    let entry = Arc::new(Subscriber {
         id: member,
         handler,
         busy: AtomicUsize::new(0),
@@ -60,7 +60,7 @@ pub(crate) async fn subscribe(
                             spec.handler, g.event_types, event_types
                         )));
                     }
-                    g.router.members().push(entry.clone());
+                    g.router.subscribers().push(entry.clone());
                     break Some(g.clone());
                 }
                 Some(g) => g.finished.subscribe(),
@@ -127,7 +127,7 @@ async fn start_group(
     spec: &SubscriptionSpec,
     group_name: &str,
     event_types: &[String],
-    member: Arc<Member>,
+    member: Arc<Subscriber>,
     counters: Arc<HandlerCounters>,
 ) -> Result<Arc<Group>, Error> {
     let mut topics: Vec<String> = event_types.iter().map(|t| inner.topics.events(t)).collect();
@@ -174,7 +174,7 @@ async fn start_group(
         }),
         router: Arc::new(Router {
             name: spec.handler.clone(),
-            members: Mutex::new(vec![member]),
+            subscribers: Mutex::new(vec![member]),
         }),
         stop,
         membership: Mutex::new(None),

@@ -7,7 +7,7 @@
 //!   SASL on open), one request at a time;
 //! - `versions`: the requests this client sends and the ApiVersions negotiation;
 //! - `sasl`, `security`: credentials and TLS;
-//! - `admin`, `offsets`, `groups`, `membership`: the calls, as `impl ControlClient` blocks.
+//! - `cluster`, `offsets`, `groups`, `membership`: the calls, as `impl ControlClient` blocks.
 //!
 //! The client keeps one connection for requests any broker can answer and one per broker id
 //! for partition leaders and group coordinators, opened when first needed. Every call is
@@ -30,7 +30,7 @@
     reason = "the security settings are public types of the crate (`KafkaSasl`, `KafkaTls`); test binaries that compile this module themselves cannot reach them"
 )]
 
-mod admin;
+mod cluster;
 mod connection;
 mod error;
 mod groups;
@@ -47,7 +47,7 @@ use std::time::Duration;
 use event_core::{ConfigError, Error};
 use kafka_protocol::protocol::StrBytes;
 
-pub(crate) use admin::{
+pub(crate) use cluster::{
     BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicCreation, TopicMetadata, TopicSpec,
 };
 pub(crate) use error::KafkaCode;

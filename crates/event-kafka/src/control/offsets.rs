@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse,
 };
 
-use super::admin::topic_name;
+use super::cluster::topic_name;
 use super::connection::{Deadline, join_host_port};
 use super::error::{ControlError, FailureKind, KafkaCode};
 use super::{ControlClient, Node, text};
