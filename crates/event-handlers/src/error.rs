@@ -1,9 +1,9 @@
-//! [`HandlersError`]: what can go wrong while setting up the domain handlers.
+//! [`Error`]: what can go wrong while setting up the domain handlers.
 
 /// A failure while naming or building a domain handler.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum HandlersError {
+pub enum Error {
     /// A handler name that is not one of the domain handlers.
     #[error("unknown event handler {name:?}: use `all` or a comma-separated list of {allowed}")]
     UnknownHandler {

@@ -20,6 +20,13 @@ pub use domain::{
     SignalFunnel, SignalSummary, SystemErrorRecord, SystemEventHandler, SystemStatus,
     UserDirectory, UserEventHandler, UserRecord, ValidationRecord,
 };
-pub use error::HandlersError;
+pub use error::Error;
+
+/// The former name of [`Error`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed to `event_handlers::Error`, as every crate's error type"
+)]
+pub type HandlersError = Error;
 pub use registry::{DomainContext, DomainHandler, DomainHandlerKind, Thresholds, build};
 pub use view::View;

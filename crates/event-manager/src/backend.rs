@@ -8,14 +8,14 @@ use event_core::{Capabilities, Config, EventBus, MemoryBus};
 
 use crate::settings::{BusType, Settings};
 
-use crate::ManagerError;
+use crate::Error;
 
 /// Connects the bus that `settings.bus_type` names.
 ///
 /// # Errors
-/// [`ManagerError::BackendNotBuilt`] when the backend's cargo feature is off, or the
+/// [`Error::BackendNotBuilt`] when the backend's cargo feature is off, or the
 /// backend's own error (bad configuration, server unreachable).
-pub async fn connect_bus(settings: &Settings) -> Result<Arc<dyn EventBus>, ManagerError> {
+pub async fn connect_bus(settings: &Settings) -> Result<Arc<dyn EventBus>, Error> {
     let config = settings.bus.clone();
     match settings.bus_type {
         BusType::Memory => Ok(Arc::new(MemoryBus::new(config)?)),
@@ -28,7 +28,7 @@ pub async fn connect_bus(settings: &Settings) -> Result<Arc<dyn EventBus>, Manag
             event_kafka::KafkaBus::connect(settings.kafka.clone(), config).await?,
         )),
         #[allow(unreachable_patterns)]
-        other => Err(ManagerError::BackendNotBuilt {
+        other => Err(Error::BackendNotBuilt {
             backend: other.as_str(),
         }),
     }

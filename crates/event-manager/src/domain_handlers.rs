@@ -11,16 +11,16 @@ use tower::ServiceBuilder;
 
 pub use event_handlers::View;
 
-use crate::ManagerError;
+use crate::Error;
 use crate::registry::{Entry, HandlerOrigin};
 use crate::settings::{HandlerSelection, Settings};
 
 /// Checks the names of `ENABLED_EVENT_HANDLERS` (case-sensitive, as the variable's rules say).
-pub(crate) fn check_selection(config: &Settings) -> Result<(), ManagerError> {
+pub(crate) fn check_selection(config: &Settings) -> Result<(), Error> {
     selected(config).map(|_| ())
 }
 
-fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, ManagerError> {
+fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, Error> {
     if !config.enable_event_handlers {
         return Ok(Vec::new());
     }
@@ -29,7 +29,7 @@ fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, ManagerError> {
         HandlerSelection::Only(names) => names
             .iter()
             .map(|name| {
-                DomainHandlerKind::from_str(name).map_err(|_| ManagerError::UnknownDomainHandler {
+                DomainHandlerKind::from_str(name).map_err(|_| Error::UnknownDomainHandler {
                     name: name.clone(),
                     known: DomainHandlerKind::allowed(),
                 })
@@ -43,8 +43,8 @@ fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, ManagerError> {
 pub(crate) fn build(
     config: &Settings,
     bus: &Arc<dyn EventBus>,
-    context: &dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError>,
-) -> Result<Vec<(String, Entry)>, ManagerError> {
+    context: &dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error>,
+) -> Result<Vec<(String, Entry)>, Error> {
     let kinds = selected(config)?;
     if kinds.is_empty() {
         return Ok(Vec::new());
@@ -52,7 +52,7 @@ pub(crate) fn build(
     let ctx = context(bus.clone())?;
     let mut entries = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        let built = event_handlers::build(kind, &ctx).map_err(ManagerError::DomainHandler)?;
+        let built = event_handlers::build(kind, &ctx).map_err(Error::DomainHandler)?;
         let name = kind.as_str().to_string();
         let handler: Arc<dyn EventHandler> = Arc::new(
             ServiceBuilder::new()

@@ -1,11 +1,11 @@
-//! [`ManagerError`]: everything the manager can refuse, each with what to do about it.
+//! [`Error`]: everything the manager can refuse, each with what to do about it.
 
 use event_core::ConfigError;
 
 /// An error of the manager. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ManagerError {
+pub enum Error {
     /// The configuration has bad values (from `event_core::Config`).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -41,7 +41,7 @@ pub enum ManagerError {
 
     /// A domain handler could not be built (its audit trail's sink cannot be opened, say).
     #[error("cannot build a domain handler: {0}")]
-    DomainHandler(#[source] event_handlers::HandlersError),
+    DomainHandler(#[source] event_handlers::Error),
 
     /// A handler with this name is already registered.
     #[error("a handler named {0:?} is already registered; remove it first or choose another name")]
@@ -89,11 +89,11 @@ pub enum ManagerError {
     Signal(#[source] std::io::Error),
 }
 
-impl ManagerError {
+impl Error {
     /// Whether trying again later can succeed (a backend that cannot be reached yet).
     pub fn is_transient(&self) -> bool {
         match self {
-            ManagerError::Bus(e) => e.is_transient(),
+            Error::Bus(e) => e.is_transient(),
             _ => false,
         }
     }

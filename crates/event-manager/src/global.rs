@@ -1,7 +1,7 @@
 //! The seed's module-level entry points over the one process-wide manager.
 //!
 //! The application builds a manager and [`install`]s it once; the functions here use it.
-//! Before that they fail with [`ManagerError::NotInstalled`]: nothing is ever created behind
+//! Before that they fail with [`Error::NotInstalled`]: nothing is ever created behind
 //! the application's back (the original had two competing singletons, one ignoring the
 //! configuration).
 
@@ -12,18 +12,18 @@ use event_core::{EventBus, EventHandler, EventId, EventType, SubscriptionSpec};
 use event_publishers::EventPublisher;
 use serde::Serialize;
 
-use crate::{EventBusManager, ManagerError};
+use crate::{Error, EventBusManager};
 
 static INSTALLED: RwLock<Option<Arc<EventBusManager>>> = RwLock::new(None);
 
 /// Makes `manager` the process-wide manager that the functions of this module use.
 ///
 /// # Errors
-/// [`ManagerError::AlreadyInstalled`] when one is installed: there is only ever one.
-pub fn install(manager: Arc<EventBusManager>) -> Result<(), ManagerError> {
+/// [`Error::AlreadyInstalled`] when one is installed: there is only ever one.
+pub fn install(manager: Arc<EventBusManager>) -> Result<(), Error> {
     let mut slot = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
     if slot.is_some() {
-        return Err(ManagerError::AlreadyInstalled);
+        return Err(Error::AlreadyInstalled);
     }
     *slot = Some(manager);
     Ok(())
@@ -37,20 +37,20 @@ pub fn uninstall() -> Option<Arc<EventBusManager>> {
 /// The process-wide manager.
 ///
 /// # Errors
-/// [`ManagerError::NotInstalled`].
-pub fn get_event_bus_manager() -> Result<Arc<EventBusManager>, ManagerError> {
+/// [`Error::NotInstalled`].
+pub fn get_event_bus_manager() -> Result<Arc<EventBusManager>, Error> {
     INSTALLED
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
-        .ok_or(ManagerError::NotInstalled)
+        .ok_or(Error::NotInstalled)
 }
 
 /// The process-wide manager's running bus.
 ///
 /// # Errors
-/// [`ManagerError::NotInstalled`], or [`ManagerError::NotRunning`].
-pub fn get_event_bus() -> Result<Arc<dyn EventBus>, ManagerError> {
+/// [`Error::NotInstalled`], or [`Error::NotRunning`].
+pub fn get_event_bus() -> Result<Arc<dyn EventBus>, Error> {
     get_event_bus_manager()?.bus()
 }
 
@@ -60,14 +60,14 @@ pub fn get_event_bus() -> Result<Arc<dyn EventBus>, ManagerError> {
 /// are added. Without a correlation id the event gets a new one.
 ///
 /// # Errors
-/// [`ManagerError::NotInstalled`], [`ManagerError::NotRunning`], [`ManagerError::Publish`]
+/// [`Error::NotInstalled`], [`Error::NotRunning`], [`Error::Publish`]
 /// for an invalid payload (naming the field), or the bus's error.
 pub async fn publish_event(
     event_type: EventType,
     payload: impl Serialize,
     source: &str,
     correlation_id: Option<&str>,
-) -> Result<EventId, ManagerError> {
+) -> Result<EventId, Error> {
     let bus = get_event_bus()?;
     let payload = match serde_json::to_value(payload) {
         Ok(serde_json::Value::Object(map)) => map,
@@ -92,8 +92,8 @@ pub async fn publish_event(
         .publish_json(event_type, payload, None)
         .await
         .map_err(|e| match e {
-            event_publishers::Error::Bus(e) => ManagerError::Bus(e),
-            other => ManagerError::Publish(other),
+            event_publishers::Error::Bus(e) => Error::Bus(e),
+            other => Error::Publish(other),
         })
 }
 
@@ -101,12 +101,12 @@ pub async fn publish_event(
 /// `subscribe_to_events`); the handler's name names its consumer group.
 ///
 /// # Errors
-/// [`ManagerError::NotInstalled`], [`ManagerError::DuplicateHandler`], or a failed
+/// [`Error::NotInstalled`], [`Error::DuplicateHandler`], or a failed
 /// subscription.
 pub async fn subscribe_to_events(
     event_types: impl IntoIterator<Item = EventType>,
     handler: Arc<dyn EventHandler>,
-) -> Result<(), ManagerError> {
+) -> Result<(), Error> {
     let spec = SubscriptionSpec::new(handler.name().to_string(), event_types);
     get_event_bus_manager()?
         .register_handler(spec, handler)
@@ -117,12 +117,12 @@ pub async fn subscribe_to_events(
 /// `event_bus_lifespan`): inside the body the module-level functions work.
 ///
 /// # Errors
-/// [`ManagerError::AlreadyInstalled`], a failed start, the body's error or a failed stop.
+/// [`Error::AlreadyInstalled`], a failed start, the body's error or a failed stop.
 pub async fn event_bus_lifespan<T, E, F, Fut>(manager: EventBusManager, body: F) -> Result<T, E>
 where
     F: FnOnce(Arc<EventBusManager>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: From<ManagerError>,
+    E: From<Error>,
 {
     let manager = Arc::new(manager);
     install(manager.clone())?;

@@ -19,7 +19,14 @@ mod stats;
 
 pub use backend::{CapabilityReport, check_capabilities, connect_bus};
 pub use domain_handlers::{View, catalog_json};
-pub use error::ManagerError;
+pub use error::Error;
+
+/// The former name of [`Error`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed to `event_manager::Error`, as every crate's error type"
+)]
+pub type ManagerError = Error;
 pub use global::{
     event_bus_lifespan, get_event_bus, get_event_bus_manager, install, publish_event,
     subscribe_to_events, uninstall,

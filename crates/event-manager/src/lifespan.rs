@@ -3,15 +3,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::{EventBusManager, ManagerError};
+use crate::{Error, EventBusManager};
 
 /// Resolves at the first SIGTERM or Ctrl-C (SIGINT); on other platforms at Ctrl-C. The
 /// handlers are installed when the future is first polled: a signal that arrives before then
 /// still has its default effect. Use [`listen_for_shutdown`] to install them at once.
 ///
 /// # Errors
-/// [`ManagerError::Signal`] when the signal handlers cannot be installed.
-pub async fn shutdown_signal() -> Result<(), ManagerError> {
+/// [`Error::Signal`] when the signal handlers cannot be installed.
+pub async fn shutdown_signal() -> Result<(), Error> {
     listen_for_shutdown()?.await
 }
 
@@ -20,14 +20,14 @@ pub async fn shutdown_signal() -> Result<(), ManagerError> {
 /// Call it before announcing that a service is ready. Needs a Tokio runtime.
 ///
 /// # Errors
-/// [`ManagerError::Signal`] when the signal handlers cannot be installed.
+/// [`Error::Signal`] when the signal handlers cannot be installed.
 pub fn listen_for_shutdown()
--> Result<impl Future<Output = Result<(), ManagerError>> + Send + 'static, ManagerError> {
+-> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(ManagerError::Signal)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(ManagerError::Signal)?;
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
         Ok(async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -38,7 +38,7 @@ pub fn listen_for_shutdown()
     }
     #[cfg(not(unix))]
     {
-        Ok(async { tokio::signal::ctrl_c().await.map_err(ManagerError::Signal) })
+        Ok(async { tokio::signal::ctrl_c().await.map_err(Error::Signal) })
     }
 }
 
@@ -48,7 +48,7 @@ impl EventBusManager {
     ///
     /// # Errors
     /// A failed start, a failed signal listener, or a failed stop.
-    pub async fn run_until_shutdown_signal(&self) -> Result<(), ManagerError> {
+    pub async fn run_until_shutdown_signal(&self) -> Result<(), Error> {
         let signal = listen_for_shutdown()?;
         self.run_until(signal).await
     }
@@ -58,9 +58,9 @@ impl EventBusManager {
     ///
     /// # Errors
     /// A failed start, the error of `shutdown`, or a failed stop.
-    pub async fn run_until<F>(&self, shutdown: F) -> Result<(), ManagerError>
+    pub async fn run_until<F>(&self, shutdown: F) -> Result<(), Error>
     where
-        F: Future<Output = Result<(), ManagerError>>,
+        F: Future<Output = Result<(), Error>>,
     {
         self.start().await?;
         let waited = shutdown.await;
@@ -85,12 +85,12 @@ impl EventBusManager {
     ///         let event = Event::builder(EventType::SYSTEM_HEALTH_CHECK, "docs")
     ///             .field("component", "api")
     ///             .build()?;
-    ///         Ok::<_, event_manager::ManagerError>(manager.bus()?.publish(event).await?)
+    ///         Ok::<_, event_manager::Error>(manager.bus()?.publish(event).await?)
     ///     })
     ///     .await?;
     /// assert!(!manager.bus().is_ok(), "stopped after the scope");
     /// # let _ = id;
-    /// # Ok::<(), event_manager::ManagerError>(())
+    /// # Ok::<(), event_manager::Error>(())
     /// # }).unwrap();
     /// ```
     ///
@@ -100,7 +100,7 @@ impl EventBusManager {
     where
         F: FnOnce(Arc<EventBusManager>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: From<ManagerError>,
+        E: From<Error>,
     {
         self.start().await?;
         let result = body(self.clone()).await;

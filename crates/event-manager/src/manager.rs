@@ -10,7 +10,7 @@ use event_handlers::{AuditSettings, DomainContext};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ManagerError;
+use crate::Error;
 use crate::backend::{check_capabilities, connect_bus, explicit_from_env};
 use crate::domain_handlers::{self, View};
 use crate::registry::{Entry, HandlerOrigin, Registry};
@@ -45,7 +45,7 @@ pub enum ManagerState {
 ///     )
 ///     .build()?;
 /// assert_eq!(manager.handler_names(), ["welcome"]);
-/// # Ok::<(), event_manager::ManagerError>(())
+/// # Ok::<(), event_manager::Error>(())
 /// ```
 pub struct ManagerBuilder {
     settings: Settings,
@@ -55,13 +55,12 @@ pub struct ManagerBuilder {
 }
 
 /// Makes the domain handlers' context for the bus of a start.
-type ContextFactory =
-    dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError> + Send + Sync;
+type ContextFactory = dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error> + Send + Sync;
 
 /// The default context: audit settings from the environment (`EVENT_AUDIT_*`), default
 /// thresholds.
-fn default_context(bus: Arc<dyn EventBus>) -> Result<DomainContext, ManagerError> {
-    let audit = AuditSettings::from_env().map_err(ManagerError::DomainHandler)?;
+fn default_context(bus: Arc<dyn EventBus>) -> Result<DomainContext, Error> {
+    let audit = AuditSettings::from_env().map_err(Error::DomainHandler)?;
     Ok(DomainContext::new(bus).with_audit(audit))
 }
 
@@ -71,8 +70,8 @@ impl ManagerBuilder {
     /// [`check_capabilities`](crate::check_capabilities)).
     ///
     /// # Errors
-    /// [`ManagerError::Config`] listing every bad variable.
-    pub fn from_env() -> Result<Self, ManagerError> {
+    /// [`Error::Config`] listing every bad variable.
+    pub fn from_env() -> Result<Self, Error> {
         let settings = Settings::from_env()?;
         Ok(EventBusManager::builder(settings).explicit_variables(explicit_from_env()))
     }
@@ -98,10 +97,7 @@ impl ManagerBuilder {
     /// (`EVENT_AUDIT_DIR`, ...) and the thresholds are the defaults.
     pub fn domain_context(
         mut self,
-        factory: impl Fn(Arc<dyn EventBus>) -> Result<DomainContext, ManagerError>
-        + Send
-        + Sync
-        + 'static,
+        factory: impl Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error> + Send + Sync + 'static,
     ) -> Self {
         self.domain_context = Arc::new(factory);
         self
@@ -110,10 +106,10 @@ impl ManagerBuilder {
     /// Checks the configuration and the handlers and builds the manager, not yet started.
     ///
     /// # Errors
-    /// [`ManagerError::Config`], [`ManagerError::UnknownDomainHandler`] for a name in
-    /// `ENABLED_EVENT_HANDLERS` that does not exist, [`ManagerError::DuplicateHandler`], or
-    /// [`ManagerError::Bus`] for an invalid subscription.
-    pub fn build(self) -> Result<EventBusManager, ManagerError> {
+    /// [`Error::Config`], [`Error::UnknownDomainHandler`] for a name in
+    /// `ENABLED_EVENT_HANDLERS` that does not exist, [`Error::DuplicateHandler`], or
+    /// [`Error::Bus`] for an invalid subscription.
+    pub fn build(self) -> Result<EventBusManager, Error> {
         self.settings.validate()?;
         domain_handlers::check_selection(&self.settings)?;
         let mut registry = Registry::new();
@@ -140,10 +136,10 @@ fn insert_custom(
     registry: &mut Registry,
     spec: SubscriptionSpec,
     handler: Arc<dyn EventHandler>,
-) -> Result<(), ManagerError> {
+) -> Result<(), Error> {
     spec.validate()?;
     if registry.contains_key(&spec.handler) {
-        return Err(ManagerError::DuplicateHandler(spec.handler));
+        return Err(Error::DuplicateHandler(spec.handler));
     }
     let name = spec.handler.clone();
     registry.insert(name, Entry::new(spec, handler, HandlerOrigin::Custom, None));
@@ -202,7 +198,7 @@ impl EventBusManager {
     ///
     /// # Errors
     /// As [`ManagerBuilder::from_env`] and [`ManagerBuilder::build`].
-    pub fn from_env() -> Result<Self, ManagerError> {
+    pub fn from_env() -> Result<Self, Error> {
         ManagerBuilder::from_env()?.build()
     }
 
@@ -238,13 +234,13 @@ impl EventBusManager {
     /// The running bus.
     ///
     /// # Errors
-    /// [`ManagerError::NotRunning`] before [`start`](Self::start) or after
+    /// [`Error::NotRunning`] before [`start`](Self::start) or after
     /// [`stop`](Self::stop).
-    pub fn bus(&self) -> Result<Arc<dyn EventBus>, ManagerError> {
+    pub fn bus(&self) -> Result<Arc<dyn EventBus>, Error> {
         let shared = self.shared();
         match (&shared.state, &shared.bus) {
             (ManagerState::Running, Some(bus)) => Ok(bus.clone()),
-            _ => Err(ManagerError::NotRunning),
+            _ => Err(Error::NotRunning),
         }
     }
 
@@ -279,9 +275,9 @@ impl EventBusManager {
     /// [`start_with_retries`](Self::start_with_retries) does that for transient failures.
     ///
     /// # Errors
-    /// [`ManagerError::Capability`] listing what to change, [`ManagerError::Bus`] when the
+    /// [`Error::Capability`] listing what to change, [`Error::Bus`] when the
     /// backend cannot be reached or a subscription fails.
-    pub async fn start(&self) -> Result<(), ManagerError> {
+    pub async fn start(&self) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
         if self.state() == ManagerState::Running {
             return Ok(());
@@ -296,13 +292,13 @@ impl EventBusManager {
         }
     }
 
-    async fn start_locked(&self) -> Result<(), ManagerError> {
+    async fn start_locked(&self) -> Result<(), Error> {
         let bus = connect_bus(&self.settings).await?;
         let capabilities = bus.capabilities();
         let report = check_capabilities(&self.settings.bus, &capabilities, &self.explicit);
         if !report.errors.is_empty() {
             let _ = bus.shutdown().await;
-            return Err(ManagerError::Capability {
+            return Err(Error::Capability {
                 backend: capabilities.backend,
                 problems: report.errors,
             });
@@ -376,7 +372,7 @@ impl EventBusManager {
     ///
     /// # Errors
     /// The last failure, or the first that is not transient.
-    pub async fn start_with_retries(&self, attempts: u32) -> Result<(), ManagerError> {
+    pub async fn start_with_retries(&self, attempts: u32) -> Result<(), Error> {
         let policy = self.settings.bus.retry_policy();
         let mut attempt = 1;
         loop {
@@ -399,9 +395,9 @@ impl EventBusManager {
     /// nothing when not running.
     ///
     /// # Errors
-    /// [`ManagerError::Bus`] when the backend failed to release its resources; the manager is
+    /// [`Error::Bus`] when the backend failed to release its resources; the manager is
     /// stopped anyway.
-    pub async fn stop(&self) -> Result<(), ManagerError> {
+    pub async fn stop(&self) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
         let bus = {
             let mut shared = self.shared();
@@ -429,13 +425,13 @@ impl EventBusManager {
     /// Registers an application handler; while running it is subscribed at once.
     ///
     /// # Errors
-    /// [`ManagerError::DuplicateHandler`], or [`ManagerError::Bus`] for an invalid spec or a
+    /// [`Error::DuplicateHandler`], or [`Error::Bus`] for an invalid spec or a
     /// failed subscription (then nothing is registered).
     pub async fn register_handler(
         &self,
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
         let name = spec.handler.clone();
         let (bus, spec, handler) = {
@@ -470,15 +466,15 @@ impl EventBusManager {
     /// back at the next start if the configuration still selects it.
     ///
     /// # Errors
-    /// [`ManagerError::UnknownHandler`], or [`ManagerError::Bus`] if unsubscribing failed (the
+    /// [`Error::UnknownHandler`], or [`Error::Bus`] if unsubscribing failed (the
     /// handler is forgotten anyway).
-    pub async fn remove_handler(&self, name: &str) -> Result<(), ManagerError> {
+    pub async fn remove_handler(&self, name: &str) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
         let entry = self
             .shared()
             .registry
             .remove(name)
-            .ok_or_else(|| ManagerError::UnknownHandler(name.to_string()))?;
+            .ok_or_else(|| Error::UnknownHandler(name.to_string()))?;
         if let Some(subscription) = entry.subscription {
             subscription.unsubscribe().await?;
         }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::manager::ManagerState;
-use crate::{EventBusManager, HandlerOrigin, ManagerError};
+use crate::{Error, EventBusManager, HandlerOrigin};
 
 /// Statistics of the manager and its bus.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,8 +83,8 @@ impl EventBusManager {
     /// configuration with secrets removed.
     ///
     /// # Errors
-    /// [`ManagerError::NotRunning`], or the backend's error.
-    pub async fn stats(&self) -> Result<ManagerStats, ManagerError> {
+    /// [`Error::NotRunning`], or the backend's error.
+    pub async fn stats(&self) -> Result<ManagerStats, Error> {
         let bus = self.bus()?;
         let bus_stats = bus.stats().await?;
         let mut handlers: BTreeMap<String, HandlerReport> = bus_stats

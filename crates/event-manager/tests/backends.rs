@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, ensure};
 use event_core::{EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn};
-use event_manager::{BusType, EventBusManager, ManagerError, ManagerState, Settings};
+use event_manager::{BusType, EventBusManager, ManagerState, Settings};
 use event_testkit::test_server;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -53,7 +53,10 @@ async fn a_failed_start_is_not_cached_and_can_be_retried() -> anyhow::Result<()>
         "an unreachable server is transient: {err}"
     );
     assert_eq!(manager.state(), ManagerState::Stopped);
-    assert!(matches!(manager.bus(), Err(ManagerError::NotRunning)));
+    assert!(matches!(
+        manager.bus(),
+        Err(event_manager::Error::NotRunning)
+    ));
     assert_eq!(manager.health().await.status, HealthStatus::Unhealthy);
 
     // The server becomes reachable on that port: the same manager starts.
@@ -90,7 +93,10 @@ async fn event_sourcing_asked_for_on_kafka_is_refused_with_what_to_change() -> a
         .build()?;
     let err = manager.start().await.unwrap_err();
     let text = err.to_string();
-    ensure!(matches!(err, ManagerError::Capability { .. }), "{text}");
+    ensure!(
+        matches!(err, event_manager::Error::Capability { .. }),
+        "{text}"
+    );
     ensure!(text.contains("ENABLE_EVENT_SOURCING=false"), "{text}");
     ensure!(!err.is_transient());
     assert_eq!(manager.state(), ManagerState::Stopped);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::bail;
 use event_core::{EventType, HandlerError, handler_fn};
 use event_manager::{
-    EventBusManager, ManagerError, Settings, event_bus_lifespan, get_event_bus,
-    get_event_bus_manager, install, publish_event, subscribe_to_events, uninstall,
+    EventBusManager, Settings, event_bus_lifespan, get_event_bus, get_event_bus_manager, install,
+    publish_event, subscribe_to_events, uninstall,
 };
 use serde_json::json;
 
@@ -24,16 +24,19 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
     // Before install: a clear error, and no hidden instance is created.
     assert!(matches!(
         get_event_bus_manager(),
-        Err(ManagerError::NotInstalled)
+        Err(event_manager::Error::NotInstalled)
     ));
-    assert!(matches!(get_event_bus(), Err(ManagerError::NotInstalled)));
+    assert!(matches!(
+        get_event_bus(),
+        Err(event_manager::Error::NotInstalled)
+    ));
     let err = publish_event(EventType::USER_REGISTERED, json!({}), "test", None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("install"), "{err}");
     assert!(matches!(
         get_event_bus_manager(),
-        Err(ManagerError::NotInstalled)
+        Err(event_manager::Error::NotInstalled)
     ));
 
     // Installed but not started.
@@ -41,10 +44,13 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
     install(first.clone())?;
     assert!(matches!(
         install(Arc::new(manager())),
-        Err(ManagerError::AlreadyInstalled)
+        Err(event_manager::Error::AlreadyInstalled)
     ));
     assert!(Arc::ptr_eq(&get_event_bus_manager()?, &first));
-    assert!(matches!(get_event_bus(), Err(ManagerError::NotRunning)));
+    assert!(matches!(
+        get_event_bus(),
+        Err(event_manager::Error::NotRunning)
+    ));
 
     first.start().await?;
     let seen = Arc::new(AtomicU64::new(0));
@@ -88,12 +94,15 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ManagerError::Publish(_)), "{err}");
+    assert!(matches!(err, event_manager::Error::Publish(_)), "{err}");
     assert!(err.to_string().contains("`title`"), "{err}");
     assert_eq!(first.stats().await?.total_events, 1);
     first.stop().await?;
     assert!(Arc::ptr_eq(&uninstall().unwrap(), &first));
-    assert!(matches!(get_event_bus(), Err(ManagerError::NotInstalled)));
+    assert!(matches!(
+        get_event_bus(),
+        Err(event_manager::Error::NotInstalled)
+    ));
 
     // The lifespan form installs, starts, stops and uninstalls.
     let id = event_bus_lifespan(manager(), |m| async move {
@@ -110,7 +119,7 @@ async fn module_functions_use_the_installed_manager_and_nothing_else() -> anyhow
     let _ = id;
     assert!(matches!(
         get_event_bus_manager(),
-        Err(ManagerError::NotInstalled)
+        Err(event_manager::Error::NotInstalled)
     ));
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use event_core::{Event, EventType, HandlerError, HealthStatus, SubscriptionSpec, handler_fn};
-use event_manager::{EventBusManager, ManagerError, ManagerState, Settings};
+use event_manager::{EventBusManager, ManagerState, Settings};
 
 /// Waits until `condition` holds, failing after a generous deadline.
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
@@ -54,10 +54,13 @@ async fn lifecycle_registry_and_stats() -> anyhow::Result<()> {
             counting("counter", seen.clone()),
         )
         .build()?;
-    assert!(matches!(manager.bus(), Err(ManagerError::NotRunning)));
+    assert!(matches!(
+        manager.bus(),
+        Err(event_manager::Error::NotRunning)
+    ));
     assert!(matches!(
         manager.stats().await,
-        Err(ManagerError::NotRunning)
+        Err(event_manager::Error::NotRunning)
     ));
     let health = manager.health().await;
     assert_eq!(health.status, HealthStatus::Unhealthy);
@@ -103,7 +106,10 @@ async fn lifecycle_registry_and_stats() -> anyhow::Result<()> {
             counting("late", late.clone()),
         )
         .await;
-    assert!(matches!(duplicate, Err(ManagerError::DuplicateHandler(_))));
+    assert!(matches!(
+        duplicate,
+        Err(event_manager::Error::DuplicateHandler(_))
+    ));
     bus.publish(event(100)).await?;
     wait_for("the late handler's event", || {
         late.load(Ordering::SeqCst) == 1
@@ -116,7 +122,7 @@ async fn lifecycle_registry_and_stats() -> anyhow::Result<()> {
     assert!(!manager.is_subscribed("late"));
     assert!(matches!(
         manager.remove_handler("late").await,
-        Err(ManagerError::UnknownHandler(_))
+        Err(event_manager::Error::UnknownHandler(_))
     ));
     bus.publish(event(101)).await?;
     wait_for("the counter's second event", || {

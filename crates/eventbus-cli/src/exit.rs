@@ -31,8 +31,8 @@ impl From<Exit> for ExitCode {
 /// The exit code for an error: configuration, reachability, not found, or other.
 pub(crate) fn classify(error: &anyhow::Error) -> Exit {
     for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<event_manager::ManagerError>() {
-            use event_manager::ManagerError as M;
+        if let Some(e) = cause.downcast_ref::<event_manager::Error>() {
+            use event_manager::Error as M;
             return match e {
                 M::Config(_)
                 | M::Capability { .. }

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::HandlersError;
+use crate::Error;
 
 #[derive(Debug)]
 pub(super) struct JsonLinesWriter {
@@ -17,8 +17,8 @@ pub(super) struct JsonLinesWriter {
     rotations: u64,
 }
 
-fn audit_error(path: &Path, message: &str, source: std::io::Error) -> HandlersError {
-    HandlersError::Audit {
+fn audit_error(path: &Path, message: &str, source: std::io::Error) -> Error {
+    Error::Audit {
         location: path.display().to_string(),
         message: format!("{message}: {source}; check EVENT_AUDIT_DIR and its permissions"),
         source: Some(Box::new(source)),
@@ -26,11 +26,7 @@ fn audit_error(path: &Path, message: &str, source: std::io::Error) -> HandlersEr
 }
 
 impl JsonLinesWriter {
-    pub(super) fn open(
-        dir: PathBuf,
-        max_file_bytes: u64,
-        max_files: usize,
-    ) -> Result<Self, HandlersError> {
+    pub(super) fn open(dir: PathBuf, max_file_bytes: u64, max_files: usize) -> Result<Self, Error> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| audit_error(&dir, "cannot create the directory", e))?;
         let path = dir.join("audit.jsonl");
@@ -75,7 +71,7 @@ impl JsonLinesWriter {
 
     /// Appends one line (with its newline), rotating first if it would pass the size limit.
     /// A line longer than the limit goes alone into a fresh file.
-    pub(super) fn append(&mut self, line: &[u8]) -> Result<(), HandlersError> {
+    pub(super) fn append(&mut self, line: &[u8]) -> Result<(), Error> {
         if self.bytes > 0 && self.bytes + line.len() as u64 > self.max_file_bytes {
             self.rotate()?;
         }
@@ -87,7 +83,7 @@ impl JsonLinesWriter {
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), HandlersError> {
+    fn rotate(&mut self) -> Result<(), Error> {
         let current = self.current_path();
         self.file
             .sync_data()

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{RecentIds, lock};
 use crate::view::RECENT_IDS;
-use crate::{HandlersError, View};
+use crate::{Error, View};
 use jsonl::JsonLinesWriter;
 
 /// What the audit trail holds so far: the view of [`AuditTrailHandler`].
@@ -91,9 +91,9 @@ impl AuditTrailHandler {
     /// fails that event as transient, so it is retried).
     ///
     /// # Errors
-    /// [`HandlersError::Audit`] when the directory or file cannot be created or opened, or
+    /// [`Error::Audit`] when the directory or file cannot be created or opened, or
     /// the Redis URL is not one.
-    pub fn open(settings: AuditSettings) -> Result<Self, HandlersError> {
+    pub fn open(settings: AuditSettings) -> Result<Self, Error> {
         let sink = match &settings.sink {
             AuditSink::JsonLines {
                 dir,

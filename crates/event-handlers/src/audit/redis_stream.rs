@@ -5,7 +5,6 @@
 use event_core::{Error, Event, redact_url};
 use fred::prelude::{Client, StreamsInterface};
 
-use crate::HandlersError;
 use crate::redis_client;
 
 const WHAT: &str = "audit stream";
@@ -22,8 +21,8 @@ pub(super) struct RedisStreamWriter {
 impl RedisStreamWriter {
     /// A writer for `stream` at `url`; the URL is checked now, the connection made by the
     /// first append.
-    pub(super) fn open(url: &str, stream: &str, max_len: u64) -> Result<Self, HandlersError> {
-        let client = redis_client::build(url, WHAT).map_err(|e| HandlersError::Audit {
+    pub(super) fn open(url: &str, stream: &str, max_len: u64) -> Result<Self, crate::Error> {
+        let client = redis_client::build(url, WHAT).map_err(|e| crate::Error::Audit {
             location: redact_url(url),
             message: format!("{e}; check EVENT_AUDIT_REDIS_URL"),
             source: Some(Box::new(e)),

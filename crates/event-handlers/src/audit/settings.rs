@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use event_core::EventType;
 
-use crate::HandlersError;
+use crate::Error;
 
 /// Where the audit trail is written.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl std::fmt::Debug for AuditSink {
 /// let AuditSink::JsonLines { dir, max_files, .. } = &settings.sink else { unreachable!() };
 /// assert_eq!(dir.to_str(), Some("/var/log/eventbus"));
 /// assert_eq!(*max_files, 3);
-/// # Ok::<(), event_handlers::HandlersError>(())
+/// # Ok::<(), event_handlers::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -102,19 +102,23 @@ impl Default for AuditSettings {
 }
 
 impl AuditSettings {
-    fn json_lines_from(get: &impl Fn(&str) -> Option<String>) -> Result<Self, HandlersError> {
+    fn json_lines_from(get: &impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let settings = match get("EVENT_AUDIT_DIR") {
             Some(dir) => Self::json_lines(dir),
             None => Self::default(),
         };
         let bytes = match get("EVENT_AUDIT_MAX_FILE_BYTES") {
-            Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1024).ok_or(
-                HandlersError::Setting {
-                    variable: "EVENT_AUDIT_MAX_FILE_BYTES",
-                    value: v,
-                    expected: "a whole number of bytes, at least 1024",
-                },
-            )?,
+            Some(v) => {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1024)
+                    .ok_or(Error::Setting {
+                        variable: "EVENT_AUDIT_MAX_FILE_BYTES",
+                        value: v,
+                        expected: "a whole number of bytes, at least 1024",
+                    })?
+            }
             None => DEFAULT_MAX_FILE_BYTES,
         };
         let files = match get("EVENT_AUDIT_MAX_FILES") {
@@ -123,7 +127,7 @@ impl AuditSettings {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=1000).contains(n))
-                .ok_or(HandlersError::Setting {
+                .ok_or(Error::Setting {
                     variable: "EVENT_AUDIT_MAX_FILES",
                     value: v,
                     expected: "a whole number from 1 to 1000",
@@ -181,18 +185,18 @@ impl AuditSettings {
     /// `EVENT_AUDIT_EXTRA_TYPES` from the environment; unset ones keep their defaults.
     ///
     /// # Errors
-    /// [`HandlersError::Setting`] naming the variable with a bad value.
-    pub fn from_env() -> Result<Self, HandlersError> {
+    /// [`Error::Setting`] naming the variable with a bad value.
+    pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// As [`from_env`](Self::from_env), from the given variables only.
     ///
     /// # Errors
-    /// [`HandlersError::Setting`] naming the variable with a bad value.
+    /// [`Error::Setting`] naming the variable with a bad value.
     pub fn from_vars<K: AsRef<str>, V: Into<String>>(
         vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Self, HandlersError> {
+    ) -> Result<Self, Error> {
         let vars: Vec<(String, String)> = vars
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_owned(), v.into()))
@@ -205,7 +209,7 @@ impl AuditSettings {
         })
     }
 
-    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HandlersError> {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let sink = get("EVENT_AUDIT_SINK").unwrap_or_else(|| "jsonl".into());
         let mut settings = match sink.trim().to_ascii_lowercase().as_str() {
@@ -217,20 +221,21 @@ impl AuditSettings {
                     .unwrap_or_else(|| "redis://localhost:6379/0".into());
                 let stream =
                     get("EVENT_AUDIT_REDIS_STREAM").unwrap_or_else(|| "eventbus:audit".into());
-                let max_len = match get("EVENT_AUDIT_REDIS_MAXLEN") {
-                    Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or(
-                        HandlersError::Setting {
-                            variable: "EVENT_AUDIT_REDIS_MAXLEN",
-                            value: v,
-                            expected: "a whole number of entries, at least 1",
-                        },
-                    )?,
-                    None => DEFAULT_STREAM_MAX_LEN,
-                };
+                let max_len =
+                    match get("EVENT_AUDIT_REDIS_MAXLEN") {
+                        Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or(
+                            Error::Setting {
+                                variable: "EVENT_AUDIT_REDIS_MAXLEN",
+                                value: v,
+                                expected: "a whole number of entries, at least 1",
+                            },
+                        )?,
+                        None => DEFAULT_STREAM_MAX_LEN,
+                    };
                 Self::redis_stream(url, stream, max_len)
             }
             _ => {
-                return Err(HandlersError::Setting {
+                return Err(Error::Setting {
                     variable: "EVENT_AUDIT_SINK",
                     value: sink,
                     expected: if cfg!(feature = "redis") {
@@ -243,7 +248,7 @@ impl AuditSettings {
         };
         if let Some(list) = get("EVENT_AUDIT_EXTRA_TYPES") {
             for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let event_type = EventType::new(name).map_err(|_| HandlersError::Setting {
+                let event_type = EventType::new(name).map_err(|_| Error::Setting {
                     variable: "EVENT_AUDIT_EXTRA_TYPES",
                     value: list.clone(),
                     expected: "comma-separated event types such as `billing.invoice_paid`",

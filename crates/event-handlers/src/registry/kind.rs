@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::HandlersError;
+use crate::Error;
 
 /// A domain handler, named as in `ENABLED_EVENT_HANDLERS`.
 ///
@@ -16,7 +16,7 @@ use crate::HandlersError;
 /// assert_eq!(kind.to_string(), "market_signal");
 /// let err = "billing".parse::<DomainHandlerKind>().unwrap_err();
 /// assert!(err.to_string().contains("opportunity, user, agent, market_signal, system, audit"));
-/// # Ok::<(), event_handlers::HandlersError>(())
+/// # Ok::<(), event_handlers::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,15 +72,15 @@ impl fmt::Display for DomainHandlerKind {
 }
 
 impl FromStr for DomainHandlerKind {
-    type Err = HandlersError;
+    type Err = Error;
 
     /// Names are case-sensitive, as the original's were; surrounding spaces are ignored.
-    fn from_str(name: &str) -> Result<Self, HandlersError> {
+    fn from_str(name: &str) -> Result<Self, Error> {
         let trimmed = name.trim();
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == trimmed)
-            .ok_or_else(|| HandlersError::UnknownHandler {
+            .ok_or_else(|| Error::UnknownHandler {
                 name: name.to_owned(),
                 allowed: Self::allowed(),
             })

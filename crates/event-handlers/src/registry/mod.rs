@@ -15,7 +15,7 @@ use crate::domain::{
     AgentAlertPolicy, AgentEventHandler, MarketSignalEventHandler, OpportunityEventHandler,
     SystemEventHandler, UserEventHandler,
 };
-use crate::{HandlersError, View};
+use crate::{Error, View};
 
 /// Limits and thresholds the domain handlers apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,8 +143,8 @@ impl DomainHandler {
 /// ```
 ///
 /// # Errors
-/// [`HandlersError::Audit`] when the audit trail's sink cannot be opened.
-pub fn build(kind: DomainHandlerKind, ctx: &DomainContext) -> Result<DomainHandler, HandlersError> {
+/// [`Error::Audit`] when the audit trail's sink cannot be opened.
+pub fn build(kind: DomainHandlerKind, ctx: &DomainContext) -> Result<DomainHandler, Error> {
     let capacity = ctx.thresholds.view_capacity;
     let bus = ctx.bus.clone();
     Ok(match kind {

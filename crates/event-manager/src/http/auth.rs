@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::ApiError;
-use crate::ManagerError;
+use crate::Error;
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,14 +64,14 @@ impl ApiTokens {
     /// `admin`, each token at least 16 characters. Empty means no tokens.
     ///
     /// # Errors
-    /// [`ManagerError::InvalidSetting`] naming the entry by position, never showing a token.
-    pub fn parse(value: &str) -> Result<Self, ManagerError> {
+    /// [`Error::InvalidSetting`] naming the entry by position, never showing a token.
+    pub fn parse(value: &str) -> Result<Self, Error> {
         let mut tokens = Vec::new();
         for (n, entry) in value.split(',').map(str::trim).enumerate() {
             if entry.is_empty() {
                 continue;
             }
-            let problem = |what: &str| ManagerError::InvalidSetting {
+            let problem = |what: &str| Error::InvalidSetting {
                 variable: "EVENT_API_TOKENS",
                 problem: format!(
                     "entry {} {what}; expected comma-separated role:token entries, role read or admin, tokens of at least {MIN_TOKEN_LEN} characters",
@@ -99,7 +99,7 @@ impl ApiTokens {
     ///
     /// # Errors
     /// As [`parse`](Self::parse).
-    pub fn from_env() -> Result<Self, ManagerError> {
+    pub fn from_env() -> Result<Self, Error> {
         Self::parse(&std::env::var("EVENT_API_TOKENS").unwrap_or_default())
     }
 

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::ManagerError;
+use crate::Error;
 
 /// An HTTP API error: a status, a stable code and a message for the client.
 #[derive(Debug)]
@@ -103,18 +103,16 @@ impl ApiError {
     }
 }
 
-impl From<ManagerError> for ApiError {
-    fn from(e: ManagerError) -> Self {
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
         match e {
-            ManagerError::Bus(e) => e.into(),
-            ManagerError::NotRunning => Self::unavailable("the event bus is not running"),
-            ManagerError::UnknownHandler(name) => {
-                Self::not_found(format!("handler {name:?} not found"))
-            }
-            ManagerError::Publish(e) => {
+            Error::Bus(e) => e.into(),
+            Error::NotRunning => Self::unavailable("the event bus is not running"),
+            Error::UnknownHandler(name) => Self::not_found(format!("handler {name:?} not found")),
+            Error::Publish(e) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_payload", e.to_string())
             }
-            ManagerError::DuplicateHandler(_) => {
+            Error::DuplicateHandler(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             other => Self::internal(&other),

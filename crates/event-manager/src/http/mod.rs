@@ -39,7 +39,7 @@ use event_core::Config;
 pub use auth::{ApiTokens, Role};
 pub use error::ApiError;
 
-use crate::{EventBusManager, ManagerError};
+use crate::{Error, EventBusManager};
 
 /// The most events one replay page holds; a larger `limit` is served in pages of this size.
 pub const MAX_REPLAY_PAGE: usize = 1000;
@@ -70,8 +70,8 @@ impl ApiConfig {
     /// Settings from the environment (`EVENT_API_TOKENS`) that fit `config`.
     ///
     /// # Errors
-    /// [`ManagerError::InvalidSetting`] for a bad `EVENT_API_TOKENS`.
-    pub fn from_env(config: &Config) -> Result<Self, ManagerError> {
+    /// [`Error::InvalidSetting`] for a bad `EVENT_API_TOKENS`.
+    pub fn from_env(config: &Config) -> Result<Self, Error> {
         Ok(Self::new(config, ApiTokens::from_env()?))
     }
 }
