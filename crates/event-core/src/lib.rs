@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 mod bus;
 pub mod codec;
 mod config;
@@ -27,7 +28,7 @@ pub use config::{
     BusType, Compression, Config, ConfigError, ConfigProblem, HandlerSelection,
     KafkaAssignmentStrategy, KafkaSaslMechanism, redact_url,
 };
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorKind, SharedSource};
 pub use event::{
     CURRENT_SCHEMA_VERSION, Event, EventBuilder, EventId, EventType, JsonObject, timestamp,
 };

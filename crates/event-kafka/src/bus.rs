@@ -1,11 +1,10 @@
 //! [`KafkaBus`]: the [`EventBus`] on Apache Kafka.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerHost, ConsumerSet};
+use event_core::backend::{BatchResults, Lifecycle, SharedFailure};
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
     EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -92,9 +91,8 @@ impl KafkaBus {
                 topics: Topics::new(&config),
                 plane,
                 control,
-                closed: AtomicBool::new(false),
-                consumers: ConsumerSet::default(),
-                handlers: Mutex::new(HashMap::new()),
+                lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
+                handlers: Default::default(),
                 subscribing: tokio::sync::Mutex::new(()),
                 config,
             }),
@@ -113,7 +111,7 @@ impl std::fmt::Debug for KafkaBus {
         f.debug_struct("KafkaBus")
             .field("servers", &self.inner.config.kafka_bootstrap_servers)
             .field("topic_prefix", &self.inner.config.kafka_topic_prefix)
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("closed", &self.inner.lifecycle.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +123,7 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish(&self, event: Event) -> Result<EventId, Error> {
-        self.inner.check_open("publishes")?;
+        self.inner.lifecycle.check_open("publishes")?;
         let record = record::encode(&self.inner.codec, &event)?;
         let topic = self.inner.topics.events(event.event_type.as_str());
         let partitions = self
@@ -142,34 +140,16 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        if self.inner.check_open("publishes").is_err() {
-            return events
-                .iter()
-                .map(|_| {
-                    Err(Error::ShutDown {
-                        operation: "publishes",
-                    })
-                })
-                .collect();
+        if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
+            return refused;
         }
-        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
-        let mut encoded: Vec<(usize, String, Record)> = Vec::new();
-        for event in &events {
-            match record::encode(&self.inner.codec, event) {
-                Ok(r) => {
-                    encoded.push((
-                        results.len(),
-                        self.inner.topics.events(event.event_type.as_str()),
-                        r,
-                    ));
-                    results.push(Ok(event.id));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
+        let (mut results, encoded) = BatchResults::prepare(&events, |event| {
+            let record = record::encode(&self.inner.codec, event)?;
+            Ok((self.inner.topics.events(event.event_type.as_str()), record))
+        });
         // The partition counts of the topics (created when new).
-        let mut counts: HashMap<String, Result<i32, (String, bool)>> = HashMap::new();
-        for (_, topic, _) in &encoded {
+        let mut counts: HashMap<String, Result<i32, SharedFailure>> = HashMap::new();
+        for (_, (topic, _)) in &encoded {
             if counts.contains_key(topic) {
                 continue;
             }
@@ -178,11 +158,11 @@ impl EventBus for KafkaBus {
                 .topics
                 .event_topic(&self.inner.control, topic)
                 .await
-                .map_err(|e| (e.to_string(), e.is_transient()));
+                .map_err(|e| SharedFailure::new("kafka", e));
             counts.insert(topic.clone(), count);
         }
         let mut groups: BTreeMap<(String, i32), Vec<(usize, Record)>> = BTreeMap::new();
-        for (slot, topic, r) in encoded {
+        for (slot, (topic, r)) in encoded {
             match &counts[&topic] {
                 Ok(n) => {
                     let partition = partition_for_key(r.key.as_deref().unwrap_or_default(), *n);
@@ -191,9 +171,7 @@ impl EventBus for KafkaBus {
                         .or_default()
                         .push((slot, r));
                 }
-                Err((message, transient)) => {
-                    results[slot] = Err(Error::backend("kafka", message.clone(), *transient));
-                }
+                Err(failure) => results.fail(slot, failure.to_error()),
             }
         }
         let sends = groups.into_iter().map(|((topic, partition), items)| {
@@ -206,14 +184,10 @@ impl EventBus for KafkaBus {
         });
         for (slots, outcome) in futures::future::join_all(sends).await {
             if let Err(e) = outcome {
-                let message = e.to_string();
-                let transient = e.is_transient();
-                for slot in slots {
-                    results[slot] = Err(Error::backend("kafka", message.clone(), transient));
-                }
+                results.fail_all(slots, &SharedFailure::new("kafka", e));
             }
         }
-        results
+        results.into_results()
     }
 
     async fn subscribe(
@@ -222,7 +196,7 @@ impl EventBus for KafkaBus {
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
         spec.validate()?;
-        self.inner.check_open("subscriptions")?;
+        self.inner.lifecycle.check_open("subscriptions")?;
         consumer::subscribe(&self.inner, &self.groups, spec, handler).await
     }
 
@@ -259,14 +233,9 @@ impl EventBus for KafkaBus {
     }
 
     async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.closed.store(true, Ordering::Release);
         // Events not yet delivered stay in the topics for the next start: consumers stop
         // taking events at once, finish what they hold and commit. A second call waits too.
-        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop_all(self.inner.shutdown_mode(until))
-            .await;
+        self.inner.lifecycle.shutdown().await;
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ pub(crate) async fn subscribe(
         .collect();
     event_types.sort();
     event_types.dedup();
-    let member = inner.consumers.next_id();
+    let member = inner.lifecycle.consumers().next_id();
     let entry = Arc::new(Member {
         id: member,
         handler,
@@ -97,10 +97,10 @@ pub(crate) async fn subscribe(
         }
     };
     let timeout = inner.config.shutdown_timeout;
-    inner.consumers.spawn(member, move |stop| {
+    inner.lifecycle.consumers().spawn(member, move |stop| {
         member_loop(group, member, stop, timeout)
     });
-    event_core::dispatch::subscription(inner, member, spec.handler, group_name).await
+    event_core::dispatch::subscription(&inner.lifecycle, member, spec.handler, group_name).await
 }
 
 /// A subscription's life: wait for a stop, then leave the group.

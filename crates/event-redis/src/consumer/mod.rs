@@ -135,7 +135,7 @@ pub(crate) async fn subscribe(
     let reader = inner.client.clone_new();
     client::connect(&reader, &inner.config).await?;
 
-    let member = inner.consumers.next_id();
+    let member = inner.lifecycle.consumers().next_id();
     let (counters, redis_counters) = inner.add_member(&spec.handler, &group, &streams, member);
     let consumer = inner
         .reuse_consumer(&spec.handler)
@@ -163,7 +163,8 @@ pub(crate) async fn subscribe(
         consumer,
     };
     inner
-        .consumers
+        .lifecycle
+        .consumers()
         .spawn_supervised(member, supervisor, move |stop, failures| {
             // Owned by this closure, which the supervisor drops once the loop is over.
             let _member = &guard;
@@ -171,7 +172,7 @@ pub(crate) async fn subscribe(
             let dispatcher = start_dispatcher(&attempt, &handler, &settings, &counters);
             run::attempt(attempt, first_reader.take(), dispatcher, stop, failures)
         });
-    event_core::dispatch::subscription(inner, member, spec.handler, group).await
+    event_core::dispatch::subscription(&inner.lifecycle, member, spec.handler, group).await
 }
 
 fn start_dispatcher(
