@@ -108,11 +108,13 @@ impl KafkaBus {
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaBus")
-            .field("servers", &self.inner.config.kafka_bootstrap_servers)
-            .field("topic_prefix", &self.inner.config.kafka_topic_prefix)
-            .field("closed", &self.inner.lifecycle.is_closed())
-            .finish_non_exhaustive()
+        let config = &self.inner.config;
+        let servers = &config.kafka_bootstrap_servers;
+        let fields: [(&str, &dyn std::fmt::Debug); 2] = [
+            ("servers", servers),
+            ("topic_prefix", &config.kafka_topic_prefix),
+        ];
+        self.inner.lifecycle.fmt_bus(f, "KafkaBus", &fields)
     }
 }
 
@@ -195,8 +197,7 @@ impl EventBus for KafkaBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.inner.lifecycle.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         consumer::subscribe(&self.inner, &self.groups, spec, handler).await
     }
 

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use event_core::backend::{Lifecycle, LocalHandlers};
-use event_core::dispatch::HandlerCounters;
 use event_core::{Config, Error, JsonCodec};
 use rskafka::record::Record;
 
@@ -37,24 +36,6 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn group(&self, handler: &str) -> String {
         format!("{}.{handler}", self.config.consumer_group)
-    }
-
-    /// Registers a local member of a handler reading `event_types`; its counters.
-    pub(crate) fn add_member(
-        &self,
-        handler: &str,
-        group: &str,
-        event_types: &[String],
-        member: u64,
-    ) -> Arc<HandlerCounters> {
-        self.handlers
-            .add_member(handler, group, event_types, member)
-            .counters
-    }
-
-    /// Forgets a local member once it has stopped.
-    pub(crate) fn remove_member(&self, handler: &str, member: u64) {
-        self.handlers.remove_member(handler, member, |_| {});
     }
 
     /// Appends records to one partition, in chunks a broker accepts; the offset of each.

@@ -104,10 +104,10 @@ impl RedisBus {
 
 impl std::fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBus")
-            .field("url", &event_core::redact_url(&self.inner.config.redis_url))
-            .field("closed", &self.inner.lifecycle.is_closed())
-            .finish_non_exhaustive()
+        let url = event_core::redact_url(&self.inner.config.redis_url);
+        self.inner
+            .lifecycle
+            .fmt_bus(f, "RedisBus", &[("url", &url)])
     }
 }
 
@@ -169,8 +169,7 @@ impl EventBus for RedisBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.inner.lifecycle.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         consumer::subscribe(&self.inner, spec, handler).await
     }
 

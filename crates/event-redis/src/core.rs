@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use event_core::backend::{Lifecycle, LocalHandlers};
-use event_core::dispatch::HandlerCounters;
 use event_core::{Config, JsonCodec};
 use fred::prelude::Client;
 use time::OffsetDateTime;
@@ -65,25 +64,6 @@ impl Inner {
 
     pub(crate) fn group(&self, handler: &str) -> String {
         format!("{}.{handler}", self.config.consumer_group)
-    }
-
-    /// Registers a local member of a handler reading `streams`; its counters.
-    pub(crate) fn add_member(
-        &self,
-        handler: &str,
-        group: &str,
-        streams: &[String],
-        member: u64,
-    ) -> (Arc<HandlerCounters>, Arc<RedisCounters>) {
-        let local = self.handlers.add_member(handler, group, streams, member);
-        (local.counters, local.extra.counters)
-    }
-
-    /// Forgets a local member once its loop has ended for good; its consumer name goes to the
-    /// next subscription of the handler here.
-    pub(crate) fn remove_member(&self, handler: &str, member: u64, consumer: String) {
-        self.handlers
-            .remove_member(handler, member, |local| local.extra.retired.push(consumer));
     }
 
     /// The consumer name of a subscription of `handler` that ended here, if any.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::dispatch::{ConsumerHost, ConsumerSet, StopMode};
-use crate::{Error, EventId, Health};
+use crate::{Error, EventId, Health, SubscriptionSpec};
 
 /// The life of one bus: open until shut down, with the consumer loops of its subscriptions.
 ///
@@ -67,6 +67,16 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// What every subscribe checks first: the spec is valid, and the bus is open.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad spec, [`Error::ShutDown`] when the bus is shut
+    /// down.
+    pub fn check_subscription(&self, spec: &SubscriptionSpec) -> Result<(), Error> {
+        spec.validate()?;
+        self.check_open("subscriptions")
+    }
+
     /// Refuses a batch of `len` events once the bus is shut down.
     ///
     /// # Errors
@@ -104,6 +114,22 @@ impl Lifecycle {
         let first = self.close();
         self.stop_consumers().await;
         first
+    }
+
+    /// Writes the `Debug` form of a bus: its type `name`, `fields` (never a secret), and
+    /// whether it is closed.
+    pub fn fmt_bus(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        name: &str,
+        fields: &[(&str, &dyn std::fmt::Debug)],
+    ) -> std::fmt::Result {
+        let mut out = f.debug_struct(name);
+        for (field, value) in fields {
+            out.field(field, value);
+        }
+        out.field("closed", &self.is_closed())
+            .finish_non_exhaustive()
     }
 
     /// The first steps of every health check: a bus shut down is

@@ -137,9 +137,7 @@ impl Default for MemoryBus {
 
 impl std::fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBus")
-            .field("closed", &self.inner.lifecycle.is_closed())
-            .finish_non_exhaustive()
+        self.inner.lifecycle.fmt_bus(f, "MemoryBus", &[])
     }
 }
 
@@ -207,8 +205,7 @@ impl EventBus for MemoryBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.inner.lifecycle.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         let config = &self.inner.config;
         let group = format!("{}.{}", config.consumer_group, spec.handler);
         let member = self.inner.lifecycle.consumers().next_id();

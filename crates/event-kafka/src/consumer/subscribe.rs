@@ -72,11 +72,16 @@ pub(crate) async fn subscribe(
     };
     let group = match joined {
         Some(group) => {
-            inner.add_member(&spec.handler, &group_name, &event_types, member);
+            inner
+                .handlers
+                .add_member(&spec.handler, &group_name, &event_types, member);
             group
         }
         None => {
-            let counters = inner.add_member(&spec.handler, &group_name, &event_types, member);
+            let counters = inner
+                .handlers
+                .add_member(&spec.handler, &group_name, &event_types, member)
+                .counters;
             match start_group(
                 inner,
                 groups,
@@ -90,7 +95,7 @@ pub(crate) async fn subscribe(
             {
                 Ok(group) => group,
                 Err(e) => {
-                    inner.remove_member(&spec.handler, member);
+                    inner.handlers.remove_member(&spec.handler, member, |_| {});
                     return Err(e);
                 }
             }

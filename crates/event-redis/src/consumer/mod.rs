@@ -92,9 +92,13 @@ struct MemberGuard {
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
+        // Its consumer name goes to the next subscription of the handler here.
         let consumer = std::mem::take(&mut self.consumer);
         self.inner
-            .remove_member(&self.handler, self.member, consumer);
+            .handlers
+            .remove_member(&self.handler, self.member, |local| {
+                local.extra.retired.push(consumer)
+            });
     }
 }
 
@@ -136,7 +140,10 @@ pub(crate) async fn subscribe(
     client::connect(&reader, &inner.config).await?;
 
     let member = inner.lifecycle.consumers().next_id();
-    let (counters, redis_counters) = inner.add_member(&spec.handler, &group, &streams, member);
+    let local = inner
+        .handlers
+        .add_member(&spec.handler, &group, &streams, member);
+    let (counters, redis_counters) = (local.counters, local.extra.counters);
     let consumer = inner
         .reuse_consumer(&spec.handler)
         .unwrap_or_else(|| consumer_name(member));
