@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{ConfigError, EventId, EventType};
@@ -11,7 +12,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Everything that can go wrong on an [`EventBus`](crate::EventBus).
 ///
 /// Each message says what happened and what to do about it. [`Error::is_transient`] tells
-/// whether trying the same call again later can succeed.
+/// whether trying the same call again later can succeed; [`Error::kind`] sorts errors by what
+/// the caller can do about them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -129,7 +131,108 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is, by what the caller can do about it: retry, fix the
+/// input, fix the configuration, or give up. New kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The event or the call's arguments are wrong (an invalid event type or envelope, an
+    /// event over the size limit, a bad argument): fix them; retrying the same call fails again.
+    InvalidInput,
+    /// The configuration is wrong, or turns the feature off: fix the configuration.
+    Configuration,
+    /// The backend cannot do this at all (its [`Capabilities`](crate::Capabilities) say so):
+    /// use another backend or do without.
+    Unsupported,
+    /// An optimistic-concurrency check failed: reload the current state and try again.
+    Conflict,
+    /// What the call names does not exist (a handler unknown to the bus): fix the name.
+    NotFound,
+    /// The bus has been shut down: give up on this bus (create a new one).
+    ShutDown,
+    /// The call did not finish in time: retrying later can succeed.
+    Timeout,
+    /// The backend could not be reached or is not available for now (a lost connection, a
+    /// broker without a leader): retrying later can succeed.
+    Unavailable,
+    /// The backend refused the call and will refuse it again (a rejected command, a denied
+    /// permission): do not retry; the message says what to change.
+    Refused,
+}
+
+impl ErrorKind {
+    /// Whether an error of this kind can go away if the same call is tried again later.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Timeout | ErrorKind::Unavailable)
+    }
+}
+
+/// An error shared by several results, as the `source` of each: [`Error`] and [`BoxError`]
+/// are not `Clone`, so one failure that befalls a whole batch keeps its source this way (see
+/// [`backend::SharedFailure`](crate::backend::SharedFailure)). It is transparent: it shows
+/// as the error it holds, and its source is that error's source.
+#[derive(Clone, Debug)]
+pub struct SharedSource(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl SharedSource {
+    /// Shares `error`.
+    pub fn new(error: Arc<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        Self(error)
+    }
+
+    /// The shared error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 impl Error {
+    /// What kind of failure this is, by what the caller can do about it.
+    ///
+    /// A backend error is [`ErrorKind::Unavailable`] when transient and
+    /// [`ErrorKind::Refused`] otherwise, unless its source is an [`Error`] shared through a
+    /// [`SharedSource`] (one failure reported for each event of a batch): then it is that
+    /// error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidEventType { .. }
+            | Error::InvalidEvent { .. }
+            | Error::EventTooLarge { .. }
+            | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
+            Error::Config(_) | Error::Disabled { .. } => ErrorKind::Configuration,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::VersionConflict { .. } => ErrorKind::Conflict,
+            Error::UnknownHandler { .. } => ErrorKind::NotFound,
+            Error::ShutDown { .. } => ErrorKind::ShutDown,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Backend {
+                transient, source, ..
+            } => {
+                let shared = source
+                    .as_deref()
+                    .and_then(|s| s.downcast_ref::<SharedSource>())
+                    .and_then(|s| s.get_ref().downcast_ref::<Error>());
+                match shared {
+                    Some(error) => error.kind(),
+                    None if *transient => ErrorKind::Unavailable,
+                    None => ErrorKind::Refused,
+                }
+            }
+        }
+    }
+
     /// Whether the same call can succeed if tried again later (connection loss, timeouts).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -171,6 +274,79 @@ mod tests {
             }
             .is_transient()
         );
+    }
+
+    #[test]
+    fn kinds_say_what_to_do() {
+        assert_eq!(
+            Error::backend("kafka", "connection reset", true).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            Error::backend("kafka", "TOPIC_AUTHORIZATION_FAILED", false).kind(),
+            ErrorKind::Refused
+        );
+        let timeout = Error::Timeout {
+            operation: "produce",
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            Error::InvalidArgument("no event types".into()).kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            Error::Disabled {
+                feature: "event replay",
+                variable: "ENABLE_EVENT_REPLAY"
+            }
+            .kind(),
+            ErrorKind::Configuration
+        );
+        assert_eq!(
+            Error::UnknownHandler { name: "x".into() }.kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            Error::ShutDown {
+                operation: "publishes"
+            }
+            .kind(),
+            ErrorKind::ShutDown
+        );
+        // The kind agrees with `is_transient` everywhere.
+        for e in [
+            Error::backend("redis", "reset", true),
+            Error::backend("redis", "WRONGTYPE", false),
+            timeout,
+            Error::InvalidArgument("x".into()),
+        ] {
+            assert_eq!(e.kind().is_transient(), e.is_transient(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_shared_source_is_transparent() {
+        use std::error::Error as _;
+        let root = std::io::Error::other("root cause");
+        let shared = SharedSource::new(Arc::new(Error::Backend {
+            backend: "redis",
+            message: "EVALSHA failed".into(),
+            transient: false,
+            source: Some(Box::new(root)),
+        }));
+        assert_eq!(shared.to_string(), "redis backend error: EVALSHA failed");
+        assert_eq!(
+            shared.source().map(|s| s.to_string()).as_deref(),
+            Some("root cause")
+        );
+        let copy = Error::Backend {
+            backend: "redis",
+            message: shared.to_string(),
+            transient: false,
+            source: Some(Box::new(shared.clone())),
+        };
+        assert_eq!(copy.kind(), ErrorKind::Refused);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 mod bus;
 pub mod codec;
 pub mod config;
@@ -24,7 +25,7 @@ pub use bus::{
 };
 pub use codec::JsonCodec;
 pub use config::{Config, ConfigError, ConfigProblem, EnvSettings, redact_url};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorKind, SharedSource};
 pub use event::{
     CURRENT_SCHEMA_VERSION, Event, EventBuilder, EventId, EventType, JsonObject, timestamp,
 };

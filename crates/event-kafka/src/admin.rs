@@ -4,18 +4,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_core::{
-    BusStats, ConsumerHealth, DeadLetter, DeadLetterSelection, Error, GroupMemberStats,
-    HandlerStats, Health, RedriveReport,
+    BusStats, DeadLetter, DeadLetterSelection, Error, GroupMemberStats, HandlerStats, Health,
+    RedriveReport,
 };
 use rskafka::record::Record;
 
 use crate::assignor::Assignment;
 use crate::consumer::{Groups, dlq_header};
 use crate::control::OffsetSpec;
-use crate::core::{Inner, LocalHandler};
+use crate::core::Inner;
 use crate::data::{Fetched, OffsetAt};
 use crate::record;
 
@@ -223,8 +223,9 @@ pub(crate) async fn stats(inner: &Inner, groups: &Groups) -> Result<BusStats, Er
             stats.events_by_type.insert(event_type.to_string(), n);
         }
     }
-    let local: Vec<(String, LocalHandler)> = inner
-        .handlers()
+    let local: Vec<_> = inner
+        .handlers
+        .lock()
         .iter()
         .map(|(name, h)| (name.clone(), h.clone()))
         .collect();
@@ -232,7 +233,7 @@ pub(crate) async fn stats(inner: &Inner, groups: &Groups) -> Result<BusStats, Er
         let snapshot = local.counters.snapshot();
         let mut handler_stats = HandlerStats {
             group: local.group.clone(),
-            event_types: local.event_types.clone(),
+            event_types: local.sources.clone(),
             subscriptions: local.members.len(),
             processed: snapshot.processed,
             failed: snapshot.failed,
@@ -254,7 +255,7 @@ pub(crate) async fn stats(inner: &Inner, groups: &Groups) -> Result<BusStats, Er
         }
         let request: Vec<(String, Vec<i32>)> = topics
             .iter()
-            .filter(|(event_type, _, _)| local.event_types.iter().any(|t| t == event_type.as_str()))
+            .filter(|(event_type, _, _)| local.sources.iter().any(|t| t == event_type.as_str()))
             .map(|(_, topic, n)| (topic.clone(), (0..*n).collect()))
             .collect();
         if !request.is_empty() {
@@ -391,28 +392,20 @@ async fn remote_handlers(
 }
 
 pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
-    if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-        return Health::shut_down("kafka");
-    }
-    let started = Instant::now();
-    let metadata = inner.control.metadata(Some(&[])).await;
-    let round_trip = started.elapsed();
-    if let Err(e) = metadata {
-        let problem = format!(
+    let ping = || inner.control.metadata(Some(&[]));
+    let unreachable = |e: Error| {
+        format!(
             "Kafka at {} does not answer: {e}",
             inner.kafka.bootstrap_servers.join(",")
-        );
-        return Health::unhealthy("kafka", problem);
-    }
-    let local: Vec<(String, LocalHandler)> = inner
-        .handlers()
-        .iter()
-        .filter(|(_, h)| !h.members.is_empty())
-        .map(|(name, h)| (name.clone(), h.clone()))
-        .collect();
+        )
+    };
+    let round_trip = match inner.lifecycle.round_trip("kafka", ping, unreachable).await {
+        Ok(round_trip) => round_trip,
+        Err(health) => return health,
+    };
     let mut consumers = Vec::new();
     let mut problems = inner.topics.misconfigured();
-    for (handler, local) in local {
+    for (handler, local) in inner.handlers.active() {
         let group = groups.get(&handler);
         let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
         let fetching = group.as_ref().is_some_and(|g| g.fetching());
@@ -430,12 +423,9 @@ pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
                 0
             }
         };
-        let alive = fetching && local.members.iter().any(|m| inner.consumers.is_running(*m));
-        let stalled = backlog > 0 && local.counters.idle_for(inner.config.stall_timeout);
-        consumers.push(
-            ConsumerHealth::new(handler, alive, stalled, backlog, depth)
-                .with_loop_failures(&local.counters),
-        );
+        let alive = fetching && local.is_running(inner.lifecycle.consumers());
+        let stall_timeout = inner.config.stall_timeout;
+        consumers.push(local.health(handler, alive, backlog, depth, stall_timeout));
     }
     Health::assess("kafka", Some(round_trip), consumers, problems, false)
 }
@@ -443,7 +433,7 @@ pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
 /// Refuses handlers neither this bus nor the cluster's groups know.
 async fn known(inner: &Inner, handler: &str) -> Result<String, Error> {
     let group = inner.group(handler);
-    if inner.handlers().contains_key(handler) {
+    if inner.handlers.contains(handler) {
         return Ok(group);
     }
     let groups = inner.control.list_groups().await?;
@@ -500,7 +490,7 @@ pub(crate) async fn redrive(
         let Some(event) = &letter.event else {
             report
                 .skipped
-                .push((letter.id, "not a valid envelope: nothing to redrive".into()));
+                .push((letter.id, event_core::backend::NOT_AN_ENVELOPE.into()));
             continue;
         };
         records.push(record::encode(&inner.codec, event)?);

@@ -1,11 +1,10 @@
 //! [`KafkaBus`]: the [`EventBus`] on Apache Kafka.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerHost, ConsumerSet};
+use event_core::backend::{BatchResults, Lifecycle, SharedFailure};
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
     EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -95,9 +94,8 @@ impl KafkaBus {
                 topics: Topics::new(&kafka),
                 plane,
                 control,
-                closed: AtomicBool::new(false),
-                consumers: ConsumerSet::default(),
-                handlers: Mutex::new(HashMap::new()),
+                lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
+                handlers: Default::default(),
                 subscribing: tokio::sync::Mutex::new(()),
                 config,
                 kafka,
@@ -119,11 +117,12 @@ impl KafkaBus {
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaBus")
-            .field("servers", &self.inner.kafka.bootstrap_servers)
-            .field("topic_prefix", &self.inner.kafka.topic_prefix)
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        let kafka = &self.inner.kafka;
+        let fields: [(&str, &dyn std::fmt::Debug); 2] = [
+            ("servers", &kafka.bootstrap_servers),
+            ("topic_prefix", &kafka.topic_prefix),
+        ];
+        self.inner.lifecycle.fmt_bus(f, "KafkaBus", &fields)
     }
 }
 
@@ -134,7 +133,7 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish(&self, event: Event) -> Result<EventId, Error> {
-        self.inner.check_open("publishes")?;
+        self.inner.lifecycle.check_open("publishes")?;
         let record = record::encode(&self.inner.codec, &event)?;
         let topic = self.inner.topics.events(event.event_type.as_str());
         let partitions = self
@@ -151,34 +150,16 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        if self.inner.check_open("publishes").is_err() {
-            return events
-                .iter()
-                .map(|_| {
-                    Err(Error::ShutDown {
-                        operation: "publishes",
-                    })
-                })
-                .collect();
+        if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
+            return refused;
         }
-        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
-        let mut encoded: Vec<(usize, String, Record)> = Vec::new();
-        for event in &events {
-            match record::encode(&self.inner.codec, event) {
-                Ok(r) => {
-                    encoded.push((
-                        results.len(),
-                        self.inner.topics.events(event.event_type.as_str()),
-                        r,
-                    ));
-                    results.push(Ok(event.id));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
+        let (mut results, encoded) = BatchResults::prepare(&events, |event| {
+            let record = record::encode(&self.inner.codec, event)?;
+            Ok((self.inner.topics.events(event.event_type.as_str()), record))
+        });
         // The partition counts of the topics (created when new).
-        let mut counts: HashMap<String, Result<i32, (String, bool)>> = HashMap::new();
-        for (_, topic, _) in &encoded {
+        let mut counts: HashMap<String, Result<i32, SharedFailure>> = HashMap::new();
+        for (_, (topic, _)) in &encoded {
             if counts.contains_key(topic) {
                 continue;
             }
@@ -187,11 +168,11 @@ impl EventBus for KafkaBus {
                 .topics
                 .event_topic(&self.inner.control, topic)
                 .await
-                .map_err(|e| (e.to_string(), e.is_transient()));
+                .map_err(|e| SharedFailure::new("kafka", e));
             counts.insert(topic.clone(), count);
         }
         let mut groups: BTreeMap<(String, i32), Vec<(usize, Record)>> = BTreeMap::new();
-        for (slot, topic, r) in encoded {
+        for (slot, (topic, r)) in encoded {
             match &counts[&topic] {
                 Ok(n) => {
                     let partition = partition_for_key(r.key.as_deref().unwrap_or_default(), *n);
@@ -200,9 +181,7 @@ impl EventBus for KafkaBus {
                         .or_default()
                         .push((slot, r));
                 }
-                Err((message, transient)) => {
-                    results[slot] = Err(Error::backend("kafka", message.clone(), *transient));
-                }
+                Err(failure) => results.fail(slot, failure.to_error()),
             }
         }
         let sends = groups.into_iter().map(|((topic, partition), items)| {
@@ -215,14 +194,10 @@ impl EventBus for KafkaBus {
         });
         for (slots, outcome) in futures::future::join_all(sends).await {
             if let Err(e) = outcome {
-                let message = e.to_string();
-                let transient = e.is_transient();
-                for slot in slots {
-                    results[slot] = Err(Error::backend("kafka", message.clone(), transient));
-                }
+                results.fail_all(slots, &SharedFailure::new("kafka", e));
             }
         }
-        results
+        results.into_results()
     }
 
     async fn subscribe(
@@ -230,8 +205,7 @@ impl EventBus for KafkaBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.inner.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         consumer::subscribe(&self.inner, &self.groups, spec, handler).await
     }
 
@@ -268,14 +242,9 @@ impl EventBus for KafkaBus {
     }
 
     async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.closed.store(true, Ordering::Release);
         // Events not yet delivered stay in the topics for the next start: consumers stop
         // taking events at once, finish what they hold and commit. A second call waits too.
-        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop_all(self.inner.shutdown_mode(until))
-            .await;
+        self.inner.lifecycle.shutdown().await;
         Ok(())
     }
 }

@@ -1,13 +1,11 @@
 //! What every part of the Kafka backend shares: [`Inner`] (the configuration, the data and
-//! control planes, the topics, the consumer loops, the handlers subscribed here) and
-//! [`LocalHandler`]. The bottom of the crate's bus: it imports none of the modules that use
+//! control planes, the topics, the bus's lifecycle and consumer loops, the handlers
+//! subscribed here). The bottom of the crate's bus: it imports none of the modules that use
 //! it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use event_core::dispatch::{ConsumerHost, ConsumerSet, HandlerCounters};
+use event_core::backend::{Lifecycle, LocalHandlers};
 use event_core::{Config, Error, JsonCodec};
 use rskafka::record::Record;
 
@@ -23,15 +21,6 @@ use crate::topics::Topics;
 /// Requests under 48 KiB never do: batches of 1,000 went from 21,000 to 224,000 events/s.
 const PRODUCE_CHUNK_BYTES: usize = 48 * 1024;
 
-/// A handler subscribed through this bus instance.
-#[derive(Clone)]
-pub(crate) struct LocalHandler {
-    pub(crate) group: String,
-    pub(crate) event_types: Vec<String>,
-    pub(crate) counters: Arc<HandlerCounters>,
-    pub(crate) members: Vec<u64>,
-}
-
 pub(crate) struct Inner {
     pub(crate) config: Config,
     /// The Kafka settings.
@@ -40,59 +29,16 @@ pub(crate) struct Inner {
     pub(crate) plane: Arc<DataPlane>,
     pub(crate) control: ControlClient,
     pub(crate) topics: Topics,
-    pub(crate) closed: AtomicBool,
-    pub(crate) consumers: ConsumerSet,
-    pub(crate) handlers: Mutex<HashMap<String, LocalHandler>>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// The handlers subscribed here; the `sources` of each are its event types.
+    pub(crate) handlers: LocalHandlers,
     /// One subscribe at a time: joining or starting a group is not split by another.
     pub(crate) subscribing: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
-    pub(crate) fn handlers(&self) -> MutexGuard<'_, HashMap<String, LocalHandler>> {
-        self.handlers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     pub(crate) fn group(&self, handler: &str) -> String {
         format!("{}.{handler}", self.config.consumer_group)
-    }
-
-    pub(crate) fn check_open(&self, operation: &'static str) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::ShutDown { operation });
-        }
-        Ok(())
-    }
-
-    /// Registers a local member of a handler.
-    pub(crate) fn add_member(
-        &self,
-        handler: &str,
-        group: &str,
-        event_types: &[String],
-        member: u64,
-    ) -> Arc<HandlerCounters> {
-        let mut handlers = self.handlers();
-        let local = handlers
-            .entry(handler.to_string())
-            .or_insert_with(|| LocalHandler {
-                group: group.to_string(),
-                event_types: event_types.to_vec(),
-                counters: Arc::new(HandlerCounters::default()),
-                members: Vec::new(),
-            });
-        local.event_types = event_types.to_vec();
-        local.members.push(member);
-        local.counters.reset_stall_clock();
-        local.counters.clone()
-    }
-
-    /// Forgets a local member once it has stopped.
-    pub(crate) fn remove_member(&self, handler: &str, member: u64) {
-        if let Some(local) = self.handlers().get_mut(handler) {
-            local.members.retain(|m| *m != member);
-        }
     }
 
     /// Appends records to one partition, in chunks a broker accepts; the offset of each.
@@ -122,19 +68,5 @@ impl Inner {
             offsets.extend(self.plane.produce(topic, partition, chunk).await?);
         }
         Ok(offsets)
-    }
-}
-
-impl ConsumerHost for Inner {
-    fn consumers(&self) -> &ConsumerSet {
-        &self.consumers
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn shutdown_timeout(&self) -> std::time::Duration {
-        self.config.shutdown_timeout
     }
 }

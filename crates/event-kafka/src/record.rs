@@ -32,7 +32,7 @@ pub(crate) mod header {
 pub(crate) const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// How much of a foreign record [`raw_text`] keeps for a dead letter.
-const RAW_TEXT_LIMIT: usize = 64 * 1024;
+use event_core::backend::RAW_TEXT_LIMIT;
 
 /// Encodes an event into its record, enforcing the codec's size limit.
 ///
@@ -116,21 +116,13 @@ pub(crate) fn raw_text(record: &Record) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
         .collect();
-    let mut text = format!(
+    let text = format!(
         "key={} headers=[{}] value={}",
         lossy(&record.key),
         headers.join(", "),
         lossy(&record.value)
     );
-    if text.len() > RAW_TEXT_LIMIT {
-        let mut cut = RAW_TEXT_LIMIT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+    event_core::backend::cut_raw_text(text)
 }
 
 /// Data a fetch could not decode, as text for its dead letter: a record's key, headers and

@@ -15,13 +15,7 @@ use crate::record;
 const CLOCK_SKEW_MS: i64 = 60_000;
 
 pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStream, Error> {
-    if !inner.config.enable_event_replay {
-        return Err(Error::Disabled {
-            feature: "event replay",
-            variable: "ENABLE_EVENT_REPLAY",
-        });
-    }
-    query.validate()?;
+    event_core::backend::check_replay(&inner.config, &query)?;
     let topics: Vec<(String, i32)> = if query.event_types.is_empty() {
         inner
             .topics

@@ -106,7 +106,7 @@ pub(crate) async fn redrive(
         let Some(event) = &letter.event else {
             report
                 .skipped
-                .push((letter.id, "not a valid envelope: nothing to redrive".into()));
+                .push((letter.id, event_core::backend::NOT_AN_ENVELOPE.into()));
             continue;
         };
         let json = inner.codec.encode(event)?;

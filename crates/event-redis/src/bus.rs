@@ -1,11 +1,10 @@
 //! [`RedisBus`]: the [`EventBus`] on Redis Streams.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use event_core::dispatch::{ConsumerHost, ConsumerSet};
+use event_core::backend::{BatchResults, Lifecycle, SharedFailure};
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
     EnvSettings as _, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -77,9 +76,8 @@ impl RedisBus {
                 keys: Keys::new(&redis.key_prefix),
                 redis,
                 client,
-                closed: AtomicBool::new(false),
-                consumers: ConsumerSet::default(),
-                handlers: Mutex::new(HashMap::new()),
+                lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
+                handlers: Default::default(),
                 clock: ServerClock::default(),
                 local_clock_offset_ms: AtomicI64::new(0),
                 config,
@@ -114,10 +112,10 @@ impl RedisBus {
 
 impl std::fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBus")
-            .field("url", &event_core::redact_url(&self.inner.redis.url))
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        let url = event_core::redact_url(&self.inner.redis.url);
+        self.inner
+            .lifecycle
+            .fmt_bus(f, "RedisBus", &[("url", &url)])
     }
 }
 
@@ -128,7 +126,7 @@ impl EventBus for RedisBus {
     }
 
     async fn publish(&self, event: Event) -> Result<EventId, Error> {
-        self.inner.check_open("publishes")?;
+        self.inner.lifecycle.check_open("publishes")?;
         let json = self.inner.codec.encode(&event)?;
         let key = self.inner.keys.stream(&event.event_type);
         let _: Value = self
@@ -147,50 +145,31 @@ impl EventBus for RedisBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        if self.inner.check_open("publishes").is_err() {
-            return events
-                .iter()
-                .map(|_| {
-                    Err(Error::ShutDown {
-                        operation: "publishes",
-                    })
-                })
-                .collect();
+        if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
+            return refused;
         }
-        let mut results: Vec<Result<EventId, Error>> = Vec::with_capacity(events.len());
         let mut batch = publish::Batch::new(&self.inner.keys, self.inner.retention_minid().await);
-        let mut queued = Vec::new();
-        for event in &events {
-            match self.inner.codec.encode(event) {
-                Ok(json) => {
-                    batch.push(event, json);
-                    queued.push(results.len());
-                    results.push(Ok(event.id));
-                }
-                Err(e) => results.push(Err(e)),
-            }
+        let (mut results, encoded) = BatchResults::prepare(&events, |e| self.inner.codec.encode(e));
+        if encoded.is_empty() {
+            return results.into_results();
         }
-        if queued.is_empty() {
-            return results;
+        let mut queued = Vec::with_capacity(encoded.len());
+        for (slot, json) in encoded {
+            batch.push(&events[slot], json);
+            queued.push(slot);
         }
         // One command, one round trip, for the whole batch; a reply per event.
         match batch.send(&self.inner).await {
             Ok(replies) => {
-                for (slot, reply) in queued.iter().zip(replies) {
+                for (slot, reply) in queued.into_iter().zip(replies) {
                     if let Err(e) = reply {
-                        results[*slot] = Err(e);
+                        results.fail(slot, e);
                     }
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                let transient = e.is_transient();
-                for slot in queued {
-                    results[slot] = Err(Error::backend("redis", message.clone(), transient));
-                }
-            }
+            Err(e) => results.fail_all(queued, &SharedFailure::new("redis", e)),
         }
-        results
+        results.into_results()
     }
 
     async fn subscribe(
@@ -198,8 +177,7 @@ impl EventBus for RedisBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.inner.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         consumer::subscribe(&self.inner, spec, handler).await
     }
 
@@ -236,7 +214,7 @@ impl EventBus for RedisBus {
     }
 
     async fn append_to_aggregate(&self, append: AggregateAppend) -> Result<u64, Error> {
-        self.inner.check_open("publishes")?;
+        self.inner.lifecycle.check_open("publishes")?;
         sourcing::append(&self.inner, append).await
     }
 
@@ -249,15 +227,9 @@ impl EventBus for RedisBus {
     }
 
     async fn shutdown(&self) -> Result<(), Error> {
-        let first = !self.inner.closed.swap(true, Ordering::AcqRel);
         // Events not yet delivered stay in the streams for the next start: consumers stop
         // taking events at once and only finish what they hold. A second call waits too.
-        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop_all(self.inner.shutdown_mode(until))
-            .await;
-        if first {
+        if self.inner.lifecycle.shutdown().await {
             self.inner
                 .client
                 .quit()

@@ -59,24 +59,13 @@ pub(crate) fn field<'a>(fields: &'a [(Bytes, Bytes)], name: &str) -> Option<&'a 
 /// pairs in stored order, separated by spaces; a name or value that is not UTF-8 is written
 /// `b64:` and its bytes in base64, so nothing is lost. At most 64 KiB.
 pub(crate) fn raw_text(fields: &[(Bytes, Bytes)]) -> String {
-    let mut text = fields
+    let text = fields
         .iter()
         .map(|(k, v)| format!("{}={}", readable(k), readable(v)))
         .collect::<Vec<_>>()
         .join(" ");
-    if text.len() > RAW_TEXT_MAX {
-        let mut cut = RAW_TEXT_MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+    event_core::backend::cut_raw_text(text)
 }
-
-/// The longest `raw` text of a dead letter.
-const RAW_TEXT_MAX: usize = 64 * 1024;
 
 fn readable(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {

@@ -16,13 +16,7 @@ use crate::{client, entry, reply};
 const PAGE: u64 = 1000;
 
 pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStream, Error> {
-    if !inner.config.enable_event_replay {
-        return Err(Error::Disabled {
-            feature: "event replay",
-            variable: "ENABLE_EVENT_REPLAY",
-        });
-    }
-    query.validate()?;
+    event_core::backend::check_replay(&inner.config, &query)?;
     let types = if query.event_types.is_empty() {
         event_types(inner).await?
     } else {

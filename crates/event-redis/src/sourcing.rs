@@ -35,19 +35,8 @@ const ANY_VERSION_ATTEMPTS: u32 = 10;
 /// The append script, loaded on first use.
 static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(APPEND_LUA));
 
-fn check_enabled(inner: &Inner) -> Result<(), Error> {
-    if inner.config.enable_event_sourcing {
-        Ok(())
-    } else {
-        Err(Error::Disabled {
-            feature: "event sourcing",
-            variable: "ENABLE_EVENT_SOURCING",
-        })
-    }
-}
-
 pub(crate) async fn append(inner: &Inner, append: AggregateAppend) -> Result<u64, Error> {
-    check_enabled(inner)?;
+    event_core::backend::check_sourcing(&inner.config)?;
     let list = inner
         .keys
         .aggregate(&append.aggregate_type, &append.aggregate_id);
@@ -116,7 +105,7 @@ pub(crate) async fn load(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Vec<Event>, Error> {
-    check_enabled(inner)?;
+    event_core::backend::check_sourcing(&inner.config)?;
     let list = inner.keys.aggregate(aggregate_type, aggregate_id);
     let raw: Vec<Value> = inner
         .client

@@ -7,14 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
-use std::time::Instant;
 
-use event_core::{BusStats, ConsumerHealth, Error, HandlerStats, Health};
+use event_core::{BusStats, Error, HandlerStats, Health};
 use fred::prelude::{ClientLike, SetsInterface, StreamsInterface};
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::core::{Inner, LocalHandler};
+use crate::core::Inner;
 use crate::{client, entry, replay, reply};
 
 /// KEYS[1]: a stream. ARGV[1], ARGV[2]: a range as `XRANGE` takes it; ARGV[3]: the most to
@@ -207,7 +206,8 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
         .await
         .map_err(|e| client::error("SMEMBERS", e))?;
     let local: HashMap<String, (usize, event_core::dispatch::CounterSnapshot)> = inner
-        .handlers()
+        .handlers
+        .lock()
         .iter()
         .map(|(name, h)| (name.clone(), (h.members.len(), h.counters.snapshot())))
         .collect();
@@ -249,63 +249,40 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
 }
 
 pub(crate) async fn health(inner: &Inner) -> Health {
-    if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-        // The connection is closed: a PING would only wait for its error.
-        return Health::shut_down("redis");
-    }
-    let started = Instant::now();
-    let ping: Result<Value, _> = inner.client.ping(None).await;
-    let round_trip = started.elapsed();
-    if let Err(e) = ping {
-        let problem = format!(
+    let ping = || inner.client.ping::<Value>(None);
+    let unreachable = |e: fred::error::Error| {
+        format!(
             "Redis at {} does not answer: {}",
             event_core::redact_url(&inner.redis.url),
             e.details()
-        );
-        return Health::unhealthy("redis", problem);
-    }
-    let local: Vec<(String, LocalHandler)> = inner
-        .handlers()
-        .iter()
-        .filter(|(_, h)| !h.members.is_empty())
-        .map(|(name, h)| (name.clone(), h.clone()))
-        .collect();
+        )
+    };
+    let round_trip = match inner.lifecycle.round_trip("redis", ping, unreachable).await {
+        Ok(round_trip) => round_trip,
+        Err(health) => return health,
+    };
     let mut consumers = Vec::new();
     let mut problems = Vec::new();
-    for (
-        handler,
-        LocalHandler {
-            group,
-            streams,
-            counters,
-            redis_counters,
-            members,
-            ..
-        },
-    ) in local
-    {
+    for (handler, local) in inner.handlers.active() {
+        let group = &local.group;
         // Work not yet finished: lag (not delivered) plus pending (delivered, not acknowledged).
         let mut backlog = 0;
-        for stream in &streams {
+        for stream in &local.sources {
             match groups_of(inner, stream).await {
                 Ok(groups) => {
-                    if let Some(info) = groups.get(&group) {
+                    if let Some(info) = groups.get(group) {
                         backlog += info.lag + info.pending;
                     }
                 }
                 Err(e) => problems.push(format!("cannot read the groups of {stream}: {e}")),
             }
         }
-        let depth = dead_letter_depth(inner, &group).await.unwrap_or(0);
-        let alive = members.iter().any(|m| inner.consumers.is_running(*m));
-        let stalled = backlog > 0 && counters.idle_for(inner.config.stall_timeout);
-        if let Some(problem) = redis_counters.problem(&handler) {
+        let depth = dead_letter_depth(inner, group).await.unwrap_or(0);
+        let alive = local.is_running(inner.lifecycle.consumers());
+        if let Some(problem) = local.extra.counters.problem(&handler) {
             problems.push(problem);
         }
-        consumers.push(
-            ConsumerHealth::new(handler, alive, stalled, backlog, depth)
-                .with_loop_failures(&counters),
-        );
+        consumers.push(local.health(handler, alive, backlog, depth, inner.config.stall_timeout));
     }
     Health::assess("redis", Some(round_trip), consumers, problems, false)
 }

@@ -1,4 +1,5 @@
-//! The conformance suite against a real `redis-server` (`EVENTBUS_TEST_REDIS_URL`).
+//! The conformance suite against a real `redis-server` (`EVENTBUS_TEST_REDIS_URL`): one test
+//! per trial (`cargo test -p event-redis --test conformance per_key_order` runs one).
 
 use std::sync::Arc;
 
@@ -22,4 +23,6 @@ async fn redis() -> anyhow::Result<Option<Fixture>> {
     Ok(Some(Fixture::probe(factory, Config::default()).await?))
 }
 
-event_testkit::conformance_tests!(redis);
+fn main() -> std::process::ExitCode {
+    event_testkit::run_conformance(redis)
+}

@@ -159,7 +159,7 @@ impl Fixture {
     }
 }
 
-/// What a fixture constructor of [`conformance_tests!`](crate::conformance_tests) returns:
+/// What a fixture constructor of [`run_conformance`](crate::run_conformance) returns:
 /// a [`Fixture`], or `Option<Fixture>` for a backend whose server may be absent outside an
 /// integration run (the constructor then reports the skip itself, loudly, and returns `None`).
 pub trait MaybeFixture {

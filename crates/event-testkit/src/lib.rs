@@ -4,6 +4,7 @@
 
 pub mod chaos;
 mod fixture;
+mod harness;
 pub mod secrets;
 mod servers;
 mod support;
@@ -11,17 +12,9 @@ mod trial;
 mod trials;
 
 pub use fixture::{BusFactory, Fixture, FnFactory, MaybeFixture, factory_fn};
+pub use harness::run_conformance;
 pub use servers::{integration_required, test_server, unique};
-pub use trial::{TRIALS, Trial, run_trial};
-
-/// What [`conformance_tests!`] expands to needs; not part of the API.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::fixture::MaybeFixture;
-    pub use crate::trial::by_name;
-    pub use anyhow;
-    pub use tokio;
-}
+pub use trial::{TRIALS, Trial, Verdict, run_trial};
 
 #[cfg(test)]
 mod tests {
@@ -59,6 +52,25 @@ mod tests {
                 "the list's doc of {} is not the doc comment of its function",
                 trial.name
             );
+        }
+    }
+
+    #[test]
+    fn trial_list_is_complete_and_unique() {
+        assert!(
+            TRIALS.len() >= 30,
+            "only {} trials in the suite",
+            TRIALS.len()
+        );
+        let names: std::collections::HashSet<&str> = TRIALS.iter().map(|t| t.name).collect();
+        assert_eq!(names.len(), TRIALS.len(), "trial names repeat");
+        for trial in TRIALS {
+            assert!(
+                trial.name.contains("::"),
+                "{} is not module::function",
+                trial.name
+            );
+            assert!(!trial.doc.is_empty(), "{} has no doc", trial.name);
         }
     }
 

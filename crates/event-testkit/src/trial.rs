@@ -1,5 +1,5 @@
-//! [`Trial`], the list of every trial ([`TRIALS`]), [`run_trial`], and the
-//! [`conformance_tests!`](crate::conformance_tests) macro that turns the list into tests.
+//! [`Trial`], the list of every trial ([`TRIALS`]) and [`run_trial`];
+//! [`run_conformance`](crate::run_conformance) turns the list into tests.
 
 use std::time::Duration;
 
@@ -35,25 +35,40 @@ impl std::fmt::Debug for Trial {
     }
 }
 
+/// What a trial that did not fail came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// It ran and passed.
+    Passed,
+    /// It did not run: the backend lacks a capability it needs.
+    NotApplicable {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it lacks.
+        reason: &'static str,
+    },
+}
+
 /// Runs one trial against the fixture's backend, then shuts down every bus it made (also when
-/// it fails). A trial that does not apply to the backend prints why to stderr and passes.
+/// it fails). A trial that does not apply to the backend does not run:
+/// [`Verdict::NotApplicable`] says why.
 ///
 /// # Errors
 /// The trial's failure, with the trial's and the backend's names as context.
-pub async fn run_trial(fixture: &Fixture, trial: &Trial) -> anyhow::Result<()> {
+pub async fn run_trial(fixture: &Fixture, trial: &Trial) -> anyhow::Result<Verdict> {
     if let Err(reason) = (trial.requires)(&fixture.capabilities) {
-        eprintln!(
-            "{}: not applicable on {}: {reason}",
-            trial.name, fixture.name
-        );
-        return Ok(());
+        return Ok(Verdict::NotApplicable {
+            backend: fixture.name,
+            reason,
+        });
     }
     let outcome = tokio::time::timeout(TRIAL_TIMEOUT, (trial.run)(fixture)).await;
     fixture.shut_down_all().await;
     match outcome {
-        Ok(result) => {
-            result.with_context(|| format!("trial {} failed on {}", trial.name, fixture.name))
-        }
+        Ok(result) => result
+            .map(|()| Verdict::Passed)
+            .with_context(|| format!("trial {} failed on {}", trial.name, fixture.name)),
         Err(_) => anyhow::bail!(
             "trial {} did not finish within {TRIAL_TIMEOUT:?} on {}",
             trial.name,
@@ -68,16 +83,14 @@ macro_rules! define_trials {
         /// Every trial of the suite, once each, in suite order.
         pub static TRIALS: &[Trial] = &[$(by_name::$name),*];
 
-        /// One constant per trial, named after its function, for
-        /// [`conformance_tests!`](crate::conformance_tests).
-        #[doc(hidden)]
+        /// One constant per trial, named after its function.
         #[allow(non_upper_case_globals)]
-        pub mod by_name {
+        mod by_name {
             use super::Trial;
 
             $(
                 #[doc = $doc]
-                pub const $name: Trial = Trial {
+                pub(super) const $name: Trial = Trial {
                     name: concat!(stringify!($module), "::", stringify!($name)),
                     doc: $doc,
                     requires: crate::trials::requires::$requires,
@@ -89,56 +102,3 @@ macro_rules! define_trials {
 }
 
 crate::__for_each_trial!(define_trials);
-
-/// Expands to one test per conformance trial, each running against the fixture that
-/// `$fixture` (an `async fn() -> anyhow::Result<event_testkit::Fixture>`) builds.
-///
-/// Each test is named after its trial's function, so `cargo test per_key_order` runs one.
-///
-/// ```
-/// # use std::sync::Arc;
-/// # use event_core::{Config, EventBus, MemoryBus};
-/// async fn memory() -> anyhow::Result<event_testkit::Fixture> {
-///     let factory = event_testkit::factory_fn(|config| async move {
-///         Ok(Arc::new(MemoryBus::new(config)?) as Arc<dyn EventBus>)
-///     });
-///     event_testkit::Fixture::probe(factory, Config::default()).await
-/// }
-///
-/// event_testkit::conformance_tests!(memory);
-/// # fn main() {}
-/// ```
-#[macro_export]
-macro_rules! conformance_tests {
-    ($fixture:path) => {
-        $crate::__for_each_trial!($crate::__conformance_test_fns; $fixture);
-    };
-}
-
-/// The body of [`conformance_tests!`]: one `#[tokio::test]` per trial of the list.
-///
-/// tokio's `crate` option takes a string, where `$crate` does not expand: it names this crate
-/// as `event_testkit`, the name every test crate uses, so they need no tokio dependency of
-/// their own.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __conformance_test_fns {
-    ($fixture:path; $($module:ident :: $name:ident => $requires:ident, $doc:literal;)*) => {
-        $(
-            #[doc = $doc]
-            #[$crate::__private::tokio::test(
-                flavor = "multi_thread",
-                worker_threads = 2,
-                crate = "::event_testkit::__private::tokio"
-            )]
-            async fn $name() -> $crate::__private::anyhow::Result<()> {
-                let Some(fixture) = $crate::__private::MaybeFixture::into_fixture($fixture().await?) else {
-                    // The fixture said why it has no backend (a server not configured outside
-                    // an integration run).
-                    return Ok(());
-                };
-                $crate::run_trial(&fixture, &$crate::__private::by_name::$name).await
-            }
-        )*
-    };
-}

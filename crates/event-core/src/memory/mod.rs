@@ -3,18 +3,15 @@
 mod consumer;
 mod store;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::Notify;
 
+use crate::backend::{self, Lifecycle, NOT_AN_ENVELOPE};
 use crate::codec::JsonCodec;
-use crate::dispatch::{
-    ConsumerHost, ConsumerSet, DeliverySink, DispatchSettings, Dispatcher, LanesEnded, StopMode,
-    Supervisor,
-};
+use crate::dispatch::{DeliverySink, DispatchSettings, Dispatcher, LanesEnded, Supervisor};
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -62,9 +59,10 @@ pub struct MemoryBus {
 pub(crate) struct Inner {
     config: Config,
     codec: JsonCodec,
-    closed: AtomicBool,
+    /// Shutdown drains: nothing is kept after shutdown, so the loops deliver what is
+    /// published first.
+    lifecycle: Arc<Lifecycle>,
     store: Mutex<Store>,
-    consumers: ConsumerSet,
 }
 
 impl Inner {
@@ -74,25 +72,6 @@ impl Inner {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl ConsumerHost for Inner {
-    fn consumers(&self) -> &ConsumerSet {
-        &self.consumers
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn shutdown_timeout(&self) -> std::time::Duration {
-        self.config.shutdown_timeout
-    }
-
-    /// Nothing is kept after shutdown: the loops deliver what is published first.
-    fn shutdown_mode(&self, until: tokio::time::Instant) -> StopMode {
-        StopMode::Drain { until }
     }
 }
 
@@ -117,9 +96,8 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),
                 store: Mutex::new(Store::new(config.event_ttl)),
+                lifecycle: Arc::new(Lifecycle::draining(config.shutdown_timeout)),
                 config,
-                closed: AtomicBool::new(false),
-                consumers: ConsumerSet::default(),
             }),
         })
     }
@@ -127,23 +105,6 @@ impl MemoryBus {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    fn check_open(&self, operation: &'static str) -> Result<(), Error> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::ShutDown { operation });
-        }
-        Ok(())
-    }
-
-    fn check_sourcing(&self) -> Result<(), Error> {
-        if !self.inner.config.enable_event_sourcing {
-            return Err(Error::Disabled {
-                feature: "event sourcing",
-                variable: "ENABLE_EVENT_SOURCING",
-            });
-        }
-        Ok(())
     }
 
     /// Stores events; a bus already shut down takes none and hands them back.
@@ -176,9 +137,7 @@ impl Default for MemoryBus {
 
 impl std::fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBus")
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        self.inner.lifecycle.fmt_bus(f, "MemoryBus", &[])
     }
 }
 
@@ -192,7 +151,7 @@ impl EventBus for MemoryBus {
         // Publishing never waits on I/O here; this yield point lets a publisher in a tight loop
         // give the consumers it wakes a turn on its worker thread.
         tokio::task::consume_budget().await;
-        self.check_open("publishes")?;
+        self.inner.lifecycle.check_open("publishes")?;
         self.inner.codec.check_size(&event)?;
         let ids = self
             .append_or_return(vec![event])
@@ -246,11 +205,10 @@ impl EventBus for MemoryBus {
         spec: SubscriptionSpec,
         handler: Arc<dyn EventHandler>,
     ) -> Result<Subscription, Error> {
-        spec.validate()?;
-        self.check_open("subscriptions")?;
+        self.inner.lifecycle.check_subscription(&spec)?;
         let config = &self.inner.config;
         let group = format!("{}.{}", config.consumer_group, spec.handler);
-        let member = self.inner.consumers.next_id();
+        let member = self.inner.lifecycle.consumers().next_id();
         let notify = Arc::new(Notify::new());
         let counters = self.inner.store().join(
             &spec.handler,
@@ -270,9 +228,10 @@ impl EventBus for MemoryBus {
         let handler_name = spec.handler.clone();
         let supervisor = Supervisor::new(spec.handler.clone(), counters.clone());
         let mut last_lanes: Option<LanesEnded> = None;
-        self.inner
-            .consumers
-            .spawn_supervised(member, supervisor, move |stop, failures| {
+        self.inner.lifecycle.consumers().spawn_supervised(
+            member,
+            supervisor,
+            move |stop, failures| {
                 let failed_lanes = last_lanes.take();
                 let dispatcher = Dispatcher::start(
                     handler.clone(),
@@ -302,18 +261,13 @@ impl EventBus for MemoryBus {
                     }
                     consumer::run(inner, handler_name, member, dispatcher, notify, stop).await
                 }
-            });
-        crate::dispatch::subscription(&self.inner, member, spec.handler, group).await
+            },
+        );
+        crate::dispatch::subscription(&self.inner.lifecycle, member, spec.handler, group).await
     }
 
     async fn replay(&self, query: ReplayQuery) -> Result<EventStream, Error> {
-        if !self.inner.config.enable_event_replay {
-            return Err(Error::Disabled {
-                feature: "event replay",
-                variable: "ENABLE_EVENT_REPLAY",
-            });
-        }
-        query.validate()?;
+        backend::check_replay(&self.inner.config, &query)?;
         let events = {
             let mut store = self.inner.store();
             store.trim(now_ms());
@@ -329,7 +283,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn health(&self) -> Health {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.lifecycle.is_closed() {
             return Health::shut_down("memory");
         }
         let consumers = {
@@ -365,7 +319,7 @@ impl EventBus for MemoryBus {
                 redriven: redriven.len() as u64,
                 skipped: unusable
                     .into_iter()
-                    .map(|d| (d.id, "not a valid envelope: nothing to redrive".to_string()))
+                    .map(|d| (d.id, NOT_AN_ENVELOPE.to_string()))
                     .collect(),
             };
             (report, store.listeners_of(handler))
@@ -385,8 +339,8 @@ impl EventBus for MemoryBus {
     }
 
     async fn append_to_aggregate(&self, append: AggregateAppend) -> Result<u64, Error> {
-        self.check_sourcing()?;
-        self.check_open("publishes")?;
+        backend::check_sourcing(&self.inner.config)?;
+        self.inner.lifecycle.check_open("publishes")?;
         let key = (append.aggregate_type.clone(), append.aggregate_id.clone());
         let mut wake = Vec::new();
         let version = {
@@ -415,7 +369,7 @@ impl EventBus for MemoryBus {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<Event>, Error> {
-        self.check_sourcing()?;
+        backend::check_sourcing(&self.inner.config)?;
         Ok(self
             .inner
             .store()
@@ -423,13 +377,9 @@ impl EventBus for MemoryBus {
     }
 
     async fn shutdown(&self) -> Result<(), Error> {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.lifecycle.close();
         self.inner.store().closed = true;
-        let until = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
-        self.inner
-            .consumers
-            .stop_all(self.inner.shutdown_mode(until))
-            .await;
+        self.inner.lifecycle.stop_consumers().await;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of [`MemoryBus`](super::MemoryBus): shutdown, supervision of its consumer loops,
 //! and restarts that neither lose nor repeat events.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::{EventType, HandlerError, handler_fn};

@@ -442,7 +442,9 @@ impl Group {
         } else {
             true
         };
-        self.inner.remove_member(&self.handler, member);
+        self.inner
+            .handlers
+            .remove_member(&self.handler, member, |_| {});
         drained
     }
 

@@ -41,7 +41,7 @@ pub(crate) async fn subscribe(
         .collect();
     event_types.sort();
     event_types.dedup();
-    let member = inner.consumers.next_id();
+    let member = inner.lifecycle.consumers().next_id();
     let entry = Arc::new(Subscriber {
         id: member,
         handler,
@@ -72,11 +72,16 @@ pub(crate) async fn subscribe(
     };
     let group = match joined {
         Some(group) => {
-            inner.add_member(&spec.handler, &group_name, &event_types, member);
+            inner
+                .handlers
+                .add_member(&spec.handler, &group_name, &event_types, member);
             group
         }
         None => {
-            let counters = inner.add_member(&spec.handler, &group_name, &event_types, member);
+            let counters = inner
+                .handlers
+                .add_member(&spec.handler, &group_name, &event_types, member)
+                .counters;
             match start_group(
                 inner,
                 groups,
@@ -90,17 +95,17 @@ pub(crate) async fn subscribe(
             {
                 Ok(group) => group,
                 Err(e) => {
-                    inner.remove_member(&spec.handler, member);
+                    inner.handlers.remove_member(&spec.handler, member, |_| {});
                     return Err(e);
                 }
             }
         }
     };
     let timeout = inner.config.shutdown_timeout;
-    inner.consumers.spawn(member, move |stop| {
+    inner.lifecycle.consumers().spawn(member, move |stop| {
         member_loop(group, member, stop, timeout)
     });
-    event_core::dispatch::subscription(inner, member, spec.handler, group_name).await
+    event_core::dispatch::subscription(&inner.lifecycle, member, spec.handler, group_name).await
 }
 
 /// A subscription's life: wait for a stop, then leave the group.

@@ -92,9 +92,13 @@ struct MemberGuard {
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
+        // Its consumer name goes to the next subscription of the handler here.
         let consumer = std::mem::take(&mut self.consumer);
         self.inner
-            .remove_member(&self.handler, self.member, consumer);
+            .handlers
+            .remove_member(&self.handler, self.member, |local| {
+                local.extra.retired.push(consumer)
+            });
     }
 }
 
@@ -135,8 +139,11 @@ pub(crate) async fn subscribe(
     let reader = inner.client.clone_new();
     client::connect(&reader, &inner.redis).await?;
 
-    let member = inner.consumers.next_id();
-    let (counters, redis_counters) = inner.add_member(&spec.handler, &group, &streams, member);
+    let member = inner.lifecycle.consumers().next_id();
+    let local = inner
+        .handlers
+        .add_member(&spec.handler, &group, &streams, member);
+    let (counters, redis_counters) = (local.counters, local.extra.counters);
     let consumer = inner
         .reuse_consumer(&spec.handler)
         .unwrap_or_else(|| consumer_name(member));
@@ -163,7 +170,8 @@ pub(crate) async fn subscribe(
         consumer,
     };
     inner
-        .consumers
+        .lifecycle
+        .consumers()
         .spawn_supervised(member, supervisor, move |stop, failures| {
             // Owned by this closure, which the supervisor drops once the loop is over.
             let _member = &guard;
@@ -171,7 +179,7 @@ pub(crate) async fn subscribe(
             let dispatcher = start_dispatcher(&attempt, &handler, &settings, &counters);
             run::attempt(attempt, first_reader.take(), dispatcher, stop, failures)
         });
-    event_core::dispatch::subscription(inner, member, spec.handler, group).await
+    event_core::dispatch::subscription(&inner.lifecycle, member, spec.handler, group).await
 }
 
 fn start_dispatcher(

@@ -20,8 +20,8 @@ pub(crate) mod stats_health;
 pub(crate) mod supervision;
 
 /// Calls `$callback! { $($args)*; module::function => requirement, "doc"; ... }` with every
-/// trial of the suite, once each: the single list that both [`TRIALS`](crate::TRIALS) and
-/// [`conformance_tests!`](crate::conformance_tests) expand.
+/// trial of the suite, once each: the single list that [`TRIALS`](crate::TRIALS) and its
+/// constants expand.
 ///
 /// `requirement` names a function of `trials::requires`.
 #[doc(hidden)]
