@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use event_core::backend::RAW_TEXT_LIMIT;
 use event_core::{Error, Event, JsonCodec};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::record::{Record, UndecodableRecords};
@@ -30,9 +31,6 @@ pub(crate) mod header {
 
 /// The content type of our records' values.
 pub(crate) const CONTENT_TYPE_JSON: &str = "application/json";
-
-/// How much of a foreign record [`raw_text`] keeps for a dead letter.
-use event_core::backend::RAW_TEXT_LIMIT;
 
 /// Encodes an event into its record, enforcing the codec's size limit.
 ///
