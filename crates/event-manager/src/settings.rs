@@ -194,10 +194,7 @@ impl Settings {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars: BTreeMap<String, String> = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let vars = event_core::config::table::variables(vars);
         Self::from_lookup(&|name| vars.get(name).cloned())
     }
 

@@ -126,10 +126,7 @@ pub trait EnvSettings: Sized {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars: BTreeMap<String, String> = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let vars = variables(vars);
         Self::from_lookup(&|name| vars.get(name).cloned())
     }
 
@@ -157,6 +154,17 @@ pub trait EnvSettings: Sized {
             .filter_map(|var| Some((var.name, var.redact(&self.write(var.name)?))))
             .collect()
     }
+}
+
+/// Variables given as pairs, by name: what `from_vars` constructors look values up in.
+pub fn variables<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> BTreeMap<String, String>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    vars.into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 /// The defaults of a table: what reading an empty environment gives.
