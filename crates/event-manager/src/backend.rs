@@ -92,15 +92,6 @@ pub fn check_capabilities(
     report
 }
 
-/// The names of the bus variables set in the process environment.
-pub(crate) fn explicit_from_env() -> BTreeSet<String> {
-    Settings::variables()
-        .map(|var| var.name)
-        .filter(|name| std::env::var_os(name).is_some())
-        .map(|name| name.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

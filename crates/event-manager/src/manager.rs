@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::Error;
-use crate::backend::{check_capabilities, connect_bus, explicit_from_env};
+use crate::backend::{check_capabilities, connect_bus};
 use crate::domain_handlers::{self, View};
 use crate::registry::{Entry, HandlerOrigin, Registry};
 use crate::settings::Settings;
@@ -73,7 +73,7 @@ impl ManagerBuilder {
     /// [`Error::Config`] listing every bad variable.
     pub fn from_env() -> Result<Self, Error> {
         let settings = Settings::from_env()?;
-        Ok(EventBusManager::builder(settings).explicit_variables(explicit_from_env()))
+        Ok(EventBusManager::builder(settings).explicit_variables(Settings::set_in_env()))
     }
 
     /// Names the variables the user set explicitly (the others are taken as defaults).

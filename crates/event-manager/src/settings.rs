@@ -3,7 +3,7 @@
 //! (`EVENT_BUS_TYPE`, `ENABLE_EVENT_HANDLERS`, `ENABLED_EVENT_HANDLERS`), read from the
 //! environment in one pass that reports every bad variable at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use event_core::config::table::{Reader, Rule, Secret, Variable};
@@ -169,6 +169,16 @@ impl Settings {
             &[],
         ];
         tables.into_iter().flatten()
+    }
+
+    /// The names of the variables of every table that the process environment sets: what the
+    /// user asked for explicitly (see [`check_capabilities`](crate::check_capabilities)).
+    pub fn set_in_env() -> BTreeSet<String> {
+        Self::variables()
+            .map(|var| var.name)
+            .filter(|name| std::env::var_os(name).is_some())
+            .map(String::from)
+            .collect()
     }
 
     /// The manager's own variables (`EVENT_BUS_TYPE`, `ENABLE_EVENT_HANDLERS`,

@@ -2,8 +2,9 @@
 //! on [`libtest_mimic`], so that a trial a backend cannot run is reported as ignored, with the
 //! reason, rather than as passed.
 //!
-//! What a backend supports is only known once its fixture has probed it (at run time), which
-//! `#[ignore]` cannot express; libtest-mimic's runtime-ignored outcome can.
+//! What a backend supports is only known once its fixture has probed it (at run time), so the
+//! outcome is decided then: libtest-mimic lets a test report itself ignored at run time, which
+//! libtest's compile-time attribute cannot.
 
 use std::future::Future;
 use std::process::ExitCode;

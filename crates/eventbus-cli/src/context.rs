@@ -30,11 +30,7 @@ impl Context {
     /// The environment's settings with the flags applied.
     pub(crate) fn from_env(overrides: Overrides, json: bool) -> anyhow::Result<Self> {
         let mut settings = Settings::from_env()?;
-        let mut explicit: BTreeSet<String> = Settings::variables()
-            .map(|var| var.name)
-            .filter(|name| std::env::var_os(name).is_some())
-            .map(String::from)
-            .collect();
+        let mut explicit = Settings::set_in_env();
         if let Some(bus) = overrides.bus {
             settings.bus_type = bus;
             explicit.insert("EVENT_BUS_TYPE".into());
