@@ -42,6 +42,8 @@ fn configuration_tables(write: bool) -> anyhow::Result<()> {
         "event-manager",
         "--test",
         "configuration_docs",
+        "--features",
+        "http",
         "--quiet",
     ]);
     if write {

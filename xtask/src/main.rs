@@ -27,10 +27,13 @@ commands:
                               backends in the workspace
   integration-test [backend]  the backends' integration tests alone (all, or one backend):
                               the event-testkit conformance suite and the backend crate's tests
-  services up [service]...    start redis and/or kafka in the background; prints
+  services up [service]...    start redis, kafka and/or kafka-cluster (also `kafka --brokers 3`:
+                              three KRaft nodes) in the background; prints
                               `export EVENTBUS_TEST_...` lines: eval \"$(cargo xtask services up)\"
   services down|status        stop them, or say whether they run
-  services kill|restart <s>   kill one (SIGKILL, data kept), or start it again on the same port
+  services kill|restart <s> [node]
+                              kill one (SIGKILL, data kept), or start it again on the same port;
+                              of the cluster, every node or node 1 to 3
   bench [backend]             the benchmarks in release mode (all, or one backend); each
                               writes its section of docs/benchmarks.md
   soak [backend] --minutes N [--seed S]
@@ -43,7 +46,7 @@ commands:
   help                        this text
 
 backends: memory, redis, kafka; bench also takes publishers (the batch publisher on memory
-and redis); services: redis, kafka (docs/testing.md)
+and redis); services: redis, kafka, kafka-cluster (docs/testing.md)
 ";
 
 fn main() -> ExitCode {

@@ -23,14 +23,4 @@ pub enum Error {
         #[source]
         source: Option<event_core::BoxError>,
     },
-    /// A setting of the domain handlers has a bad value.
-    #[error("{variable}={value:?} is not valid: expected {expected}")]
-    Setting {
-        /// The variable.
-        variable: &'static str,
-        /// The value given.
-        value: String,
-        /// What is allowed.
-        expected: &'static str,
-    },
 }

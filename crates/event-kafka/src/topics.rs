@@ -20,6 +20,8 @@ pub(crate) struct Topics {
     partitions: i32,
     replication: i16,
     retention_ms: String,
+    /// `min.insync.replicas`, when the configuration sets it.
+    min_insync_replicas: Option<String>,
     known: Mutex<HashMap<String, i32>>,
     /// Topics that existed with other settings than the bus would give them, and how.
     misconfigured: Mutex<BTreeMap<String, String>>,
@@ -32,6 +34,7 @@ impl Topics {
             partitions: i32::try_from(config.partitions).unwrap_or(i32::MAX),
             replication: i16::try_from(config.replication_factor).unwrap_or(i16::MAX),
             retention_ms: config.retention.as_millis().to_string(),
+            min_insync_replicas: config.min_insync_replicas.map(|n| n.to_string()),
             known: Mutex::new(HashMap::new()),
             misconfigured: Mutex::new(BTreeMap::new()),
         }
@@ -80,6 +83,18 @@ impl Topics {
         self.known().get(topic).copied()
     }
 
+    /// The configs of the topics the bus creates.
+    fn configs(&self) -> Vec<(String, String)> {
+        let mut configs = vec![
+            ("retention.ms".into(), self.retention_ms.clone()),
+            ("cleanup.policy".into(), "delete".into()),
+        ];
+        if let Some(n) = &self.min_insync_replicas {
+            configs.push(("min.insync.replicas".into(), n.clone()));
+        }
+        configs
+    }
+
     /// The partition count of an event topic, creating it when needed.
     pub(crate) async fn event_topic(
         &self,
@@ -109,10 +124,7 @@ impl Topics {
                 name: name.clone(),
                 partitions: *partitions,
                 replication_factor: self.replication,
-                configs: vec![
-                    ("retention.ms".into(), self.retention_ms.clone()),
-                    ("cleanup.policy".into(), "delete".into()),
-                ],
+                configs: self.configs(),
             })
             .collect();
         if !missing.is_empty() {

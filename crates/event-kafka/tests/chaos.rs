@@ -15,8 +15,6 @@
 //! (`cargo xtask soak kafka`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,180 +22,33 @@ use anyhow::{Context as _, bail, ensure};
 
 mod support;
 use async_trait::async_trait;
-use base64::Engine as _;
 use event_core::{Config, EnvSettings as _, EventBus, EventType};
 use event_kafka::{KafkaBus, KafkaConfig};
 use event_testkit::chaos::{Abilities, ChaosBackend, Fault, ForeignEntry};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
+use support::brokers::KafkaNodes;
 use tokio::sync::Mutex;
 
 /// The group session timeout: a stopped consumer loses its partitions after this.
 const SESSION: Duration = Duration::from_secs(3);
 
-/// A single-node KRaft broker in a temporary folder, killed and removed on drop.
-struct Broker {
-    java: PathBuf,
-    classpath: String,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-impl Broker {
-    async fn start(classpath: String) -> anyhow::Result<Self> {
-        let java = match std::env::var_os("JAVA_HOME").filter(|h| !h.is_empty()) {
-            Some(home) => PathBuf::from(home).join("bin").join("java"),
-            None => PathBuf::from("java"),
-        };
-        let dir = std::env::temp_dir().join(format!(
-            "eventbus-chaos-kafka-{}-{:08x}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let (port, controller) = (free_port()?, free_port()?);
-        std::fs::write(
-            dir.join("server.properties"),
-            properties(port, controller, &dir.join("data")),
-        )?;
-        let mut id = [0u8; 16];
-        fastrand::fill(&mut id);
-        id[0] &= 0x7f;
-        let cluster = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
-        let status = Command::new(&java)
-            .args([
-                "-Xmx256m",
-                "-cp",
-                &classpath,
-                "kafka.tools.StorageTool",
-                "format",
-            ])
-            .args(["--cluster-id", &cluster, "--config"])
-            .arg(dir.join("server.properties"))
-            .arg("--standalone")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("running {} (set JAVA_HOME?)", java.display()))?;
-        ensure!(status.success(), "formatting the broker's storage failed");
-        let mut broker = Self {
-            java,
-            classpath,
-            dir,
-            port,
-            child: None,
-        };
-        broker.spawn().await?;
-        Ok(broker)
-    }
-
-    /// Starts the broker and waits until it answers metadata requests.
-    async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))?;
-        let child = Command::new(&self.java)
-            .args(["-Xmx384m", "-cp", &self.classpath, "kafka.Kafka"])
-            .arg(self.dir.join("server.properties"))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(5),
-                ClientBuilder::new(vec![self.address()]).build(),
-            )
-            .await;
-            if let Ok(Ok(client)) = attempt
-                && tokio::time::timeout(Duration::from_secs(5), client.list_topics())
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "the broker did not come up within 90 s; see {}",
-                    self.dir.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn properties(port: u16, controller: u16, data: &Path) -> String {
-    format!(
-        "process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-offsets.topic.num.partitions=5
-transaction.state.log.num.partitions=5
-group.initial.rebalance.delay.ms=0
-group.min.session.timeout.ms=1000
-broker.heartbeat.interval.ms=1000
-broker.session.timeout.ms=4000
-",
-        data = data.display()
-    )
-}
-
 /// The Kafka target: the private broker.
 struct Kafka {
-    broker: Mutex<Broker>,
+    broker: Mutex<KafkaNodes>,
+    classpath: String,
     config: Config,
     kafka: KafkaConfig,
 }
 
 impl Kafka {
     async fn start(classpath: String) -> anyhow::Result<Self> {
-        let broker = Broker::start(classpath).await?;
+        let broker = KafkaNodes::start(&classpath, 1).await?;
         let mut config = Config::default();
         config.consumer_group = event_testkit::unique("chaos");
         let kafka = KafkaConfig::builder()
-            .bootstrap_servers([broker.address()])
+            .bootstrap_servers(broker.bootstrap_servers())
             .topic_prefix(event_testkit::unique("chaos"))
             .session_timeout(SESSION)
             .heartbeat_interval(Duration::from_millis(500))
@@ -205,6 +56,7 @@ impl Kafka {
             .build()?;
         Ok(Self {
             broker: Mutex::new(broker),
+            classpath,
             config,
             kafka,
         })
@@ -274,10 +126,10 @@ impl ChaosBackend for Kafka {
         match fault {
             Fault::ServerRestart => {
                 let mut broker = self.broker.lock().await;
-                broker.kill();
+                broker.kill(1);
                 let down = Duration::from_millis(500 + seed % 2_500);
                 tokio::time::sleep(down).await;
-                broker.spawn().await?;
+                broker.restart(1).await?;
                 Ok(format!("broker killed (SIGKILL), restarted after {down:?}"))
             }
             other => bail!("the kafka target cannot inject {other:?}"),
@@ -290,10 +142,8 @@ impl ChaosBackend for Kafka {
         marker: &str,
     ) -> anyhow::Result<Vec<ForeignEntry>> {
         let topic = format!("{}.{event_type}", self.kafka.topic_prefix);
-        let (address, classpath) = {
-            let broker = self.broker.lock().await;
-            (broker.address(), broker.classpath.clone())
-        };
+        let address = self.broker.lock().await.address(1);
+        let classpath = self.classpath.clone();
         let client = ClientBuilder::new(vec![address.clone()]).build().await?;
         let m = |i: usize| format!("{marker}v{i}e");
         let shapes: Vec<(&str, Record)> = vec![

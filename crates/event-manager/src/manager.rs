@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use event_core::{Config, EventBus, EventHandler, SubscriptionSpec};
+use event_core::{Config, EnvSettings, EventBus, EventHandler, SubscriptionSpec};
 
 use event_handlers::{AuditSettings, DomainContext};
 use serde::Serialize;
@@ -60,7 +60,7 @@ type ContextFactory = dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error> 
 /// The default context: audit settings from the environment (`EVENT_AUDIT_*`), default
 /// thresholds.
 fn default_context(bus: Arc<dyn EventBus>) -> Result<DomainContext, Error> {
-    let audit = AuditSettings::from_env().map_err(Error::DomainHandler)?;
+    let audit = AuditSettings::from_env()?;
     Ok(DomainContext::new(bus).with_audit(audit))
 }
 

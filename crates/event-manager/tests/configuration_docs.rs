@@ -4,6 +4,7 @@
 
 use event_core::config::table::markdown_table;
 use event_core::{Config, EnvSettings};
+use event_handlers::AuditSettings;
 use event_kafka::KafkaConfig;
 use event_manager::Settings;
 use event_redis::RedisConfig;
@@ -27,6 +28,14 @@ fn rendered() -> String {
         (
             "## Kafka (`event_kafka::KafkaConfig`)",
             KafkaConfig::VARIABLES,
+        ),
+        (
+            "## The audit trail (`event_handlers::AuditSettings`)",
+            AuditSettings::VARIABLES,
+        ),
+        (
+            "## The HTTP API (`event_manager::http`, `eventbus serve`)",
+            event_manager::http::VARIABLES,
         ),
     ];
     let mut out = String::new();
@@ -68,10 +77,19 @@ fn the_configuration_page_shows_every_table_as_declared() {
 
 #[test]
 fn every_variable_is_documented_once() {
-    let names: Vec<_> = Settings::variables().map(|v| v.name).collect();
+    let names: Vec<_> = Settings::variables()
+        .chain(AuditSettings::VARIABLES)
+        .chain(event_manager::http::VARIABLES)
+        .map(|v| v.name)
+        .collect();
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "a variable in two tables");
-    assert!(Settings::variables().all(|v| !v.doc.is_empty()));
+    assert!(
+        Settings::variables()
+            .chain(AuditSettings::VARIABLES)
+            .chain(event_manager::http::VARIABLES)
+            .all(|v| !v.doc.is_empty())
+    );
 }

@@ -7,26 +7,72 @@
 use anyhow::bail;
 
 use super::state::{Record, State, state_path};
-use super::{KafkaBroker, Lifetime, RedisServer, Service, kafka_env, redis_env};
+use super::{
+    CLUSTER_SIZE, KafkaBroker, KafkaCluster, Lifetime, RedisServer, Service, kafka_cluster_env,
+    kafka_env, redis_env, unique_names,
+};
 
 const USAGE: &str = "\
-usage: cargo xtask services <up [redis|kafka]... | down | status | kill <service> | restart <service>>
+usage: cargo xtask services <up [redis|kafka [--brokers 3]|kafka-cluster]... | down | status
+                             | kill <service> [node] | restart <service> [node]>
   up       start the servers (default: redis and kafka) in the background; print their
            EVENTBUS_TEST_* variables as `export` lines: eval \"$(cargo xtask services up)\"
+           `kafka --brokers 3` (or `kafka-cluster`) is a cluster of three KRaft nodes
+           (EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS), beside the single broker
   down     stop them and delete their data
   status   say whether each runs; print the variables of those that do
-  kill     kill one with SIGKILL, as a crash would (its data stays)
-  restart  start it again on the same port with the same data";
+  kill     kill one with SIGKILL, as a crash would (its data stays); of a cluster, every
+           node or node 1 to 3
+  restart  start it again on the same port with the same data (of a cluster: the nodes that
+           are down, or the node named)";
 
 /// Runs `cargo xtask services ...`.
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
-        ["up", names @ ..] => up(names),
+        ["up", names @ ..] => up(&wanted(names)?),
         ["down"] => down(),
         ["status"] => status(),
-        ["kill", name] => kill(Service::parse(name)?),
-        ["restart", name] => restart(Service::parse(name)?),
+        ["kill", name] => kill(Service::parse(name)?, None),
+        ["restart", name] => restart(Service::parse(name)?, None),
+        ["kill", name, node] => kill(Service::parse(name)?, Some(node_id(node)?)),
+        ["restart", name, node] => restart(Service::parse(name)?, Some(node_id(node)?)),
         _ => bail!("{USAGE}"),
+    }
+}
+
+/// The services `up` was asked for: names, where `kafka --brokers 3` is the cluster and
+/// `kafka --brokers 1` the single broker; none is the default set.
+fn wanted(args: &[&str]) -> anyhow::Result<Vec<Service>> {
+    let mut wanted: Vec<Service> = Vec::new();
+    let mut args = args.iter().peekable();
+    while let Some(name) = args.next() {
+        let mut service = Service::parse(name)?;
+        if args.peek() == Some(&&"--brokers") {
+            args.next();
+            let count = args.next().copied().unwrap_or_default();
+            service = match (service, count.parse::<usize>()) {
+                (Service::Kafka, Ok(1)) => Service::Kafka,
+                (Service::Kafka, Ok(n)) if n == CLUSTER_SIZE => Service::KafkaCluster,
+                (Service::Kafka, _) => bail!(
+                    "`kafka --brokers` takes 1 (a single broker) or {CLUSTER_SIZE} (a cluster), found {count:?}"
+                ),
+                _ => bail!("--brokers follows `kafka`, not `{name}`"),
+            };
+        }
+        if !wanted.contains(&service) {
+            wanted.push(service);
+        }
+    }
+    if wanted.is_empty() {
+        wanted = Service::DEFAULT.to_vec();
+    }
+    Ok(wanted)
+}
+
+fn node_id(text: &str) -> anyhow::Result<u32> {
+    match text.parse::<u32>() {
+        Ok(id) if (1..=CLUSTER_SIZE as u32).contains(&id) => Ok(id),
+        _ => bail!("a node of the cluster is 1 to {CLUSTER_SIZE}, found {text:?}\n{USAGE}"),
     }
 }
 
@@ -34,6 +80,7 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 enum Server {
     Redis(RedisServer),
     Kafka(KafkaBroker),
+    KafkaCluster(KafkaCluster),
 }
 
 impl Server {
@@ -41,6 +88,7 @@ impl Server {
         Ok(match service {
             Service::Redis => Server::Redis(RedisServer::start(Lifetime::Detached)?),
             Service::Kafka => Server::Kafka(KafkaBroker::start(Lifetime::Detached)?),
+            Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::start(Lifetime::Detached)?),
         })
     }
 
@@ -48,6 +96,7 @@ impl Server {
         Ok(match service {
             Service::Redis => Server::Redis(RedisServer::adopt(record)?),
             Service::Kafka => Server::Kafka(KafkaBroker::adopt(record)?),
+            Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::adopt(record)?),
         })
     }
 
@@ -60,6 +109,12 @@ impl Server {
                 k.bootstrap_servers(),
                 k.pid()
             ),
+            Server::KafkaCluster(c) => format!(
+                "Kafka {} cluster on {} (pids {:?})",
+                c.version(),
+                c.bootstrap_servers(),
+                c.pids()
+            ),
         }
     }
 
@@ -67,6 +122,7 @@ impl Server {
         match self {
             Server::Redis(r) => redis_env(r).to_vec(),
             Server::Kafka(k) => kafka_env(k).to_vec(),
+            Server::KafkaCluster(c) => kafka_cluster_env(c).to_vec(),
         }
     }
 
@@ -74,6 +130,7 @@ impl Server {
         match self {
             Server::Redis(r) => r.record(),
             Server::Kafka(k) => k.record(),
+            Server::KafkaCluster(c) => c.record(),
         }
     }
 
@@ -81,20 +138,29 @@ impl Server {
         match self {
             Server::Redis(r) => r.is_running(),
             Server::Kafka(k) => k.is_running(),
+            Server::KafkaCluster(c) => c.is_running(),
         }
     }
 
-    fn kill(&mut self) -> anyhow::Result<()> {
-        match self {
-            Server::Redis(r) => r.kill(),
-            Server::Kafka(k) => k.kill(),
+    /// Kills the server, or one node of a cluster.
+    fn kill(&mut self, node: Option<u32>) -> anyhow::Result<()> {
+        match (self, node) {
+            (Server::Redis(r), None) => r.kill(),
+            (Server::Kafka(k), None) => k.kill(),
+            (Server::KafkaCluster(c), None) => c.kill(),
+            (Server::KafkaCluster(c), Some(id)) => c.node(id)?.kill(),
+            (_, Some(_)) => bail!("only a cluster has nodes to name"),
         }
     }
 
-    fn restart(&mut self) -> anyhow::Result<()> {
-        match self {
-            Server::Redis(r) => r.restart(),
-            Server::Kafka(k) => k.restart(),
+    /// Restarts the server, or one node of a cluster.
+    fn restart(&mut self, node: Option<u32>) -> anyhow::Result<()> {
+        match (self, node) {
+            (Server::Redis(r), None) => r.restart(),
+            (Server::Kafka(k), None) => k.restart(),
+            (Server::KafkaCluster(c), None) => c.restart(),
+            (Server::KafkaCluster(c), Some(id)) => c.node(id)?.restart(),
+            (_, Some(_)) => bail!("only a cluster has nodes to name"),
         }
     }
 
@@ -102,6 +168,7 @@ impl Server {
         match self {
             Server::Redis(r) => r.detach(),
             Server::Kafka(k) => k.detach(),
+            Server::KafkaCluster(c) => c.detach(),
         }
     }
 
@@ -109,27 +176,18 @@ impl Server {
         match self {
             Server::Redis(r) => r.shut_down(),
             Server::Kafka(k) => k.shut_down(),
+            Server::KafkaCluster(c) => c.shut_down(),
         }
     }
 }
 
-fn up(names: &[&str]) -> anyhow::Result<()> {
-    let mut wanted: Vec<Service> = Vec::new();
-    for name in names {
-        let service = Service::parse(name)?;
-        if !wanted.contains(&service) {
-            wanted.push(service);
-        }
-    }
-    if wanted.is_empty() {
-        wanted = Service::ALL.to_vec();
-    }
+fn up(wanted: &[Service]) -> anyhow::Result<()> {
     let mut state = State::load()?;
     let mut env = Vec::new();
     // Until every server is up, these handles stop what this call started if a later one
     // fails: `up` starts all it was asked for, or nothing.
     let mut started = Vec::new();
-    for service in wanted {
+    for &service in wanted {
         if let Some(record) = state.services.get(service.name()) {
             let mut recorded = Server::adopt(service, record)?;
             if recorded.is_running() {
@@ -218,21 +276,25 @@ fn status() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kill(service: Service) -> anyhow::Result<()> {
+fn kill(service: Service, node: Option<u32>) -> anyhow::Result<()> {
     let mut server = recorded(service)?;
-    server.kill()?;
+    server.kill(node)?;
+    let (what, again) = match node {
+        Some(id) => (format!("node {id} of the "), format!(" {id}")),
+        None => (String::new(), String::new()),
+    };
     eprintln!(
-        "xtask: killed {}; its data stays: `cargo xtask services restart {}`",
+        "xtask: killed {what}{}; its data stays: `cargo xtask services restart {}{again}`",
         server.describe(),
         service.name()
     );
     Ok(())
 }
 
-fn restart(service: Service) -> anyhow::Result<()> {
+fn restart(service: Service, node: Option<u32>) -> anyhow::Result<()> {
     let mut state = State::load()?;
     let mut server = recorded(service)?;
-    server.restart()?;
+    server.restart(node)?;
     state
         .services
         .insert(service.name().to_string(), server.record());
@@ -257,7 +319,9 @@ fn recorded(service: Service) -> anyhow::Result<Server> {
 /// Prints `export NAME='value'` lines: the quotes keep the class path's `*` from being
 /// expanded by the shell, whether the output is `eval`ed quoted or not.
 fn print_exports(env: &[(&'static str, String)]) {
-    for (name, value) in env {
+    let mut env = env.to_vec();
+    unique_names(&mut env);
+    for (name, value) in &env {
         println!("{}", export_line(name, value));
     }
 }
@@ -283,7 +347,7 @@ mod tests {
     fn bad_arguments_show_the_usage() {
         for args in [&[][..], &["start"], &["kill"], &["kill", "redis", "now"]] {
             let message = run(args).unwrap_err().to_string();
-            assert!(message.starts_with("usage:"), "{message}");
+            assert!(message.contains("usage:"), "{message}");
         }
         assert!(
             run(&["up", "mysql"])
@@ -291,5 +355,27 @@ mod tests {
                 .to_string()
                 .contains("unknown service")
         );
+        assert!(run(&["kill", "kafka-cluster", "4"]).is_err());
+    }
+
+    #[test]
+    fn brokers_choose_the_single_broker_or_the_cluster() {
+        assert_eq!(wanted(&[]).unwrap(), Service::DEFAULT);
+        assert_eq!(
+            wanted(&["kafka", "--brokers", "3", "redis"]).unwrap(),
+            [Service::KafkaCluster, Service::Redis]
+        );
+        assert_eq!(
+            wanted(&["kafka", "--brokers", "1"]).unwrap(),
+            [Service::Kafka]
+        );
+        assert_eq!(wanted(&["kafka-cluster"]).unwrap(), [Service::KafkaCluster]);
+        for bad in [
+            &["kafka", "--brokers", "2"][..],
+            &["kafka", "--brokers"],
+            &["redis", "--brokers", "3"],
+        ] {
+            assert!(wanted(bad).is_err(), "{bad:?}");
+        }
     }
 }

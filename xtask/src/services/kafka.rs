@@ -1,5 +1,6 @@
-//! A throwaway single-node Apache Kafka broker in KRaft mode (broker and controller in one
-//! JVM) on free loopback ports, with its data in a fresh directory.
+//! A throwaway Apache Kafka broker in KRaft mode (broker and controller in one JVM) on free
+//! loopback ports, with its data in a fresh directory: alone, or as one node of a cluster
+//! ([`super::kafka_cluster`]).
 //!
 //! Started as the release's scripts would (`kafka-storage.sh format`, then
 //! `kafka-server-start.sh`), but straight from the Maven jars: `java -cp '<libs>/*'
@@ -34,6 +35,8 @@ const HEAP: &str = "-Xmx512m";
 pub(crate) struct KafkaBroker {
     jars: KafkaJars,
     java: PathBuf,
+    /// `node.id`: 1 alone, 1 to N in a cluster.
+    node_id: u32,
     /// The PLAINTEXT (client) listener.
     port: u16,
     /// The KRaft controller listener.
@@ -76,28 +79,20 @@ impl KafkaBroker {
         lifetime: Lifetime,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let dir = new_work_dir("kafka")?;
-        let prepared = prepare(jars, java, port, controller_port, &dir)
-            .and_then(|()| spawn(jars, java, &dir, lifetime));
-        let process = match prepared {
-            Ok(process) => process,
-            Err(e) => {
-                remove_work_dir(&dir);
-                return Err(e);
-            }
-        };
-        let formatted = started.elapsed();
-        // From here on, dropping `broker` (on any error below) stops it and removes `dir`.
-        let mut broker = KafkaBroker {
-            jars: jars.clone(),
-            java: java.to_path_buf(),
+        let node = Node {
+            id: 1,
             port,
             controller_port,
-            dir,
-            lifetime,
-            process,
-            owned: true,
         };
+        let mut broker = Self::spawn_node(
+            jars,
+            java,
+            &node,
+            &Quorum::Standalone,
+            &new_cluster_id()?,
+            lifetime,
+        )?;
+        let formatted = started.elapsed();
         broker.wait_ready()?;
         eprintln!(
             "xtask: Kafka {} broker up on 127.0.0.1:{port} in {:.1}s (storage format {:.1}s; pid {}, files in {})",
@@ -108,6 +103,39 @@ impl KafkaBroker {
             broker.dir.display()
         );
         Ok(broker)
+    }
+
+    /// Formats a fresh log directory for `node` of the cluster `cluster_id` and starts it,
+    /// without waiting for it to answer: the nodes of a cluster answer only once a majority
+    /// of the controllers runs. Dropping the result stops it and removes its directory.
+    pub(super) fn spawn_node(
+        jars: &KafkaJars,
+        java: &Path,
+        node: &Node,
+        quorum: &Quorum,
+        cluster_id: &str,
+        lifetime: Lifetime,
+    ) -> anyhow::Result<Self> {
+        let dir = new_work_dir("kafka")?;
+        let prepared = prepare(jars, java, node, quorum, cluster_id, &dir)
+            .and_then(|()| spawn(jars, java, &dir, lifetime));
+        match prepared {
+            Ok(process) => Ok(KafkaBroker {
+                jars: jars.clone(),
+                java: java.to_path_buf(),
+                node_id: node.id,
+                port: node.port,
+                controller_port: node.controller_port,
+                dir,
+                lifetime,
+                process,
+                owned: true,
+            }),
+            Err(e) => {
+                remove_work_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// `127.0.0.1:<port>`: the bootstrap servers for clients.
@@ -129,6 +157,11 @@ impl KafkaBroker {
         self.process.pid()
     }
 
+    /// `node.id`.
+    pub(crate) fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
     pub(crate) fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
@@ -141,16 +174,25 @@ impl KafkaBroker {
     /// Stops the broker if it runs (SIGTERM, then SIGKILL after a grace period) and starts it
     /// again on the same ports with the same log directory; returns once it answers.
     pub(crate) fn restart(&mut self) -> anyhow::Result<()> {
-        self.process.stop(STOP_GRACE)?;
         let started = Instant::now();
-        self.process = spawn(&self.jars, &self.java, &self.dir, self.lifetime)?;
+        self.spawn_again()?;
         self.wait_ready()?;
         eprintln!(
-            "xtask: Kafka broker restarted on 127.0.0.1:{} in {:.1}s (pid {})",
+            "xtask: Kafka broker {} restarted on 127.0.0.1:{} in {:.1}s (pid {})",
+            self.node_id,
             self.port,
             started.elapsed().as_secs_f64(),
             self.pid()
         );
+        Ok(())
+    }
+
+    /// Stops the broker if it runs and starts its process again on the same ports with the
+    /// same log directory, without waiting: a node of a cluster answers only once a majority
+    /// of the controllers runs.
+    pub(crate) fn spawn_again(&mut self) -> anyhow::Result<()> {
+        self.process.stop(STOP_GRACE)?;
+        self.process = spawn(&self.jars, &self.java, &self.dir, self.lifetime)?;
         Ok(())
     }
 
@@ -164,6 +206,7 @@ impl KafkaBroker {
         let mut record = Record::default();
         record
             .set("pid", self.pid())
+            .set("node_id", self.node_id)
             .set("port", self.port)
             .set("controller_port", self.controller_port)
             .set("dir", self.dir.display())
@@ -181,6 +224,8 @@ impl KafkaBroker {
                 libs: record.get("libs")?.into(),
             },
             java: record.get("java")?.into(),
+            // Records written before clusters existed have no node id: they were node 1.
+            node_id: record.parse("node_id").unwrap_or(1),
             port: record.parse("port")?,
             controller_port: record.parse("controller_port")?,
             dir: record.get("dir")?.into(),
@@ -197,7 +242,8 @@ impl KafkaBroker {
         Ok(())
     }
 
-    fn wait_ready(&mut self) -> anyhow::Result<Duration> {
+    /// Waits until the client listener answers (or the process ends, or the start times out).
+    pub(super) fn wait_ready(&mut self) -> anyhow::Result<Duration> {
         let log = self.dir.join("broker.log");
         let addr = loopback(self.port);
         self.process.wait_ready(
@@ -222,13 +268,36 @@ impl Drop for KafkaBroker {
     }
 }
 
-/// Writes the configuration files into `dir` and formats the log directory with a new
-/// cluster id, this node as the only controller (`--standalone`).
+/// Where one node listens.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Node {
+    /// `node.id`, from 1.
+    pub(super) id: u32,
+    /// The PLAINTEXT (client) listener.
+    pub(super) port: u16,
+    /// The KRaft controller listener.
+    pub(super) controller_port: u16,
+}
+
+/// The controllers a node knows.
+#[derive(Clone, Debug)]
+pub(super) enum Quorum {
+    /// The node is the only controller (formatted with `--standalone`); replication factors
+    /// of internal topics are 1.
+    Standalone,
+    /// A static quorum of every node of a cluster (`controller.quorum.voters`); the internal
+    /// topics are replicated to all of them, at most 3, with 2 in sync.
+    Voters(Vec<Node>),
+}
+
+/// Writes the configuration files into `dir` and formats the log directory with
+/// `cluster_id`.
 fn prepare(
     jars: &KafkaJars,
     java: &Path,
-    port: u16,
-    controller_port: u16,
+    node: &Node,
+    quorum: &Quorum,
+    cluster_id: &str,
     dir: &Path,
 ) -> anyhow::Result<()> {
     let write = |name: &str, text: String| {
@@ -237,7 +306,7 @@ fn prepare(
     };
     write(
         "server.properties",
-        server_properties(port, controller_port, &dir.join("data")),
+        server_properties(node, quorum, &dir.join("data")),
     )?;
     write("log4j2.properties", log4j2_properties("info"))?;
     write("tools-log4j2.properties", log4j2_properties("warn"))?;
@@ -255,10 +324,12 @@ fn prepare(
             "kafka.tools.StorageTool",
             "format",
         ])
-        .args(["--cluster-id", &new_cluster_id()?, "--config"])
+        .args(["--cluster-id", cluster_id, "--config"])
         .arg(dir.join("server.properties"))
-        .arg("--standalone")
         .current_dir(dir);
+    if let Quorum::Standalone = quorum {
+        format.arg("--standalone");
+    }
     let output = format
         .output()
         .with_context(|| format!("running `{}`. {HOW_TO_GET_JAVA}", display(&format)))?;
@@ -310,17 +381,39 @@ fn spawn(
     )
 }
 
-/// The broker's configuration: one node that is both broker and controller, everything on
-/// loopback, replication factors of 1, and no automatic topic creation (the bus creates its
-/// topics with their settings; auto-creation would hide mistakes), as in
-/// `docker/docker-compose.yml`.
-fn server_properties(port: u16, controller_port: u16, data: &Path) -> String {
+/// The broker's configuration: a node that is both broker and controller, everything on
+/// loopback, and no automatic topic creation (the bus creates its topics with their
+/// settings; auto-creation would hide mistakes), as in `docker/docker-compose.yml`. Alone,
+/// internal topics have one replica; in a cluster, up to 3 with 2 in sync.
+fn server_properties(node: &Node, quorum: &Quorum, data: &Path) -> String {
+    let Node {
+        id,
+        port,
+        controller_port,
+    } = *node;
+    let (quorum_line, replicas) = match quorum {
+        Quorum::Standalone => (
+            format!("controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}"),
+            1,
+        ),
+        Quorum::Voters(nodes) => {
+            let voters: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+                .collect();
+            (
+                format!("controller.quorum.voters={}", voters.join(",")),
+                nodes.len().min(3),
+            )
+        }
+    };
+    let in_sync = replicas.min(2);
     format!(
         "\
-# Written by `cargo xtask` for a throwaway single-node test broker.
+# Written by `cargo xtask` for a throwaway test broker.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+node.id={id}
+{quorum_line}
 controller.listener.names=CONTROLLER
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
@@ -329,11 +422,11 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={in_sync}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={in_sync}
 # Fewer internal partitions than the default 50: the first consumer group is ready sooner.
 offsets.topic.num.partitions=5
 transaction.state.log.num.partitions=5
@@ -367,7 +460,7 @@ rootLogger.appenderRef.out.ref = out
 
 /// A new random cluster id, as `kafka-storage.sh random-uuid` makes one, without starting a
 /// JVM for it.
-fn new_cluster_id() -> anyhow::Result<String> {
+pub(super) fn new_cluster_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -417,7 +510,12 @@ mod tests {
 
     #[test]
     fn the_broker_listens_on_the_given_ports_only_on_loopback() {
-        let text = server_properties(9092, 9093, Path::new("/tmp/k/data"));
+        let node = Node {
+            id: 1,
+            port: 9092,
+            controller_port: 9093,
+        };
+        let text = server_properties(&node, &Quorum::Standalone, Path::new("/tmp/k/data"));
         assert!(
             text.contains("\nlisteners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n")
         );
@@ -433,5 +531,27 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(keys.len(), unique.len(), "a key is set twice");
+    }
+
+    #[test]
+    fn cluster_nodes_share_a_static_quorum_and_replicate_internal_topics() {
+        let nodes: Vec<Node> = (1..=3)
+            .map(|id| Node {
+                id,
+                port: 9000 + id as u16 * 2,
+                controller_port: 9001 + id as u16 * 2,
+            })
+            .collect();
+        let text = server_properties(&nodes[1], &Quorum::Voters(nodes.clone()), Path::new("/d"));
+        assert!(text.contains("\nnode.id=2\n"));
+        assert!(text.contains(
+            "\ncontroller.quorum.voters=1@127.0.0.1:9003,2@127.0.0.1:9005,3@127.0.0.1:9007\n"
+        ));
+        assert!(!text.contains("controller.quorum.bootstrap.servers"));
+        assert!(
+            text.contains("\nlisteners=PLAINTEXT://127.0.0.1:9004,CONTROLLER://127.0.0.1:9005\n")
+        );
+        assert!(text.contains("\noffsets.topic.replication.factor=3\n"));
+        assert!(text.contains("\ntransaction.state.log.min.isr=2\n"));
     }
 }

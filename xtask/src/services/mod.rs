@@ -1,6 +1,6 @@
-//! Throwaway local servers for the integration suites: a `redis-server` and a single-node
-//! Apache Kafka broker (KRaft), each on free loopback ports with its data in a fresh
-//! directory, with no Docker needed.
+//! Throwaway local servers for the integration suites: a `redis-server`, a single-node
+//! Apache Kafka broker (KRaft) and a three-node Kafka cluster, each on free loopback ports
+//! with its data in a fresh directory, with no Docker needed.
 //!
 //! `cargo xtask test` and `cargo xtask integration-test` start the ones their suites need
 //! ([`RunningServices`], stopped when dropped, also on failure); `cargo xtask services up`
@@ -9,6 +9,7 @@
 
 pub(crate) mod command;
 mod kafka;
+mod kafka_cluster;
 mod kafka_jars;
 mod ports;
 mod probe;
@@ -22,6 +23,7 @@ use std::time::Instant;
 use anyhow::bail;
 
 pub(crate) use kafka::KafkaBroker;
+pub(crate) use kafka_cluster::{CLUSTER_SIZE, KafkaCluster};
 pub(crate) use process::Lifetime;
 pub(crate) use redis::RedisServer;
 
@@ -35,28 +37,35 @@ pub(crate) const REDIS_SERVER_VAR: &str = "EVENTBUS_TEST_REDIS_SERVER";
 pub(crate) const KAFKA_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_BROKERS";
 /// `<libs>/*`: the class path of the Kafka jars, to run its tools with `java -cp`.
 pub(crate) const KAFKA_CLASSPATH_VAR: &str = "EVENTBUS_TEST_KAFKA_CLASSPATH";
+/// `127.0.0.1:<port>,...`: the bootstrap servers of the three-node Kafka cluster.
+pub(crate) const KAFKA_CLUSTER_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS";
 
 /// A server the suites can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Service {
     Redis,
     Kafka,
+    /// [`CLUSTER_SIZE`] Kafka nodes (`services up kafka --brokers 3`).
+    KafkaCluster,
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 2] = [Service::Redis, Service::Kafka];
+    pub(crate) const ALL: [Service; 3] = [Service::Redis, Service::Kafka, Service::KafkaCluster];
+    /// What `services up` starts when it is given no name.
+    pub(crate) const DEFAULT: [Service; 2] = [Service::Redis, Service::Kafka];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Redis => "redis",
             Service::Kafka => "kafka",
+            Service::KafkaCluster => "kafka-cluster",
         }
     }
 
     pub(crate) fn parse(name: &str) -> anyhow::Result<Self> {
         match Service::ALL.into_iter().find(|s| s.name() == name) {
             Some(service) => Ok(service),
-            None => bail!("unknown service {name:?}; known services: redis, kafka"),
+            None => bail!("unknown service {name:?}; known services: redis, kafka, kafka-cluster"),
         }
     }
 }
@@ -67,6 +76,7 @@ impl Service {
 pub(crate) struct RunningServices {
     redis: Option<RedisServer>,
     kafka: Option<KafkaBroker>,
+    kafka_cluster: Option<KafkaCluster>,
 }
 
 impl RunningServices {
@@ -85,6 +95,9 @@ impl RunningServices {
                 }
                 Service::Kafka if running.kafka.is_none() => {
                     running.kafka = Some(KafkaBroker::start(Lifetime::Scoped)?);
+                }
+                Service::KafkaCluster if running.kafka_cluster.is_none() => {
+                    running.kafka_cluster = Some(KafkaCluster::start(Lifetime::Scoped)?);
                 }
                 _ => {}
             }
@@ -106,6 +119,10 @@ impl RunningServices {
         if let Some(kafka) = &self.kafka {
             env.extend(kafka_env(kafka));
         }
+        if let Some(cluster) = &self.kafka_cluster {
+            env.extend(kafka_cluster_env(cluster));
+        }
+        unique_names(&mut env);
         env
     }
 
@@ -118,8 +135,18 @@ impl RunningServices {
         if self.kafka.is_some() {
             names.push(Service::Kafka.name());
         }
+        if self.kafka_cluster.is_some() {
+            names.push(Service::KafkaCluster.name());
+        }
         names
     }
+}
+
+/// Keeps the first of each variable: the single broker and the cluster both give the class
+/// path of the same jars.
+pub(crate) fn unique_names(env: &mut Vec<(&'static str, String)>) {
+    let mut seen = std::collections::HashSet::new();
+    env.retain(|(name, _)| seen.insert(*name));
 }
 
 pub(crate) fn redis_env(redis: &RedisServer) -> [(&'static str, String); 2] {
@@ -133,6 +160,13 @@ pub(crate) fn kafka_env(kafka: &KafkaBroker) -> [(&'static str, String); 2] {
     [
         (KAFKA_BROKERS_VAR, kafka.bootstrap_servers()),
         (KAFKA_CLASSPATH_VAR, kafka.classpath()),
+    ]
+}
+
+pub(crate) fn kafka_cluster_env(cluster: &KafkaCluster) -> [(&'static str, String); 2] {
+    [
+        (KAFKA_CLUSTER_BROKERS_VAR, cluster.bootstrap_servers()),
+        (KAFKA_CLASSPATH_VAR, cluster.classpath()),
     ]
 }
 
@@ -158,7 +192,7 @@ mod tests {
             Service::parse("postgres")
                 .unwrap_err()
                 .to_string()
-                .contains("redis, kafka")
+                .contains("redis, kafka, kafka-cluster")
         );
     }
 

@@ -30,6 +30,28 @@ impl Record {
         })
     }
 
+    /// Adds the fields of `other` under `{prefix}.`: one record of several servers (the
+    /// nodes of a cluster).
+    pub(crate) fn nest(&mut self, prefix: &str, other: &Record) -> &mut Self {
+        for (field, value) in &other.0 {
+            self.0.insert(format!("{prefix}.{field}"), value.clone());
+        }
+        self
+    }
+
+    /// The fields under `{prefix}.`, without the prefix: what [`nest`](Self::nest) added.
+    pub(crate) fn nested(&self, prefix: &str) -> Record {
+        let prefix = format!("{prefix}.");
+        Record(
+            self.0
+                .iter()
+                .filter_map(|(field, value)| {
+                    Some((field.strip_prefix(&prefix)?.to_string(), value.clone()))
+                })
+                .collect(),
+        )
+    }
+
     pub(crate) fn parse<T: std::str::FromStr>(&self, field: &str) -> anyhow::Result<T>
     where
         T::Err: std::error::Error + Send + Sync + 'static,
@@ -138,6 +160,16 @@ mod tests {
         assert_eq!(redis.get("dir").unwrap(), "/tmp/a b=c");
         assert!(redis.get("nope").is_err());
         assert!(redis.parse::<u16>("dir").is_err());
+        let mut cluster = Record::default();
+        cluster
+            .set("nodes", 2)
+            .nest("node1", redis)
+            .nest("node2", redis);
+        state.services.insert("kafka-cluster".into(), cluster);
+        let back = State::parse(&state.render()).unwrap();
+        let cluster = &back.services["kafka-cluster"];
+        assert_eq!(cluster.get("node2.dir").unwrap(), "/tmp/a b=c");
+        assert_eq!(&cluster.nested("node1"), redis);
         let bad = State::parse("redis.pid=1\nnonsense\n").unwrap_err();
         assert!(format!("{bad:#}").contains("line 2"));
     }

@@ -72,11 +72,18 @@ impl SharedFailure {
         }
     }
 
-    /// A copy for one event.
+    /// A copy for one event. Its message is the failure's own: a backend error of the same
+    /// backend is not prefixed with the backend's name a second time.
     pub fn to_error(&self) -> Error {
+        let message = match &*self.error {
+            Error::Backend {
+                backend, message, ..
+            } if *backend == self.backend => message.clone(),
+            other => other.to_string(),
+        };
         Error::Backend {
             backend: self.backend,
-            message: self.error.to_string(),
+            message,
             transient: self.error.is_transient(),
             source: Some(Box::new(SharedSource::new(self.error.clone()))),
         }
@@ -127,10 +134,7 @@ mod tests {
             };
             assert!(error.is_transient());
             assert_eq!(error.kind(), ErrorKind::Unavailable);
-            assert_eq!(
-                error.to_string(),
-                "test backend error: test backend error: connection lost"
-            );
+            assert_eq!(error.to_string(), "test backend error: connection lost");
             // The copy's source is the shared failure; its source, the client's error.
             let shared = error.source().expect("a source");
             assert_eq!(shared.to_string(), "test backend error: connection lost");

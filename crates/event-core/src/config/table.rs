@@ -53,6 +53,7 @@ impl Rule {
     pub fn expected(&self) -> String {
         match self {
             Rule::Bool => "true or false (also 1/0, yes/no, on/off)".into(),
+            Rule::Whole { min, max: u64::MAX } => format!("a whole number, at least {min}"),
             Rule::Whole { min, max } => format!("a whole number from {min} to {max}"),
             Rule::OneOf(names) => format!("one of {}", names.join(", ")),
             Rule::Text(text) => (*text).into(),
@@ -359,6 +360,7 @@ pub fn markdown_table(variables: &[Variable]) -> String {
         };
         let allowed = match var.rule {
             Rule::Bool => "boolean".to_string(),
+            Rule::Whole { min, max: u64::MAX } => format!("at least {min}"),
             Rule::Whole { min, max } => format!("{min} to {max}"),
             Rule::OneOf(names) => names
                 .iter()

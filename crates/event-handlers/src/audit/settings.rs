@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use event_core::EventType;
-
-use crate::Error;
+use event_core::config::table::{Reader, Rule, Secret, Variable};
+use event_core::{EnvSettings, EventType};
 
 /// Where the audit trail is written.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,13 +67,14 @@ impl std::fmt::Debug for AuditSink {
 /// The audit trail's settings.
 ///
 /// ```
+/// use event_core::EnvSettings;
 /// use event_handlers::{AuditSettings, AuditSink};
 ///
 /// let settings = AuditSettings::from_vars([("EVENT_AUDIT_DIR", "/var/log/eventbus"), ("EVENT_AUDIT_MAX_FILES", "3")])?;
 /// let AuditSink::JsonLines { dir, max_files, .. } = &settings.sink else { unreachable!() };
 /// assert_eq!(dir.to_str(), Some("/var/log/eventbus"));
 /// assert_eq!(*max_files, 3);
-/// # Ok::<(), event_handlers::Error>(())
+/// # Ok::<(), event_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,9 +90,92 @@ pub struct AuditSettings {
 const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default number of files kept.
 const DEFAULT_MAX_FILES: usize = 10;
-/// Default length of the Redis stream.
-#[cfg(feature = "redis")]
-const DEFAULT_STREAM_MAX_LEN: u64 = 1_000_000;
+
+const EVENT_AUDIT_SINK: Variable = Variable {
+    name: "EVENT_AUDIT_SINK",
+    default: Some("jsonl"),
+    default_note: "",
+    rule: Rule::OneOf(&["jsonl", "redis"]),
+    secret: Secret::No,
+    original: false,
+    doc: "where the `audit` domain handler writes: rotated JSON Lines files, or a Redis stream (`redis` needs the `redis` cargo feature of `event-handlers`, on by default).",
+};
+const EVENT_AUDIT_DIR: Variable = Variable {
+    name: "EVENT_AUDIT_DIR",
+    default: None,
+    default_note: "`{temp dir}/eventbus-audit`",
+    rule: Rule::Text("a directory path (created if missing)"),
+    secret: Secret::No,
+    original: false,
+    doc: "with `EVENT_AUDIT_SINK=jsonl`: where the `audit` domain handler writes its JSON Lines files (see [operations.md](operations.md#the-audit-trail)).",
+};
+const EVENT_AUDIT_MAX_FILE_BYTES: Variable = Variable {
+    name: "EVENT_AUDIT_MAX_FILE_BYTES",
+    default: Some("67108864"),
+    default_note: "64 MiB",
+    rule: Rule::Whole {
+        min: 1024,
+        max: u64::MAX,
+    },
+    secret: Secret::No,
+    original: false,
+    doc: "the audit file is rotated when the next line would pass this size.",
+};
+const EVENT_AUDIT_MAX_FILES: Variable = Variable {
+    name: "EVENT_AUDIT_MAX_FILES",
+    default: Some("10"),
+    default_note: "",
+    rule: Rule::Whole { min: 1, max: 1000 },
+    secret: Secret::No,
+    original: false,
+    doc: "audit files kept, the current one included; the oldest is deleted on rotation.",
+};
+const EVENT_AUDIT_REDIS_URL: Variable = Variable {
+    name: "EVENT_AUDIT_REDIS_URL",
+    default: None,
+    default_note: "`REDIS_URL`, else `redis://localhost:6379/0`",
+    rule: Rule::Text("a Redis URL (`redis://`, `rediss://`, `redis+unix://`, `unix://`)"),
+    secret: Secret::UrlPassword,
+    original: false,
+    doc: "with `EVENT_AUDIT_SINK=redis`: the server of the audit stream. Checked when the handler is built, connected to by the first event; the password never appears in messages or `Debug` output.",
+};
+/// The fallback of `EVENT_AUDIT_REDIS_URL`: the bus's own server. Declared in `event-redis`'s
+/// table; read here only as the default.
+const REDIS_URL: Variable = Variable {
+    name: "REDIS_URL",
+    default: Some("redis://localhost:6379/0"),
+    ..EVENT_AUDIT_REDIS_URL
+};
+const EVENT_AUDIT_REDIS_STREAM: Variable = Variable {
+    name: "EVENT_AUDIT_REDIS_STREAM",
+    default: Some("eventbus:audit"),
+    default_note: "",
+    rule: Rule::Text("a Redis key"),
+    secret: Secret::No,
+    original: false,
+    doc: "with `EVENT_AUDIT_SINK=redis`: the stream's key.",
+};
+const EVENT_AUDIT_REDIS_MAXLEN: Variable = Variable {
+    name: "EVENT_AUDIT_REDIS_MAXLEN",
+    default: Some("1000000"),
+    default_note: "",
+    rule: Rule::Whole {
+        min: 1,
+        max: u64::MAX,
+    },
+    secret: Secret::No,
+    original: false,
+    doc: "with `EVENT_AUDIT_SINK=redis`: the stream is trimmed to about this many entries (`XADD ... MAXLEN ~`).",
+};
+const EVENT_AUDIT_EXTRA_TYPES: Variable = Variable {
+    name: "EVENT_AUDIT_EXTRA_TYPES",
+    default: None,
+    default_note: "none",
+    rule: Rule::Text("comma-separated event types such as `billing.invoice_paid`"),
+    secret: Secret::No,
+    original: false,
+    doc: "custom types the `audit` handler subscribes to besides the 20 standard ones, `agent.task_started` and `opportunity.reanalysis_requested`.",
+};
 
 impl Default for AuditSettings {
     /// JSON Lines under `{temp dir}/eventbus-audit`, rotated at 64 MiB, 10 files kept.
@@ -102,41 +185,6 @@ impl Default for AuditSettings {
 }
 
 impl AuditSettings {
-    fn json_lines_from(get: &impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let settings = match get("EVENT_AUDIT_DIR") {
-            Some(dir) => Self::json_lines(dir),
-            None => Self::default(),
-        };
-        let bytes = match get("EVENT_AUDIT_MAX_FILE_BYTES") {
-            Some(v) => {
-                v.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n >= 1024)
-                    .ok_or(Error::Setting {
-                        variable: "EVENT_AUDIT_MAX_FILE_BYTES",
-                        value: v,
-                        expected: "a whole number of bytes, at least 1024",
-                    })?
-            }
-            None => DEFAULT_MAX_FILE_BYTES,
-        };
-        let files = match get("EVENT_AUDIT_MAX_FILES") {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(Error::Setting {
-                    variable: "EVENT_AUDIT_MAX_FILES",
-                    value: v,
-                    expected: "a whole number from 1 to 1000",
-                })?,
-            None => DEFAULT_MAX_FILES,
-        };
-        Ok(settings.rotation(bytes, files))
-    }
-
     /// JSON Lines files in `dir`, rotated at 64 MiB, 10 files kept.
     pub fn json_lines(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -179,84 +227,102 @@ impl AuditSettings {
         }
     }
 
-    /// Reads `EVENT_AUDIT_SINK` (`jsonl`, the default, or `redis`), `EVENT_AUDIT_DIR`,
-    /// `EVENT_AUDIT_MAX_FILE_BYTES`, `EVENT_AUDIT_MAX_FILES`, `EVENT_AUDIT_REDIS_URL` (default
-    /// `REDIS_URL`), `EVENT_AUDIT_REDIS_STREAM`, `EVENT_AUDIT_REDIS_MAXLEN` and
-    /// `EVENT_AUDIT_EXTRA_TYPES` from the environment; unset ones keep their defaults.
-    ///
-    /// # Errors
-    /// [`Error::Setting`] naming the variable with a bad value.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// As [`from_env`](Self::from_env), from the given variables only.
-    ///
-    /// # Errors
-    /// [`Error::Setting`] naming the variable with a bad value.
-    pub fn from_vars<K: AsRef<str>, V: Into<String>>(
-        vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Self, Error> {
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .map(|(k, v)| (k.as_ref().to_owned(), v.into()))
-            .collect();
-        Self::from_lookup(|name| {
-            vars.iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
-    }
-
-    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let sink = get("EVENT_AUDIT_SINK").unwrap_or_else(|| "jsonl".into());
-        let mut settings = match sink.trim().to_ascii_lowercase().as_str() {
-            "jsonl" => Self::json_lines_from(&get)?,
+    fn read_sink(r: &mut Reader<'_>) -> Self {
+        let sink = r.text(&EVENT_AUDIT_SINK);
+        match sink.to_ascii_lowercase().as_str() {
+            "jsonl" => {
+                let settings = match r.path(&EVENT_AUDIT_DIR) {
+                    Some(dir) => Self::json_lines(dir),
+                    None => Self::default(),
+                };
+                let bytes = r.whole(&EVENT_AUDIT_MAX_FILE_BYTES);
+                settings.rotation(bytes, r.whole(&EVENT_AUDIT_MAX_FILES))
+            }
             #[cfg(feature = "redis")]
             "redis" => {
-                let url = get("EVENT_AUDIT_REDIS_URL")
-                    .or_else(|| get("REDIS_URL"))
-                    .unwrap_or_else(|| "redis://localhost:6379/0".into());
-                let stream =
-                    get("EVENT_AUDIT_REDIS_STREAM").unwrap_or_else(|| "eventbus:audit".into());
-                let max_len =
-                    match get("EVENT_AUDIT_REDIS_MAXLEN") {
-                        Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or(
-                            Error::Setting {
-                                variable: "EVENT_AUDIT_REDIS_MAXLEN",
-                                value: v,
-                                expected: "a whole number of entries, at least 1",
-                            },
-                        )?,
-                        None => DEFAULT_STREAM_MAX_LEN,
-                    };
-                Self::redis_stream(url, stream, max_len)
+                let url = match r.optional(&EVENT_AUDIT_REDIS_URL) {
+                    Some(url) => url,
+                    None => r.text(&REDIS_URL),
+                };
+                let stream = r.text(&EVENT_AUDIT_REDIS_STREAM);
+                Self::redis_stream(url, stream, r.whole(&EVENT_AUDIT_REDIS_MAXLEN))
+            }
+            #[cfg(not(feature = "redis"))]
+            "redis" => {
+                r.problem(
+                    &EVENT_AUDIT_SINK,
+                    &sink,
+                    "`jsonl` (`redis` needs the cargo feature `redis` of event-handlers)",
+                );
+                Self::default()
             }
             _ => {
-                return Err(Error::Setting {
-                    variable: "EVENT_AUDIT_SINK",
-                    value: sink,
-                    expected: if cfg!(feature = "redis") {
-                        "`jsonl` or `redis`"
-                    } else {
-                        "`jsonl` (`redis` needs the cargo feature `redis` of event-handlers)"
-                    },
-                });
-            }
-        };
-        if let Some(list) = get("EVENT_AUDIT_EXTRA_TYPES") {
-            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let event_type = EventType::new(name).map_err(|_| Error::Setting {
-                    variable: "EVENT_AUDIT_EXTRA_TYPES",
-                    value: list.clone(),
-                    expected: "comma-separated event types such as `billing.invoice_paid`",
-                })?;
-                settings.extra_event_types.push(event_type);
+                r.invalid(&EVENT_AUDIT_SINK, &sink);
+                Self::default()
             }
         }
-        Ok(settings)
+    }
+}
+
+/// The `EVENT_AUDIT_*` variables: read them with [`EnvSettings::from_env`] (or `from_vars`);
+/// unset ones keep their defaults, and one [`ConfigError`](event_core::ConfigError) names
+/// every variable with a bad value.
+impl EnvSettings for AuditSettings {
+    const VARIABLES: &'static [Variable] = &[
+        EVENT_AUDIT_SINK,
+        EVENT_AUDIT_DIR,
+        EVENT_AUDIT_MAX_FILE_BYTES,
+        EVENT_AUDIT_MAX_FILES,
+        EVENT_AUDIT_REDIS_URL,
+        EVENT_AUDIT_REDIS_STREAM,
+        EVENT_AUDIT_REDIS_MAXLEN,
+        EVENT_AUDIT_EXTRA_TYPES,
+    ];
+
+    fn read(r: &mut Reader<'_>) -> Self {
+        let mut settings = Self::read_sink(r);
+        if let Some(list) = r.optional(&EVENT_AUDIT_EXTRA_TYPES) {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match EventType::new(name) {
+                    Ok(event_type) => settings.extra_event_types.push(event_type),
+                    Err(_) => r.invalid(&EVENT_AUDIT_EXTRA_TYPES, &list),
+                }
+            }
+        }
+        settings
+    }
+
+    fn write(&self, name: &str) -> Option<String> {
+        let unset = String::new;
+        let value = match (&self.sink, name) {
+            (_, "EVENT_AUDIT_EXTRA_TYPES") => self
+                .extra_event_types
+                .iter()
+                .map(EventType::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            (AuditSink::JsonLines { .. }, "EVENT_AUDIT_SINK") => "jsonl".into(),
+            (AuditSink::JsonLines { dir, .. }, "EVENT_AUDIT_DIR") => dir.display().to_string(),
+            (AuditSink::JsonLines { max_file_bytes, .. }, "EVENT_AUDIT_MAX_FILE_BYTES") => {
+                max_file_bytes.to_string()
+            }
+            (AuditSink::JsonLines { max_files, .. }, "EVENT_AUDIT_MAX_FILES") => {
+                max_files.to_string()
+            }
+            #[cfg(feature = "redis")]
+            (AuditSink::RedisStream { .. }, "EVENT_AUDIT_SINK") => "redis".into(),
+            #[cfg(feature = "redis")]
+            (AuditSink::RedisStream { url, .. }, "EVENT_AUDIT_REDIS_URL") => url.clone(),
+            #[cfg(feature = "redis")]
+            (AuditSink::RedisStream { stream, .. }, "EVENT_AUDIT_REDIS_STREAM") => stream.clone(),
+            #[cfg(feature = "redis")]
+            (AuditSink::RedisStream { max_len, .. }, "EVENT_AUDIT_REDIS_MAXLEN") => {
+                max_len.to_string()
+            }
+            _ if Self::VARIABLES.iter().any(|var| var.name == name) => unset(),
+            _ => return None,
+        };
+        Some(value)
     }
 }
 
@@ -279,12 +345,22 @@ mod tests {
         assert!(err.to_string().contains("EVENT_AUDIT_SINK"), "{err}");
         let err = AuditSettings::from_vars([("EVENT_AUDIT_EXTRA_TYPES", "Bad Type")]).unwrap_err();
         assert!(err.to_string().contains("EVENT_AUDIT_EXTRA_TYPES"), "{err}");
+        // Every bad value is named at once.
+        let err = AuditSettings::from_vars([
+            ("EVENT_AUDIT_MAX_FILES", "0"),
+            ("EVENT_AUDIT_MAX_FILE_BYTES", "ten"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems().len(), 2, "{err}");
         let s = AuditSettings::from_vars([(
             "EVENT_AUDIT_EXTRA_TYPES",
             "billing.paid, api.request_started",
         )])
         .unwrap();
         assert_eq!(s.extra_event_types.len(), 2);
+        // What is written reads back the same.
+        assert_eq!(AuditSettings::from_vars(s.to_vars()).unwrap(), s);
+        s.validate().unwrap();
     }
 
     #[cfg(feature = "redis")]
@@ -307,6 +383,8 @@ mod tests {
         assert_eq!(url, "redis://app:s3cret@cache:6379/2");
         assert_eq!((stream.as_str(), *max_len), ("eventbus:audit", 500));
         assert!(!format!("{s:?}").contains("s3cret"));
+        assert!(!format!("{:?}", s.redacted()).contains("s3cret"));
+        assert_eq!(AuditSettings::from_vars(s.to_vars()).unwrap(), s);
         let err = AuditSettings::from_vars([
             ("EVENT_AUDIT_SINK", "redis"),
             ("EVENT_AUDIT_REDIS_MAXLEN", "0"),

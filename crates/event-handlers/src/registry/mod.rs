@@ -46,7 +46,7 @@ pub struct DomainContext {
     pub bus: Arc<dyn EventBus>,
     /// The audit trail's sink (default [`AuditSettings::default`]: JSON Lines files under the
     /// temporary directory; the manager reads `EVENT_AUDIT_*` with
-    /// [`AuditSettings::from_env`]).
+    /// [`EnvSettings::from_env`](event_core::EnvSettings::from_env)).
     pub audit: AuditSettings,
     /// Alert thresholds and view limits.
     pub thresholds: Thresholds,

@@ -50,6 +50,13 @@ impl KafkaConfigBuilder {
         self
     }
 
+    /// `KAFKA_MIN_INSYNC_REPLICAS`: `min.insync.replicas` of new topics (`None`: the
+    /// broker's).
+    pub fn min_insync_replicas(mut self, replicas: impl Into<Option<u16>>) -> Self {
+        self.config.min_insync_replicas = replicas.into();
+        self
+    }
+
     /// `KAFKA_COMPRESSION`.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.config.compression = compression;

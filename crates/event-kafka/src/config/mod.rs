@@ -51,6 +51,10 @@ pub struct KafkaConfig {
     pub partitions: u32,
     /// `KAFKA_REPLICATION_FACTOR` (default 1), 1 to 32767.
     pub replication_factor: u16,
+    /// `KAFKA_MIN_INSYNC_REPLICAS` (default unset: the broker's `min.insync.replicas`): the
+    /// `min.insync.replicas` of new topics, at most the replication factor. Publishes use
+    /// `acks=all`, so an event is acknowledged only once this many replicas have it.
+    pub min_insync_replicas: Option<u16>,
     /// `KAFKA_COMPRESSION` (default `lz4`); `ENABLE_EVENT_COMPRESSION=false` means `none`.
     pub compression: Compression,
     /// `KAFKA_SASL_*` (default unset: no authentication).
@@ -104,6 +108,7 @@ impl EnvSettings for KafkaConfig {
         KAFKA_RETENTION_MS,
         KAFKA_PARTITIONS,
         KAFKA_REPLICATION_FACTOR,
+        KAFKA_MIN_INSYNC_REPLICAS,
         ENABLE_EVENT_COMPRESSION,
         KAFKA_COMPRESSION,
         KAFKA_SASL_MECHANISM,
@@ -159,6 +164,21 @@ impl EnvSettings for KafkaConfig {
         {
             r.invalid(&KAFKA_GROUP_INSTANCE_ID, id);
         }
+        let replication_factor = r.whole(&KAFKA_REPLICATION_FACTOR);
+        let min_insync_replicas = r
+            .optional(&KAFKA_MIN_INSYNC_REPLICAS)
+            .map(|_| r.whole::<u16>(&KAFKA_MIN_INSYNC_REPLICAS));
+        if let Some(n) = min_insync_replicas
+            && n > replication_factor
+        {
+            r.problem(
+                &KAFKA_MIN_INSYNC_REPLICAS,
+                &n.to_string(),
+                format!(
+                    "at most KAFKA_REPLICATION_FACTOR ({replication_factor}): a topic cannot have more replicas in sync than it has"
+                ),
+            );
+        }
         let strategies = [
             ("range", KafkaAssignmentStrategy::Range),
             ("roundrobin", KafkaAssignmentStrategy::RoundRobin),
@@ -168,7 +188,8 @@ impl EnvSettings for KafkaConfig {
             topic_prefix,
             retention: r.millis(&KAFKA_RETENTION_MS),
             partitions: r.whole(&KAFKA_PARTITIONS),
-            replication_factor: r.whole(&KAFKA_REPLICATION_FACTOR),
+            replication_factor,
+            min_insync_replicas,
             compression: compression(r),
             sasl: sasl(r),
             tls: tls(r),
@@ -197,6 +218,10 @@ impl EnvSettings for KafkaConfig {
             "KAFKA_RETENTION_MS" => ms(self.retention),
             "KAFKA_PARTITIONS" => self.partitions.to_string(),
             "KAFKA_REPLICATION_FACTOR" => self.replication_factor.to_string(),
+            "KAFKA_MIN_INSYNC_REPLICAS" => self
+                .min_insync_replicas
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             "ENABLE_EVENT_COMPRESSION" => "true".into(),
             "KAFKA_COMPRESSION" => self.compression.as_str().into(),
             "KAFKA_SASL_MECHANISM" => sasl(|s| s.mechanism.as_str().into()),
@@ -341,6 +366,7 @@ impl fmt::Debug for KafkaConfig {
             .field("retention", &self.retention)
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
+            .field("min_insync_replicas", &self.min_insync_replicas)
             .field("compression", &self.compression)
             .field("sasl", &self.sasl)
             .field("tls", &self.tls)

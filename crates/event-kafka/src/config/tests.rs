@@ -27,6 +27,7 @@ fn every_variable_is_read() {
         ("KAFKA_RETENTION_MS", "3600000"),
         ("KAFKA_PARTITIONS", "12"),
         ("KAFKA_REPLICATION_FACTOR", "3"),
+        ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
         ("KAFKA_COMPRESSION", "zstd"),
         ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
         ("KAFKA_SASL_USERNAME", "app"),
@@ -43,6 +44,7 @@ fn every_variable_is_read() {
     ])
     .unwrap();
     assert_eq!(c.bootstrap_servers, ["k1:9092", "k2:9093"]);
+    assert_eq!((c.replication_factor, c.min_insync_replicas), (3, Some(2)));
     assert_eq!(c.session_timeout, Duration::from_secs(10));
     assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(c.rebalance_timeout, Duration::from_secs(20));
@@ -242,4 +244,32 @@ proptest! {
         let c = KafkaConfig::from_vars([("KAFKA_PARTITIONS", n.to_string())]).unwrap();
         prop_assert_eq!(c.partitions, n);
     }
+}
+
+#[test]
+fn min_insync_replicas_is_unset_by_default_and_at_most_the_replication_factor() {
+    assert_eq!(parse(&[]).unwrap().min_insync_replicas, None);
+    let err = parse(&[("KAFKA_MIN_INSYNC_REPLICAS", "2")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at most KAFKA_REPLICATION_FACTOR (1)"),
+        "{err}"
+    );
+    let err = parse(&[("KAFKA_MIN_INSYNC_REPLICAS", "0")]).unwrap_err();
+    assert!(
+        err.to_string().contains("KAFKA_MIN_INSYNC_REPLICAS"),
+        "{err}"
+    );
+    let built = KafkaConfig::builder()
+        .replication_factor(3)
+        .min_insync_replicas(2)
+        .build()
+        .unwrap();
+    assert_eq!(built.min_insync_replicas, Some(2));
+    assert!(
+        KafkaConfig::builder()
+            .min_insync_replicas(3)
+            .build()
+            .is_err()
+    );
 }

@@ -69,6 +69,19 @@ pub(super) const KAFKA_REPLICATION_FACTOR: Variable = var(
     true,
     "replication factor of new topics.",
 );
+pub(super) const KAFKA_MIN_INSYNC_REPLICAS: Variable = Variable {
+    default_note: "the broker's `min.insync.replicas`, 1 unless changed",
+    ..var(
+        "KAFKA_MIN_INSYNC_REPLICAS",
+        None,
+        Rule::Whole {
+            min: 1,
+            max: 32_767,
+        },
+        false,
+        "`min.insync.replicas` of new topics: with `acks=all` (which the bus always uses) a publish succeeds only once this many replicas have the event, and fails (transient) while fewer are in sync. At most `KAFKA_REPLICATION_FACTOR`; in production 2 with a replication factor of 3 (see [kafka.md](kafka.md#on-a-cluster)).",
+    )
+};
 pub(super) const ENABLE_EVENT_COMPRESSION: Variable = var(
     "ENABLE_EVENT_COMPRESSION",
     Some("true"),

@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
 };
 
 use super::connection::{Deadline, join_host_port};
-use super::error::{ControlError, KafkaCode};
+use super::error::{ControlError, FailureKind, KafkaCode};
+use super::versions::ApiRequest;
 use super::{ControlClient, FIRST_PAUSE, LONGEST_PAUSE, Node, text};
 
 /// DescribeConfigs' resource type of a topic.
@@ -232,12 +233,8 @@ impl ControlClient {
         let mut pending: Vec<&TopicSpec> = topics.iter().collect();
         let mut pause = FIRST_PAUSE;
         while !pending.is_empty() {
-            // Pre-KRaft clusters take CreateTopics only at the controller; KRaft brokers
-            // forward it, so any is fine there.
-            let controller = self.routes().controller;
-            let node = controller.map_or(Node::Any, Node::Broker);
             let (_, response) = self
-                .call(node, &deadline, |_| {
+                .controller_call(&deadline, |_| {
                     let mut request = CreateTopicsRequest::default();
                     request.timeout_ms = timeout_ms;
                     request.topics = pending.iter().map(|spec| creatable(spec)).collect();
@@ -284,6 +281,28 @@ impl ControlClient {
                 (spec.name.clone(), outcome)
             })
             .collect())
+    }
+
+    /// Sends a request that the controller takes (CreateTopics, DeleteTopics): to the broker
+    /// the metadata names as controller, or to any broker when it names none or that one
+    /// cannot be reached. Pre-KRaft clusters take these only at the controller; KRaft brokers
+    /// forward them, and name a random live broker as the controller, which may be one that
+    /// has just died and is not fenced yet.
+    async fn controller_call<R: ApiRequest>(
+        &self,
+        deadline: &Deadline,
+        build: impl Fn(i16) -> R,
+    ) -> Result<(i16, R::Response), ControlError> {
+        let controller = self.routes().controller;
+        if let Some(id) = controller {
+            match self.call(Node::Broker(id), deadline, &build).await {
+                Err(e) if e.kind == FailureKind::Io => {
+                    tracing::debug!(error = %e, "the Kafka controller is unreachable; asking another broker");
+                }
+                answered => return answered,
+            }
+        }
+        self.call(Node::Any, deadline, build).await
     }
 
     /// Waits, until the deadline at most, for every partition of `topics` to have a leader in
@@ -375,27 +394,20 @@ impl ControlClient {
         }
         let deadline = self.deadline();
         let timeout_ms = i32::try_from(self.timeout().as_millis()).unwrap_or(i32::MAX);
-        let controller = self.routes().controller;
         let (_, response) = self
-            .call(
-                controller.map_or(Node::Any, Node::Broker),
-                &deadline,
-                |version| {
-                    let mut request = DeleteTopicsRequest::default();
-                    request.timeout_ms = timeout_ms;
-                    if version >= 6 {
-                        request.topics = topics
-                            .iter()
-                            .map(|name| {
-                                DeleteTopicState::default().with_name(Some(topic_name(name)))
-                            })
-                            .collect();
-                    } else {
-                        request.topic_names = topics.iter().map(|name| topic_name(name)).collect();
-                    }
-                    request
-                },
-            )
+            .controller_call(&deadline, |version| {
+                let mut request = DeleteTopicsRequest::default();
+                request.timeout_ms = timeout_ms;
+                if version >= 6 {
+                    request.topics = topics
+                        .iter()
+                        .map(|name| DeleteTopicState::default().with_name(Some(topic_name(name))))
+                        .collect();
+                } else {
+                    request.topic_names = topics.iter().map(|name| topic_name(name)).collect();
+                }
+                request
+            })
             .await?;
         for result in response.responses {
             match KafkaCode::from_code(result.error_code) {

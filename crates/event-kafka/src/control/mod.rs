@@ -333,8 +333,11 @@ impl ControlClient {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails with something other than a routing error, or
-    /// the deadline leaves no time for another try.
+    /// Runs `attempt` until it succeeds, fails with something other than a routing error or
+    /// an unreachable broker, or the deadline leaves no time for another try. A broker that
+    /// cannot be reached may have died: the cluster fences it within its session and moves
+    /// its leaderships and groups, and the next attempt's metadata or coordinator lookup
+    /// finds the new ones.
     ///
     /// `attempt` is a closure returning a future rather than an async closure: the futures of
     /// async closures are not provably `Send` (rust-lang/rust#110338), and the bus runs these
@@ -350,7 +353,10 @@ impl ControlClient {
         let mut pause = FIRST_PAUSE;
         loop {
             match attempt().await {
-                Err(e) if e.is_routing() && deadline.remaining() > pause => {
+                Err(e)
+                    if (e.is_routing() || e.kind == FailureKind::Io)
+                        && deadline.remaining() > pause =>
+                {
                     tracing::debug!(error = %e, ?pause, "Kafka control request retried");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(LONGEST_PAUSE);

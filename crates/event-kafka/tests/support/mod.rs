@@ -18,6 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use event_core::{Event, EventHandler, EventId, HandlerError, handler_fn};
 
+pub mod brokers;
+
 /// A handler that takes `delay` per event and appends each event's id to `file`, flushed at
 /// once, so that a process killed with SIGKILL leaves behind exactly what it handled.
 pub fn id_writer(

@@ -8,8 +8,23 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use event_core::config::table::{Rule, Secret, Variable};
+
 use super::error::ApiError;
 use crate::Error;
+
+/// `EVENT_API_TOKENS`: the bearer tokens, parsed by [`ApiTokens::parse`].
+pub(super) const EVENT_API_TOKENS: Variable = Variable {
+    name: "EVENT_API_TOKENS",
+    default: None,
+    default_note: "no tokens, every HTTP API request is refused (401) and `eventbus serve` does not start",
+    rule: Rule::Text(
+        "comma-separated `role:token` entries, role `read` or `admin`, tokens of at least 16 characters",
+    ),
+    secret: Secret::Whole,
+    original: false,
+    doc: "the bearer tokens of the manager's HTTP API (`event_manager::http::ApiTokens::from_env`). `read` tokens may use the `GET` endpoints and `/metrics`; `admin` tokens also publish, replay, remove handlers and redrive dead letters. A bad entry is named by its position, never shown; tokens never appear in `Debug` output, logs, stats or errors. Generate them with `openssl rand -hex 24`.",
+};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,7 +87,7 @@ impl ApiTokens {
                 continue;
             }
             let problem = |what: &str| Error::InvalidSetting {
-                variable: "EVENT_API_TOKENS",
+                variable: EVENT_API_TOKENS.name,
                 problem: format!(
                     "entry {} {what}; expected comma-separated role:token entries, role read or admin, tokens of at least {MIN_TOKEN_LEN} characters",
                     n + 1
@@ -100,7 +115,7 @@ impl ApiTokens {
     /// # Errors
     /// As [`parse`](Self::parse).
     pub fn from_env() -> Result<Self, Error> {
-        Self::parse(&std::env::var("EVENT_API_TOKENS").unwrap_or_default())
+        Self::parse(&std::env::var(EVENT_API_TOKENS.name).unwrap_or_default())
     }
 
     /// The role of a presented token. Compares against every token in constant time, so the

@@ -35,6 +35,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{delete, get, post};
 use event_core::Config;
+use event_core::config::table::{Rule, Secret, Variable};
 
 pub use auth::{ApiTokens, Role};
 pub use error::ApiError;
@@ -75,6 +76,23 @@ impl ApiConfig {
         Ok(Self::new(config, ApiTokens::from_env()?))
     }
 }
+
+/// Where `eventbus serve` listens unless `EVENT_API_ADDR` or `--addr` says otherwise.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+const EVENT_API_ADDR: Variable = Variable {
+    name: "EVENT_API_ADDR",
+    default: Some(DEFAULT_ADDR),
+    default_note: "",
+    rule: Rule::Text("`host:port` (port 0: any free port)"),
+    secret: Secret::No,
+    original: false,
+    doc: "where `eventbus serve` listens (also `--addr`).",
+};
+
+/// The HTTP API's variables (`EVENT_API_TOKENS`, `EVENT_API_ADDR`), declared once for the
+/// documentation; [`ApiTokens::from_env`] reads the tokens, `eventbus serve` the address.
+pub const VARIABLES: &[Variable] = &[auth::EVENT_API_TOKENS, EVENT_API_ADDR];
 
 /// What the route handlers share.
 pub(crate) struct ApiState {

@@ -13,7 +13,7 @@ use crate::exit::Exit;
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
     /// Where to listen.
-    #[arg(long, env = "EVENT_API_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "EVENT_API_ADDR", default_value = event_manager::http::DEFAULT_ADDR)]
     addr: String,
 }
 
