@@ -196,6 +196,11 @@ impl KafkaBroker {
         Ok(())
     }
 
+    /// Whether dropping this handle stops the broker and deletes its files.
+    pub(crate) fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// Leaves the broker running after this handle is gone (`cargo xtask services up`).
     pub(crate) fn detach(mut self) {
         self.owned = false;

@@ -153,8 +153,8 @@ impl KafkaCluster {
     }
 
     /// Leaves every node running after this handle is gone (`cargo xtask services up`).
-    pub(crate) fn detach(self) {
-        for broker in self.brokers {
+    pub(crate) fn detach(mut self) {
+        for broker in std::mem::take(&mut self.brokers) {
             broker.detach();
         }
     }
@@ -182,10 +182,15 @@ impl KafkaCluster {
         Ok(KafkaCluster { brokers })
     }
 
-    /// Stops every node and deletes its files (`cargo xtask services down`).
-    pub(crate) fn shut_down(self) -> anyhow::Result<()> {
+    /// Stops every node and deletes its files (`cargo xtask services down`). The data goes,
+    /// so the nodes are killed rather than stopped one by one: the last node's controlled
+    /// shutdown would wait for a controller quorum that is gone.
+    pub(crate) fn shut_down(mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
-        for broker in self.brokers {
+        if let Err(e) = self.kill() {
+            failures.push(format!("{e:#}"));
+        }
+        for broker in std::mem::take(&mut self.brokers) {
             if let Err(e) = broker.shut_down() {
                 failures.push(format!("{e:#}"));
             }
@@ -194,5 +199,17 @@ impl KafkaCluster {
             bail!("stopping the Kafka cluster: {}", failures.join("; "));
         }
         Ok(())
+    }
+}
+
+impl Drop for KafkaCluster {
+    /// Kills the nodes this handle owns (their own drop then removes their files), for the
+    /// same reason as [`KafkaCluster::shut_down`].
+    fn drop(&mut self) {
+        for broker in self.brokers.iter_mut().filter(|b| b.is_owned()) {
+            if let Err(e) = broker.kill() {
+                eprintln!("xtask: stopping a Kafka node: {e:#}");
+            }
+        }
     }
 }
