@@ -1,10 +1,11 @@
 //! Topic names and topic creation: `{prefix}.{event_type}` for events, `{prefix}.dlq.{group}`
 //! for dead letters, `{prefix}.redrive.{group}` for redriven events; created on demand with
-//! their partitions, replication factor and configs, and their partition counts cached.
+//! their partitions, replication factor and configs, and their partition counts cached for
+//! `KAFKA_METADATA_MAX_AGE_MS` (partitions may be added to a topic at run time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_core::{Error, EventType};
 
@@ -14,6 +15,13 @@ use crate::control::{ControlClient, TopicCreation, TopicSpec};
 /// How long the brokers may take to create topics.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A topic's partition count and when it was read.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    partitions: i32,
+    read_at: Instant,
+}
+
 /// The names of the bus's topics and the partition counts of those it has seen.
 pub(crate) struct Topics {
     prefix: String,
@@ -22,7 +30,9 @@ pub(crate) struct Topics {
     retention_ms: String,
     /// `min.insync.replicas`, when the configuration sets it.
     min_insync_replicas: Option<String>,
-    known: Mutex<HashMap<String, i32>>,
+    known: Mutex<HashMap<String, Known>>,
+    /// How long a partition count is trusted before it is read again.
+    max_age: Duration,
     /// Topics that existed with other settings than the bus would give them, and how.
     misconfigured: Mutex<BTreeMap<String, String>>,
 }
@@ -36,12 +46,24 @@ impl Topics {
             retention_ms: config.retention.as_millis().to_string(),
             min_insync_replicas: config.min_insync_replicas.map(|n| n.to_string()),
             known: Mutex::new(HashMap::new()),
+            max_age: config.metadata_max_age,
             misconfigured: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the partition count of a topic, read from the metadata just now.
+    fn remember(&self, topic: &str, partitions: i32) {
+        self.known().insert(
+            topic.to_string(),
+            Known {
+                partitions,
+                read_at: Instant::now(),
+            },
+        );
     }
 
     /// The topic of an event type.
@@ -78,9 +100,19 @@ impl Topics {
             .collect()
     }
 
-    /// The cached partition count of a topic.
+    /// The cached partition count of a topic, unless it is older than
+    /// `KAFKA_METADATA_MAX_AGE_MS`.
     pub(crate) fn cached(&self, topic: &str) -> Option<i32> {
-        self.known().get(topic).copied()
+        self.known()
+            .get(topic)
+            .filter(|k| k.read_at.elapsed() < self.max_age)
+            .map(|k| k.partitions)
+    }
+
+    /// Whether the topic was seen, however long ago: it exists (the bus never deletes its
+    /// topics), so an old count is read again rather than the topic created.
+    fn seen(&self, topic: &str) -> bool {
+        self.known().contains_key(topic)
     }
 
     /// The configs of the topics the bus creates.
@@ -102,6 +134,11 @@ impl Topics {
         topic: &str,
     ) -> Result<i32, Error> {
         if let Some(n) = self.cached(topic) {
+            return Ok(n);
+        }
+        if self.seen(topic)
+            && let Some(n) = self.read(control, topic).await?
+        {
             return Ok(n);
         }
         let counts = self
@@ -146,16 +183,12 @@ impl Topics {
             let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
             let metadata = control.metadata(Some(&names)).await?;
             {
-                let mut known = self.known();
                 for name in &names {
                     if let Some(t) = metadata.topic(name)
                         && t.error.is_none()
                         && t.partition_count() > 0
                     {
-                        known.insert(
-                            name.clone(),
-                            i32::try_from(t.partition_count()).unwrap_or(i32::MAX),
-                        );
+                        self.remember(name, i32::try_from(t.partition_count()).unwrap_or(i32::MAX));
                     }
                 }
             }
@@ -231,6 +264,16 @@ impl Topics {
         if let Some(n) = self.cached(topic) {
             return Ok(Some(n));
         }
+        self.read(control, topic).await
+    }
+
+    /// The partition count of a topic from fresh metadata (`None`: it does not exist), noted
+    /// in the cache.
+    pub(crate) async fn read(
+        &self,
+        control: &ControlClient,
+        topic: &str,
+    ) -> Result<Option<i32>, Error> {
         let metadata = control.metadata(Some(&[topic.to_string()])).await?;
         let Some(t) = metadata.topic(topic) else {
             return Ok(None);
@@ -239,7 +282,7 @@ impl Topics {
             return Ok(None);
         }
         let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
-        self.known().insert(topic.to_string(), n);
+        self.remember(topic, n);
         Ok(Some(n))
     }
 
@@ -256,7 +299,7 @@ impl Topics {
             }
             if let Some(event_type) = self.event_type_of(&t.name) {
                 let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
-                self.known().insert(t.name.clone(), n);
+                self.remember(&t.name, n);
                 out.push((event_type, t.name.clone(), n));
             }
         }

@@ -23,7 +23,7 @@ use anyhow::{Context as _, ensure};
 use event_core::{Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use support::brokers::{KafkaNodes, kafka_classpath};
-use support::{Settings, java, recorder};
+use support::{Settings, recorder, topics_tool};
 
 const NODES: usize = 3;
 const PARTITIONS: u32 = 6;
@@ -350,27 +350,6 @@ async fn wait_handled(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Runs Kafka's `kafka-topics` tool (`TopicCommand`) with `args`: its standard output.
-async fn topics_tool(classpath: &str, servers: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut command = tokio::process::Command::new(java());
-    command
-        .args(["-cp", classpath, "org.apache.kafka.tools.TopicCommand"])
-        .args(["--bootstrap-server", servers])
-        .args(args)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("kafka-topics did not finish within 60 s")?
-        .context("running java")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure!(
-        output.status.success(),
-        "kafka-topics failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(stdout)
 }
 
 /// How many partitions of the topics matching `topics` (a regular expression) each node

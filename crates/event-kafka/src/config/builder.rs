@@ -93,6 +93,12 @@ impl KafkaConfigBuilder {
         self
     }
 
+    /// `KAFKA_METADATA_MAX_AGE_MS`: how often partition counts are read again.
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.config.metadata_max_age = age;
+        self
+    }
+
     /// `KAFKA_GROUP_INSTANCE_ID`.
     pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
         self.config.group_instance_id = Some(id.into());

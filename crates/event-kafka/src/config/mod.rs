@@ -72,6 +72,10 @@ pub struct KafkaConfig {
     /// member to rejoin during a rebalance, and so how long a member may spend finishing the
     /// events of the partitions it gives up before it abandons them (they are delivered again).
     pub rebalance_timeout: Duration,
+    /// `KAFKA_METADATA_MAX_AGE_MS` (default 300000, 5 minutes, as the Java client): how often
+    /// the partition counts of the bus's topics are read again, so that partitions added at
+    /// run time are published to and consumed.
+    pub metadata_max_age: Duration,
     /// `KAFKA_GROUP_INSTANCE_ID` (default unset): static membership. A member with an instance
     /// id that restarts within the session timeout gets its partitions back without a
     /// rebalance. Each process of a group needs its own id.
@@ -121,6 +125,7 @@ impl EnvSettings for KafkaConfig {
         KAFKA_SESSION_TIMEOUT_MS,
         KAFKA_HEARTBEAT_INTERVAL_MS,
         KAFKA_REBALANCE_TIMEOUT_MS,
+        KAFKA_METADATA_MAX_AGE_MS,
         KAFKA_GROUP_INSTANCE_ID,
         KAFKA_ASSIGNMENT_STRATEGY,
     ];
@@ -196,6 +201,7 @@ impl EnvSettings for KafkaConfig {
             session_timeout,
             heartbeat_interval,
             rebalance_timeout: r.millis(&KAFKA_REBALANCE_TIMEOUT_MS),
+            metadata_max_age: r.millis(&KAFKA_METADATA_MAX_AGE_MS),
             group_instance_id,
             assignment_strategy: r.one_of(&KAFKA_ASSIGNMENT_STRATEGY, &strategies),
         }
@@ -235,6 +241,7 @@ impl EnvSettings for KafkaConfig {
             "KAFKA_SESSION_TIMEOUT_MS" => ms(self.session_timeout),
             "KAFKA_HEARTBEAT_INTERVAL_MS" => ms(self.heartbeat_interval),
             "KAFKA_REBALANCE_TIMEOUT_MS" => ms(self.rebalance_timeout),
+            "KAFKA_METADATA_MAX_AGE_MS" => ms(self.metadata_max_age),
             "KAFKA_GROUP_INSTANCE_ID" => self.group_instance_id.clone().unwrap_or_default(),
             "KAFKA_ASSIGNMENT_STRATEGY" => self.assignment_strategy.as_str().into(),
             _ => return None,
@@ -373,6 +380,7 @@ impl fmt::Debug for KafkaConfig {
             .field("session_timeout", &self.session_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("rebalance_timeout", &self.rebalance_timeout)
+            .field("metadata_max_age", &self.metadata_max_age)
             .field("group_instance_id", &self.group_instance_id)
             .field("assignment_strategy", &self.assignment_strategy)
             .finish()

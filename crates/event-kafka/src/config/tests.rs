@@ -39,6 +39,7 @@ fn every_variable_is_read() {
         ("KAFKA_SESSION_TIMEOUT_MS", "10000"),
         ("KAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
         ("KAFKA_REBALANCE_TIMEOUT_MS", "20000"),
+        ("KAFKA_METADATA_MAX_AGE_MS", "30000"),
         ("KAFKA_GROUP_INSTANCE_ID", "worker-1"),
         ("KAFKA_ASSIGNMENT_STRATEGY", "RoundRobin"),
     ])
@@ -48,6 +49,7 @@ fn every_variable_is_read() {
     assert_eq!(c.session_timeout, Duration::from_secs(10));
     assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(c.rebalance_timeout, Duration::from_secs(20));
+    assert_eq!(c.metadata_max_age, Duration::from_secs(30));
     assert_eq!(c.group_instance_id.as_deref(), Some("worker-1"));
     assert_eq!(c.assignment_strategy, KafkaAssignmentStrategy::RoundRobin);
     assert_eq!(c.compression, Compression::Zstd);

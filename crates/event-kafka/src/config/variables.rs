@@ -189,6 +189,19 @@ pub(super) const KAFKA_REBALANCE_TIMEOUT_MS: Variable = var(
     false,
     "how long the coordinator waits for every member to rejoin; a member gives in-flight events of revoked partitions three quarters of it to finish.",
 );
+pub(super) const KAFKA_METADATA_MAX_AGE_MS: Variable = Variable {
+    default_note: "5 minutes, as the Java client's `metadata.max.age.ms`",
+    ..var(
+        "KAFKA_METADATA_MAX_AGE_MS",
+        Some("300000"),
+        Rule::Whole {
+            min: 100,
+            max: 86_400_000,
+        },
+        false,
+        "how often the bus reads the partition counts of its topics again: partitions added to a topic at run time are published to, and (at the group's leader) trigger a rebalance that hands them to a member, within this time.",
+    )
+};
 pub(super) const KAFKA_GROUP_INSTANCE_ID: Variable = var(
     "KAFKA_GROUP_INSTANCE_ID",
     None,

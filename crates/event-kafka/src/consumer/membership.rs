@@ -15,6 +15,11 @@
 //!   FENCED_INSTANCE_ID: revoke, and stop for good (another process has this instance id)
 //! ```
 //!
+//! The leader also watches the partition counts of the group's topics: when a topic gains
+//! partitions (read again every `KAFKA_METADATA_MAX_AGE_MS`), it rejoins, which makes the
+//! coordinator rebalance and the leader assign the new partitions too, as the Java consumer
+//! does.
+//!
 //! Heartbeats go on while the member revokes, as the Java client's heartbeat thread does, so a
 //! slow handler never costs the member its session; a handler that outlasts the rebalance
 //! timeout costs only its own event, which the partition's next owner handles again.
@@ -57,7 +62,12 @@ enum Wake {
     Stop(Instant),
     Rejoin(MembershipError),
     Fenced,
+    /// The leader saw a topic of the group gain partitions since it assigned them.
+    PartitionsChanged,
 }
+
+/// The partition count of each topic, as the leader assigned them.
+type Counts = BTreeMap<String, i32>;
 
 /// The protocols a member offers, the configured assignor first.
 fn protocols(strategy: KafkaAssignmentStrategy, topics: &[String]) -> Vec<(&'static str, Bytes)> {
@@ -112,6 +122,7 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
     // A restarted task rejoins under the id the coordinator gave the one before.
     let mut member_id = group.standing().member_id;
     let mut failures = 0u32;
+    let mut take_failures = 0u32;
     let until = loop {
         event_core::fault::checkpoint(&group.fault_names.membership);
         if let Some(until) = *stop.borrow_and_update() {
@@ -122,7 +133,7 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
             _ = stop.changed() => continue,
             joined = join(&group, &coordinator, &member_id, instance.as_deref(), &protocols) => joined,
         };
-        let (outcome, assigned) = match joined {
+        let (outcome, assigned, counts) = match joined {
             Ok(joined) => {
                 failures = 0;
                 joined
@@ -152,10 +163,18 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
             .take(&assigned, outcome.generation_id, &member_id)
             .await
         {
-            Ok(owned) => owned,
+            Ok(owned) => {
+                take_failures = 0;
+                owned
+            }
             Err(e) => {
-                tracing::warn!(group = %group.name, "taking the assigned partitions failed; rejoining: {e}");
-                pause(&mut stop, 1).await;
+                // Rejoining a stable group gives the same assignment back: pause longer each
+                // time, so a failure that lasts does not spin.
+                take_failures += 1;
+                if take_failures == 1 || take_failures.is_multiple_of(20) {
+                    tracing::warn!(group = %group.name, failures = take_failures, "taking the assigned partitions failed; rejoining: {e}");
+                }
+                pause(&mut stop, take_failures).await;
                 continue;
             }
         };
@@ -164,6 +183,7 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
             outcome.generation_id,
             &member_id,
             instance.as_deref(),
+            counts.as_ref(),
             &mut stop,
         )
         .await;
@@ -202,6 +222,9 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
             Wake::Rejoin(reason) => {
                 tracing::debug!(group = %group.name, "rejoining the Kafka consumer group: {reason}");
             }
+            Wake::PartitionsChanged => {
+                tracing::info!(group = %group.name, "a topic of the group has new partitions; rejoining so that they are assigned");
+            }
         }
     };
     // A static member does not leave: restarted within the session timeout, it gets its
@@ -228,7 +251,7 @@ async fn join(
     member_id: &str,
     instance: Option<&str>,
     protocols: &[(&str, Bytes)],
-) -> Result<(JoinOutcome, BTreeMap<String, Vec<i32>>), MembershipError> {
+) -> Result<(JoinOutcome, BTreeMap<String, Vec<i32>>, Option<Counts>), MembershipError> {
     let config = &group.inner.kafka;
     let outcome = coordinator
         .join_group(
@@ -240,12 +263,13 @@ async fn join(
             protocols,
         )
         .await?;
-    let assignments = if outcome.is_leader() && !outcome.skip_assignment {
-        assign(group, &outcome)
+    let (assignments, counts) = if outcome.is_leader() && !outcome.skip_assignment {
+        let (assignments, counts) = assign(group, &outcome)
             .await
-            .map_err(MembershipError::Other)?
+            .map_err(MembershipError::Other)?;
+        (assignments, Some(counts))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let assigned = coordinator
         .sync_group(
@@ -265,11 +289,15 @@ async fn join(
             false,
         ))
     })?;
-    Ok((outcome, assigned.partitions))
+    Ok((outcome, assigned.partitions, counts))
 }
 
-/// The leader's work: every member's partitions, by the protocol the group chose.
-async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Bytes)>, Error> {
+/// The leader's work: every member's partitions, by the protocol the group chose, and the
+/// partition counts they were drawn from.
+async fn assign(
+    group: &Group,
+    outcome: &JoinOutcome,
+) -> Result<(Vec<(String, Bytes)>, Counts), Error> {
     let mut members = Vec::with_capacity(outcome.members.len());
     for m in &outcome.members {
         let topics = match Subscription::decode(&m.metadata) {
@@ -291,12 +319,8 @@ async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Byt
         if counts.contains_key(topic) {
             continue;
         }
-        if let Some(n) = group
-            .inner
-            .topics
-            .existing(&group.inner.control, topic)
-            .await?
-        {
+        // Fresh: a count older than the cache's age would hide new partitions.
+        if let Some(n) = group.inner.topics.read(&group.inner.control, topic).await? {
             counts.insert(topic.clone(), n);
         }
     }
@@ -310,7 +334,7 @@ async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Byt
             false,
         )
     })?;
-    Ok(assignment
+    let assignments = assignment
         .into_iter()
         .map(|(member, partitions)| {
             let bytes = Assignment {
@@ -320,20 +344,40 @@ async fn assign(group: &Group, outcome: &JoinOutcome) -> Result<Vec<(String, Byt
             .encode();
             (member, bytes)
         })
-        .collect())
+        .collect();
+    Ok((assignments, counts))
+}
+
+/// Whether a topic the leader assigned has more partitions now (read again at most every
+/// `KAFKA_METADATA_MAX_AGE_MS`). A topic that cannot be read now is not a change.
+async fn partitions_grew(group: &Group, assigned: &Counts) -> bool {
+    for (topic, before) in assigned {
+        match group.inner.topics.read(&group.inner.control, topic).await {
+            Ok(Some(now)) if now > *before => return true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(group = %group.name, topic, "reading the partition count: {e}")
+            }
+        }
+    }
+    false
 }
 
 /// Heartbeats every interval until a stop, a rejoin answer, or fencing. A coordinator that
-/// cannot be reached for a whole session timeout means the session is gone: rejoin.
+/// cannot be reached for a whole session timeout means the session is gone: rejoin. The
+/// leader (`assigned`: the counts it assigned from) also rejoins when a topic gains
+/// partitions.
 async fn heartbeat(
     group: &Group,
     generation: i32,
     member_id: &str,
     instance: Option<&str>,
+    assigned: Option<&Counts>,
     stop: &mut watch::Receiver<StopAt>,
 ) -> Wake {
     let config = &group.inner.kafka;
     let mut last_answer = Instant::now();
+    let mut next_check = Instant::now() + config.metadata_max_age;
     loop {
         event_core::fault::checkpoint(&group.fault_names.membership);
         if let Some(until) = *stop.borrow_and_update() {
@@ -343,6 +387,14 @@ async fn heartbeat(
             biased;
             _ = stop.changed() => continue,
             () = tokio::time::sleep(config.heartbeat_interval) => {}
+        }
+        if let Some(assigned) = assigned
+            && Instant::now() >= next_check
+        {
+            next_check = Instant::now() + config.metadata_max_age;
+            if partitions_grew(group, assigned).await {
+                return Wake::PartitionsChanged;
+            }
         }
         match group
             .inner

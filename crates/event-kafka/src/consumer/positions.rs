@@ -1,5 +1,8 @@
-//! Where a group's members start in each partition: the group's committed offsets, and for a
-//! partition it never consumed, where the subscription says (`StartFrom`).
+//! Where a group's members start in each partition: the group's committed offsets; for a
+//! partition of a topic the group never consumed, where the subscription says (`StartFrom`);
+//! for a partition added to a topic it consumes, the partition's beginning.
+
+use std::collections::HashMap;
 
 use event_core::{Error, StartFrom};
 
@@ -41,7 +44,18 @@ pub(super) async fn positions(
     let mut new_positions = Vec::new();
     for (topic, partitions) in request {
         let i = topics.iter().position(|t| t == topic).unwrap_or(0);
-        let start = if i == topics.len() - 1 {
+        let uncommitted = partitions.iter().any(|p| {
+            committed
+                .get(&(topic.clone(), *p))
+                .copied()
+                .flatten()
+                .is_none()
+        });
+        let start = if i == topics.len() - 1
+            || (uncommitted
+                && start != StartFrom::Earliest
+                && consumed_before(inner, group_name, topic, &committed).await?)
+        {
             StartFrom::Earliest
         } else {
             start
@@ -59,6 +73,32 @@ pub(super) async fn positions(
         }
     }
     Ok((positions, new_positions))
+}
+
+/// Whether the group has a committed position in some partition of `topic`: then a partition
+/// without one was added to the topic after the group started on it, and is read from its
+/// beginning whatever the subscription's `StartFrom` says (that is for a new group), so that
+/// nothing written to the new partition before the rebalance is skipped.
+async fn consumed_before(
+    inner: &Inner,
+    group_name: &str,
+    topic: &str,
+    committed: &HashMap<(String, i32), Option<i64>>,
+) -> Result<bool, Error> {
+    if committed
+        .iter()
+        .any(|((t, _), offset)| t == topic && offset.is_some())
+    {
+        return Ok(true);
+    }
+    let Some(count) = inner.topics.existing(&inner.control, topic).await? else {
+        return Ok(false);
+    };
+    let all = inner
+        .control
+        .fetch_offsets(group_name, &[(topic.to_string(), (0..count).collect())])
+        .await?;
+    Ok(all.values().any(Option::is_some))
 }
 
 /// A group that never consumed a partition starts where the subscription says: those

@@ -62,30 +62,59 @@ pub fn java() -> PathBuf {
     }
 }
 
+/// Runs one of Kafka's command-line tools (`class` on the jars' class path, such as
+/// `org.apache.kafka.tools.TopicCommand`) against `brokers` with `args`: its standard output
+/// and error; an error when it fails or takes over a minute.
+pub async fn kafka_tool(
+    classpath: &str,
+    class: &str,
+    brokers: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let mut command = tokio::process::Command::new(java());
+    command
+        .args(["-cp", classpath, class])
+        .args(["--bootstrap-server", brokers])
+        .args(args)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .with_context(|| format!("{class} did not finish within 60 s"))?
+        .context("running java")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ensure!(
+        output.status.success(),
+        "{class} failed: {stdout}\n{stderr}"
+    );
+    Ok((stdout, stderr))
+}
+
 /// Runs `ConsumerGroupCommand` with `args`: its standard output and error.
 async fn consumer_groups(
     classpath: &str,
     brokers: &str,
     args: &[&str],
 ) -> anyhow::Result<(String, String)> {
-    let mut command = tokio::process::Command::new(java());
-    command
-        .args(["-cp", classpath])
-        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
-        .args(["--bootstrap-server", brokers])
-        .args(args)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("kafka-consumer-groups did not finish within 60 s")?
-        .context("running java")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    ensure!(
-        output.status.success(),
-        "kafka-consumer-groups failed: {stdout}\n{stderr}"
-    );
-    Ok((stdout, stderr))
+    kafka_tool(
+        classpath,
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        brokers,
+        args,
+    )
+    .await
+}
+
+/// Runs `TopicCommand` (`kafka-topics`) with `args`: its standard output.
+pub async fn topics_tool(classpath: &str, brokers: &str, args: &[&str]) -> anyhow::Result<String> {
+    let (stdout, _) = kafka_tool(
+        classpath,
+        "org.apache.kafka.tools.TopicCommand",
+        brokers,
+        args,
+    )
+    .await?;
+    Ok(stdout)
 }
 
 /// The tool's table: a header line of one-word column names, then rows of one-word fields.

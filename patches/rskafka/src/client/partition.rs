@@ -423,6 +423,15 @@ impl PartitionClient {
             .iter()
             .find(|p| p.partition_index.0 == self.partition)
             .ok_or_else(|| {
+                // A partition added to the topic after the cache was filled: the next lookup
+                // must ask a broker, or this partition stays unknown until something else
+                // invalidates the cache.
+                if let Some(r#gen) = r#gen {
+                    self.brokers.invalidate_metadata_cache(
+                        "partition client: partition not in cached metadata",
+                        r#gen,
+                    );
+                }
                 Error::InvalidResponse(format!(
                     "Could not find metadata for partition {} in topic \"{}\"",
                     self.partition, self.topic
