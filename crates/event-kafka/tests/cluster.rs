@@ -23,7 +23,7 @@ use anyhow::{Context as _, ensure};
 use event_core::{Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use support::brokers::{KafkaNodes, kafka_classpath};
-use support::{Settings, recorder, topics_tool};
+use support::{Settings, all_handled, recorder, topics_tool};
 
 const NODES: usize = 3;
 const PARTITIONS: u32 = 6;
@@ -108,7 +108,7 @@ async fn a_node_down_at_start(nodes: &mut KafkaNodes, classpath: &str) -> anyhow
     for result in bus.publish_batch(events).await {
         result?;
     }
-    wait_handled(&seen, &expected, Duration::from_secs(60)).await?;
+    all_handled(&[&seen], &expected, Duration::from_secs(60)).await?;
     bus.shutdown().await?;
     nodes.restart(1).await?;
     eprintln!("a node down at start: 500 events published and handled on the other two");
@@ -265,7 +265,7 @@ async fn leader_failover_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
         .await?;
     let resumed = killed.elapsed();
     let (published, failed, longest) = load.stop().await?;
-    wait_handled(&seen, &published, Duration::from_secs(120)).await?;
+    all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let duplicates = seen.lock().unwrap().len() - published.len();
     eprintln!(
         "leader failover: node {victim} (leader of {led} of {} partitions) killed; {} published events all handled ({} handled twice), {failed} publishes failed cleanly, the longest call took {:.1}s, 3,000 more published {:.1}s after the kill",
@@ -312,7 +312,7 @@ async fn rolling_restart_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
         );
     }
     let (published, failed, longest) = load.stop().await?;
-    wait_handled(&seen, &published, Duration::from_secs(120)).await?;
+    all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let health = bus.health().await;
     eprintln!(
         "rolling restart: {} published events all handled, {failed} publishes failed cleanly, the longest call took {:.1}s; health {health:?}",
@@ -326,30 +326,6 @@ async fn rolling_restart_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
     );
     bus.shutdown().await?;
     Ok(())
-}
-
-/// Waits until every id of `expected` was handled.
-async fn wait_handled(
-    seen: &Mutex<Vec<EventId>>,
-    expected: &HashSet<EventId>,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let missing = {
-            let seen: HashSet<EventId> = seen.lock().unwrap().iter().copied().collect();
-            expected.iter().filter(|id| !seen.contains(id)).count()
-        };
-        if missing == 0 {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} of {} events published with success were never handled",
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// How many partitions of the topics matching `topics` (a regular expression) each node

@@ -27,11 +27,27 @@ const SESSION: Duration = Duration::from_secs(6);
 /// The session timeout of the static members' test (see there).
 const STATIC_SESSION: Duration = Duration::from_secs(45);
 
-fn config(brokers: &str, prefix: &str) -> Settings {
+/// How the consumer processes of a test run: the topic's partitions, the time a handler takes
+/// per event, and how many events a process handles at once.
+#[derive(Clone, Copy, Debug)]
+struct Profile {
+    partitions: u32,
+    delay: Duration,
+    concurrency: usize,
+}
+
+const DEFAULT_PROFILE: Profile = Profile {
+    partitions: PARTITIONS,
+    delay: Duration::from_millis(2),
+    concurrency: 16,
+};
+
+fn config(brokers: &str, prefix: &str, profile: Profile) -> Settings {
     let mut config = Settings::default();
     config.kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
     config.kafka.topic_prefix = prefix.to_string();
-    config.kafka.partitions = PARTITIONS;
+    config.kafka.partitions = profile.partitions;
+    config.bus.handler_concurrency = profile.concurrency;
     config.kafka.session_timeout = SESSION;
     config.kafka.heartbeat_interval = Duration::from_millis(500);
     config.kafka.rebalance_timeout = Duration::from_secs(10);
@@ -46,14 +62,29 @@ async fn consumer_child() -> anyhow::Result<()> {
         return Ok(());
     };
     let parts: Vec<&str> = settings.split('|').collect();
-    let [brokers, prefix, event_type, handler, file] = parts[..] else {
+    let [
+        brokers,
+        prefix,
+        event_type,
+        handler,
+        file,
+        partitions,
+        delay_ms,
+        concurrency,
+    ] = parts[..]
+    else {
         anyhow::bail!("bad {CHILD}: {settings}");
     };
-    let bus = config(brokers, prefix).connect().await?;
+    let profile = Profile {
+        partitions: partitions.parse()?,
+        delay: Duration::from_millis(delay_ms.parse()?),
+        concurrency: concurrency.parse()?,
+    };
+    let bus = config(brokers, prefix, profile).connect().await?;
     bus.subscribe(
         SubscriptionSpec::new(handler.to_string(), [EventType::new(event_type)?])
             .start_from(StartFrom::Earliest),
-        support::id_writer(handler, Path::new(file), Duration::from_millis(2))?,
+        support::id_writer(handler, Path::new(file), profile.delay)?,
     )
     .await?;
     let stop = PathBuf::from(format!("{file}.stop"));
@@ -74,17 +105,22 @@ struct Scenario {
     handler: String,
     group: String,
     dir: PathBuf,
+    profile: Profile,
     children: Vec<(std::process::Child, PathBuf)>,
 }
 
 impl Scenario {
     async fn new(brokers: &str, name: &str) -> anyhow::Result<Self> {
+        Self::with(brokers, name, DEFAULT_PROFILE).await
+    }
+
+    async fn with(brokers: &str, name: &str, profile: Profile) -> anyhow::Result<Self> {
         let tag = format!("{:08x}", fastrand::u32(..));
         let prefix = format!("eventbus-groups-{tag}");
         let handler = format!("{name}{tag}");
         let dir = std::env::temp_dir().join(format!("eventbus-kafka-groups-{tag}"));
         std::fs::create_dir_all(&dir)?;
-        let config = config(brokers, &prefix);
+        let config = config(brokers, &prefix, profile);
         let group = format!("{}.{handler}", config.bus.consumer_group);
         Ok(Self {
             brokers: brokers.to_string(),
@@ -94,6 +130,7 @@ impl Scenario {
             handler,
             group,
             dir,
+            profile,
             children: Vec::new(),
         })
     }
@@ -107,12 +144,15 @@ impl Scenario {
             .env(
                 CHILD,
                 format!(
-                    "{}|{}|{}|{}|{}",
+                    "{}|{}|{}|{}|{}|{}|{}|{}",
                     self.brokers,
                     self.prefix,
                     self.event_type,
                     self.handler,
-                    file.display()
+                    file.display(),
+                    self.profile.partitions,
+                    self.profile.delay.as_millis(),
+                    self.profile.concurrency
                 ),
             )
             .stdout(std::process::Stdio::null())
@@ -452,7 +492,7 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
     let handler = format!("static{tag}");
     let handled = Arc::new(Mutex::new(Vec::new()));
     let member = |instance: &str| {
-        let mut config = config(&brokers, &prefix);
+        let mut config = config(&brokers, &prefix, DEFAULT_PROFILE);
         config.kafka.group_instance_id = Some(instance.to_string());
         // A static member keeps its partitions while it is away for less than the session
         // timeout; a loaded machine can take several seconds to shut a bus down and start
@@ -500,7 +540,7 @@ async fn static_members_return_without_a_rebalance() -> anyhow::Result<()> {
             anyhow::Ok((of("a"), of("b")))
         }
     };
-    let publisher = config(&brokers, &prefix).connect().await?;
+    let publisher = config(&brokers, &prefix, DEFAULT_PROFILE).connect().await?;
     publisher
         .publish(Event::builder(event_type.clone(), "static").build()?)
         .await?;
@@ -623,7 +663,7 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
     let prefix = format!("eventbus-stuck-{tag}");
     let event_type = EventType::new(format!("test.stuck{tag}"))?;
     let handler = format!("stuck{tag}");
-    let mut settings = config(&brokers, &prefix);
+    let mut settings = config(&brokers, &prefix, DEFAULT_PROFILE);
     settings.kafka.partitions = 1;
     settings.kafka.rebalance_timeout = Duration::from_secs(3);
     settings.bus.shutdown_timeout = Duration::from_secs(1);
@@ -692,5 +732,59 @@ async fn a_stuck_handler_gives_its_partitions_up() -> anyhow::Result<()> {
     for bus in [first, second, publisher] {
         bus.shutdown().await?;
     }
+    Ok(())
+}
+
+/// One handler's group across 1, 2 and 4 processes on a topic of 12 partitions: the partitions
+/// spread evenly over the processes, and the rate at which a backlog is handled grows with
+/// them. The handlers wait on I/O (20 ms an event, 4 at a time per process), the workload that
+/// scaling out is for; on two cores a CPU-bound handler could not show it.
+#[tokio::test]
+async fn scaling_out_spreads_the_partitions_and_raises_the_handled_rate() -> anyhow::Result<()> {
+    if std::env::var(CHILD).is_ok() {
+        return Ok(());
+    }
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let profile = Profile {
+        partitions: 12,
+        delay: Duration::from_millis(20),
+        concurrency: 4,
+    };
+    let mut s = Scenario::with(&brokers, "scale", profile).await?;
+    let topic = format!("{}.{}", s.prefix, s.event_type);
+    let mut rates = Vec::new();
+    for processes in [1, 2, 4] {
+        while s.children.len() < processes {
+            s.start()?;
+        }
+        s.until_members(processes).await?;
+        let stats = s.bus.stats().await?;
+        let owned: Vec<usize> = stats.handlers[&s.handler]
+            .members
+            .iter()
+            .map(|m| m.partitions.get(&topic).map_or(0, Vec::len))
+            .collect();
+        ensure!(
+            owned.iter().all(|n| *n == 12 / processes),
+            "{processes} processes own {owned:?} of the 12 partitions, not {} each",
+            12 / processes
+        );
+        let began = Instant::now();
+        let ids = s.publish(1_200, &format!("scale{processes}")).await?;
+        s.until_handled(&ids, Duration::from_secs(120)).await?;
+        let rate = ids.len() as f64 / began.elapsed().as_secs_f64();
+        eprintln!(
+            "{processes} process(es), partitions {owned:?}: 1,200 events handled at {rate:.0} events/s"
+        );
+        rates.push(rate);
+    }
+    // Four processes could reach four times one process's rate; half of that is the bar, so
+    // a loaded machine does not fail the test, while a group that does not scale does.
+    ensure!(
+        rates[2] > 2.0 * rates[0],
+        "the handled rate did not grow with the processes: {rates:?} events/s for 1, 2 and 4"
+    );
     Ok(())
 }

@@ -6,41 +6,16 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use event_core::{Event, EventBus, EventId, EventType, SubscriptionSpec};
 use event_kafka::KafkaBus;
-use support::{Settings, kafka_script, kafka_tool, recorder, send_event, topics_tool};
+use support::{Settings, all_handled, kafka_script, kafka_tool, recorder, send_event, topics_tool};
 
 const BEFORE: i32 = 2;
 const AFTER: i32 = 6;
-
-/// Waits until every id of `expected` was handled by one of the members.
-async fn handled_all(
-    seen: &[Arc<Mutex<Vec<EventId>>>],
-    expected: &HashSet<EventId>,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let handled: HashSet<EventId> = seen
-            .iter()
-            .flat_map(|s| s.lock().unwrap().clone())
-            .collect();
-        let missing = expected.iter().filter(|id| !handled.contains(id)).count();
-        if missing == 0 {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} of {} events never handled",
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The end offset of each partition of `topic` (`GetOffsetShell`: `topic:partition:offset`).
 async fn end_offsets(classpath: &str, brokers: &str, topic: &str) -> anyhow::Result<Vec<i64>> {
@@ -111,12 +86,13 @@ async fn partitions_added_at_run_time_are_published_to_and_consumed() -> anyhow:
         members.push(bus);
         seen.push(handled);
     }
+    let members_seen: Vec<&Mutex<Vec<EventId>>> = seen.iter().map(|s| &**s).collect();
     let first = events(&event_type, 200, "first")?;
     let mut expected: HashSet<EventId> = first.iter().map(|e| e.id).collect();
     for result in members[0].publish_batch(first).await {
         result?;
     }
-    handled_all(&seen, &expected, Duration::from_secs(60)).await?;
+    all_handled(&members_seen, &expected, Duration::from_secs(60)).await?;
 
     topics_tool(
         &classpath,
@@ -140,7 +116,7 @@ async fn partitions_added_at_run_time_are_published_to_and_consumed() -> anyhow:
     script += "FLUSH\n";
     kafka_script(&classpath, &brokers, &script).await?;
     expected.extend(foreign.iter().map(|e| e.id));
-    handled_all(&seen, &expected, Duration::from_secs(90))
+    all_handled(&members_seen, &expected, Duration::from_secs(90))
         .await
         .context("records written to the new partitions")?;
 
@@ -162,7 +138,7 @@ async fn partitions_added_at_run_time_are_published_to_and_consumed() -> anyhow:
         "600 keyed publishes left a new partition empty: {grown:?} more records in partitions {BEFORE} to {}",
         AFTER - 1
     );
-    if let Err(e) = handled_all(&seen, &expected, Duration::from_secs(60)).await {
+    if let Err(e) = all_handled(&members_seen, &expected, Duration::from_secs(60)).await {
         let group = format!("{}.grower", settings.bus.consumer_group);
         let offsets = support::tool_offsets(&classpath, &brokers, &group).await;
         anyhow::bail!("{e}; the group's positions: {offsets:?}");

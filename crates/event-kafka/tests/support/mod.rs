@@ -333,6 +333,32 @@ pub async fn quiescent(
     }
 }
 
+/// Waits until every id of `expected` was handled, by any of the recorders in `seen` (the
+/// members of one group); duplicates are allowed.
+pub async fn all_handled(
+    seen: &[&Mutex<Vec<EventId>>],
+    expected: &HashSet<EventId>,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let handled: HashSet<EventId> = seen
+            .iter()
+            .flat_map(|s| s.lock().unwrap().clone())
+            .collect();
+        let missing = expected.iter().filter(|id| !handled.contains(id)).count();
+        if missing == 0 {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {} events never handled within {within:?}",
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every id in `expected` handled exactly once, and nothing else.
 pub fn exactly(handled: &[EventId], expected: &HashSet<EventId>) -> anyhow::Result<()> {
     let mut counts: HashMap<EventId, usize> = HashMap::new();
