@@ -27,6 +27,8 @@ struct Benchmark {
     package: &'static str,
     bench_target: &'static str,
     services: &'static [Service],
+    /// Variables set for the benchmark beside the servers' addresses.
+    env: &'static [(&'static str, &'static str)],
 }
 
 const BENCHMARKS: &[Benchmark] = &[
@@ -35,24 +37,36 @@ const BENCHMARKS: &[Benchmark] = &[
         package: "event-core",
         bench_target: "memory",
         services: &[],
+        env: &[],
     },
     Benchmark {
         backend: "redis",
         package: "event-redis",
         bench_target: "redis",
         services: &[Service::Redis],
+        env: &[],
     },
     Benchmark {
         backend: "publishers",
         package: "event-publishers",
         bench_target: "publishers",
         services: &[Service::Redis],
+        env: &[],
     },
     Benchmark {
         backend: "kafka",
         package: "event-kafka",
         bench_target: "kafka",
         services: &[Service::Kafka],
+        env: &[],
+    },
+    // The Kafka benchmark again, on three nodes with replication factor 3.
+    Benchmark {
+        backend: "kafka-cluster",
+        package: "event-kafka",
+        bench_target: "kafka",
+        services: &[Service::KafkaCluster],
+        env: &[("EVENTBUS_BENCH_KAFKA_CLUSTER", "1")],
     },
 ];
 
@@ -101,6 +115,7 @@ fn run_one(benchmark: &Benchmark, machine: &Machine) -> anyhow::Result<()> {
         benchmark.bench_target,
     ]);
     command.envs(services.env());
+    command.envs(benchmark.env.iter().copied());
     let output = run_tee(&format!("{} benchmark", benchmark.backend), &mut command)?;
     drop(services);
     let report = Report::parse(&output)?;

@@ -45,7 +45,8 @@ commands:
                               docs/configuration.md; --check fails when they are stale
   help                        this text
 
-backends: memory, redis, kafka; bench also takes publishers (the batch publisher on memory
+backends: memory, redis, kafka; bench also takes kafka-cluster (the Kafka benchmark on three nodes,
+replication factor 3) and publishers (the batch publisher on memory
 and redis); services: redis, kafka, kafka-cluster (docs/testing.md)
 ";
 

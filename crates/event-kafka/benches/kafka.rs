@@ -1,4 +1,5 @@
-//! Benchmark of [`KafkaBus`] against a real Kafka broker (`EVENTBUS_TEST_KAFKA_BROKERS`), with
+//! Benchmark of [`KafkaBus`] against a real Kafka broker (`EVENTBUS_TEST_KAFKA_BROKERS`), or
+//! the three-node cluster with replication factor 3 (`cargo xtask bench kafka-cluster`), with
 //! Kafka's own `org.apache.kafka.tools.ProducerPerformance` (from the jars in
 //! `EVENTBUS_TEST_KAFKA_CLASSPATH`) as the raw reference, in the same run on the same broker,
 //! with the same record size, `acks=all`, the same compression and the same partition count.
@@ -347,10 +348,21 @@ fn busy_share(window: Duration) -> f64 {
     1.0 - i1.saturating_sub(i0) as f64 / total
 }
 
+/// Set to `1` (by `cargo xtask bench kafka-cluster`): run on the three-node cluster of
+/// `EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS`, with topics of replication factor 3 and
+/// `min.insync.replicas=2`.
+const CLUSTER_VAR: &str = "EVENTBUS_BENCH_KAFKA_CLUSTER";
+
 fn main() {
-    let Ok(brokers) = std::env::var("EVENTBUS_TEST_KAFKA_BROKERS") else {
+    let cluster = std::env::var(CLUSTER_VAR).is_ok_and(|v| v == "1");
+    let brokers_var = if cluster {
+        "EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS"
+    } else {
+        "EVENTBUS_TEST_KAFKA_BROKERS"
+    };
+    let Ok(brokers) = std::env::var(brokers_var) else {
         eprintln!(
-            "set EVENTBUS_TEST_KAFKA_BROKERS (and EVENTBUS_TEST_KAFKA_CLASSPATH), or run `cargo xtask bench kafka`, which starts a broker"
+            "set {brokers_var} (and EVENTBUS_TEST_KAFKA_CLASSPATH), or run `cargo xtask bench kafka` (or `kafka-cluster`), which starts the brokers"
         );
         std::process::exit(2);
     };
@@ -367,6 +379,11 @@ fn main() {
     let mut kafka = KafkaConfig::from_env().expect("a valid Kafka configuration");
     kafka.bootstrap_servers = brokers.split(',').map(|s| s.trim().to_string()).collect();
     kafka.topic_prefix = format!("eventbus-bench-{run:08x}");
+    if cluster {
+        kafka.replication_factor = 3;
+        kafka.min_insync_replicas = Some(2);
+    }
+    let replication = kafka.replication_factor;
     let compression = kafka.compression.as_str().to_string();
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
@@ -484,12 +501,23 @@ fn main() {
             "."
         }
     ));
+    let (servers, acks) = if cluster {
+        (
+            "A three-node KRaft cluster (`cargo xtask services up kafka --brokers 3`: three JVMs of 512 MiB heap, each broker and controller) on the same 2-core machine as the benchmark",
+            "`acks=all` on both sides (the bus always produces with `acks=all`): a write is acknowledged once the two other replicas have it too (`min.insync.replicas=2`), so every produce crosses the cluster. The log is not fsynced per request, as Kafka's default.",
+        )
+    } else {
+        (
+            "Single-node KRaft broker (Kafka from `cargo xtask`, 512 MiB heap) on the same 2-core machine as the benchmark",
+            "`acks=all` on both sides (the bus always produces with `acks=all`; with one broker that is its own write, the log is not fsynced per request, as Kafka's default).",
+        )
+    };
     note(&format!(
-        "Single-node KRaft broker (Kafka from `cargo xtask`, 512 MiB heap) on the same 2-core machine as the benchmark; topics of {partitions} partitions, replication factor 1; envelopes of {size} bytes; `Config::default()` (`KAFKA_COMPRESSION`={compression}, `EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+        "{servers}; topics of {partitions} partitions, replication factor {replication}; envelopes of {size} bytes; `Config::default()` (`KAFKA_COMPRESSION`={compression}, `EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
     ));
-    note(
-        "`acks=all` on both sides (the bus always produces with `acks=all`; with one broker that is its own write, the log is not fsynced per request, as Kafka's default). Compression is the same codec on both sides, but `ProducerPerformance` sends random letters, which compress little, while our envelopes (a JSON header and a run of `x`) compress well.",
-    );
+    note(&format!(
+        "{acks} Compression is the same codec on both sides, but `ProducerPerformance` sends random letters, which compress little, while our envelopes (a JSON header and a run of `x`) compress well."
+    ));
     note(&format!(
         "Publishes: {} s each, from a pool of {POOL} prebuilt events cloned with a fresh id; a fresh topic per measurement, created before the clock; first a warm-up of {} s of batches from {BATCH_PUBLISHERS} tasks, not reported (the broker has just started and its JIT compiler has not yet run). Batches: one task, `publish_batch` of {BATCH} (grouped per partition, the partitions produced concurrently). `ProducerPerformance` writes to a topic the bus created (same partitions and settings), no keys (sticky partitioner), `linger.ms=5`, `batch.size={RAW_BATCH_BYTES}` (generous to Java: the bus sends at most 48 KiB per request).",
         RUN.as_secs(),
