@@ -205,7 +205,9 @@ impl DeliveryLog for FileLog {
 /// `connect` (given the shared configuration and every variable the parent passed,
 /// the backend's own included: [`ChaosBackend::child_variables`](super::ChaosBackend::child_variables)),
 /// subscribes the handler it names and runs until told to stop; otherwise returns
-/// at once. A backend's chaos target calls it from a test named [`CHILD_TEST`]:
+/// at once. A `connect` that fails with a transient error (the server is down, restarting
+/// under a fault) is called again, with backoff, for up to a minute, as a supervised service
+/// would be restarted. A backend's chaos target calls it from a test named [`CHILD_TEST`]:
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -219,7 +221,7 @@ impl DeliveryLog for FileLog {
 /// ```
 pub fn child_main<F, Fut>(connect: F)
 where
-    F: FnOnce(Config, BTreeMap<String, String>) -> Fut,
+    F: Fn(Config, BTreeMap<String, String>) -> Fut,
     Fut: Future<Output = anyhow::Result<Arc<dyn EventBus>>>,
 {
     let Ok(spec) = std::env::var(CHILD_VAR) else {
@@ -238,9 +240,40 @@ where
     }
 }
 
+/// Connects as a service under a supervisor would start: a server that is down (restarting
+/// under a fault) is waited for, up to a minute, rather than ending the process; errors that
+/// are not transient (a bad configuration) end it at once.
+async fn connect_with_retries<F, Fut>(
+    config: &Config,
+    variables: &BTreeMap<String, String>,
+    connect: &F,
+) -> anyhow::Result<Arc<dyn EventBus>>
+where
+    F: Fn(Config, BTreeMap<String, String>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Arc<dyn EventBus>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match connect(config.clone(), variables.clone()).await {
+            Ok(bus) => return Ok(bus),
+            Err(e)
+                if e.downcast_ref::<event_core::Error>()
+                    .is_some_and(event_core::Error::is_transient)
+                    && Instant::now() + pause < deadline =>
+            {
+                eprintln!("chaos consumer process: cannot connect yet, retrying: {e:#}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn run_child<F, Fut>(spec: &str, connect: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Config, BTreeMap<String, String>) -> Fut,
+    F: Fn(Config, BTreeMap<String, String>) -> Fut,
     Fut: Future<Output = anyhow::Result<Arc<dyn EventBus>>>,
 {
     let spec: ChildSpec = serde_json::from_str(spec).context("reading the child spec")?;
@@ -249,7 +282,7 @@ where
     // Health goes to a file of its own, so the parent can tell handler calls from samples
     // by the size of the first.
     let samples = FileLog::open(&health_path(&spec.log))?;
-    let bus = connect(config, spec.config.clone()).await?;
+    let bus = connect_with_retries(&config, &spec.config, &connect).await?;
     let types = spec
         .types
         .iter()
