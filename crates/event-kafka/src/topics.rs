@@ -181,17 +181,7 @@ impl Topics {
                 .map(|(name, _)| name.clone())
                 .collect();
             let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
-            let metadata = control.metadata(Some(&names)).await?;
-            {
-                for name in &names {
-                    if let Some(t) = metadata.topic(name)
-                        && t.error.is_none()
-                        && t.partition_count() > 0
-                    {
-                        self.remember(name, i32::try_from(t.partition_count()).unwrap_or(i32::MAX));
-                    }
-                }
-            }
+            self.read_many(control, &names).await?;
             self.check_existing(control, &missing, &existed).await;
         }
         topics
@@ -274,16 +264,32 @@ impl Topics {
         control: &ControlClient,
         topic: &str,
     ) -> Result<Option<i32>, Error> {
-        let metadata = control.metadata(Some(&[topic.to_string()])).await?;
-        let Some(t) = metadata.topic(topic) else {
-            return Ok(None);
-        };
-        if t.error.is_some() || t.partition_count() == 0 {
-            return Ok(None);
+        Ok(self
+            .read_many(control, &[topic.to_string()])
+            .await?
+            .remove(topic))
+    }
+
+    /// The partition counts of `topics` from one fresh metadata request (a topic that does
+    /// not exist is left out), noted in the cache.
+    pub(crate) async fn read_many(
+        &self,
+        control: &ControlClient,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, i32>, Error> {
+        let metadata = control.metadata(Some(topics)).await?;
+        let mut counts = BTreeMap::new();
+        for name in topics {
+            if let Some(t) = metadata.topic(name)
+                && t.error.is_none()
+                && t.partition_count() > 0
+            {
+                let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
+                self.remember(name, n);
+                counts.insert(name.clone(), n);
+            }
         }
-        let n = i32::try_from(t.partition_count()).unwrap_or(i32::MAX);
-        self.remember(topic, n);
-        Ok(Some(n))
+        Ok(counts)
     }
 
     /// Every event topic of the bus with its partition count, from the cluster's metadata.

@@ -314,16 +314,15 @@ async fn assign(
             topics,
         });
     }
-    let mut counts = BTreeMap::new();
-    for topic in members.iter().flat_map(|m| m.topics.iter()) {
-        if counts.contains_key(topic) {
-            continue;
-        }
-        // Fresh: a count older than the cache's age would hide new partitions.
-        if let Some(n) = group.inner.topics.read(&group.inner.control, topic).await? {
-            counts.insert(topic.clone(), n);
-        }
-    }
+    let mut topics: Vec<String> = members.iter().flat_map(|m| m.topics.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    // Fresh, in one request: a count older than the cache's age would hide new partitions.
+    let counts = group
+        .inner
+        .topics
+        .read_many(&group.inner.control, &topics)
+        .await?;
     let assignment = assignor::assign(&outcome.protocol_name, &members, &counts).ok_or_else(|| {
         Error::backend(
             "kafka",
@@ -351,16 +350,21 @@ async fn assign(
 /// Whether a topic the leader assigned has more partitions now (read again at most every
 /// `KAFKA_METADATA_MAX_AGE_MS`). A topic that cannot be read now is not a change.
 async fn partitions_grew(group: &Group, assigned: &Counts) -> bool {
-    for (topic, before) in assigned {
-        match group.inner.topics.read(&group.inner.control, topic).await {
-            Ok(Some(now)) if now > *before => return true,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(group = %group.name, topic, "reading the partition count: {e}")
-            }
+    let topics: Vec<String> = assigned.keys().cloned().collect();
+    match group
+        .inner
+        .topics
+        .read_many(&group.inner.control, &topics)
+        .await
+    {
+        Ok(now) => now
+            .iter()
+            .any(|(topic, n)| assigned.get(topic).is_some_and(|before| n > before)),
+        Err(e) => {
+            tracing::debug!(group = %group.name, "reading the partition counts: {e}");
+            false
         }
     }
-    false
 }
 
 /// Heartbeats every interval until a stop, a rejoin answer, or fencing. A coordinator that
