@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use event_core::config::table::redis_client_url;
 use event_core::{Error, redact_url};
 use fred::prelude::{Builder, Client, ReconnectPolicy};
 
@@ -12,7 +13,14 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+const SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "redis-cluster://",
+    "rediss-cluster://",
+];
 
 /// A client for `url`, not connected yet; `what` names its user in messages.
 pub(crate) fn build(url: &str, what: &str) -> Result<Client, Error> {
@@ -23,7 +31,8 @@ pub(crate) fn build(url: &str, what: &str) -> Result<Client, Error> {
             SCHEMES.join(", ")
         )));
     }
-    let config = fred::types::config::Config::from_url(url).map_err(|e| {
+    // A cluster's nodes listed with commas become the client's `?node=` form.
+    let config = fred::types::config::Config::from_url(&redis_client_url(url)).map_err(|e| {
         Error::InvalidArgument(format!(
             "{what} URL {} is not a Redis URL such as redis://host:6379/0: {}",
             redact_url(url),

@@ -110,24 +110,34 @@ pub(crate) async fn redrive(
             continue;
         };
         let json = inner.codec.encode(event)?;
-        // Moved, not copied: the redrive stream gains it and the queue loses it together.
-        let tx = inner.client.multi();
-        let _: Result<Value, _> = tx
-            .xadd(
-                redrive.as_str(),
-                false,
-                None,
-                "*",
-                entry::fields(event, json),
-            )
-            .await;
-        let _: Result<Value, _> = tx.xdel(dlq.as_str(), letter.id.as_str()).await;
-        tx.exec::<Value>(true)
+        move_letter(inner, &dlq, &redrive, &letter.id, entry::fields(event, json))
             .await
             .map_err(|e| client::error("redriving a dead letter", e))?;
         report.redriven += 1;
     }
     Ok(report)
+}
+
+/// Moves the dead letter `id` to the redrive stream as an entry of `fields`: the redrive
+/// stream gains it and the dead-letter stream loses it together (`MULTI`), or, on a Redis
+/// Cluster where the two lie in different hash slots, it is deleted once it was added (a
+/// failure between the two leaves it in both: redriven again later, never lost).
+async fn move_letter(
+    inner: &Inner,
+    dlq: &str,
+    redrive: &str,
+    id: &str,
+    fields: Vec<(&'static str, Value)>,
+) -> Result<(), fred::error::Error> {
+    if inner.keys.one_slot(&[dlq, redrive]) {
+        let tx = inner.client.multi();
+        let _: Result<Value, _> = tx.xadd(redrive, false, None, "*", fields).await;
+        let _: Result<Value, _> = tx.xdel(dlq, id).await;
+        return tx.exec::<Value>(true).await.map(drop);
+    }
+    let _: Value = inner.client.xadd(redrive, false, None, "*", fields).await?;
+    let _: Value = inner.client.xdel(dlq, id).await?;
+    Ok(())
 }
 
 pub(crate) async fn purge(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use event_core::backend::{BatchResults, Lifecycle, SharedFailure};
+use event_core::backend::{BatchResults, Lifecycle};
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
     EnvSettings as _, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -70,10 +70,10 @@ impl RedisBus {
         redis.validate()?;
         let client = client::build(&redis)?;
         client::connect(&client, &redis).await?;
-        Ok(Self {
+        let bus = Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),
-                keys: Keys::new(&redis.key_prefix),
+                keys: Keys::new(&redis.key_prefix, redis.is_cluster()),
                 redis,
                 client,
                 lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
@@ -82,7 +82,11 @@ impl RedisBus {
                 local_clock_offset_ms: AtomicI64::new(0),
                 config,
             }),
-        })
+        };
+        if bus.inner.keys.is_cluster() {
+            sourcing::start_recovery(&bus.inner);
+        }
+        Ok(bus)
     }
 
     /// The shared settings in use.
@@ -150,25 +154,10 @@ impl EventBus for RedisBus {
         }
         let mut batch = publish::Batch::new(&self.inner.keys, self.inner.retention_minid().await);
         let (mut results, encoded) = BatchResults::prepare(&events, |e| self.inner.codec.encode(e));
-        if encoded.is_empty() {
-            return results.into_results();
-        }
-        let mut queued = Vec::with_capacity(encoded.len());
         for (slot, json) in encoded {
-            batch.push(&events[slot], json);
-            queued.push(slot);
+            batch.push(slot, &events[slot], json);
         }
-        // One command, one round trip, for the whole batch; a reply per event.
-        match batch.send(&self.inner).await {
-            Ok(replies) => {
-                for (slot, reply) in queued.into_iter().zip(replies) {
-                    if let Err(e) = reply {
-                        results.fail(slot, e);
-                    }
-                }
-            }
-            Err(e) => results.fail_all(queued, &SharedFailure::new("redis", e)),
-        }
+        batch.send(&self.inner, &mut results).await;
         results.into_results()
     }
 

@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_core::config::table::redis_client_url;
 use event_core::{ConfigError, Error, redact_url};
 
 use crate::config::RedisConfig;
-use fred::prelude::{Builder, Client, ClientLike, ErrorKind, ReconnectPolicy};
+use fred::prelude::{
+    Builder, Client, ClientLike, ClusterInterface, ErrorKind, Options, ReconnectPolicy, Server,
+};
 use fred::rustls::pki_types::CertificateDer;
 use fred::rustls::pki_types::pem::PemObject;
 use fred::rustls::{ClientConfig, RootCertStore};
@@ -20,16 +23,18 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (TCP, TLS, `AUTH`, `SELECT`) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Builds a client for `REDIS_URL` (`redis://`, `rediss://` for TLS, `user:password@`).
+/// Builds a client for `REDIS_URL` (`redis://`, `rediss://` for TLS, `user:password@`; a
+/// clustered client for `redis-cluster://`).
 pub(crate) fn build(config: &RedisConfig) -> Result<Client, Error> {
     // For `rediss://`, fred's `from_url` builds a rustls connector trusting the system's roots
     // (rustls-native-certs: the OS store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), and fails when
     // any of them cannot be read. With our own CA those roots are not used, so the URL is
     // parsed as plain `redis://` and the TLS connector set below.
     let tls = config.tls_ca_file.as_deref().map(tls_config).transpose()?;
-    let url = match (&tls, config.url.strip_prefix("rediss://")) {
-        (Some(_), Some(rest)) => format!("redis://{rest}"),
-        _ => config.url.clone(),
+    let url = redis_client_url(&config.url);
+    let url = match tls {
+        Some(_) if url.starts_with("rediss") => url.replacen("rediss", "redis", 1),
+        _ => url,
     };
     let mut fred_config = fred::types::config::Config::from_url(&url).map_err(|e| {
         Error::Config(ConfigError::single(
@@ -169,4 +174,43 @@ pub(crate) fn error(context: &str, e: fred::error::Error) -> Error {
         transient: is_transient(&e),
         source: Some(Box::new(e)),
     }
+}
+
+/// Options that send a command to `node` (a cluster's primary), or wherever it goes by
+/// default for `None`.
+pub(crate) fn on_node(node: &Option<Server>) -> Options {
+    Options {
+        cluster_node: node.clone(),
+        ..Options::default()
+    }
+}
+
+/// Where a command must go to see every key: each primary of a Redis Cluster, as the client
+/// knows them (`Some`), or the one server (`None`).
+pub(crate) fn every_primary(client: &Client) -> Vec<Option<Server>> {
+    match client.cached_cluster_state() {
+        Some(state) if client.is_clustered() => {
+            state.unique_primary_nodes().into_iter().map(Some).collect()
+        }
+        _ => vec![None],
+    }
+}
+
+/// `PING`s every primary (the one server, but on a cluster); the error names the node that
+/// does not answer, and why.
+pub(crate) async fn ping_every_primary(client: &Client) -> Result<(), String> {
+    let nodes = every_primary(client);
+    let pings = nodes.iter().map(|node| async move {
+        let answer: Result<fred::types::Value, _> =
+            client.with_options(&on_node(node)).ping(None).await;
+        answer.map_err(|e| match node {
+            Some(node) => format!("node {node}: {}", e.details()),
+            None => e.details().to_string(),
+        })
+    });
+    futures::future::join_all(pings)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(drop)
 }

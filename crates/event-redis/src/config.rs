@@ -12,11 +12,11 @@ const REDIS_URL: Variable = Variable {
     default: Some("redis://localhost:6379/0"),
     default_note: "",
     rule: Rule::Text(
-        "a URL starting with redis:// or rediss:// (TLS), such as redis://user:password@host:6379/0",
+        "a URL starting with redis:// or rediss:// (TLS), such as redis://user:password@host:6379/0, or a Redis Cluster's redis-cluster://host:port,host:port,... (rediss-cluster:// for TLS)",
     ),
     secret: Secret::UrlPassword,
     original: true,
-    doc: "the Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`, `unix://`, optionally with `user:password@`). The password never appears in logs, `Debug` output or errors.",
+    doc: "the Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`, `unix://`, optionally with `user:password@`), or a Redis Cluster: `redis-cluster://` (`rediss-cluster://` for TLS) with some of its nodes separated by commas, `redis-cluster://user:password@10.0.0.1:7000,10.0.0.2:7000`, or the client's own form `redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000`; the bus discovers the other nodes (see [redis.md](redis.md#redis-cluster)). The password never appears in logs, `Debug` output or errors.",
 };
 const REDIS_KEY_PREFIX: Variable = Variable {
     name: "REDIS_KEY_PREFIX",
@@ -37,6 +37,21 @@ const REDIS_TLS_CA_FILE: Variable = Variable {
     doc: "the CA certificate(s) that `rediss://` trusts instead of the system's roots: for a private CA or a self-signed server, like `redis-cli --cacert`. The server's certificate must still name the URL's host (DNS name or IP address). Unset, `rediss://` trusts the system's roots (rustls-native-certs: the OS store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`). The file is read when the bus connects; a missing or unreadable file, or one without a `CERTIFICATE` block, is a configuration error naming the variable.",
 };
 
+/// The schemes `REDIS_URL` may start with.
+const SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "redis-cluster://",
+    "rediss-cluster://",
+];
+
+/// Whether a URL asks for TLS.
+pub(crate) fn is_tls(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("rediss-cluster://")
+}
+
 /// The Redis backend's own settings, beside the shared [`Config`](event_core::Config).
 ///
 /// Read from the environment ([`EnvSettings::from_env`]), or built in code:
@@ -56,8 +71,9 @@ const REDIS_TLS_CA_FILE: Variable = Variable {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `REDIS_URL` (default `redis://localhost:6379/0`). May hold a password: it is never
-    /// printed by `Debug`.
+    /// `REDIS_URL` (default `redis://localhost:6379/0`): one server, or a Redis Cluster
+    /// (`redis-cluster://host:port,host:port`). May hold a password: it is never printed by
+    /// `Debug`.
     pub url: String,
     /// `REDIS_KEY_PREFIX` (default `ai-opportunity`): every Redis key starts with `{prefix}:`.
     pub key_prefix: String,
@@ -82,6 +98,13 @@ impl RedisConfig {
             config: Self::default(),
         }
     }
+
+    /// Whether `REDIS_URL` names a Redis Cluster (`redis-cluster://`, `rediss-cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        event_core::config::table::REDIS_CLUSTER_SCHEMES
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme))
+    }
 }
 
 impl EnvSettings for RedisConfig {
@@ -89,10 +112,7 @@ impl EnvSettings for RedisConfig {
 
     fn read(r: &mut Reader<'_>) -> Self {
         let url = r.text(&REDIS_URL);
-        if !["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
+        if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
             r.invalid(&REDIS_URL, &url);
         }
         let key_prefix = r.text(&REDIS_KEY_PREFIX);
@@ -101,12 +121,12 @@ impl EnvSettings for RedisConfig {
         }
         let tls_ca_file = r.path(&REDIS_TLS_CA_FILE);
         if let Some(path) = &tls_ca_file
-            && !url.starts_with("rediss://")
+            && !is_tls(&url)
         {
             r.problem(
                 &REDIS_TLS_CA_FILE,
                 &path.display().to_string(),
-                "unset, since REDIS_URL does not start with rediss:// (the CA file is for TLS connections only)",
+                "unset, since REDIS_URL does not start with rediss:// or rediss-cluster:// (the CA file is for TLS connections only)",
             );
         }
         RedisConfig {
@@ -211,6 +231,24 @@ mod tests {
         let c = parse(&[("REDIS_URL", "redis://admin:hunter2@cache:6379/0")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.redacted()["REDIS_URL"], "redis://admin:***@cache:6379/0");
+    }
+
+    #[test]
+    fn cluster_urls_are_accepted() {
+        for url in [
+            "redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+            "redis-cluster://app:pw@h1:7000?node=h2:7000&node=h3:7000",
+            "rediss-cluster://h1:7000,h2:7000",
+        ] {
+            let c = parse(&[("REDIS_URL", url)]).unwrap();
+            assert!(c.is_cluster(), "{url}");
+        }
+        assert!(!parse(&[]).unwrap().is_cluster());
+        let tls = parse(&[
+            ("REDIS_URL", "rediss-cluster://h1:7000,h2:7000"),
+            ("REDIS_TLS_CA_FILE", "/ca.pem"),
+        ]);
+        assert!(tls.is_ok(), "{tls:?}");
     }
 
     #[test]

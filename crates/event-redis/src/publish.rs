@@ -1,8 +1,10 @@
 //! Batch publishing: one Lua script appends every event of a batch, so the whole batch is one
-//! command and one round trip, and each event still gets its own result.
+//! command and one round trip, and each event still gets its own result. On a Redis Cluster,
+//! one script per hash slot the batch's streams lie in, sent concurrently.
 
 use std::sync::LazyLock;
 
+use event_core::backend::{BatchResults, SharedFailure};
 use event_core::{Error, Event};
 use fred::types::Value;
 use fred::types::scripts::Script;
@@ -41,8 +43,9 @@ static BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(BATCH_
 /// The arguments of one batch.
 pub(crate) struct Batch<'a> {
     keys: &'a Keys,
-    streams: Vec<String>,
-    args: Vec<Value>,
+    minid: String,
+    /// Per event: its index in the batch's results, its stream, its four arguments.
+    events: Vec<(usize, String, [Value; 4])>,
 }
 
 impl<'a> Batch<'a> {
@@ -50,48 +53,89 @@ impl<'a> Batch<'a> {
     pub(crate) fn new(keys: &'a Keys, minid: String) -> Self {
         Self {
             keys,
-            streams: Vec::new(),
-            args: vec![Value::from(minid)],
+            minid,
+            events: Vec::new(),
         }
     }
 
-    /// Adds one encoded event.
-    pub(crate) fn push(&mut self, event: &Event, json: Vec<u8>) {
-        self.streams.push(self.keys.stream(&event.event_type));
-        self.args.push(Value::from(event.id.to_string()));
-        self.args.push(Value::from(event.event_type.as_str()));
-        self.args
-            .push(Value::from(event.partition_key.clone().unwrap_or_default()));
-        self.args.push(Value::Bytes(json.into()));
+    /// Adds one encoded event, whose result is `slot` of the batch's results.
+    pub(crate) fn push(&mut self, slot: usize, event: &Event, json: Vec<u8>) {
+        let args = [
+            Value::from(event.id.to_string()),
+            Value::from(event.event_type.as_str()),
+            Value::from(event.partition_key.clone().unwrap_or_default()),
+            Value::Bytes(json.into()),
+        ];
+        self.events
+            .push((slot, self.keys.stream(&event.event_type), args));
     }
 
-    /// Sends the batch; a result per event, in order.
-    pub(crate) async fn send(self, inner: &Inner) -> Result<Vec<Result<(), Error>>, Error> {
-        let n = self.streams.len();
-        let replies: Vec<Value> = BATCH_SCRIPT
-            .evalsha_with_reload(&inner.client, self.streams, self.args)
-            .await
-            .map_err(|e| client::error("publishing a batch", e))?;
-        if replies.len() != n {
-            return Err(Error::backend(
+    /// Sends the batch and records each event's failure in `results`: one script per hash
+    /// slot (one in all but on a cluster, where the slots' scripts run concurrently).
+    pub(crate) async fn send(self, inner: &Inner, results: &mut BatchResults) {
+        if self.events.is_empty() {
+            return;
+        }
+        let streams: Vec<&str> = self.events.iter().map(|(_, s, _)| s.as_str()).collect();
+        let groups = self.keys.by_slot(&streams);
+        let sends = groups.iter().map(|group| {
+            let mut keys = Vec::with_capacity(group.len());
+            let mut args = Vec::with_capacity(1 + 4 * group.len());
+            args.push(Value::from(self.minid.as_str()));
+            for &i in group {
+                let (_, stream, values) = &self.events[i];
+                keys.push(stream.clone());
+                args.extend(values.iter().cloned());
+            }
+            send_group(inner, keys, args)
+        });
+        let replies = futures::future::join_all(sends).await;
+        for (group, reply) in groups.iter().zip(replies) {
+            let slots = group.iter().map(|&i| self.events[i].0);
+            match reply {
+                Ok(replies) => {
+                    for (slot, reply) in slots.zip(replies) {
+                        if let Err(e) = reply {
+                            results.fail(slot, e);
+                        }
+                    }
+                }
+                Err(e) => results.fail_all(slots, &SharedFailure::new("redis", e)),
+            }
+        }
+    }
+}
+
+/// Sends the events of one hash slot in one script: a result per event, in order.
+async fn send_group(
+    inner: &Inner,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> Result<Vec<Result<(), Error>>, Error> {
+    let n = keys.len();
+    let replies: Vec<Value> = BATCH_SCRIPT
+        .evalsha_with_reload(&inner.client, keys, args)
+        .await
+        .map_err(|e| client::error("publishing a batch", e))?;
+    if replies.len() != n {
+        return Err(Error::backend(
+            "redis",
+            format!(
+                "the batch script answered {} replies for {n} events",
+                replies.len()
+            ),
+            false,
+        ));
+    }
+    Ok(replies
+        .into_iter()
+        .map(|reply| match reply.as_string() {
+            Some(text) if text.starts_with("ERR ") => Err(Error::backend(
                 "redis",
-                format!(
-                    "the batch script answered {} replies for {n} events",
-                    replies.len()
-                ),
+                format!("XADD: {}", &text[4..]),
                 false,
-            ));
-        }
-        Ok(replies
-            .into_iter()
-            .map(|reply| match reply.as_string() {
-                Some(text) if text.starts_with("ERR ") => Err(Error::backend(
-                    "redis",
-                    format!("XADD: {}", &text[4..]),
-                    false,
-                )),
-                _ => Ok(()),
-            })
-            .collect())
-    }
+            )),
+            _ => Ok(()),
+        })
+        .collect())
 }

@@ -97,13 +97,28 @@ async fn read_stream(
     }
 }
 
-/// Every event type with a stream under the prefix.
+/// Every event type with a stream under the prefix (on every primary of a cluster).
 pub(crate) async fn event_types(inner: &Inner) -> Result<Vec<EventType>, Error> {
-    let mut cursor = "0".to_string();
     let mut types = Vec::new();
+    for node in client::every_primary(&inner.client) {
+        scan_node(inner, &node, &mut types).await?;
+    }
+    types.sort();
+    types.dedup();
+    Ok(types)
+}
+
+/// Adds the event types of the streams on `node` to `types`.
+async fn scan_node(
+    inner: &Inner,
+    node: &Option<fred::prelude::Server>,
+    types: &mut Vec<EventType>,
+) -> Result<(), Error> {
+    let mut cursor = "0".to_string();
     loop {
         let reply: Value = inner
             .client
+            .with_options(&client::on_node(node))
             .custom(
                 fred::cmd!("SCAN"),
                 vec![
@@ -129,10 +144,7 @@ pub(crate) async fn event_types(inner: &Inner) -> Result<Vec<EventType>, Error> 
             }
         }
         if cursor == "0" {
-            break;
+            return Ok(());
         }
     }
-    types.sort();
-    types.dedup();
-    Ok(types)
 }

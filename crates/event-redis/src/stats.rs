@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use event_core::{BusStats, Error, HandlerStats, Health};
-use fred::prelude::{ClientLike, SetsInterface, StreamsInterface};
+use fred::prelude::{SetsInterface, StreamsInterface};
 use fred::types::Value;
 use fred::types::scripts::Script;
 
@@ -249,12 +249,12 @@ pub(crate) async fn stats(inner: &Inner) -> Result<BusStats, Error> {
 }
 
 pub(crate) async fn health(inner: &Inner) -> Health {
-    let ping = || inner.client.ping::<Value>(None);
-    let unreachable = |e: fred::error::Error| {
+    // On a cluster, every primary: a master that is down leaves its slots unserved.
+    let ping = || client::ping_every_primary(&inner.client);
+    let unreachable = |e: String| {
         format!(
-            "Redis at {} does not answer: {}",
+            "Redis at {} does not answer: {e}",
             event_core::redact_url(&inner.redis.url),
-            e.details()
         )
     };
     let round_trip = match inner.lifecycle.round_trip("redis", ping, unreachable).await {

@@ -345,6 +345,55 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The schemes of a Redis Cluster URL: `redis-cluster://`, and `rediss-cluster://` for TLS.
+pub const REDIS_CLUSTER_SCHEMES: [&str; 2] = ["redis-cluster://", "rediss-cluster://"];
+
+/// A Redis URL in the form the Redis client (`fred`) parses: a Redis Cluster URL that lists its
+/// seed nodes separated by commas (`redis-cluster://user:pw@h1:7000,h2:7001,h3:7002`) becomes
+/// the first node in the authority and the others as `node=` parameters
+/// (`redis-cluster://user:pw@h1:7000?node=h2:7001&node=h3:7002`); any other URL (a single
+/// server, or a cluster URL already in that form) comes back unchanged.
+///
+/// ```
+/// use event_core::config::table::redis_client_url;
+///
+/// assert_eq!(
+///     redis_client_url("redis-cluster://a:7000,b:7001,c:7002"),
+///     "redis-cluster://a:7000?node=b:7001&node=c:7002"
+/// );
+/// assert_eq!(redis_client_url("redis://cache:6379/0"), "redis://cache:6379/0");
+/// ```
+pub fn redis_client_url(url: &str) -> String {
+    let Some(scheme) = REDIS_CLUSTER_SCHEMES
+        .iter()
+        .find(|scheme| url.starts_with(**scheme))
+    else {
+        return url.to_string();
+    };
+    let rest = &url[scheme.len()..];
+    // The authority ends at the path (`/0`) or the query (`?node=`).
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let mut hosts = hosts.split(',').map(str::trim).filter(|h| !h.is_empty());
+    let Some(first) = hosts.next() else {
+        return url.to_string();
+    };
+    let others: Vec<String> = hosts.map(|host| format!("node={host}")).collect();
+    if others.is_empty() {
+        return url.to_string();
+    }
+    // A cluster has one database: a `/0` path says nothing more and is dropped.
+    let mut params = others.join("&");
+    if let Some((_, query)) = tail.split_once('?').filter(|(_, q)| !q.is_empty()) {
+        params = format!("{query}&{params}");
+    }
+    format!("{scheme}{userinfo}{first}?{params}")
+}
+
 /// The Markdown table of `variables`, as `docs/configuration.md` shows it: variable, default,
 /// allowed values, whether the original system had it, and what it does.
 pub fn markdown_table(variables: &[Variable]) -> String {

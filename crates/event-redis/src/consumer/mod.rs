@@ -12,6 +12,7 @@ mod sink;
 mod take;
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use event_core::dispatch::{DispatchSettings, Dispatcher, HandlerCounters, Supervisor};
@@ -44,6 +45,11 @@ struct Subscriber {
     consumer: String,
     /// The event streams, then the group's redrive stream.
     streams: Vec<String>,
+    /// The indices of `streams` by hash slot: one `XREADGROUP` reads each group (one group of
+    /// them all but on a Redis Cluster).
+    slots: Vec<Vec<usize>>,
+    /// On a cluster, which slot group the next idle read blocks on (they take turns).
+    block_turn: AtomicUsize,
     dead_letters: String,
     counters: Arc<RedisCounters>,
     /// The handler's shared counters (entries dropped by retention are counted there).
@@ -72,6 +78,8 @@ impl Subscriber {
             group: self.group.clone(),
             consumer: self.consumer.clone(),
             streams: self.streams.clone(),
+            slots: self.slots.clone(),
+            block_turn: AtomicUsize::new(0),
             dead_letters: self.dead_letters.clone(),
             counters: self.counters.clone(),
             handler_counters: self.handler_counters.clone(),
@@ -153,6 +161,8 @@ pub(crate) async fn subscribe(
         consumer: consumer.clone(),
         dead_letters: inner.keys.dead_letters(&group),
         group: group.clone(),
+        slots: inner.keys.by_slot(&streams),
+        block_turn: AtomicUsize::new(0),
         streams,
         counters: redis_counters,
         handler_counters: counters.clone(),

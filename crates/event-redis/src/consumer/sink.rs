@@ -5,6 +5,8 @@
 //! time (`WRONGTYPE` when the dead-letter key is not a stream), so the `XACK` succeeded while
 //! the `XADD` did not, and the event was lost. The script acknowledges only after the `XADD`
 //! succeeded, and only an entry still pending, so a dead letter is never stored twice either.
+//! On a Redis Cluster the two streams lie in different hash slots and the script's steps are
+//! sent one after the other (see [`store`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -116,17 +118,9 @@ impl DeliverySink<Token> for RedisSink {
         let Some(stream) = sub.streams.get(token.stream) else {
             return;
         };
-        let keys = vec![sub.dead_letters.clone(), stream.clone()];
-        let args = vec![
-            Value::Bytes(json.into()),
-            Value::from(sub.group.as_str()),
-            Value::from(token.id.as_str()),
-        ];
+        let json = bytes::Bytes::from(json);
         for attempt in 1..=DEAD_LETTER_ATTEMPTS {
-            let stored: Result<i64, _> = DEAD_LETTER_SCRIPT
-                .evalsha_with_reload(&sub.inner.client, keys.clone(), args.clone())
-                .await;
-            match stored {
+            match store(sub, stream, &token.id, &json).await {
                 Ok(_) => {
                     sub.counters.dead_letter_stored();
                     return;
@@ -145,4 +139,53 @@ impl DeliverySink<Token> for RedisSink {
             }
         }
     }
+}
+
+/// Stores a dead letter for the entry `id` of `stream` and acknowledges the entry, if it is
+/// still pending: in one script when the dead-letter stream and `stream` share a hash slot
+/// (always, but on a Redis Cluster).
+///
+/// On a cluster they do not: the three steps of the script are then three commands. A
+/// process that dies between storing and acknowledging leaves the entry pending; it is
+/// claimed, delivered and dead-lettered again, so the dead letter is stored twice, never lost.
+async fn store(
+    sub: &Subscriber,
+    stream: &str,
+    id: &str,
+    json: &bytes::Bytes,
+) -> Result<(), fred::error::Error> {
+    let client = &sub.inner.client;
+    let dead_letters = sub.dead_letters.as_str();
+    if sub.inner.keys.one_slot(&[dead_letters, stream]) {
+        let keys = vec![dead_letters.to_string(), stream.to_string()];
+        let args = vec![
+            Value::Bytes(json.clone()),
+            Value::from(sub.group.as_str()),
+            Value::from(id),
+        ];
+        let _: i64 = DEAD_LETTER_SCRIPT
+            .evalsha_with_reload(client, keys, args)
+            .await?;
+        return Ok(());
+    }
+    let pending: Result<Value, _> = client
+        .xpending(stream, sub.group.as_str(), (id, id, 1))
+        .await;
+    match pending {
+        Ok(Value::Array(rows)) if !rows.is_empty() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.details().contains("NOGROUP") => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let _: Value = client
+        .xadd(
+            dead_letters,
+            false,
+            None,
+            "*",
+            vec![("dead_letter", Value::Bytes(json.clone()))],
+        )
+        .await?;
+    let _: Value = client.xack(stream, sub.group.as_str(), id).await?;
+    Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use event_core::dispatch::{Delivery, DeliverySink};
@@ -22,6 +23,9 @@ use crate::{client, entry, reply};
 
 /// How long one `XREADGROUP` blocks: the longest an idle loop takes to notice a stop.
 const BLOCK_MS: u64 = 250;
+/// How long the blocking read of one hash slot's streams lasts on a Redis Cluster, where an
+/// idle subscription's slots take turns at it (see [`read`]).
+const CLUSTER_BLOCK_MS: u64 = 50;
 
 /// Reads and claims are sent once, never again after a reconnect. Redis registers what an
 /// `XREADGROUP` or `XCLAIM` hands out in the consumer's pending list when it runs, even if the
@@ -148,16 +152,34 @@ pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
 
 /// Reads up to `count` new entries per stream for this consumer (`COUNT` applies to each
 /// stream: the caller carries over what exceeds its room).
+///
+/// On a Redis Cluster the streams lie in several hash slots and one `XREADGROUP` reads one
+/// slot: each slot's streams are read without blocking and, when none had anything, the
+/// slots take turns at a short blocking read ([`CLUSTER_BLOCK_MS`]). Blocking reads of two
+/// slots cannot run side by side (they would queue on the connection to a node holding both),
+/// so an idle subscription notices a new entry within that time in the slots not blocked on.
 pub(super) async fn read(
     sub: &Subscriber,
     reader: &Client,
     count: usize,
     taken: &mut Taken,
 ) -> Result<(), Error> {
-    let at = (0..sub.streams.len())
-        .map(|s| (s, ">".to_string()))
-        .collect();
-    read_at(sub, reader, count, at, Some(BLOCK_MS), None, taken).await?;
+    let new = |group: &Vec<usize>| group.iter().map(|&s| (s, ">".to_string())).collect();
+    if let [all] = sub.slots.as_slice() {
+        read_at(sub, reader, count, new(all), Some(BLOCK_MS), None, taken).await?;
+        return Ok(());
+    }
+    let mut entries = 0;
+    for group in &sub.slots {
+        entries += read_at(sub, reader, count, new(group), None, None, taken)
+            .await?
+            .entries;
+    }
+    if entries == 0 {
+        let turn = sub.block_turn.fetch_add(1, Ordering::Relaxed) % sub.slots.len();
+        let group = new(&sub.slots[turn]);
+        read_at(sub, reader, count, group, Some(CLUSTER_BLOCK_MS), None, taken).await?;
+    }
     Ok(())
 }
 
