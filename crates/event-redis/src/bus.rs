@@ -60,7 +60,9 @@ const CAPABILITIES: Capabilities = Capabilities {
 
 impl RedisBus {
     /// Connects to the server of `redis` and checks it answers; `config` holds the settings
-    /// every backend shares.
+    /// every backend shares. A `redis://` URL that names a node of a Redis Cluster connects to
+    /// the cluster, as `redis-cluster://` would (and [`redis_config`](Self::redis_config)
+    /// then shows that URL).
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration or URL, [`Error::Backend`] when the server
@@ -68,8 +70,21 @@ impl RedisBus {
     pub async fn connect(redis: RedisConfig, config: Config) -> Result<Self, Error> {
         config.validate()?;
         redis.validate()?;
-        let client = client::build(&redis)?;
+        let mut redis = redis;
+        let mut client = client::build(&redis)?;
         client::connect(&client, &redis).await?;
+        if !redis.is_cluster() && client::is_cluster_node(&client).await {
+            // A `redis://` URL naming one node of a cluster: that node alone answers MOVED
+            // for most keys, so the bus talks to the whole cluster instead.
+            let _ = client.quit().await;
+            redis.url = client::as_cluster_url(&redis.url);
+            tracing::info!(
+                url = %event_core::redact_url(&redis.url),
+                "REDIS_URL names a node of a Redis Cluster: connecting to the cluster"
+            );
+            client = client::build(&redis)?;
+            client::connect(&client, &redis).await?;
+        }
         let bus = Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::new(config.max_event_bytes),

@@ -214,3 +214,40 @@ pub(crate) async fn ping_every_primary(client: &Client) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map(drop)
 }
+
+/// Whether the server `client` is connected to is a node of a Redis Cluster
+/// (`INFO cluster` says `cluster_enabled:1`).
+pub(crate) async fn is_cluster_node(client: &Client) -> bool {
+    let info: Result<String, _> = client
+        .custom(fred::cmd!("INFO"), vec!["cluster"])
+        .await;
+    info.is_ok_and(|info| info.contains("cluster_enabled:1"))
+}
+
+/// The cluster form of a single server's URL: `redis://u:p@host:port/0` becomes
+/// `redis-cluster://u:p@host:port` (a cluster has one database).
+pub(crate) fn as_cluster_url(url: &str) -> String {
+    let (scheme, rest) = match url.strip_prefix("rediss://") {
+        Some(rest) => ("rediss-cluster://", rest),
+        None => ("redis-cluster://", url.strip_prefix("redis://").unwrap_or(url)),
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}{authority}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_url_becomes_a_cluster_url() {
+        assert_eq!(
+            as_cluster_url("redis://app:pw@10.0.0.1:7000/0"),
+            "redis-cluster://app:pw@10.0.0.1:7000"
+        );
+        assert_eq!(
+            as_cluster_url("rediss://10.0.0.1:7000"),
+            "rediss-cluster://10.0.0.1:7000"
+        );
+    }
+}
