@@ -152,7 +152,7 @@ impl EventBus for RedisBus {
             .inner
             .client
             .xadd(
-                key,
+                key.as_str(),
                 false,
                 self.cap().await,
                 "*",
@@ -160,6 +160,7 @@ impl EventBus for RedisBus {
             )
             .await
             .map_err(|e| client::error("XADD", e))?;
+        self.inner.wait_replicas(&[key]).await?;
         Ok(event.id)
     }
 

@@ -196,6 +196,16 @@ pub(crate) fn every_primary(client: &Client) -> Vec<Option<Server>> {
     }
 }
 
+/// The primary that holds `key` on a Redis Cluster, as the client knows it (`None` off a
+/// cluster, or while the client knows no slot map).
+pub(crate) fn node_of(client: &Client, key: &str) -> Option<Server> {
+    if !client.is_clustered() {
+        return None;
+    }
+    let slot = fred::util::redis_keyslot(key.as_bytes());
+    client.cached_cluster_state()?.get_server(slot).cloned()
+}
+
 /// `PING`s every primary (the one server, but on a cluster); the error names the node that
 /// does not answer, and why.
 pub(crate) async fn ping_every_primary(client: &Client) -> Result<(), String> {

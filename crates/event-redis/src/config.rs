@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use event_core::config::table::{Reader, Rule, Secret, Variable, valid_name};
 use event_core::{ConfigError, EnvSettings, redact_url};
@@ -35,6 +36,28 @@ const REDIS_TLS_CA_FILE: Variable = Variable {
     secret: Secret::No,
     original: false,
     doc: "the CA certificate(s) that `rediss://` trusts instead of the system's roots: for a private CA or a self-signed server, like `redis-cli --cacert`. The server's certificate must still name the URL's host (DNS name or IP address). Unset, `rediss://` trusts the system's roots (rustls-native-certs: the OS store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`). The file is read when the bus connects; a missing or unreadable file, or one without a `CERTIFICATE` block, is a configuration error naming the variable.",
+};
+
+const REDIS_WAIT_REPLICAS: Variable = Variable {
+    name: "REDIS_WAIT_REPLICAS",
+    default: Some("0"),
+    default_note: "the publish returns once the master has the event",
+    rule: Rule::Whole { min: 0, max: 16 },
+    secret: Secret::No,
+    original: false,
+    doc: "after each publish (one event, a batch, an event-sourcing append), `WAIT` until this many replicas of the master that took it have it too; fewer within `REDIS_WAIT_TIMEOUT_MS` fails the publish with a transient error (the event is written and may still be delivered: a retry publishes it twice). Redis replicates asynchronously: with 0, a master that dies right after answering can take the last events it acknowledged with it when its replica takes over. See [redis.md](redis.md#redis-cluster).",
+};
+const REDIS_WAIT_TIMEOUT_MS: Variable = Variable {
+    name: "REDIS_WAIT_TIMEOUT_MS",
+    default: Some("1000"),
+    default_note: "",
+    rule: Rule::Whole {
+        min: 1,
+        max: 5_000,
+    },
+    secret: Secret::No,
+    original: false,
+    doc: "how long a publish waits for `REDIS_WAIT_REPLICAS` replicas.",
 };
 
 /// The schemes `REDIS_URL` may start with.
@@ -83,6 +106,10 @@ pub struct RedisConfig {
     /// trusts the system's roots. Allowed only with a `rediss://` URL; the file is read when
     /// the bus connects.
     pub tls_ca_file: Option<PathBuf>,
+    /// `REDIS_WAIT_REPLICAS` (default 0): the replicas each publish waits for (`WAIT`).
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS` (default 1 s): how long a publish waits for them.
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -108,7 +135,13 @@ impl RedisConfig {
 }
 
 impl EnvSettings for RedisConfig {
-    const VARIABLES: &'static [Variable] = &[REDIS_URL, REDIS_KEY_PREFIX, REDIS_TLS_CA_FILE];
+    const VARIABLES: &'static [Variable] = &[
+        REDIS_URL,
+        REDIS_KEY_PREFIX,
+        REDIS_TLS_CA_FILE,
+        REDIS_WAIT_REPLICAS,
+        REDIS_WAIT_TIMEOUT_MS,
+    ];
 
     fn read(r: &mut Reader<'_>) -> Self {
         let url = r.text(&REDIS_URL);
@@ -133,6 +166,8 @@ impl EnvSettings for RedisConfig {
             url,
             key_prefix,
             tls_ca_file,
+            wait_replicas: r.whole(&REDIS_WAIT_REPLICAS),
+            wait_timeout: r.millis(&REDIS_WAIT_TIMEOUT_MS),
         }
     }
 
@@ -146,6 +181,8 @@ impl EnvSettings for RedisConfig {
                 .as_ref()
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
+            "REDIS_WAIT_REPLICAS" => self.wait_replicas.to_string(),
+            "REDIS_WAIT_TIMEOUT_MS" => self.wait_timeout.as_millis().to_string(),
             _ => return None,
         })
     }
@@ -158,6 +195,8 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }
@@ -184,6 +223,14 @@ impl RedisConfigBuilder {
     /// `REDIS_TLS_CA_FILE`.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// `REDIS_WAIT_REPLICAS` and `REDIS_WAIT_TIMEOUT_MS`: each publish waits until
+    /// `replicas` replicas have its events, for at most `timeout`.
+    pub fn wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.config.wait_replicas = replicas;
+        self.config.wait_timeout = timeout;
         self
     }
 

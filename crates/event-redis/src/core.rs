@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use event_core::backend::{Lifecycle, LocalHandlers};
-use event_core::{Config, JsonCodec};
+use event_core::{Config, Error, JsonCodec};
+use fred::prelude::ClientLike;
 use fred::prelude::Client;
 use time::OffsetDateTime;
 
 use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::counters::RedisCounters;
-use crate::entry;
+use crate::{client, entry};
 use crate::keys::Keys;
 
 /// What the Redis backend keeps beside each handler subscribed through this bus instance
@@ -63,6 +64,47 @@ impl Inner {
     pub(crate) fn local_now(&self) -> OffsetDateTime {
         let offset = self.local_clock_offset_ms.load(Ordering::Relaxed);
         OffsetDateTime::now_utc() + time::Duration::milliseconds(offset)
+    }
+
+    /// Waits until `REDIS_WAIT_REPLICAS` replicas of each master that holds one of `keys`
+    /// have what this bus wrote there (`WAIT`, on the connection that wrote it); at once when
+    /// it is 0.
+    ///
+    /// # Errors
+    /// A transient [`Error::Backend`] when fewer replicas confirm within
+    /// `REDIS_WAIT_TIMEOUT_MS`: what was written stays written.
+    pub(crate) async fn wait_replicas<K: AsRef<str>>(&self, keys: &[K]) -> Result<(), Error> {
+        let wanted = i64::from(self.redis.wait_replicas);
+        if wanted == 0 || keys.is_empty() {
+            return Ok(());
+        }
+        let mut nodes = Vec::new();
+        for key in keys {
+            let node = client::node_of(&self.client, key.as_ref());
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        let timeout_ms = self.redis.wait_timeout.as_millis() as i64;
+        for node in nodes {
+            let confirmed: i64 = self
+                .client
+                .with_options(&client::on_node(&node))
+                .custom(fred::cmd!("WAIT"), vec![wanted, timeout_ms])
+                .await
+                .map_err(|e| client::error("WAIT", e))?;
+            if confirmed < wanted {
+                return Err(Error::backend(
+                    "redis",
+                    format!(
+                        "written, but only {confirmed} of the {wanted} replicas (REDIS_WAIT_REPLICAS) confirmed it within {timeout_ms} ms{}: it may be lost if the master fails now",
+                        node.map(|n| format!(" on master {n}")).unwrap_or_default()
+                    ),
+                    true,
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn group(&self, handler: &str) -> String {

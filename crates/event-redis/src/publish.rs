@@ -90,18 +90,26 @@ impl<'a> Batch<'a> {
             send_group(inner, keys, args)
         });
         let replies = futures::future::join_all(sends).await;
+        // Each slot's written events then wait for the replicas (REDIS_WAIT_REPLICAS).
+        let mut written = Vec::new();
         for (group, reply) in groups.iter().zip(replies) {
             let slots = group.iter().map(|&i| self.events[i].0);
             match reply {
                 Ok(replies) => {
-                    for (slot, reply) in slots.zip(replies) {
-                        if let Err(e) = reply {
-                            results.fail(slot, e);
+                    for (&i, reply) in group.iter().zip(replies) {
+                        match reply {
+                            Ok(()) => written.push(i),
+                            Err(e) => results.fail(self.events[i].0, e),
                         }
                     }
                 }
                 Err(e) => results.fail_all(slots, &SharedFailure::new("redis", e)),
             }
+        }
+        let keys: Vec<&str> = written.iter().map(|&i| streams[i]).collect();
+        if let Err(e) = inner.wait_replicas(&keys).await {
+            let slots = written.iter().map(|&i| self.events[i].0);
+            results.fail_all(slots, &SharedFailure::new("redis", e));
         }
     }
 }

@@ -93,7 +93,12 @@ pub(crate) async fn append(inner: &Inner, append: AggregateAppend) -> Result<u64
             append_at_once(inner, &list, current, &events, envelopes).await?
         };
         match appended {
-            Appended::At(version) => return Ok(version),
+            Appended::At(version) => {
+                let mut keys = vec![list];
+                keys.extend(events.iter().map(|e| inner.keys.stream(&e.event_type)));
+                inner.wait_replicas(&keys).await?;
+                return Ok(version);
+            }
             Appended::Conflict(actual) => {
                 if let ExpectedVersion::Exact(expected) = append.expected_version {
                     return Err(Error::VersionConflict {
