@@ -15,7 +15,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use anyhow::{Context as _, ensure};
 use event_core::{Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use support::brokers::{KafkaNodes, kafka_classpath};
+use event_testkit::load::{Load, LoadReport};
 use support::{Settings, all_handled, recorder, topics_tool};
 
 const NODES: usize = 3;
@@ -115,111 +115,6 @@ async fn a_node_down_at_start(nodes: &mut KafkaNodes, classpath: &str) -> anyhow
     Ok(())
 }
 
-/// Publishers that run until told to stop, counting what succeeded, what failed and the
-/// longest call.
-struct Load {
-    running: Arc<AtomicBool>,
-    published: Arc<Mutex<Vec<EventId>>>,
-    failed: Arc<AtomicU64>,
-    longest_ms: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// Four publishers over `types`: two publish one event at a time, two in batches of 20,
-    /// each pausing a little between calls (a few thousand events a second in all).
-    fn start(bus: &Arc<KafkaBus>, types: &[EventType]) -> Self {
-        let load = Load {
-            running: Arc::new(AtomicBool::new(true)),
-            published: Arc::new(Mutex::new(Vec::new())),
-            failed: Arc::new(AtomicU64::new(0)),
-            longest_ms: Arc::new(AtomicU64::new(0)),
-            tasks: Vec::new(),
-        };
-        let tasks = (0..4)
-            .map(|n| {
-                let (bus, types) = (bus.clone(), types.to_vec());
-                let (running, published) = (load.running.clone(), load.published.clone());
-                let (failed, longest_ms) = (load.failed.clone(), load.longest_ms.clone());
-                tokio::spawn(async move {
-                    let (batch, pause) = if n < 2 {
-                        (1, Duration::from_millis(2))
-                    } else {
-                        (20, Duration::from_millis(10))
-                    };
-                    let mut i = 0u64;
-                    while running.load(Ordering::Acquire) {
-                        let events: Vec<Event> = (0..batch)
-                            .map(|_| {
-                                i += 1;
-                                Event::builder(types[i as usize % types.len()].clone(), "load")
-                                    .partition_key(format!("p{n}-{}", i % 40))
-                                    .build()
-                                    .expect("a valid event")
-                            })
-                            .collect();
-                        let began = Instant::now();
-                        let results = bus.publish_batch(events).await;
-                        let took = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-                        longest_ms.fetch_max(took, Ordering::Relaxed);
-                        {
-                            let mut published = published.lock().unwrap();
-                            for result in results {
-                                match result {
-                                    Ok(id) => published.push(id),
-                                    Err(_) => {
-                                        failed.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
-                            }
-                        }
-                        tokio::time::sleep(pause).await;
-                    }
-                })
-            })
-            .collect();
-        Load { tasks, ..load }
-    }
-
-    fn published(&self) -> usize {
-        self.published.lock().unwrap().len()
-    }
-
-    /// Waits until `more` events beyond `from` were published with success.
-    async fn until_published(
-        &self,
-        from: usize,
-        more: usize,
-        within: Duration,
-    ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.published() < from + more {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "publishing stalled: {} of {more} more events published within {within:?} ({} failed)",
-                self.published() - from,
-                self.failed.load(Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// Stops the publishers: what they published with success.
-    async fn stop(self) -> anyhow::Result<(HashSet<EventId>, u64, Duration)> {
-        self.running.store(false, Ordering::Release);
-        for task in self.tasks {
-            task.await?;
-        }
-        let published = self.published.lock().unwrap().iter().copied().collect();
-        Ok((
-            published,
-            self.failed.load(Ordering::Relaxed),
-            Duration::from_millis(self.longest_ms.load(Ordering::Relaxed)),
-        ))
-    }
-}
-
 /// A bus with a handler subscribed to two types, each with its own topic of six partitions.
 async fn loaded_bus(
     nodes: &KafkaNodes,
@@ -249,7 +144,7 @@ async fn loaded_bus(
 /// load, and checks that nothing acknowledged is lost.
 async fn leader_failover_under_load(nodes: &mut KafkaNodes, classpath: &str) -> anyhow::Result<()> {
     let (bus, types, seen, prefix) = loaded_bus(nodes, "failover").await?;
-    let load = Load::start(&bus, &types);
+    let load = Load::start(&(bus.clone() as Arc<dyn EventBus>), &types);
     load.until_published(0, 3_000, Duration::from_secs(120))
         .await?;
     let topics = format!("{prefix}\\..*");
@@ -264,7 +159,11 @@ async fn leader_failover_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
     load.until_published(before, 3_000, Duration::from_secs(120))
         .await?;
     let resumed = killed.elapsed();
-    let (published, failed, longest) = load.stop().await?;
+    let LoadReport {
+        published,
+        failed,
+        longest,
+    } = load.stop().await?;
     all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let duplicates = seen.lock().unwrap().len() - published.len();
     eprintln!(
@@ -290,7 +189,7 @@ async fn rolling_restart_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
     let (bus, types, seen, prefix) = loaded_bus(nodes, "rolling").await?;
     let servers = nodes.bootstrap_servers().join(",");
     let topics = format!("{prefix}\\..*");
-    let load = Load::start(&bus, &types);
+    let load = Load::start(&(bus.clone() as Arc<dyn EventBus>), &types);
     load.until_published(0, 2_000, Duration::from_secs(120))
         .await?;
     for id in 1..=NODES as u32 {
@@ -311,7 +210,11 @@ async fn rolling_restart_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
             began.elapsed().as_secs_f64()
         );
     }
-    let (published, failed, longest) = load.stop().await?;
+    let LoadReport {
+        published,
+        failed,
+        longest,
+    } = load.stop().await?;
     all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let health = bus.health().await;
     eprintln!(

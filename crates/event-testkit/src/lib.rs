@@ -5,6 +5,7 @@
 pub mod chaos;
 mod fixture;
 mod harness;
+pub mod load;
 pub mod secrets;
 mod servers;
 mod support;

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use event_core::{Event, EventHandler, EventId, HandlerError, handler_fn};
+#[allow(unused_imports)] // each test binary uses its own part of the support
+pub use event_testkit::load::{all_handled, recorder};
 
 pub mod brokers;
 
@@ -297,20 +299,6 @@ pub fn hex_field(bytes: &[u8]) -> String {
     format!("hex:{hex}")
 }
 
-/// A handler that records the id of every event it handles.
-pub fn recorder(name: &str) -> (Arc<dyn event_core::EventHandler>, Arc<Mutex<Vec<EventId>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    let handler = handler_fn(name.to_string(), move |event: Arc<Event>| {
-        let record = record.clone();
-        async move {
-            record.lock().unwrap().push(event.id);
-            Ok::<(), HandlerError>(())
-        }
-    });
-    (handler, seen)
-}
-
 /// Waits until `handler` has nothing pending and its committed offsets reach the end of every
 /// partition (the bus's stats: lag 0).
 pub async fn quiescent(
@@ -328,32 +316,6 @@ pub async fn quiescent(
         ensure!(
             tokio::time::Instant::now() < deadline,
             "{handler} never caught up: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until every id of `expected` was handled, by any of the recorders in `seen` (the
-/// members of one group); duplicates are allowed.
-pub async fn all_handled(
-    seen: &[&Mutex<Vec<EventId>>],
-    expected: &HashSet<EventId>,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let handled: HashSet<EventId> = seen
-            .iter()
-            .flat_map(|s| s.lock().unwrap().clone())
-            .collect();
-        let missing = expected.iter().filter(|id| !handled.contains(id)).count();
-        if missing == 0 {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} of {} events never handled within {within:?}",
-            expected.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
