@@ -410,7 +410,9 @@ pub(crate) async fn health(inner: &Inner, groups: &Groups) -> Health {
         let backlog = group.as_ref().map_or(0, |g| g.lag() + g.pending());
         let fetching = group.as_ref().is_some_and(|g| g.fetching());
         if let Some(group) = &group {
-            problems.extend(group.standing().fenced);
+            let standing = group.standing();
+            problems.extend(standing.fenced);
+            problems.extend(standing.trouble);
             problems.extend(group.dead_letter_problems());
         }
         let depth = match read_dead_letters(inner, &local.group).await {

@@ -55,7 +55,14 @@ pub(crate) struct Standing {
     pub(crate) member_id: String,
     /// Why the member stopped for good (fenced by another process), if it did.
     pub(crate) fenced: Option<String>,
+    /// Why the member keeps failing to join its group or to take its partitions, from the
+    /// [`TROUBLE_AFTER`]th failure in a row until it takes them: health reports it.
+    pub(crate) trouble: Option<String>,
 }
+
+/// Failures in a row (to join, or to take the assignment) before health hears of them: one
+/// or two are the ordinary noise of a rebalance or a leader election.
+const TROUBLE_AFTER: u32 = 3;
 
 /// Why the member left the heartbeat loop.
 enum Wake {
@@ -152,6 +159,12 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
                 if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(group = %group.name, failures, "joining the Kafka consumer group failed, retrying: {e}");
                 }
+                if failures >= TROUBLE_AFTER {
+                    group.set_trouble(Some(format!(
+                        "cannot join Kafka consumer group {} ({failures} failures in a row, retrying; last: {e})",
+                        group.name
+                    )));
+                }
                 pause(&mut stop, failures).await;
                 continue;
             }
@@ -165,6 +178,7 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
         {
             Ok(owned) => {
                 take_failures = 0;
+                group.set_trouble(None);
                 owned
             }
             Err(e) => {
@@ -173,6 +187,12 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
                 take_failures += 1;
                 if take_failures == 1 || take_failures.is_multiple_of(20) {
                     tracing::warn!(group = %group.name, failures = take_failures, "taking the assigned partitions failed; rejoining: {e}");
+                }
+                if take_failures >= TROUBLE_AFTER {
+                    group.set_trouble(Some(format!(
+                        "a member of Kafka consumer group {} cannot take its assigned partitions ({take_failures} failures in a row, rejoining; last: {e})",
+                        group.name
+                    )));
                 }
                 pause(&mut stop, take_failures).await;
                 continue;

@@ -138,6 +138,12 @@ impl Group {
         self.standing_guard().generation = -1;
     }
 
+    /// Records why the member keeps failing to join or to take its partitions (`None`: it
+    /// took them).
+    pub(crate) fn set_trouble(&self, trouble: Option<String>) {
+        self.standing_guard().trouble = trouble;
+    }
+
     /// Another process joined with this process's `KAFKA_GROUP_INSTANCE_ID`: this member
     /// stops for good, and health says why.
     pub(crate) fn fence(&self, instance: Option<&str>) {
