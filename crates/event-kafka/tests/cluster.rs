@@ -163,6 +163,7 @@ async fn leader_failover_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
         published,
         failed,
         longest,
+        ..
     } = load.stop().await?;
     all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let duplicates = seen.lock().unwrap().len() - published.len();
@@ -214,6 +215,7 @@ async fn rolling_restart_under_load(nodes: &mut KafkaNodes, classpath: &str) -> 
         published,
         failed,
         longest,
+        ..
     } = load.stop().await?;
     all_handled(&[&seen], &published, Duration::from_secs(120)).await?;
     let health = bus.health().await;

@@ -74,37 +74,56 @@ impl Inner {
     /// A transient [`Error::Backend`] when fewer replicas confirm within
     /// `REDIS_WAIT_TIMEOUT_MS`: what was written stays written.
     pub(crate) async fn wait_replicas<K: AsRef<str>>(&self, keys: &[K]) -> Result<(), Error> {
+        match self.wait_replicas_each(keys).await.into_iter().flatten().next() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+
+    /// [`wait_replicas`](Self::wait_replicas) for each key: the error of the master that
+    /// holds it, if that master's replicas did not confirm (the masters are waited for side
+    /// by side).
+    pub(crate) async fn wait_replicas_each<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<Error>> {
         let wanted = i64::from(self.redis.wait_replicas);
-        if wanted == 0 || keys.is_empty() {
+        if wanted == 0 {
+            return keys.iter().map(|_| None).collect();
+        }
+        let on: Vec<_> = keys
+            .iter()
+            .map(|key| client::node_of(&self.client, key.as_ref()))
+            .collect();
+        let mut nodes = Vec::new();
+        for node in &on {
+            if !nodes.contains(node) {
+                nodes.push(node.clone());
+            }
+        }
+        let outcomes = futures::future::join_all(nodes.iter().map(|node| self.wait_on(node, wanted))).await;
+        let failures: Vec<_> = nodes.iter().zip(outcomes).collect();
+        on.iter()
+            .map(|node| {
+                let (_, outcome) = failures.iter().find(|(n, _)| *n == node)?;
+                outcome.as_ref().err().map(|e| Error::backend("redis", e.clone(), true))
+            })
+            .collect()
+    }
+
+    /// `WAIT` on one master (`None`: the one server): `Err` says how many confirmed.
+    async fn wait_on(&self, node: &Option<fred::prelude::Server>, wanted: i64) -> Result<(), String> {
+        let timeout_ms = self.redis.wait_timeout.as_millis() as i64;
+        let confirmed: i64 = self
+            .client
+            .with_options(&client::on_node(node))
+            .custom(fred::cmd!("WAIT"), vec![wanted, timeout_ms])
+            .await
+            .map_err(|e| format!("WAIT: {}", e.details()))?;
+        if confirmed >= wanted {
             return Ok(());
         }
-        let mut nodes = Vec::new();
-        for key in keys {
-            let node = client::node_of(&self.client, key.as_ref());
-            if !nodes.contains(&node) {
-                nodes.push(node);
-            }
-        }
-        let timeout_ms = self.redis.wait_timeout.as_millis() as i64;
-        for node in nodes {
-            let confirmed: i64 = self
-                .client
-                .with_options(&client::on_node(&node))
-                .custom(fred::cmd!("WAIT"), vec![wanted, timeout_ms])
-                .await
-                .map_err(|e| client::error("WAIT", e))?;
-            if confirmed < wanted {
-                return Err(Error::backend(
-                    "redis",
-                    format!(
-                        "written, but only {confirmed} of the {wanted} replicas (REDIS_WAIT_REPLICAS) confirmed it within {timeout_ms} ms{}: it may be lost if the master fails now",
-                        node.map(|n| format!(" on master {n}")).unwrap_or_default()
-                    ),
-                    true,
-                ));
-            }
-        }
-        Ok(())
+        Err(format!(
+            "written, but only {confirmed} of the {wanted} replicas (REDIS_WAIT_REPLICAS) confirmed it within {timeout_ms} ms{}: it may be lost if the master fails now",
+            node.as_ref().map(|n| format!(" on master {n}")).unwrap_or_default()
+        ))
     }
 
     pub(crate) fn group(&self, handler: &str) -> String {

@@ -107,9 +107,11 @@ impl<'a> Batch<'a> {
             }
         }
         let keys: Vec<&str> = written.iter().map(|&i| streams[i]).collect();
-        if let Err(e) = inner.wait_replicas(&keys).await {
-            let slots = written.iter().map(|&i| self.events[i].0);
-            results.fail_all(slots, &SharedFailure::new("redis", e));
+        let waited = inner.wait_replicas_each(&keys).await;
+        for (&i, failure) in written.iter().zip(waited) {
+            if let Some(e) = failure {
+                results.fail(self.events[i].0, e);
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 //! `EVENTBUS_CHAOS_SEED` and `EVENTBUS_CHAOS_SECONDS` replay or lengthen a run
 //! (`cargo xtask soak redis`).
 
+mod chaos_support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,6 @@ use async_trait::async_trait;
 use event_core::{Config, EnvSettings as _, EventBus, EventType};
 use event_redis::{RedisBus, RedisConfig};
 use event_testkit::chaos::{Abilities, ChaosBackend, Fault, ForeignEntry, TcpProxy};
-use fred::bytes::Bytes;
 use fred::prelude::{Builder, Client, ClientLike};
 use fred::types::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -163,21 +164,8 @@ impl Redis {
             redis,
         })
     }
-
-    async fn xadd(&self, stream: &str, fields: Vec<(Value, Value)>) -> anyhow::Result<()> {
-        let mut args = vec![Value::from(stream), Value::from("*")];
-        for (name, value) in fields {
-            args.push(name);
-            args.push(value);
-        }
-        let _: Value = self.admin.custom(fred::cmd!("XADD"), args).await?;
-        Ok(())
-    }
 }
 
-fn bytes(parts: &[&[u8]]) -> Value {
-    Value::Bytes(Bytes::from(parts.concat()))
-}
 
 #[async_trait]
 impl ChaosBackend for Redis {
@@ -263,50 +251,7 @@ impl ChaosBackend for Redis {
         event_type: &EventType,
         marker: &str,
     ) -> anyhow::Result<Vec<ForeignEntry>> {
-        let stream = format!("{}:stream:{event_type}", self.redis.key_prefix);
-        let m = |i: usize| format!("{marker}v{i}e");
-        let shapes: Vec<(String, Vec<(Value, Value)>)> = vec![
-            (
-                "no event field".into(),
-                vec![
-                    ("note".into(), m(0).into()),
-                    ("payload".into(), "hello".into()),
-                ],
-            ),
-            (
-                "an event field that is not JSON, and extra fields".into(),
-                vec![
-                    ("id".into(), "not-an-id".into()),
-                    ("type".into(), event_type.as_str().into()),
-                    ("event".into(), format!("{{not json {}", m(1)).into()),
-                    ("extra".into(), "x".into()),
-                ],
-            ),
-            (
-                "an event field of binary, non-UTF-8 bytes".into(),
-                vec![(
-                    "event".into(),
-                    bytes(&[b"\xff\xfe\x00", m(2).as_bytes(), b"\x80"]),
-                )],
-            ),
-            (
-                "JSON that is not an envelope".into(),
-                vec![("event".into(), format!("{{\"id\":\"{}\"}}", m(3)).into())],
-            ),
-            (
-                "a non-UTF-8 field name".into(),
-                vec![
-                    (bytes(&[b"\xc3\x28name"]), m(4).into()),
-                    ("event".into(), bytes(&[b"\xff", m(4).as_bytes()])),
-                ],
-            ),
-        ];
-        let mut written = Vec::new();
-        for (i, (shape, fields)) in shapes.into_iter().enumerate() {
-            self.xadd(&stream, fields).await?;
-            written.push(ForeignEntry::new(m(i), shape));
-        }
-        Ok(written)
+        chaos_support::write_foreign(&self.admin, &self.redis.key_prefix, event_type, marker).await
     }
 }
 

@@ -16,9 +16,14 @@ pub struct Load {
     running: Arc<AtomicBool>,
     published: Arc<Mutex<Vec<EventId>>>,
     failed: Arc<AtomicU64>,
+    /// The first few distinct errors, for the report.
+    errors: Arc<Mutex<Vec<String>>>,
     longest_ms: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How many distinct errors a [`Load`] keeps.
+const ERRORS_KEPT: usize = 5;
 
 /// What a [`Load`] did, once stopped.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub struct LoadReport {
     pub failed: u64,
     /// The longest publish call.
     pub longest: Duration,
+    /// The first few distinct errors publishes returned.
+    pub errors: Vec<String>,
 }
 
 impl Load {
@@ -39,6 +46,7 @@ impl Load {
             running: Arc::new(AtomicBool::new(true)),
             published: Arc::new(Mutex::new(Vec::new())),
             failed: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(Mutex::new(Vec::new())),
             longest_ms: Arc::new(AtomicU64::new(0)),
             tasks: Vec::new(),
         };
@@ -47,6 +55,7 @@ impl Load {
                 let (bus, types) = (bus.clone(), types.to_vec());
                 let (running, published) = (load.running.clone(), load.published.clone());
                 let (failed, longest_ms) = (load.failed.clone(), load.longest_ms.clone());
+                let errors = load.errors.clone();
                 tokio::spawn(async move {
                     let (batch, pause) = if n < 2 {
                         (1, Duration::from_millis(2))
@@ -78,8 +87,13 @@ impl Load {
                             for result in results {
                                 match result {
                                     Ok(id) => published.push(id),
-                                    Err(_) => {
+                                    Err(e) => {
                                         failed.fetch_add(1, Ordering::Relaxed);
+                                        let mut errors = errors.lock().unwrap();
+                                        let text = e.to_string();
+                                        if errors.len() < ERRORS_KEPT && !errors.contains(&text) {
+                                            errors.push(text);
+                                        }
                                     }
                                 }
                             }
@@ -116,9 +130,10 @@ impl Load {
         while self.published() < from + more {
             ensure!(
                 tokio::time::Instant::now() < deadline,
-                "publishing stalled: {} of {more} more events published within {within:?} ({} failed)",
+                "publishing stalled: {} of {more} more events published within {within:?} ({} failed; first errors: {:?})",
                 self.published() - from,
-                self.failed()
+                self.failed(),
+                self.errors.lock().unwrap()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -139,6 +154,7 @@ impl Load {
             published,
             failed: self.failed.load(Ordering::Relaxed),
             longest: Duration::from_millis(self.longest_ms.load(Ordering::Relaxed)),
+            errors: self.errors.lock().unwrap().clone(),
         })
     }
 }

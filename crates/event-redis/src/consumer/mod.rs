@@ -5,14 +5,15 @@
 //!   panics or ends unasked;
 //! - [`take`]: reading and claiming entries, and sorting them into deliveries, expired entries
 //!   and dead letters;
-//! - [`sink`]: acknowledgements and dead letters (stored and acknowledged both or neither).
+//! - [`sink`]: acknowledgements and dead letters (stored and acknowledged both or neither);
+//! - [`slots`]: reading on a Redis Cluster, one hash slot at a time, a failing master isolated.
 
 mod run;
 mod sink;
+mod slots;
 mod take;
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use event_core::dispatch::{DispatchSettings, Dispatcher, HandlerCounters, Supervisor};
@@ -48,8 +49,8 @@ struct Subscriber {
     /// The indices of `streams` by hash slot: one `XREADGROUP` reads each group (one group of
     /// them all but on a Redis Cluster).
     slots: Vec<Vec<usize>>,
-    /// On a cluster, which slot group the next idle read blocks on (they take turns).
-    block_turn: AtomicUsize,
+    /// On a cluster, how the reads of each slot fare ([`slots`]).
+    slot_reads: slots::SlotReads,
     dead_letters: String,
     counters: Arc<RedisCounters>,
     /// The handler's shared counters (entries dropped by retention are counted there).
@@ -79,7 +80,7 @@ impl Subscriber {
             consumer: self.consumer.clone(),
             streams: self.streams.clone(),
             slots: self.slots.clone(),
-            block_turn: AtomicUsize::new(0),
+            slot_reads: slots::SlotReads::default(),
             dead_letters: self.dead_letters.clone(),
             counters: self.counters.clone(),
             handler_counters: self.handler_counters.clone(),
@@ -162,7 +163,7 @@ pub(crate) async fn subscribe(
         dead_letters: inner.keys.dead_letters(&group),
         group: group.clone(),
         slots: inner.keys.by_slot(&streams),
-        block_turn: AtomicUsize::new(0),
+        slot_reads: slots::SlotReads::default(),
         streams,
         counters: redis_counters,
         handler_counters: counters.clone(),

@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use event_core::dispatch::{Delivery, DeliverySink};
@@ -23,9 +22,9 @@ use crate::{client, entry, reply};
 
 /// How long one `XREADGROUP` blocks: the longest an idle loop takes to notice a stop.
 const BLOCK_MS: u64 = 250;
-/// How long the blocking read of one hash slot's streams lasts on a Redis Cluster, where an
-/// idle subscription's slots take turns at it (see [`read`]).
-const CLUSTER_BLOCK_MS: u64 = 50;
+/// How long a read of one hash slot's streams may take on a Redis Cluster beyond its blocking
+/// time, before it counts as failed.
+const SLOT_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads and claims are sent once, never again after a reconnect. Redis registers what an
 /// `XREADGROUP` or `XCLAIM` hands out in the consumer's pending list when it runs, even if the
@@ -53,6 +52,14 @@ pub(super) struct Taken {
 }
 
 impl Taken {
+    /// Adds what `other` took, after what this one took.
+    pub(super) fn append(&mut self, mut other: Taken) {
+        self.deliveries.append(&mut other.deliveries);
+        self.expired.append(&mut other.expired);
+        self.gone.append(&mut other.gone);
+        self.dead.append(&mut other.dead);
+    }
+
     /// Sorts one entry into deliveries, expired or deleted entries and dead letters.
     /// `cutoff_ms` is the retention's cutoff on the server's clock (`None`: unknown, nothing
     /// expires).
@@ -151,36 +158,26 @@ pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
 }
 
 /// Reads up to `count` new entries per stream for this consumer (`COUNT` applies to each
-/// stream: the caller carries over what exceeds its room).
-///
-/// On a Redis Cluster the streams lie in several hash slots and one `XREADGROUP` reads one
-/// slot: each slot's streams are read without blocking and, when none had anything, the
-/// slots take turns at a short blocking read ([`CLUSTER_BLOCK_MS`]). Blocking reads of two
-/// slots cannot run side by side (they would queue on the connection to a node holding both),
-/// so an idle subscription notices a new entry within that time in the slots not blocked on.
+/// stream: the caller carries over what exceeds its room). On a Redis Cluster, one read per
+/// hash slot ([`super::slots::read`]).
 pub(super) async fn read(
     sub: &Subscriber,
     reader: &Client,
     count: usize,
     taken: &mut Taken,
 ) -> Result<(), Error> {
-    let new = |group: &Vec<usize>| group.iter().map(|&s| (s, ">".to_string())).collect();
-    if let [all] = sub.slots.as_slice() {
-        read_at(sub, reader, count, new(all), Some(BLOCK_MS), None, taken).await?;
-        return Ok(());
+    match sub.slots.as_slice() {
+        [all] => {
+            read_at(sub, reader, count, new_at(all), Some(BLOCK_MS), None, taken).await?;
+            Ok(())
+        }
+        _ => super::slots::read(sub, reader, count, taken).await,
     }
-    let mut entries = 0;
-    for group in &sub.slots {
-        entries += read_at(sub, reader, count, new(group), None, None, taken)
-            .await?
-            .entries;
-    }
-    if entries == 0 {
-        let turn = sub.block_turn.fetch_add(1, Ordering::Relaxed) % sub.slots.len();
-        let group = new(&sub.slots[turn]);
-        read_at(sub, reader, count, group, Some(CLUSTER_BLOCK_MS), None, taken).await?;
-    }
-    Ok(())
+}
+
+/// The streams `streams` (indices of the subscription's) at `>`: their new entries.
+pub(super) fn new_at(streams: &[usize]) -> Vec<(usize, String)> {
+    streams.iter().map(|&s| (s, ">".to_string())).collect()
 }
 
 /// Takes back every entry this consumer still has pending (`XREADGROUP` from id `0` reads a
@@ -192,11 +189,22 @@ pub(super) async fn read_own_pending(
     reader: &Client,
     taken: &mut Taken,
 ) -> Result<(), Error> {
+    let all: Vec<usize> = (0..sub.streams.len()).collect();
+    read_own_pending_of(sub, reader, &all, taken).await
+}
+
+/// [`read_own_pending`] of the subscription's streams `streams` only.
+pub(super) async fn read_own_pending_of(
+    sub: &Subscriber,
+    reader: &Client,
+    streams: &[usize],
+    taken: &mut Taken,
+) -> Result<(), Error> {
     const PAGE: usize = 500;
     // Held before the reads are sent: an entry finished (acknowledged, no longer held) while
     // a read was under way is still skipped.
     let held = sub.in_flight().clone();
-    for stream in 0..sub.streams.len() {
+    for &stream in streams {
         let mut after = "0".to_string();
         loop {
             let at = vec![(stream, after)];
@@ -211,9 +219,9 @@ pub(super) async fn read_own_pending(
 }
 
 /// What one `XREADGROUP` returned.
-struct Read {
+pub(super) struct Read {
     /// Entries in the reply, those skipped included.
-    entries: usize,
+    pub(super) entries: usize,
     /// The id of the reply's last entry.
     last: Option<String>,
 }
@@ -221,7 +229,7 @@ struct Read {
 /// One `XREADGROUP` of the subscription's streams `at` their ids (stream index, id), its
 /// entries sorted into `taken`, except those in `skip` (a read of the consumer's own history
 /// returns those it holds in flight too).
-async fn read_at(
+pub(super) async fn read_at(
     sub: &Subscriber,
     reader: &Client,
     count: usize,
@@ -234,8 +242,14 @@ async fn read_at(
         .into_iter()
         .map(|(i, id)| (sub.streams[i].clone(), id))
         .unzip();
+    let mut options = once();
+    if sub.inner.keys.is_cluster() {
+        // A master that is down must not hold the other slots' reads for the full command
+        // timeout (see `super::slots`).
+        options.timeout = Some(SLOT_READ_TIMEOUT + Duration::from_millis(block.unwrap_or(0)));
+    }
     let response: Value = reader
-        .with_options(&once())
+        .with_options(&options)
         .xreadgroup(
             sub.group.as_str(),
             sub.consumer.as_str(),
@@ -285,67 +299,93 @@ async fn read_at(
 /// Takes over entries other consumers (or this one, in an attempt that failed or before a
 /// reconnect) left pending longer than `EVENT_CLAIM_IDLE_MS`, at most `count` in all.
 pub(super) async fn claim(sub: &Subscriber, count: usize, taken: &mut Taken) -> Result<(), Error> {
-    let client = &sub.inner.client;
-    let idle = u64::try_from(sub.inner.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
     let cutoff = sub.inner.cutoff_ms().await;
-    for (stream, key) in sub.streams.iter().enumerate() {
+    let (mut tried, mut failed) = (0, None);
+    for stream in 0..sub.streams.len() {
         let room = count.saturating_sub(taken.deliveries.len());
         if room == 0 {
             break;
         }
-        let pending: Value = client
-            .xpending(
-                key.as_str(),
-                sub.group.as_str(),
-                (idle, "-", "+", room as u64),
-            )
-            .await
-            .map_err(|e| client::error("XPENDING", e))?;
-        let mut counts = HashMap::new();
-        {
-            let in_flight = sub.in_flight();
-            for row in pending.into_array() {
-                let row = row.into_array();
-                let (Some(id), Some(times)) = (
-                    row.first().and_then(Value::as_string),
-                    row.get(3).and_then(Value::as_u64),
-                ) else {
-                    continue;
-                };
-                let token = Token { stream, id };
-                if !in_flight.contains(&token) {
-                    counts.insert(token.id, times);
-                }
+        tried += 1;
+        // A stream that cannot be claimed from (its master down, on a cluster) does not keep
+        // the others' entries from being taken over; it is tried again at the next pass.
+        if let Err(e) = claim_stream(sub, stream, room, cutoff, taken).await {
+            tracing::debug!(handler = %sub.handler, stream = %sub.streams[stream], "claiming failed: {e}");
+            failed.get_or_insert((e, 0)).1 += 1;
+        }
+    }
+    match failed {
+        Some((e, failures)) if failures == tried => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// [`claim`] on one stream of the subscription: at most `room` entries.
+async fn claim_stream(
+    sub: &Subscriber,
+    stream: usize,
+    room: usize,
+    cutoff: Option<i64>,
+    taken: &mut Taken,
+) -> Result<(), Error> {
+    let key = &sub.streams[stream];
+    let idle = u64::try_from(sub.inner.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
+    let mut options = once();
+    if sub.inner.keys.is_cluster() {
+        options.timeout = Some(SLOT_READ_TIMEOUT);
+    }
+    let client = sub.inner.client.with_options(&options);
+    let pending: Value = client
+        .xpending(
+            key.as_str(),
+            sub.group.as_str(),
+            (idle, "-", "+", room as u64),
+        )
+        .await
+        .map_err(|e| client::error("XPENDING", e))?;
+    let mut counts = HashMap::new();
+    {
+        let in_flight = sub.in_flight();
+        for row in pending.into_array() {
+            let row = row.into_array();
+            let (Some(id), Some(times)) = (
+                row.first().and_then(Value::as_string),
+                row.get(3).and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            let token = Token { stream, id };
+            if !in_flight.contains(&token) {
+                counts.insert(token.id, times);
             }
         }
-        if counts.is_empty() {
-            continue;
-        }
-        let ids: Vec<String> = counts.keys().cloned().collect();
-        let claimed: Value = client
-            .with_options(&once())
-            .xclaim(
-                key.as_str(),
-                sub.group.as_str(),
-                sub.consumer.as_str(),
-                idle,
-                ids,
-                None,
-                None,
-                None,
-                false,
-                false,
-            )
-            .await
-            .map_err(|e| client::error("XCLAIM", e))?;
-        let claimed = reply::entries(claimed);
-        if !claimed.is_empty() {
-            tracing::info!(handler = %sub.handler, stream = %key, count = claimed.len(), "took over entries left pending by another consumer");
-        }
-        for raw in claimed {
-            let before = counts.get(&raw.id).copied().unwrap_or(1);
-            taken.add(sub, stream, raw, before, cutoff);
-        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = counts.keys().cloned().collect();
+    let claimed: Value = client
+        .xclaim(
+            key.as_str(),
+            sub.group.as_str(),
+            sub.consumer.as_str(),
+            idle,
+            ids,
+            None,
+            None,
+            None,
+            false,
+            false,
+        )
+        .await
+        .map_err(|e| client::error("XCLAIM", e))?;
+    let claimed = reply::entries(claimed);
+    if !claimed.is_empty() {
+        tracing::info!(handler = %sub.handler, stream = %key, count = claimed.len(), "took over entries left pending by another consumer");
+    }
+    for raw in claimed {
+        let before = counts.get(&raw.id).copied().unwrap_or(1);
+        taken.add(sub, stream, raw, before, cutoff);
     }
     Ok(())
 }
