@@ -6,6 +6,7 @@ pub mod chaos;
 mod fixture;
 mod harness;
 pub mod load;
+mod redis_cluster;
 pub mod secrets;
 mod servers;
 mod support;
@@ -14,6 +15,7 @@ mod trials;
 
 pub use fixture::{BusFactory, Fixture, FnFactory, MaybeFixture, factory_fn};
 pub use harness::run_conformance;
+pub use redis_cluster::RedisCluster;
 pub use servers::{integration_required, test_server, unique};
 pub use trial::{TRIALS, Trial, Verdict, run_trial};
 
