@@ -6,7 +6,7 @@
 //! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
 
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,33 @@ fn note(text: &str) {
     println!("RESULT\tnote\t{text}");
 }
 
+/// How many event types the events spread over: one on a single server; on a cluster
+/// ([`CLUSTER_VAR`]), six, whose streams lie on the different masters.
+static TYPES: OnceLock<usize> = OnceLock::new();
+
+/// Set to run the benchmark on the Redis Cluster of `EVENTBUS_TEST_REDIS_CLUSTER_URL`.
+const CLUSTER_VAR: &str = "EVENTBUS_BENCH_REDIS_CLUSTER";
+
+/// The `n`th of `count` event types named after `base` (`base` itself when there is one).
+fn nth_type(base: &str, n: u64) -> EventType {
+    let count = *TYPES.get().unwrap_or(&1) as u64;
+    if count == 1 {
+        return EventType::new(base).expect("a valid type");
+    }
+    let (domain, action) = base.split_once('.').expect("a dotted type");
+    EventType::new(format!("{domain}{}.{action}", n % count)).expect("a valid type")
+}
+
+/// Every type [`nth_type`] gives for `base`.
+fn all_types(base: &str) -> Vec<EventType> {
+    let count = *TYPES.get().unwrap_or(&1) as u64;
+    (0..count).map(|n| nth_type(base, n)).collect()
+}
+
 /// An event whose envelope encodes to about [`ENVELOPE_BYTES`] bytes.
 fn event(n: u64, sent_ns: u64) -> Event {
     let build = |filler: usize| {
-        Event::builder(EVENT_TYPE, "bench")
+        Event::builder(nth_type(EVENT_TYPE.as_str(), n), "bench")
             .field("n", n)
             .field("sent_ns", sent_ns)
             .field("content", "x".repeat(filler))
@@ -144,7 +167,8 @@ impl Bench {
     /// stops when every handler has handled every event and nothing is left unacknowledged.
     async fn end_to_end(&self, n: u64, handlers: usize) -> f64 {
         let bus = self.bus().await;
-        let event_type = EventType::new(format!("bench{}.e2e", fastrand::u32(..))).expect("type");
+        let base = format!("bench{}.e2e", fastrand::u32(..));
+        let types = all_types(&base);
         let mut counters = Vec::new();
         for h in 0..handlers {
             let counter = Arc::new(Counter {
@@ -154,7 +178,7 @@ impl Bench {
                 latencies: None,
             });
             bus.subscribe(
-                SubscriptionSpec::new(counter.name.clone(), [event_type.clone()]),
+                SubscriptionSpec::new(counter.name.clone(), types.clone()),
                 counter.clone(),
             )
             .await
@@ -164,7 +188,7 @@ impl Bench {
         let events: Vec<Event> = (0..n)
             .map(|i| {
                 let mut e = event(i, 0);
-                e.event_type = event_type.clone();
+                e.event_type = nth_type(&base, i);
                 e
             })
             .collect();
@@ -199,8 +223,7 @@ impl Bench {
     /// Single publishes paced at [`LATENCY_RATE`]; returns sorted latencies in microseconds.
     async fn latency(&self) -> Vec<f64> {
         let bus = self.bus().await;
-        let event_type =
-            EventType::new(format!("bench{}.latency", fastrand::u32(..))).expect("type");
+        let base = format!("bench{}.latency", fastrand::u32(..));
         let total = (LATENCY_RATE * LATENCY_DURATION.as_secs()) as usize;
         let counter = Arc::new(Counter {
             name: "latency".into(),
@@ -209,7 +232,7 @@ impl Bench {
             latencies: Some((0..total).map(|_| AtomicU64::new(0)).collect()),
         });
         bus.subscribe(
-            SubscriptionSpec::new("latency", [event_type.clone()]),
+            SubscriptionSpec::new("latency", all_types(&base)),
             counter.clone(),
         )
         .await
@@ -221,7 +244,7 @@ impl Bench {
         while sent < total {
             for _ in 0..per_tick {
                 let mut e = event(sent as u64, self.base.elapsed().as_nanos() as u64);
-                e.event_type = event_type.clone();
+                e.event_type = nth_type(&base, sent as u64);
                 bus.publish(e).await.expect("publish");
                 sent += 1;
             }
@@ -259,8 +282,14 @@ async fn publish_in_batches(bus: &RedisBus, events: Vec<Event>, size: usize) {
 
 /// `redis-benchmark` sending our `XADD` (same fields, same 300-byte envelope); requests/s.
 fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Option<f64> {
-    let authority = url.trim_start_matches("redis://").split('/').next()?;
-    let (host, port) = authority.rsplit_once(':')?;
+    let (host, port) = seed(url)?;
+    // On a cluster, `{tag}` in the key is replaced by a tag of each client's master: the
+    // XADDs spread over every master, as the bus's six types do.
+    let (cluster, key) = if is_cluster(url) {
+        (vec!["--cluster"], "bench:{tag}:raw")
+    } else {
+        (vec![], "bench:raw")
+    };
     let e = event(0, 0);
     let json = String::from_utf8(JsonCodec::default().encode(&e).ok()?).ok()?;
     let output = Command::new("redis-benchmark")
@@ -275,9 +304,10 @@ fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Opt
             &pipeline.to_string(),
         ])
         .args(["-n", &requests.to_string(), "-q"])
+        .args(cluster)
         .args([
             "XADD",
-            "bench:raw",
+            key,
             "MINID",
             "~",
             "0",
@@ -300,10 +330,33 @@ fn redis_benchmark(url: &str, clients: u32, pipeline: u32, requests: u32) -> Opt
     before.split_whitespace().last()?.parse().ok()
 }
 
+/// Whether `url` names a Redis Cluster.
+fn is_cluster(url: &str) -> bool {
+    url.starts_with("redis-cluster://")
+}
+
+/// The host and port of the server, or of the first node of a cluster.
+fn seed(url: &str) -> Option<(&str, &str)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', ',', '?']).next()?;
+    authority.rsplit_once(':')
+}
+
 /// Sets `appendfsync everysec`, Redis's default durability with AOF on: the test servers
-/// fsync every write (for the fault tests), which measures the disk rather than the bus.
+/// fsync every write (for the fault tests), which measures the disk rather than the bus. On a
+/// cluster, on every node (`redis-cli --cluster call`).
 fn fsync_every_second(url: &str) -> Option<()> {
     use std::io::{Read, Write};
+    if is_cluster(url) {
+        let (host, port) = seed(url)?;
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "call", &format!("{host}:{port}")])
+            .args(["CONFIG", "SET", "appendfsync", "everysec"])
+            .output()
+            .ok()?
+            .status;
+        return status.success().then_some(());
+    }
     let authority = url.trim_start_matches("redis://").split('/').next()?;
     let mut stream = std::net::TcpStream::connect(authority).ok()?;
     let command = "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nappendfsync\r\n$8\r\neverysec\r\n";
@@ -321,12 +374,19 @@ fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
 }
 
 fn main() {
-    let Ok(url) = std::env::var("EVENTBUS_TEST_REDIS_URL") else {
+    let cluster = std::env::var_os(CLUSTER_VAR).is_some();
+    let variable = if cluster {
+        "EVENTBUS_TEST_REDIS_CLUSTER_URL"
+    } else {
+        "EVENTBUS_TEST_REDIS_URL"
+    };
+    let Ok(url) = std::env::var(variable) else {
         eprintln!(
-            "set EVENTBUS_TEST_REDIS_URL, or run `cargo xtask bench redis`, which starts a server"
+            "set {variable}, or run `cargo xtask bench redis` (`redis-cluster`), which starts the servers"
         );
         std::process::exit(2);
     };
+    TYPES.set(if cluster { 6 } else { 1 }).expect("set once");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -459,9 +519,19 @@ fn main() {
             )),
         }
     }
+    let servers = if cluster {
+        "A Redis Cluster of three masters with a replica each (`cargo xtask services up redis --cluster`), all six `redis-server` processes"
+    } else {
+        "redis-server"
+    };
     note(&format!(
-        "redis-server on the same 2-core machine as the benchmark, with {fsync_note}; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+        "{servers} on the same 2-core machine as the benchmark, with {fsync_note}; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
     ));
+    if cluster {
+        note(
+            "On the cluster the events spread over six event types, whose streams lie on the three masters (a handler subscribes to all six); `redis-benchmark --cluster` sends the same XADD to a key of each client's master (`{tag}`). Replication to the replicas is asynchronous (`REDIS_WAIT_REPLICAS`=0).",
+        );
+    }
     note(
         "End to end: one task publishes with `publish_batch` of 100 while the handlers consume; the clock stops when every handler has handled every event and `XINFO GROUPS` shows nothing pending.",
     );
