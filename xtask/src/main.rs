@@ -23,17 +23,20 @@ usage: cargo xtask <command> [arguments]
 commands:
   test                        everything CI runs: rustfmt check, clippy (-D warnings), and
                               `cargo test --workspace` with EVENTBUS_REQUIRE_INTEGRATION=1,
-                              against a throwaway redis-server and Kafka broker for the
-                              backends in the workspace
+                              against a throwaway redis-server, Redis Cluster and Kafka
+                              broker for the backends in the workspace
   integration-test [backend]  the backends' integration tests alone (all, or one backend):
                               the event-testkit conformance suite and the backend crate's tests
-  services up [service]...    start redis, kafka and/or kafka-cluster (also `kafka --brokers 3`:
-                              three KRaft nodes) in the background; prints
+  services up [service]...    start redis, redis-cluster, kafka and/or kafka-cluster (also
+                              `redis --cluster`: three masters with a replica each;
+                              `kafka --brokers 3`: three KRaft nodes) in the background; prints
                               `export EVENTBUS_TEST_...` lines: eval \"$(cargo xtask services up)\"
-  services down|status        stop them, or say whether they run
+  services down [service]...|status
+                              stop them (all, or those named), or say whether they run
   services kill|restart <s> [node]
                               kill one (SIGKILL, data kept), or start it again on the same port;
-                              of the cluster, every node or node 1 to 3
+                              of a cluster, every node or one (redis-cluster 1 to 6,
+                              kafka-cluster 1 to 3)
   bench [backend]             the benchmarks in release mode (all, or one backend); each
                               writes its section of docs/benchmarks.md
   soak [backend] --minutes N [--seed S]
@@ -47,7 +50,7 @@ commands:
 
 backends: memory, redis, kafka; bench also takes kafka-cluster (the Kafka benchmark on three nodes,
 replication factor 3) and publishers (the batch publisher on memory
-and redis); services: redis, kafka, kafka-cluster (docs/testing.md)
+and redis); services: redis, redis-cluster, kafka, kafka-cluster (docs/testing.md)
 ";
 
 fn main() -> ExitCode {

@@ -33,11 +33,12 @@ pub(crate) const SUITES: &[Suite] = &[
         conformance_target: "memory",
         services: &[],
     },
+    // The conformance suite also runs on a Redis Cluster (`tests/cluster.rs`).
     Suite {
         backend: "redis",
         package: Some("event-redis"),
         conformance_target: "redis",
-        services: &[Service::Redis],
+        services: &[Service::Redis, Service::RedisCluster],
     },
     Suite {
         backend: "kafka",
@@ -156,9 +157,15 @@ mod tests {
     #[test]
     fn each_server_is_needed_once() {
         let all: Vec<&Suite> = SUITES.iter().collect();
-        assert_eq!(services_for(&all), [Service::Redis, Service::Kafka]);
+        assert_eq!(
+            services_for(&all),
+            [Service::Redis, Service::RedisCluster, Service::Kafka]
+        );
         let doubled = [&SUITES[1], &SUITES[1], &SUITES[0]];
-        assert_eq!(services_for(&doubled), [Service::Redis]);
+        assert_eq!(
+            services_for(&doubled),
+            [Service::Redis, Service::RedisCluster]
+        );
         assert!(services_for(&[&SUITES[0]]).is_empty());
     }
 }

@@ -8,46 +8,73 @@ use anyhow::bail;
 
 use super::state::{Record, State, state_path};
 use super::{
-    CLUSTER_SIZE, KafkaBroker, KafkaCluster, Lifetime, RedisServer, Service, kafka_cluster_env,
-    kafka_env, redis_env, unique_names,
+    CLUSTER_SIZE, KafkaBroker, KafkaCluster, Lifetime, RedisCluster, RedisServer, Service,
+    kafka_cluster_env, kafka_env, redis_cluster_env, redis_env, unique_names,
 };
 
 const USAGE: &str = "\
-usage: cargo xtask services <up [redis|kafka [--brokers 3]|kafka-cluster]... | down | status
-                             | kill <service> [node] | restart <service> [node]>
+usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--brokers 3]|kafka-cluster]...
+                             | down [service]... | status | kill <service> [node]
+                             | restart <service> [node]>
   up       start the servers (default: redis and kafka) in the background; print their
            EVENTBUS_TEST_* variables as `export` lines: eval \"$(cargo xtask services up)\"
-           `kafka --brokers 3` (or `kafka-cluster`) is a cluster of three KRaft nodes
+           `redis --cluster` (or `redis-cluster`) is a Redis Cluster of three masters with a
+           replica each, nodes 1 to 6 (EVENTBUS_TEST_REDIS_CLUSTER_URL), beside the single
+           server; `kafka --brokers 3` (or `kafka-cluster`) is a cluster of three KRaft nodes
            (EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS), beside the single broker
-  down     stop them and delete their data
+  down     stop them (all, or those named) and delete their data
   status   say whether each runs; print the variables of those that do
   kill     kill one with SIGKILL, as a crash would (its data stays); of a cluster, every
-           node or node 1 to 3
+           node or one node (redis-cluster: 1 to 6, kafka-cluster: 1 to 3)
   restart  start it again on the same port with the same data (of a cluster: the nodes that
-           are down, or the node named)";
+           are down, or the node named; a Redis Cluster is then waited for until whole)";
 
 /// Runs `cargo xtask services ...`.
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["up", names @ ..] => up(&wanted(names)?),
-        ["down"] => down(),
+        ["down", names @ ..] => down(&named(names)?),
         ["status"] => status(),
         ["kill", name] => kill(Service::parse(name)?, None),
         ["restart", name] => restart(Service::parse(name)?, None),
-        ["kill", name, node] => kill(Service::parse(name)?, Some(node_id(node)?)),
-        ["restart", name, node] => restart(Service::parse(name)?, Some(node_id(node)?)),
+        ["kill", name, node] => {
+            let service = Service::parse(name)?;
+            kill(service, Some(node_id(service, node)?))
+        }
+        ["restart", name, node] => {
+            let service = Service::parse(name)?;
+            restart(service, Some(node_id(service, node)?))
+        }
         _ => bail!("{USAGE}"),
     }
 }
 
 /// The services `up` was asked for: names, where `kafka --brokers 3` is the cluster and
-/// `kafka --brokers 1` the single broker; none is the default set.
+/// `kafka --brokers 1` the single broker, and `redis --cluster` the Redis Cluster; none is
+/// the default set.
 fn wanted(args: &[&str]) -> anyhow::Result<Vec<Service>> {
+    let wanted = named(args)?;
+    if wanted.is_empty() {
+        return Ok(Service::DEFAULT.to_vec());
+    }
+    Ok(wanted)
+}
+
+/// The services named (as for `up`), each once; none is none.
+fn named(args: &[&str]) -> anyhow::Result<Vec<Service>> {
     let mut wanted: Vec<Service> = Vec::new();
     let mut args = args.iter().peekable();
     while let Some(name) = args.next() {
         let mut service = Service::parse(name)?;
-        if args.peek() == Some(&&"--brokers") {
+        if args.peek() == Some(&&"--cluster") {
+            args.next();
+            service = match service {
+                Service::Redis | Service::RedisCluster => Service::RedisCluster,
+                _ => bail!(
+                    "--cluster follows `redis`, not `{name}` (a Kafka cluster is `kafka --brokers {CLUSTER_SIZE}`)"
+                ),
+            };
+        } else if args.peek() == Some(&&"--brokers") {
             args.next();
             let count = args.next().copied().unwrap_or_default();
             service = match (service, count.parse::<usize>()) {
@@ -63,22 +90,30 @@ fn wanted(args: &[&str]) -> anyhow::Result<Vec<Service>> {
             wanted.push(service);
         }
     }
-    if wanted.is_empty() {
-        wanted = Service::DEFAULT.to_vec();
-    }
     Ok(wanted)
 }
 
-fn node_id(text: &str) -> anyhow::Result<u32> {
+/// Node `text` of the cluster `service`: 1 to its node count.
+fn node_id(service: Service, text: &str) -> anyhow::Result<u32> {
+    let Some(nodes) = service.nodes() else {
+        bail!(
+            "{} is a single server, with no nodes to name\n{USAGE}",
+            service.name()
+        );
+    };
     match text.parse::<u32>() {
-        Ok(id) if (1..=CLUSTER_SIZE as u32).contains(&id) => Ok(id),
-        _ => bail!("a node of the cluster is 1 to {CLUSTER_SIZE}, found {text:?}\n{USAGE}"),
+        Ok(id) if (1..=nodes as u32).contains(&id) => Ok(id),
+        _ => bail!(
+            "a node of {} is 1 to {nodes}, found {text:?}\n{USAGE}",
+            service.name()
+        ),
     }
 }
 
 /// One server, whichever kind.
 enum Server {
     Redis(RedisServer),
+    RedisCluster(RedisCluster),
     Kafka(KafkaBroker),
     KafkaCluster(KafkaCluster),
 }
@@ -87,6 +122,7 @@ impl Server {
     fn start(service: Service) -> anyhow::Result<Self> {
         Ok(match service {
             Service::Redis => Server::Redis(RedisServer::start(Lifetime::Detached)?),
+            Service::RedisCluster => Server::RedisCluster(RedisCluster::start(Lifetime::Detached)?),
             Service::Kafka => Server::Kafka(KafkaBroker::start(Lifetime::Detached)?),
             Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::start(Lifetime::Detached)?),
         })
@@ -95,6 +131,7 @@ impl Server {
     fn adopt(service: Service, record: &Record) -> anyhow::Result<Self> {
         Ok(match service {
             Service::Redis => Server::Redis(RedisServer::adopt(record)?),
+            Service::RedisCluster => Server::RedisCluster(RedisCluster::adopt(record)?),
             Service::Kafka => Server::Kafka(KafkaBroker::adopt(record)?),
             Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::adopt(record)?),
         })
@@ -103,6 +140,12 @@ impl Server {
     fn describe(&self) -> String {
         match self {
             Server::Redis(r) => format!("redis-server on 127.0.0.1:{} (pid {})", r.port(), r.pid()),
+            Server::RedisCluster(c) => format!(
+                "Redis Cluster of nodes 1 to {} on ports {:?} (pids {:?})",
+                c.ports().len(),
+                c.ports(),
+                c.pids()
+            ),
             Server::Kafka(k) => format!(
                 "Kafka {} broker on {} (pid {})",
                 k.version(),
@@ -121,6 +164,7 @@ impl Server {
     fn env(&self) -> Vec<(&'static str, String)> {
         match self {
             Server::Redis(r) => redis_env(r).to_vec(),
+            Server::RedisCluster(c) => redis_cluster_env(c).to_vec(),
             Server::Kafka(k) => kafka_env(k).to_vec(),
             Server::KafkaCluster(c) => kafka_cluster_env(c).to_vec(),
         }
@@ -129,6 +173,7 @@ impl Server {
     fn record(&self) -> Record {
         match self {
             Server::Redis(r) => r.record(),
+            Server::RedisCluster(c) => c.record(),
             Server::Kafka(k) => k.record(),
             Server::KafkaCluster(c) => c.record(),
         }
@@ -137,6 +182,7 @@ impl Server {
     fn is_running(&mut self) -> bool {
         match self {
             Server::Redis(r) => r.is_running(),
+            Server::RedisCluster(c) => c.is_running(),
             Server::Kafka(k) => k.is_running(),
             Server::KafkaCluster(c) => c.is_running(),
         }
@@ -146,6 +192,8 @@ impl Server {
     fn kill(&mut self, node: Option<u32>) -> anyhow::Result<()> {
         match (self, node) {
             (Server::Redis(r), None) => r.kill(),
+            (Server::RedisCluster(c), None) => c.kill(),
+            (Server::RedisCluster(c), Some(id)) => c.node(id)?.kill(),
             (Server::Kafka(k), None) => k.kill(),
             (Server::KafkaCluster(c), None) => c.kill(),
             (Server::KafkaCluster(c), Some(id)) => c.node(id)?.kill(),
@@ -157,6 +205,8 @@ impl Server {
     fn restart(&mut self, node: Option<u32>) -> anyhow::Result<()> {
         match (self, node) {
             (Server::Redis(r), None) => r.restart(),
+            (Server::RedisCluster(c), None) => c.restart(),
+            (Server::RedisCluster(c), Some(id)) => c.restart_node(id),
             (Server::Kafka(k), None) => k.restart(),
             (Server::KafkaCluster(c), None) => c.restart(),
             (Server::KafkaCluster(c), Some(id)) => c.node(id)?.restart(),
@@ -167,6 +217,7 @@ impl Server {
     fn detach(self) {
         match self {
             Server::Redis(r) => r.detach(),
+            Server::RedisCluster(c) => c.detach(),
             Server::Kafka(k) => k.detach(),
             Server::KafkaCluster(c) => c.detach(),
         }
@@ -175,6 +226,7 @@ impl Server {
     fn shut_down(self) -> anyhow::Result<()> {
         match self {
             Server::Redis(r) => r.shut_down(),
+            Server::RedisCluster(c) => c.shut_down(),
             Server::Kafka(k) => k.shut_down(),
             Server::KafkaCluster(c) => c.shut_down(),
         }
@@ -221,17 +273,33 @@ fn up(wanted: &[Service]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn down() -> anyhow::Result<()> {
+/// Stops the recorded servers of `services` (none: every recorded one).
+fn down(services: &[Service]) -> anyhow::Result<()> {
     let mut state = State::load()?;
-    if state.services.is_empty() {
+    let chosen: Vec<String> = state
+        .services
+        .keys()
+        .filter(|name| services.is_empty() || services.iter().any(|s| s.name() == *name))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        let what: Vec<&str> = services.iter().map(|s| s.name()).collect();
         eprintln!(
-            "xtask: no services recorded in {}; nothing to stop",
+            "xtask: no {} recorded in {}; nothing to stop",
+            if what.is_empty() {
+                "services".to_string()
+            } else {
+                what.join(" or ")
+            },
             state_path().display()
         );
         return Ok(());
     }
     let mut failures = Vec::new();
-    for (name, record) in std::mem::take(&mut state.services) {
+    for name in chosen {
+        let Some(record) = state.services.remove(&name) else {
+            continue;
+        };
         let stopped = Service::parse(&name)
             .and_then(|service| Server::adopt(service, &record))
             .and_then(|server| {
@@ -356,6 +424,52 @@ mod tests {
                 .contains("unknown service")
         );
         assert!(run(&["kill", "kafka-cluster", "4"]).is_err());
+        assert!(
+            run(&["kill", "redis-cluster", "7"])
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 6")
+        );
+        assert!(
+            run(&["restart", "redis", "1"])
+                .unwrap_err()
+                .to_string()
+                .contains("single server")
+        );
+        assert_eq!(node_id(Service::RedisCluster, "6").unwrap(), 6);
+        assert_eq!(node_id(Service::KafkaCluster, "3").unwrap(), 3);
+        assert!(node_id(Service::RedisCluster, "0").is_err());
+    }
+
+    #[test]
+    fn redis_cluster_is_redis_with_cluster() {
+        assert_eq!(
+            wanted(&["redis", "--cluster"]).unwrap(),
+            [Service::RedisCluster]
+        );
+        assert_eq!(wanted(&["redis-cluster"]).unwrap(), [Service::RedisCluster]);
+        // `down` with no name stops everything recorded, not the default set.
+        assert!(named(&[]).unwrap().is_empty());
+        assert_eq!(
+            named(&["redis", "--cluster"]).unwrap(),
+            [Service::RedisCluster]
+        );
+        assert_eq!(
+            wanted(&["redis", "redis", "--cluster", "kafka"]).unwrap(),
+            [Service::Redis, Service::RedisCluster, Service::Kafka]
+        );
+        assert_eq!(
+            wanted(&["redis", "--cluster", "redis-cluster"]).unwrap(),
+            [Service::RedisCluster]
+        );
+        for bad in [
+            &["kafka", "--cluster"][..],
+            &["kafka-cluster", "--cluster"],
+            &["--cluster"],
+            &["redis", "--cluster", "--brokers", "3"],
+        ] {
+            assert!(wanted(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

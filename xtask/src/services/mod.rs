@@ -1,6 +1,7 @@
-//! Throwaway local servers for the integration suites: a `redis-server`, a single-node
-//! Apache Kafka broker (KRaft) and a three-node Kafka cluster, each on free loopback ports
-//! with its data in a fresh directory, with no Docker needed.
+//! Throwaway local servers for the integration suites: a `redis-server`, a Redis Cluster of
+//! three masters with a replica each, a single-node Apache Kafka broker (KRaft) and a
+//! three-node Kafka cluster, each on free loopback ports with its data in a fresh directory,
+//! with no Docker needed.
 //!
 //! `cargo xtask test` and `cargo xtask integration-test` start the ones their suites need
 //! ([`RunningServices`], stopped when dropped, also on failure); `cargo xtask services up`
@@ -15,6 +16,7 @@ mod ports;
 mod probe;
 mod process;
 mod redis;
+mod redis_cluster;
 mod state;
 
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ pub(crate) use kafka::KafkaBroker;
 pub(crate) use kafka_cluster::{CLUSTER_SIZE, KafkaCluster};
 pub(crate) use process::Lifetime;
 pub(crate) use redis::RedisServer;
+pub(crate) use redis_cluster::{REDIS_CLUSTER_NODES, RedisCluster};
 
 use crate::shell::project_root;
 
@@ -33,6 +36,9 @@ use crate::shell::project_root;
 pub(crate) const REDIS_URL_VAR: &str = "EVENTBUS_TEST_REDIS_URL";
 /// The `redis-server` program, for tests that start (and kill) servers of their own.
 pub(crate) const REDIS_SERVER_VAR: &str = "EVENTBUS_TEST_REDIS_SERVER";
+/// `redis-cluster://127.0.0.1:<port>,...`: the Redis Cluster to test against, its masters as
+/// seed nodes.
+pub(crate) const REDIS_CLUSTER_URL_VAR: &str = "EVENTBUS_TEST_REDIS_CLUSTER_URL";
 /// `127.0.0.1:<port>`: the Kafka bootstrap servers to test against.
 pub(crate) const KAFKA_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_BROKERS";
 /// `<libs>/*`: the class path of the Kafka jars, to run its tools with `java -cp`.
@@ -44,19 +50,27 @@ pub(crate) const KAFKA_CLUSTER_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_CLUSTER_
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Service {
     Redis,
+    /// A Redis Cluster of six nodes (`services up redis --cluster`).
+    RedisCluster,
     Kafka,
     /// [`CLUSTER_SIZE`] Kafka nodes (`services up kafka --brokers 3`).
     KafkaCluster,
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 3] = [Service::Redis, Service::Kafka, Service::KafkaCluster];
+    pub(crate) const ALL: [Service; 4] = [
+        Service::Redis,
+        Service::RedisCluster,
+        Service::Kafka,
+        Service::KafkaCluster,
+    ];
     /// What `services up` starts when it is given no name.
     pub(crate) const DEFAULT: [Service; 2] = [Service::Redis, Service::Kafka];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Redis => "redis",
+            Service::RedisCluster => "redis-cluster",
             Service::Kafka => "kafka",
             Service::KafkaCluster => "kafka-cluster",
         }
@@ -65,7 +79,19 @@ impl Service {
     pub(crate) fn parse(name: &str) -> anyhow::Result<Self> {
         match Service::ALL.into_iter().find(|s| s.name() == name) {
             Some(service) => Ok(service),
-            None => bail!("unknown service {name:?}; known services: redis, kafka, kafka-cluster"),
+            None => bail!(
+                "unknown service {name:?}; known services: {}",
+                Service::ALL.map(Service::name).join(", ")
+            ),
+        }
+    }
+
+    /// How many nodes it has, numbered from 1, for a cluster; `None` for a single server.
+    pub(crate) fn nodes(self) -> Option<usize> {
+        match self {
+            Service::RedisCluster => Some(REDIS_CLUSTER_NODES),
+            Service::KafkaCluster => Some(CLUSTER_SIZE),
+            Service::Redis | Service::Kafka => None,
         }
     }
 }
@@ -75,6 +101,7 @@ impl Service {
 #[derive(Default)]
 pub(crate) struct RunningServices {
     redis: Option<RedisServer>,
+    redis_cluster: Option<RedisCluster>,
     kafka: Option<KafkaBroker>,
     kafka_cluster: Option<KafkaCluster>,
 }
@@ -92,6 +119,9 @@ impl RunningServices {
             match service {
                 Service::Redis if running.redis.is_none() => {
                     running.redis = Some(RedisServer::start(Lifetime::Scoped)?);
+                }
+                Service::RedisCluster if running.redis_cluster.is_none() => {
+                    running.redis_cluster = Some(RedisCluster::start(Lifetime::Scoped)?);
                 }
                 Service::Kafka if running.kafka.is_none() => {
                     running.kafka = Some(KafkaBroker::start(Lifetime::Scoped)?);
@@ -116,6 +146,9 @@ impl RunningServices {
         if let Some(redis) = &self.redis {
             env.extend(redis_env(redis));
         }
+        if let Some(cluster) = &self.redis_cluster {
+            env.extend(redis_cluster_env(cluster));
+        }
         if let Some(kafka) = &self.kafka {
             env.extend(kafka_env(kafka));
         }
@@ -132,6 +165,9 @@ impl RunningServices {
         if self.redis.is_some() {
             names.push(Service::Redis.name());
         }
+        if self.redis_cluster.is_some() {
+            names.push(Service::RedisCluster.name());
+        }
         if self.kafka.is_some() {
             names.push(Service::Kafka.name());
         }
@@ -143,7 +179,7 @@ impl RunningServices {
 }
 
 /// Keeps the first of each variable: the single broker and the cluster both give the class
-/// path of the same jars.
+/// path of the same jars, the Redis server and cluster the same `redis-server`.
 pub(crate) fn unique_names(env: &mut Vec<(&'static str, String)>) {
     let mut seen = std::collections::HashSet::new();
     env.retain(|(name, _)| seen.insert(*name));
@@ -153,6 +189,13 @@ pub(crate) fn redis_env(redis: &RedisServer) -> [(&'static str, String); 2] {
     [
         (REDIS_URL_VAR, redis.url()),
         (REDIS_SERVER_VAR, redis.binary().display().to_string()),
+    ]
+}
+
+pub(crate) fn redis_cluster_env(cluster: &RedisCluster) -> [(&'static str, String); 2] {
+    [
+        (REDIS_CLUSTER_URL_VAR, cluster.url()),
+        (REDIS_SERVER_VAR, cluster.binary().display().to_string()),
     ]
 }
 
@@ -192,8 +235,16 @@ mod tests {
             Service::parse("postgres")
                 .unwrap_err()
                 .to_string()
-                .contains("redis, kafka, kafka-cluster")
+                .contains("redis, redis-cluster, kafka, kafka-cluster")
         );
+    }
+
+    #[test]
+    fn clusters_have_numbered_nodes() {
+        assert_eq!(Service::RedisCluster.nodes(), Some(6));
+        assert_eq!(Service::KafkaCluster.nodes(), Some(3));
+        assert_eq!(Service::Redis.nodes(), None);
+        assert_eq!(Service::Kafka.nodes(), None);
     }
 
     #[test]

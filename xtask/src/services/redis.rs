@@ -1,4 +1,5 @@
-//! A throwaway `redis-server` on a free loopback port, with its data in a fresh directory.
+//! A throwaway `redis-server` on a free loopback port, with its data in a fresh directory:
+//! alone, or as one node of a Redis Cluster ([`super::redis_cluster`]).
 //!
 //! It runs with the append-only file fsynced on every write (`--appendfsync always`) and no
 //! snapshots, so a server killed with SIGKILL and restarted by [`RedisServer::restart`] comes
@@ -45,6 +46,8 @@ pub(crate) struct RedisServer {
     process: ServerProcess,
     /// Whether dropping the handle stops the server and deletes `dir`.
     owned: bool,
+    /// A node of a Redis Cluster (`--cluster-enabled yes`, see [`spawn`]).
+    cluster: bool,
 }
 
 impl RedisServer {
@@ -55,7 +58,7 @@ impl RedisServer {
         let mut attempt = 1;
         loop {
             let port = free_loopback_ports(1)?[0];
-            match Self::launch(binary.clone(), port, lifetime) {
+            match Self::launch(binary.clone(), port, lifetime, false) {
                 Err(e) if attempt < START_ATTEMPTS && is_port_taken(&e) => {
                     eprintln!(
                         "xtask: port {port} was taken before redis-server bound it; trying another"
@@ -67,9 +70,21 @@ impl RedisServer {
         }
     }
 
-    fn launch(binary: PathBuf, port: u16, lifetime: Lifetime) -> anyhow::Result<Self> {
-        let dir = new_work_dir("redis")?;
-        let process = match spawn(&binary, port, &dir, lifetime) {
+    /// Starts a node of a Redis Cluster on `port` (its cluster bus on `port + 10000`) in a
+    /// fresh directory, and waits until it answers `PING`; it has no slots until the cluster
+    /// is created.
+    pub(super) fn start_node(binary: &Path, port: u16, lifetime: Lifetime) -> anyhow::Result<Self> {
+        Self::launch(binary.to_path_buf(), port, lifetime, true)
+    }
+
+    fn launch(
+        binary: PathBuf,
+        port: u16,
+        lifetime: Lifetime,
+        cluster: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = new_work_dir(if cluster { "redis-cluster" } else { "redis" })?;
+        let process = match spawn(&binary, port, &dir, lifetime, cluster) {
             Ok(process) => process,
             Err(e) => {
                 remove_work_dir(&dir);
@@ -84,10 +99,12 @@ impl RedisServer {
             lifetime,
             process,
             owned: true,
+            cluster,
         };
         let took = server.wait_ready()?;
         eprintln!(
-            "xtask: redis-server up on 127.0.0.1:{port} in {:.2}s (pid {}, files in {})",
+            "xtask: redis-server{} up on 127.0.0.1:{port} in {:.2}s (pid {}, files in {})",
+            if cluster { " (cluster node)" } else { "" },
             took.as_secs_f64(),
             server.pid(),
             server.dir.display()
@@ -108,6 +125,11 @@ impl RedisServer {
         self.process.pid()
     }
 
+    /// Its working directory: data, `redis.log`, and for a cluster node `nodes.conf`.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The `redis-server` program it runs, for tests that start servers of their own.
     pub(crate) fn binary(&self) -> &Path {
         &self.binary
@@ -126,7 +148,13 @@ impl RedisServer {
     /// again on the same port with the same data directory; returns once it answers `PING`.
     pub(crate) fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop(STOP_GRACE)?;
-        self.process = spawn(&self.binary, self.port, &self.dir, self.lifetime)?;
+        self.process = spawn(
+            &self.binary,
+            self.port,
+            &self.dir,
+            self.lifetime,
+            self.cluster,
+        )?;
         let took = self.wait_ready()?;
         eprintln!(
             "xtask: redis-server restarted on 127.0.0.1:{} in {:.2}s (pid {})",
@@ -142,6 +170,11 @@ impl RedisServer {
         self.owned = false;
     }
 
+    /// Whether dropping this handle stops the server (it was started here, not adopted).
+    pub(crate) fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// What the state file needs to find the server again.
     pub(crate) fn record(&self) -> Record {
         let mut record = Record::default();
@@ -150,6 +183,9 @@ impl RedisServer {
             .set("port", self.port)
             .set("dir", self.dir.display())
             .set("binary", self.binary.display());
+        if self.cluster {
+            record.set("cluster", "yes");
+        }
         record
     }
 
@@ -162,6 +198,7 @@ impl RedisServer {
             lifetime: Lifetime::Detached,
             process: ServerProcess::adopt(NAME, MARKER, record.parse("pid")?),
             owned: false,
+            cluster: record.get("cluster").is_ok_and(|v| v == "yes"),
         })
     }
 
@@ -201,13 +238,37 @@ impl Drop for RedisServer {
     }
 }
 
+/// Starts `redis-server`; as a cluster node (`cluster`), with:
+///
+/// - `--cluster-config-file nodes.conf` in its directory, so a node restarted there rejoins
+///   with its identity (an old master comes back as a replica of the one that replaced it);
+/// - `--cluster-node-timeout 2000`: a master is marked failed 2 s after it stops answering,
+///   and its replica promoted about a second later;
+/// - `--cluster-replica-validity-factor 0`: a replica always tries to fail over, however long
+///   it was cut off from its master;
+/// - `--repl-diskless-sync-delay 0`: a replica's full synchronisation starts at once, not
+///   after 5 s;
+/// - `cluster-require-full-coverage` left at `yes`: while a slot has no master every node
+///   answers `CLUSTERDOWN`, as a production cluster does, and `cluster_state:ok` means every
+///   slot is served.
+///
+/// Its cluster bus listens on `port + 10000` (Redis's default, so any Redis from 5.0 works).
 fn spawn(
     binary: &Path,
     port: u16,
     dir: &Path,
     lifetime: Lifetime,
+    cluster: bool,
 ) -> anyhow::Result<ServerProcess> {
     let mut command = Command::new(binary);
+    if cluster {
+        command
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--repl-diskless-sync-delay", "0"]);
+    }
     command
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         // No snapshots; every write fsynced to the append-only file before the reply.
@@ -228,7 +289,7 @@ fn spawn(
 
 /// `redis-server` from `PATH` or the usual directories; when missing and xtask runs as root,
 /// Debian's package is installed first.
-fn find_or_install() -> anyhow::Result<PathBuf> {
+pub(super) fn find_or_install() -> anyhow::Result<PathBuf> {
     if let Some(found) = find_program("redis-server", SEARCH_DIRS) {
         return Ok(found);
     }
@@ -238,14 +299,44 @@ fn find_or_install() -> anyhow::Result<PathBuf> {
     eprintln!(
         "xtask: redis-server is not installed; installing Debian's `redis-server` package (running as root)"
     );
-    install_with_apt()
+    install_with_apt("redis-server")
         .with_context(|| format!("installing redis-server failed. {HOW_TO_INSTALL}"))?;
     find_program("redis-server", SEARCH_DIRS).with_context(|| {
         format!("`apt-get install redis-server` succeeded but redis-server is still not found. {HOW_TO_INSTALL}")
     })
 }
 
-fn install_with_apt() -> anyhow::Result<()> {
+/// `redis-cli` beside `binary` (Debian puts both in `/usr/bin`), else on `PATH` or in the
+/// usual directories; when missing and xtask runs as root, Debian's `redis-tools` package
+/// (which has it) is installed first.
+pub(super) fn find_or_install_cli(binary: &Path) -> anyhow::Result<PathBuf> {
+    let beside = binary.parent().map(|dir| dir.join("redis-cli"));
+    if let Some(found) = beside.filter(|cli| cli.is_file()) {
+        return Ok(found);
+    }
+    if let Some(found) = find_program("redis-cli", SEARCH_DIRS) {
+        return Ok(found);
+    }
+    let how = "redis-cli creates the Redis Cluster. Install it: `sudo apt-get install \
+               redis-tools` (Debian, Ubuntu; `redis-server` depends on it), `brew install redis` \
+               (macOS)";
+    if !is_root() {
+        bail!(
+            "redis-cli is not installed (looked next to {} and on PATH). {how}",
+            binary.display()
+        );
+    }
+    eprintln!(
+        "xtask: redis-cli is not installed; installing Debian's `redis-tools` package (running as root)"
+    );
+    install_with_apt("redis-tools")
+        .with_context(|| format!("installing redis-cli failed. {how}"))?;
+    find_program("redis-cli", SEARCH_DIRS).with_context(|| {
+        format!("`apt-get install redis-tools` succeeded but redis-cli is still not found. {how}")
+    })
+}
+
+fn install_with_apt(package: &str) -> anyhow::Result<()> {
     let apt = |args: &[&str]| {
         let mut command = Command::new("apt-get");
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
@@ -253,8 +344,8 @@ fn install_with_apt() -> anyhow::Result<()> {
     };
     shell::run_to_stderr("apt-get update", &mut apt(&["update"]))?;
     shell::run_to_stderr(
-        "apt-get install redis-server",
-        &mut apt(&["install", "-y", "--no-install-recommends", "redis-server"]),
+        &format!("apt-get install {package}"),
+        &mut apt(&["install", "-y", "--no-install-recommends", package]),
     )?;
     Ok(())
 }
