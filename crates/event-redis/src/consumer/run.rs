@@ -27,7 +27,7 @@ use fred::prelude::{Client, ClientLike};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Subscriber, Token, create_group, take};
+use super::{Subscriber, Token, create_group, slots, take};
 use crate::client;
 
 /// Aborts a task when dropped: the claim keeper dies with its attempt, also when the attempt
@@ -181,7 +181,10 @@ pub(super) async fn attempt(
         }
         let free = want.saturating_sub(taken.deliveries.len());
         if outcome.is_ok() && free > 0 {
-            outcome = take::read(&sub, &reader.0, free, &mut taken).await;
+            outcome = match sub.slots.len() {
+                1 => take::read(&sub, &reader.0, free, &mut taken).await,
+                _ => slots::read(&sub, &reader.0, free, &mut taken).await,
+            };
         }
         take::settle(&sub, &mut taken).await;
         if !taken.deliveries.is_empty() {

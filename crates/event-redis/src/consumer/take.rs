@@ -158,21 +158,18 @@ pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
 }
 
 /// Reads up to `count` new entries per stream for this consumer (`COUNT` applies to each
-/// stream: the caller carries over what exceeds its room). On a Redis Cluster, one read per
-/// hash slot ([`super::slots::read`]).
+/// stream: the caller carries over what exceeds its room), in one blocking `XREADGROUP` of
+/// all its streams: when they share one hash slot (always, but on a Redis Cluster, which
+/// `super::slots` reads).
 pub(super) async fn read(
     sub: &Subscriber,
     reader: &Client,
     count: usize,
     taken: &mut Taken,
 ) -> Result<(), Error> {
-    match sub.slots.as_slice() {
-        [all] => {
-            read_at(sub, reader, count, new_at(all), Some(BLOCK_MS), None, taken).await?;
-            Ok(())
-        }
-        _ => super::slots::read(sub, reader, count, taken).await,
-    }
+    let all: Vec<usize> = (0..sub.streams.len()).collect();
+    read_at(sub, reader, count, new_at(&all), Some(BLOCK_MS), None, taken).await?;
+    Ok(())
 }
 
 /// The streams `streams` (indices of the subscription's) at `>`: their new entries.

@@ -147,12 +147,11 @@ pub(crate) async fn concurrency_defaults_to_config(fx: &Fixture) -> anyhow::Resu
 }
 
 /// A key waiting for a retry does not hold up other keys, even on one lane, and keeps its own order.
-///
-/// Key-a's first event fails, and its retries keep failing until every one of key-b's events
-/// has reached the handler: if key-b waited behind key-a, that would never happen and the
-/// trial fails at its deadline. No timing bound: a slow machine or cluster cannot fail it,
-/// and nothing blocks the one lane.
 pub(crate) async fn retry_does_not_stall_other_keys(fx: &Fixture) -> anyhow::Result<()> {
+    // Key-a's first event fails, and its retries keep failing until every one of key-b's
+    // events has reached the handler: if key-b waited behind key-a, that would never happen
+    // and the trial fails at its deadline. No timing bound (a slow machine or cluster cannot
+    // fail it), and nothing blocks the one lane.
     let bus = fx
         .bus_with(|c| {
             // 100 retries 200 ms apart outlast the trial's deadline.
