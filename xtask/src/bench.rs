@@ -46,6 +46,14 @@ const BENCHMARKS: &[Benchmark] = &[
         services: &[Service::Redis],
         env: &[],
     },
+    // The Redis benchmark again, on three masters with a replica each.
+    Benchmark {
+        backend: "redis-cluster",
+        package: "event-redis",
+        bench_target: "redis",
+        services: &[Service::RedisCluster],
+        env: &[("EVENTBUS_BENCH_REDIS_CLUSTER", "1")],
+    },
     Benchmark {
         backend: "publishers",
         package: "event-publishers",

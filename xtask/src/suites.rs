@@ -40,11 +40,12 @@ pub(crate) const SUITES: &[Suite] = &[
         conformance_target: "redis",
         services: &[Service::Redis, Service::RedisCluster],
     },
+    // The conformance suite also runs on a three-node cluster (`tests/conformance_cluster.rs`).
     Suite {
         backend: "kafka",
         package: Some("event-kafka"),
         conformance_target: "kafka",
-        services: &[Service::Kafka],
+        services: &[Service::Kafka, Service::KafkaCluster],
     },
     // Not a backend: the batch publisher is tested against the real Redis server.
     Suite {
@@ -159,7 +160,12 @@ mod tests {
         let all: Vec<&Suite> = SUITES.iter().collect();
         assert_eq!(
             services_for(&all),
-            [Service::Redis, Service::RedisCluster, Service::Kafka]
+            [
+                Service::Redis,
+                Service::RedisCluster,
+                Service::Kafka,
+                Service::KafkaCluster
+            ]
         );
         let doubled = [&SUITES[1], &SUITES[1], &SUITES[0]];
         assert_eq!(
