@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use event_core::{Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
-use support::brokers::{KafkaNodes, kafka_classpath};
 use event_testkit::load::{Load, LoadReport};
+use support::brokers::{KafkaNodes, kafka_classpath};
 use support::{Settings, all_handled, recorder, topics_tool};
 
 const NODES: usize = 3;

@@ -6,8 +6,8 @@
 //! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
 
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;

@@ -110,9 +110,15 @@ pub(crate) async fn redrive(
             continue;
         };
         let json = inner.codec.encode(event)?;
-        move_letter(inner, &dlq, &redrive, &letter.id, entry::fields(event, json))
-            .await
-            .map_err(|e| client::error("redriving a dead letter", e))?;
+        move_letter(
+            inner,
+            &dlq,
+            &redrive,
+            &letter.id,
+            entry::fields(event, json),
+        )
+        .await
+        .map_err(|e| client::error("redriving a dead letter", e))?;
         report.redriven += 1;
     }
     Ok(report)

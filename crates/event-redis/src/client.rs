@@ -228,9 +228,7 @@ pub(crate) async fn ping_every_primary(client: &Client) -> Result<(), String> {
 /// Whether the server `client` is connected to is a node of a Redis Cluster
 /// (`INFO cluster` says `cluster_enabled:1`).
 pub(crate) async fn is_cluster_node(client: &Client) -> bool {
-    let info: Result<String, _> = client
-        .custom(fred::cmd!("INFO"), vec!["cluster"])
-        .await;
+    let info: Result<String, _> = client.custom(fred::cmd!("INFO"), vec!["cluster"]).await;
     info.is_ok_and(|info| info.contains("cluster_enabled:1"))
 }
 
@@ -239,7 +237,10 @@ pub(crate) async fn is_cluster_node(client: &Client) -> bool {
 pub(crate) fn as_cluster_url(url: &str) -> String {
     let (scheme, rest) = match url.strip_prefix("rediss://") {
         Some(rest) => ("rediss-cluster://", rest),
-        None => ("redis-cluster://", url.strip_prefix("redis://").unwrap_or(url)),
+        None => (
+            "redis-cluster://",
+            url.strip_prefix("redis://").unwrap_or(url),
+        ),
     };
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     format!("{scheme}{authority}")

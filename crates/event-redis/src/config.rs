@@ -51,10 +51,7 @@ const REDIS_WAIT_TIMEOUT_MS: Variable = Variable {
     name: "REDIS_WAIT_TIMEOUT_MS",
     default: Some("1000"),
     default_note: "",
-    rule: Rule::Whole {
-        min: 1,
-        max: 5_000,
-    },
+    rule: Rule::Whole { min: 1, max: 5_000 },
     secret: Secret::No,
     original: false,
     doc: "how long a publish waits for `REDIS_WAIT_REPLICAS` replicas.",

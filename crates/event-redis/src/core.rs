@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use event_core::backend::{Lifecycle, LocalHandlers};
 use event_core::{Config, Error, JsonCodec};
-use fred::prelude::ClientLike;
 use fred::prelude::Client;
+use fred::prelude::ClientLike;
 use time::OffsetDateTime;
 
 use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::counters::RedisCounters;
-use crate::{client, entry};
 use crate::keys::Keys;
+use crate::{client, entry};
 
 /// What the Redis backend keeps beside each handler subscribed through this bus instance
 /// (whose `sources` are its stream keys).
@@ -74,7 +74,13 @@ impl Inner {
     /// A transient [`Error::Backend`] when fewer replicas confirm within
     /// `REDIS_WAIT_TIMEOUT_MS`: what was written stays written.
     pub(crate) async fn wait_replicas<K: AsRef<str>>(&self, keys: &[K]) -> Result<(), Error> {
-        match self.wait_replicas_each(keys).await.into_iter().flatten().next() {
+        match self
+            .wait_replicas_each(keys)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
+        {
             Some(failure) => Err(failure),
             None => Ok(()),
         }
@@ -98,18 +104,26 @@ impl Inner {
                 nodes.push(node.clone());
             }
         }
-        let outcomes = futures::future::join_all(nodes.iter().map(|node| self.wait_on(node, wanted))).await;
+        let outcomes =
+            futures::future::join_all(nodes.iter().map(|node| self.wait_on(node, wanted))).await;
         let failures: Vec<_> = nodes.iter().zip(outcomes).collect();
         on.iter()
             .map(|node| {
                 let (_, outcome) = failures.iter().find(|(n, _)| *n == node)?;
-                outcome.as_ref().err().map(|e| Error::backend("redis", e.clone(), true))
+                outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| Error::backend("redis", e.clone(), true))
             })
             .collect()
     }
 
     /// `WAIT` on one master (`None`: the one server): `Err` says how many confirmed.
-    async fn wait_on(&self, node: &Option<fred::prelude::Server>, wanted: i64) -> Result<(), String> {
+    async fn wait_on(
+        &self,
+        node: &Option<fred::prelude::Server>,
+        wanted: i64,
+    ) -> Result<(), String> {
         let timeout_ms = self.redis.wait_timeout.as_millis() as i64;
         let confirmed: i64 = self
             .client
@@ -122,7 +136,9 @@ impl Inner {
         }
         Err(format!(
             "written, but only {confirmed} of the {wanted} replicas (REDIS_WAIT_REPLICAS) confirmed it within {timeout_ms} ms{}: it may be lost if the master fails now",
-            node.as_ref().map(|n| format!(" on master {n}")).unwrap_or_default()
+            node.as_ref()
+                .map(|n| format!(" on master {n}"))
+                .unwrap_or_default()
         ))
     }
 

@@ -15,7 +15,6 @@
 
 use event_core::EventType;
 
-
 /// Builds the keys of one bus, and knows where they lie on a cluster.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
@@ -118,8 +117,17 @@ mod tests {
 
     #[test]
     fn a_cluster_splits_keys_by_slot() {
-        let names = ["app:stream:a.b", "app:stream:c.d", "app:stream:a.b", "{t}x", "{t}y"];
-        assert_eq!(Keys::new("app", false).by_slot(&names), [vec![0, 1, 2, 3, 4]]);
+        let names = [
+            "app:stream:a.b",
+            "app:stream:c.d",
+            "app:stream:a.b",
+            "{t}x",
+            "{t}y",
+        ];
+        assert_eq!(
+            Keys::new("app", false).by_slot(&names),
+            [vec![0, 1, 2, 3, 4]]
+        );
         let groups = Keys::new("app", true).by_slot(&names);
         // The same key twice, and keys sharing a hash tag, stay together.
         assert!(groups.iter().any(|g| g.contains(&0) && g.contains(&2)));

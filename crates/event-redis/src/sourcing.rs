@@ -11,9 +11,9 @@ use std::time::Duration;
 use event_core::backend::BatchResults;
 use event_core::{AggregateAppend, Error, Event, ExpectedVersion};
 use fred::prelude::{ListInterface, SortedSetsInterface};
-use futures::FutureExt;
 use fred::types::Value;
 use fred::types::scripts::Script;
+use futures::FutureExt;
 
 use crate::core::Inner;
 use crate::publish::Batch;
@@ -200,7 +200,11 @@ async fn append_apart(
         .await
         .map_err(|e| client::error("noting an append", e))?;
     let mut args = vec![Value::from(current as i64)];
-    args.extend(envelopes.iter().map(|json| Value::Bytes(json.clone().into())));
+    args.extend(
+        envelopes
+            .iter()
+            .map(|json| Value::Bytes(json.clone().into())),
+    );
     let reply: Vec<i64> = RESERVE_SCRIPT
         .evalsha_with_reload(&inner.client, vec![list.to_string()], args)
         .await
@@ -365,8 +369,12 @@ pub(crate) fn start_recovery(inner: &Arc<Inner>) {
             match round.await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::warn!(appends = n, "published unpublished appends"),
-                Ok(Err(e)) => tracing::warn!("recovering unpublished appends failed, retrying later: {e}"),
-                Err(_) => tracing::error!("recovering unpublished appends panicked, retrying later"),
+                Ok(Err(e)) => {
+                    tracing::warn!("recovering unpublished appends failed, retrying later: {e}")
+                }
+                Err(_) => {
+                    tracing::error!("recovering unpublished appends panicked, retrying later")
+                }
             }
             drop(inner);
             tokio::time::sleep(every).await;

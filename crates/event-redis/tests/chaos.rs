@@ -166,7 +166,6 @@ impl Redis {
     }
 }
 
-
 #[async_trait]
 impl ChaosBackend for Redis {
     fn name(&self) -> &'static str {

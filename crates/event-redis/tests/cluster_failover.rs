@@ -108,7 +108,11 @@ async fn failover(cluster: &mut RedisCluster, wait: u32) -> anyhow::Result<()> {
     let handled = all_handled(&[&seen], &report.published, Duration::from_secs(90)).await;
     let missing = {
         let seen: std::collections::HashSet<_> = seen.lock().unwrap().iter().copied().collect();
-        report.published.iter().filter(|id| !seen.contains(id)).count()
+        report
+            .published
+            .iter()
+            .filter(|id| !seen.contains(id))
+            .count()
     };
     eprintln!(
         "REDIS_WAIT_REPLICAS={wait}: master :{victim} killed, its replica serving {:.1}s later; meanwhile {during} events published to the types of the other masters and {handled_during} events handled; {} events published with success in all, {missing} of them never handled (lost with the master), {} publishes failed cleanly (first errors: {:?}), the longest call took {:.1}s, 2,000 more published {:.1}s after the kill",

@@ -168,7 +168,16 @@ pub(super) async fn read(
     taken: &mut Taken,
 ) -> Result<(), Error> {
     let all: Vec<usize> = (0..sub.streams.len()).collect();
-    read_at(sub, reader, count, new_at(&all), Some(BLOCK_MS), None, taken).await?;
+    read_at(
+        sub,
+        reader,
+        count,
+        new_at(&all),
+        Some(BLOCK_MS),
+        None,
+        taken,
+    )
+    .await?;
     Ok(())
 }
 
