@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use event_core::config::table::redis_client_url;
+use event_core::config::table::{REDIS_SCHEMES, redis_client_url};
 use event_core::{Error, redact_url};
 use fred::prelude::{Builder, Client, ReconnectPolicy};
 
@@ -13,22 +13,13 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMES: [&str; 6] = [
-    "redis://",
-    "rediss://",
-    "redis+unix://",
-    "unix://",
-    "redis-cluster://",
-    "rediss-cluster://",
-];
-
 /// A client for `url`, not connected yet; `what` names its user in messages.
 pub(crate) fn build(url: &str, what: &str) -> Result<Client, Error> {
-    if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+    if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
         return Err(Error::InvalidArgument(format!(
             "{what} URL {} is not a Redis URL such as redis://host:6379/0: it must start with one of {}",
             redact_url(url),
-            SCHEMES.join(", ")
+            REDIS_SCHEMES.join(", ")
         )));
     }
     // A cluster's nodes listed with commas become the client's `?node=` form.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use event_core::config::table::{Reader, Rule, Secret, Variable, valid_name};
+use event_core::config::table::{REDIS_SCHEMES, Reader, Rule, Secret, Variable, valid_name};
 use event_core::{ConfigError, EnvSettings, redact_url};
 
 const REDIS_URL: Variable = Variable {
@@ -56,16 +56,6 @@ const REDIS_WAIT_TIMEOUT_MS: Variable = Variable {
     original: false,
     doc: "how long a publish waits for `REDIS_WAIT_REPLICAS` replicas.",
 };
-
-/// The schemes `REDIS_URL` may start with.
-const SCHEMES: [&str; 6] = [
-    "redis://",
-    "rediss://",
-    "redis+unix://",
-    "unix://",
-    "redis-cluster://",
-    "rediss-cluster://",
-];
 
 /// Whether a URL asks for TLS.
 pub(crate) fn is_tls(url: &str) -> bool {
@@ -142,7 +132,7 @@ impl EnvSettings for RedisConfig {
 
     fn read(r: &mut Reader<'_>) -> Self {
         let url = r.text(&REDIS_URL);
-        if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+        if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
             r.invalid(&REDIS_URL, &url);
         }
         let key_prefix = r.text(&REDIS_KEY_PREFIX);

@@ -23,40 +23,6 @@ pub(crate) fn free_loopback_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .context("reading the port the kernel picked")
 }
 
-/// How far above its client port a Redis Cluster node's bus listens (Redis's default).
-pub(crate) const REDIS_BUS_OFFSET: u16 = 10_000;
-
-/// `count` distinct client ports for Redis Cluster nodes: each free on 127.0.0.1 with its
-/// cluster bus port (`port + 10000`, at most 65535) free too. As in [`free_loopback_ports`],
-/// every listener is held until all are picked.
-pub(crate) fn free_redis_cluster_ports(count: usize) -> anyhow::Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let mut ports = Vec::with_capacity(count);
-    for _ in 0..count * 200 {
-        if ports.len() == count {
-            break;
-        }
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .context("binding 127.0.0.1:0 to find a free port")?;
-        let port = listener.local_addr()?.port();
-        let Some(bus) = port.checked_add(REDIS_BUS_OFFSET) else {
-            continue;
-        };
-        if let Ok(bus_listener) = TcpListener::bind(("127.0.0.1", bus)) {
-            held.push(listener);
-            held.push(bus_listener);
-            ports.push(port);
-        }
-    }
-    if ports.len() < count {
-        anyhow::bail!(
-            "found only {} of {count} free loopback ports whose port + {REDIS_BUS_OFFSET} is free too",
-            ports.len()
-        );
-    }
-    Ok(ports)
-}
-
 /// The loopback address of `port`.
 pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -121,17 +87,6 @@ mod tests {
             loopback(ports[0]).to_string(),
             format!("127.0.0.1:{}", ports[0])
         );
-    }
-
-    #[test]
-    fn redis_cluster_ports_leave_room_for_the_bus() {
-        let ports = free_redis_cluster_ports(6).unwrap();
-        assert_eq!(ports.len(), 6);
-        for &port in &ports {
-            assert!(port <= u16::MAX - REDIS_BUS_OFFSET);
-            assert!(!ports.contains(&(port + REDIS_BUS_OFFSET)));
-            assert_eq!(ports.iter().filter(|&&p| p == port).count(), 1);
-        }
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! "Is it up?" on the wire: a Redis `PING` and a Kafka `ApiVersions` request, hand-encoded so
-//! xtask needs no client crate; and one Redis command with a text reply (`CLUSTER INFO`), to
-//! see a Redis Cluster come together.
+//! xtask needs no client crate.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -49,53 +48,6 @@ fn parse_ping_reply(reply: &[u8]) -> Probe {
         Some(b'-') => Probe::NotYet(format!("server error {:?}", &line[1..])),
         _ => Probe::NotYet(format!("unexpected reply {line:?}")),
     }
-}
-
-/// Sends one command to the Redis server at `addr` and reads its reply: a status, an
-/// integer or a bulk string as text; an error reply, a nil or an I/O failure as `Err`.
-pub(crate) fn redis_request(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
-    let exchange = || -> std::io::Result<Result<String, String>> {
-        let mut stream = connect(addr)?;
-        stream.write_all(&redis_command(args))?;
-        read_redis_reply(&mut BufReader::new(stream))
-    };
-    match exchange() {
-        Ok(reply) => reply.map_err(|e| format!("{addr}: {e}")),
-        Err(e) => Err(format!("{addr}: {e}")),
-    }
-}
-
-/// A command as a RESP array of bulk strings.
-fn redis_command(args: &[&str]) -> Vec<u8> {
-    let mut message = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        message.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        message.extend_from_slice(arg.as_bytes());
-        message.extend_from_slice(b"\r\n");
-    }
-    message
-}
-
-/// Reads one RESP reply that is not an array.
-fn read_redis_reply(reader: &mut impl BufRead) -> std::io::Result<Result<String, String>> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end_matches(['\r', '\n']);
-    let (kind, rest) = line.split_at(line.len().min(1));
-    Ok(match kind {
-        "+" | ":" => Ok(rest.to_string()),
-        "-" => Err(rest.to_string()),
-        "$" => match rest.parse::<usize>() {
-            Ok(length) if length <= MAX_RESPONSE => {
-                let mut body = vec![0; length + 2];
-                reader.read_exact(&mut body)?;
-                body.truncate(length);
-                Ok(String::from_utf8_lossy(&body).into_owned())
-            }
-            _ => Err(format!("a nil or oversized reply {line:?}")),
-        },
-        _ => Err(format!("an unexpected reply {line:?}")),
-    })
 }
 
 /// Kafka's `ApiVersions` API key.
@@ -221,28 +173,6 @@ mod tests {
         assert!(not_yet(parse_ping_reply(b"+PON")).contains("incomplete"));
         assert!(not_yet(parse_ping_reply(b"HTTP/1.1 400\r\n")).contains("unexpected"));
         assert!(not_yet(parse_ping_reply(b"")).contains("incomplete"));
-    }
-
-    #[test]
-    fn redis_commands_and_replies_are_resp() {
-        assert_eq!(
-            redis_command(&["CLUSTER", "INFO"]),
-            b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n"
-        );
-        let read = |bytes: &[u8]| read_redis_reply(&mut &bytes[..]).unwrap();
-        assert_eq!(read(b"+OK\r\n"), Ok("OK".to_string()));
-        assert_eq!(read(b":42\r\n"), Ok("42".to_string()));
-        assert_eq!(
-            read(b"$18\r\ncluster_state:ok\r\n\r\n"),
-            Ok("cluster_state:ok\r\n".to_string())
-        );
-        assert_eq!(
-            read(b"-CLUSTERDOWN The cluster is down\r\n"),
-            Err("CLUSTERDOWN The cluster is down".to_string())
-        );
-        assert!(read(b"$-1\r\n").unwrap_err().contains("nil"));
-        assert!(read(b"*1\r\n").unwrap_err().contains("unexpected"));
-        assert!(read_redis_reply(&mut &b"$10\r\nshort\r\n"[..]).is_err());
     }
 
     #[test]

@@ -14,11 +14,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::ports::{Probe, free_redis_cluster_ports, is_port_taken, loopback, wait_until_ready};
-use super::probe::redis_request;
+use super::ports::{Probe, is_port_taken, loopback, wait_until_ready};
 use super::process::{Lifetime, display};
 use super::redis::{RedisServer, find_or_install, find_or_install_cli};
 use super::state::Record;
+
+/// The cluster on the wire (free ports, requests, `CLUSTER NODES`, the whole-cluster check):
+/// `event-testkit`'s file, compiled here too, so xtask's cluster and the tests' clusters are
+/// checked by one copy. Some of it serves only the tests.
+#[allow(dead_code)]
+#[path = "../../../crates/event-testkit/src/redis_cluster/nodes.rs"]
+mod nodes;
 
 /// Masters of the cluster: the fewest `redis-cli --cluster create` accepts.
 pub(crate) const REDIS_CLUSTER_MASTERS: usize = 3;
@@ -26,7 +32,6 @@ pub(crate) const REDIS_CLUSTER_MASTERS: usize = 3;
 const REPLICAS_PER_MASTER: usize = 1;
 /// Nodes of the cluster, numbered 1 to this in `services kill|restart redis-cluster <node>`.
 pub(crate) const REDIS_CLUSTER_NODES: usize = REDIS_CLUSTER_MASTERS * (1 + REPLICAS_PER_MASTER);
-const SLOTS: usize = 16384;
 /// How long the cluster may take to become whole, at creation or after a restart.
 const WHOLE_TIMEOUT: Duration = Duration::from_secs(60);
 const START_ATTEMPTS: usize = 3;
@@ -69,7 +74,7 @@ impl RedisCluster {
             cli: cli.to_path_buf(),
             seeds: Vec::new(),
         };
-        for port in free_redis_cluster_ports(REDIS_CLUSTER_NODES)? {
+        for port in nodes::free_cluster_ports(REDIS_CLUSTER_NODES)? {
             cluster
                 .nodes
                 .push(RedisServer::start_node(binary, port, lifetime)?);
@@ -154,7 +159,7 @@ impl RedisCluster {
             WHOLE_TIMEOUT,
             Duration::from_millis(100),
             || {
-                Ok(match check(&running, shape) {
+                Ok(match nodes::check(&running, shape) {
                     Ok(()) => Probe::Ready,
                     Err(problem) => Probe::NotYet(problem),
                 })
@@ -201,17 +206,17 @@ impl RedisCluster {
     fn masters(&self) -> Vec<u16> {
         self.view()
             .iter()
-            .filter(|n| n.is_master() && !n.is_failing() && n.slots > 0)
+            .filter(|n| n.is_serving())
             .map(|n| n.port)
             .collect()
     }
 
     /// `CLUSTER NODES` of the first node that answers (empty when none does).
-    fn view(&self) -> Vec<ClusterNode> {
+    fn view(&self) -> Vec<nodes::ClusterNode> {
         self.nodes
             .iter()
-            .find_map(|n| redis_request(loopback(n.port()), &["CLUSTER", "NODES"]).ok())
-            .map(|text| parse_nodes(&text))
+            .find_map(|n| nodes::request(n.port(), &["CLUSTER", "NODES"]).ok())
+            .map(|text| nodes::parse_nodes(&text))
             .unwrap_or_default()
     }
 
@@ -220,7 +225,7 @@ impl RedisCluster {
     pub(crate) fn roles(&self) -> String {
         let view = self.view();
         let number = |id: &str| {
-            let port = view.iter().find(|n| n.id == id).map(|n| n.port)?;
+            let port = view.iter().find(|n| n.id() == id).map(|n| n.port)?;
             self.ports().iter().position(|p| *p == port).map(|i| i + 1)
         };
         self.nodes
@@ -228,9 +233,9 @@ impl RedisCluster {
             .enumerate()
             .map(|(index, node)| {
                 let role = match view.iter().find(|n| n.port == node.port()) {
-                    Some(n) if n.is_failing() => "down".to_string(),
-                    Some(n) if n.is_master() => format!("master {}", n.slot_text),
-                    Some(n) => match n.master.as_deref().and_then(number) {
+                    Some(n) if n.is_down() => "down".to_string(),
+                    Some(n) if n.is_a_master() => format!("master {}", n.slot_text()),
+                    Some(n) => match n.master_id().and_then(number) {
                         Some(master) => format!("replica of node {master}"),
                         None => "replica".to_string(),
                     },
@@ -369,200 +374,9 @@ impl Drop for RedisCluster {
     }
 }
 
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ClusterNode {
-    id: String,
-    port: u16,
-    flags: Vec<String>,
-    /// The id of its master, for a replica.
-    master: Option<String>,
-    /// How many slots it serves, and which (`0-5460`, as listed).
-    slots: usize,
-    slot_text: String,
-    connected: bool,
-}
-
-impl ClusterNode {
-    fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
-
-    fn is_master(&self) -> bool {
-        self.has_flag("master")
-    }
-
-    fn is_replica(&self) -> bool {
-        self.has_flag("slave")
-    }
-
-    /// Failed, or suspected of it (`fail?`).
-    fn is_failing(&self) -> bool {
-        self.has_flag("fail") || self.has_flag("fail?")
-    }
-}
-
-/// Reads `CLUSTER NODES`: `<id> <ip:port@cport[,hostname]> <flags> <master> <ping-sent>
-/// <pong-recv> <config-epoch> <link-state> <slot> ...`, a slot `n` or `a-b` (slots being
-/// moved, `[n->-id]`, are skipped).
-fn parse_nodes(text: &str) -> Vec<ClusterNode> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 8 {
-                return None;
-            }
-            let port = fields[1]
-                .split(['@', ','])
-                .next()?
-                .rsplit_once(':')?
-                .1
-                .parse()
-                .ok()?;
-            let ranges: Vec<&str> = fields[8..]
-                .iter()
-                .copied()
-                .filter(|slot| !slot.starts_with('['))
-                .collect();
-            let slots = ranges
-                .iter()
-                .filter_map(|slot| match slot.split_once('-') {
-                    Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
-                    None => slot.parse::<usize>().ok().map(|_| 1),
-                })
-                .sum();
-            Some(ClusterNode {
-                id: fields[0].to_string(),
-                port,
-                flags: fields[2].split(',').map(str::to_string).collect(),
-                master: (fields[3] != "-").then(|| fields[3].to_string()),
-                slots,
-                slot_text: ranges.join(" "),
-                connected: fields[7] == "connected",
-            })
-        })
-        .collect()
-}
-
-/// Whether the nodes on `running` form a whole cluster: each says `cluster_state:ok` and
-/// `cluster_slots_ok:16384`, knows every running node and sees none of them failing, sees all
-/// slots served by running masters, and (with `shape`) that many masters with that many
-/// replicas each; and every replica of a running master has its link to it up. `Err` says the
-/// first thing that is not right yet.
-fn check(running: &[u16], shape: Option<(usize, usize)>) -> Result<(), String> {
-    let mut replicas = Vec::new();
-    for &port in running {
-        let addr = loopback(port);
-        let info = redis_request(addr, &["CLUSTER", "INFO"])?;
-        for wanted in ["cluster_state:ok", &format!("cluster_slots_ok:{SLOTS}")] {
-            if !info.lines().any(|l| l.trim() == wanted) {
-                return Err(format!("node {addr} does not say {wanted}"));
-            }
-        }
-        let view = parse_nodes(&redis_request(addr, &["CLUSTER", "NODES"])?);
-        for other in running {
-            match view.iter().find(|n| n.port == *other) {
-                None => return Err(format!("node {addr} does not know node {other}")),
-                Some(n) if n.is_failing() => {
-                    return Err(format!("node {addr} sees node {other} as failing"));
-                }
-                Some(n) if !n.connected && n.port != port => {
-                    return Err(format!("node {addr} has no link to node {other}"));
-                }
-                Some(_) => {}
-            }
-        }
-        let served: usize = view
-            .iter()
-            .filter(|n| n.is_master() && running.contains(&n.port))
-            .map(|n| n.slots)
-            .sum();
-        if served != SLOTS {
-            return Err(format!(
-                "node {addr} sees {served} of {SLOTS} slots served by running masters"
-            ));
-        }
-        if let Some((masters, per_master)) = shape {
-            let serving: Vec<&ClusterNode> = view
-                .iter()
-                .filter(|n| n.is_master() && n.slots > 0)
-                .collect();
-            if serving.len() != masters {
-                return Err(format!(
-                    "node {addr} sees {} masters with slots, not {masters}",
-                    serving.len()
-                ));
-            }
-            for master in serving {
-                let count = view
-                    .iter()
-                    .filter(|n| n.is_replica() && n.master.as_deref() == Some(&master.id))
-                    .count();
-                if count != per_master {
-                    return Err(format!(
-                        "node {addr} sees {count} replicas of master {}, not {per_master}",
-                        master.port
-                    ));
-                }
-            }
-        }
-        let me = view.iter().find(|n| n.has_flag("myself"));
-        if let Some(me) = me.filter(|n| n.is_replica()) {
-            let master_runs = view
-                .iter()
-                .find(|n| Some(&n.id) == me.master.as_ref())
-                .is_some_and(|m| running.contains(&m.port));
-            if master_runs {
-                replicas.push(addr);
-            }
-        }
-    }
-    for addr in replicas {
-        let info = redis_request(addr, &["INFO", "replication"])?;
-        if !info.lines().any(|l| l.trim() == "master_link_status:up") {
-            return Err(format!("replica {addr}'s link to its master is not up"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_nodes_lines_are_parsed() {
-        let text = "\
-07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383 [42->-abc]
-e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5459 5460
-824fe116063bc5fcf9f4ffd895bc17aee7731ac3 127.0.0.1:30006@31006 master,fail - 1426238316232 1426238316232 5 disconnected
-";
-        let nodes = parse_nodes(text);
-        assert_eq!(nodes.len(), 5);
-        assert_eq!(nodes[0].port, 30004);
-        assert!(nodes[0].is_replica() && !nodes[0].is_master());
-        assert_eq!(
-            nodes[0].master.as_deref(),
-            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
-        );
-        assert_eq!(nodes[1].slots, 5462);
-        assert_eq!(nodes[2].slots, 5461);
-        assert_eq!(nodes[2].slot_text, "10923-16383");
-        assert_eq!(nodes[3].slots, 5461);
-        assert!(nodes[3].has_flag("myself"));
-        assert!(nodes[4].is_failing() && !nodes[4].connected && nodes[4].slots == 0);
-        assert_eq!(nodes.iter().map(|n| n.slots).sum::<usize>(), SLOTS);
-        assert!(parse_nodes("garbage\n\n").is_empty());
-    }
-
-    #[test]
-    fn a_cluster_that_does_not_answer_is_not_whole() {
-        let port = super::super::ports::free_loopback_ports(1).unwrap()[0];
-        let problem = check(&[port], None).unwrap_err();
-        assert!(problem.contains(&port.to_string()), "{problem}");
-    }
 
     #[test]
     fn the_cluster_has_three_masters_with_a_replica_each() {

@@ -348,6 +348,17 @@ pub fn redact_url(url: &str) -> String {
 /// The schemes of a Redis Cluster URL: `redis-cluster://`, and `rediss-cluster://` for TLS.
 pub const REDIS_CLUSTER_SCHEMES: [&str; 2] = ["redis-cluster://", "rediss-cluster://"];
 
+/// The schemes a Redis URL may start with: one server (`redis://`, `rediss://` for TLS, a
+/// Unix socket) or a cluster ([`REDIS_CLUSTER_SCHEMES`]).
+pub const REDIS_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "redis-cluster://",
+    "rediss-cluster://",
+];
+
 /// A Redis URL in the form the Redis client (`fred`) parses: a Redis Cluster URL that lists its
 /// seed nodes separated by commas (`redis-cluster://user:pw@h1:7000,h2:7001,h3:7002`) becomes
 /// the first node in the authority and the others as `node=` parameters

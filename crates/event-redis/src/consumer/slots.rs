@@ -2,9 +2,11 @@
 //! (on several masters) and one `XREADGROUP` reads the streams of one slot.
 //!
 //! - Each slot's streams are read side by side, without blocking; when none had anything, the
-//!   slots take turns at a short blocking read ([`CLUSTER_BLOCK_MS`]): blocking reads of two
-//!   slots cannot run side by side (they would queue on the connection to a master holding
-//!   both), so an idle subscription notices a new entry within that time in the other slots.
+//!   slots take turns at a short blocking read: blocking reads of two slots cannot run side
+//!   by side (they would queue on the connection to a master holding both), so a new entry in
+//!   another slot waits for that read to end. The block starts at 1 ms and doubles with each
+//!   pass that finds nothing, up to [`CLUSTER_BLOCK_MS`]: under load an entry waits a few
+//!   milliseconds at most, and an idle subscription sends a few reads a second.
 //! - A slot whose read fails (its master down until its replica takes over, a network fault)
 //!   does not hold up the others: it is skipped for a while (100 ms, doubling up to 5 s) and
 //!   the others go on. Its read's reply may be lost with entries Redis already registered to
@@ -13,7 +15,7 @@
 //! - The read fails as a whole only when every slot's read failed.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use event_core::Error;
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 use super::Subscriber;
 use super::take::{self, Taken};
 
-/// How long the blocking read of one slot's streams lasts (see the module's documentation).
+/// The longest blocking read of one slot's streams (see the module's documentation).
 const CLUSTER_BLOCK_MS: u64 = 50;
 /// The longest a failing slot is skipped.
 const MAX_SKIP: Duration = Duration::from_secs(5);
@@ -34,6 +36,8 @@ pub(super) struct SlotReads {
     states: Mutex<Vec<SlotState>>,
     /// Which slot the next idle blocking read is on.
     block_turn: AtomicUsize,
+    /// Passes in a row that found nothing: the blocking read lasts longer with each.
+    idle_passes: AtomicU32,
 }
 
 #[derive(Clone, Default)]
@@ -107,12 +111,18 @@ pub(super) async fn read(
     if failures == ready.len() {
         return Err(first_error.expect("a failure"));
     }
-    if entries == 0 && failures == 0 {
-        let turn = sub.slot_reads.block_turn.fetch_add(1, Ordering::Relaxed) % ready.len();
-        let (slot_taken, _) =
-            read_slot(sub, reader, ready[turn], count, Some(CLUSTER_BLOCK_MS)).await?;
-        taken.append(slot_taken);
+    if entries > 0 || failures > 0 {
+        sub.slot_reads.idle_passes.store(0, Ordering::Relaxed);
+        return Ok(());
     }
+    let idle = sub.slot_reads.idle_passes.fetch_add(1, Ordering::Relaxed);
+    let block = (1u64 << idle.min(6)).min(CLUSTER_BLOCK_MS);
+    let turn = sub.slot_reads.block_turn.fetch_add(1, Ordering::Relaxed) % ready.len();
+    let (slot_taken, n) = read_slot(sub, reader, ready[turn], count, Some(block)).await?;
+    if n > 0 {
+        sub.slot_reads.idle_passes.store(0, Ordering::Relaxed);
+    }
+    taken.append(slot_taken);
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 //! The nodes of a Redis Cluster on the wire: free ports for them, one RESP request to one,
 //! what `CLUSTER NODES` says, and the checks that the nodes form a whole cluster and that
 //! replicas have caught up; and Redis's key hash.
+//!
+//! Standard library and `anyhow` only: `xtask` compiles this same file for its
+//! `redis-cluster` service (`#[path]` in `xtask/src/services/redis_cluster.rs`), so the tests'
+//! clusters and xtask's are checked by one copy.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -113,6 +117,41 @@ impl ClusterNode {
     /// Failed, or suspected of it (`fail?`) by this node.
     fn is_failing(&self) -> bool {
         self.has_flag("fail") || self.has_flag("fail?")
+    }
+
+    /// Its node id.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The id of its master, for a replica.
+    pub(super) fn master_id(&self) -> Option<&str> {
+        self.master.as_deref()
+    }
+
+    /// A master, whether it serves slots or not.
+    pub(super) fn is_a_master(&self) -> bool {
+        self.is_master()
+    }
+
+    /// Failed, or suspected of it, by the node that answered.
+    pub(super) fn is_down(&self) -> bool {
+        self.is_failing()
+    }
+
+    /// The slots it serves as `CLUSTER NODES` lists them: `0-5460 5461`.
+    pub(super) fn slot_text(&self) -> String {
+        self.ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// A master that serves slots and is not failing.
