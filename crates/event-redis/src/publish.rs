@@ -128,13 +128,17 @@ async fn send_group(
         .await
         .map_err(|e| client::error("publishing a batch", e))?;
     if replies.len() != n {
+        // Not one reply per event: an error the client passed on as a value (a `TRYAGAIN`
+        // while the slot moves to another master, say). Shown, and transient.
+        let mut shown = format!("{replies:?}");
+        shown.truncate(200);
         return Err(Error::backend(
             "redis",
             format!(
-                "the batch script answered {} replies for {n} events",
+                "the batch script answered {} replies for {n} events: {shown}",
                 replies.len()
             ),
-            false,
+            true,
         ));
     }
     Ok(replies

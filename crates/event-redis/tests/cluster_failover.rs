@@ -11,6 +11,10 @@
 //!    asynchronously, so the events the master acknowledged in its last moments may be lost
 //!    with it. The test prints how many were (see docs/redis.md, "Redis Cluster").
 //!
+//! Then the slot of one type's stream moves to another master under load (resharding: its
+//! entries migrate while in use, clients are redirected with `ASK`, then `MOVED`): nothing
+//! acknowledged is lost and the bus follows.
+//!
 //! Four more publishers use only the two types whose masters stay up, and the test prints
 //! what they published and what was handled while the failover lasted: the Redis client
 //! (fred) reconnects its whole cluster connection when one node fails, so every master's
@@ -37,7 +41,83 @@ async fn a_master_killed_under_load() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("master failover with REDIS_WAIT_REPLICAS={wait}"))?;
     }
+    resharding(&cluster)
+        .await
+        .context("a slot moved to another master under load")?;
     Ok(())
+}
+
+/// The slot of a subscribed type's stream moves to another master (its entries `MIGRATE`d
+/// while publishers and the consumer use them: `ASK`, then `MOVED`): nothing acknowledged is
+/// lost, and the bus follows without a restart.
+async fn resharding(cluster: &RedisCluster) -> anyhow::Result<()> {
+    let (bus, prefix, types, seen) = loaded_bus(cluster, 0).await?;
+    let load = Load::start(&bus, &types);
+    load.until_published(0, 2_000, Duration::from_secs(120))
+        .await?;
+    let slot = fred::util::redis_keyslot(format!("{prefix}:stream:{}", types[0]).as_bytes());
+    let (from, to) = (
+        cluster.master_of_slot(slot).context("no master for the slot")?,
+        cluster
+            .master_of_slot(fred::util::redis_keyslot(
+                format!("{prefix}:stream:{}", types[1]).as_bytes(),
+            ))
+            .context("no master for the second type")?,
+    );
+    let moving = Instant::now();
+    cluster.move_slot(slot, to).await?;
+    let moved = moving.elapsed();
+    let after = load.published();
+    load.until_published(after, 2_000, Duration::from_secs(120))
+        .await?;
+    let report = load.stop().await?;
+    all_handled(&[&seen], &report.published, Duration::from_secs(90)).await?;
+    eprintln!(
+        "resharding: slot {slot} (the stream of {}) moved from :{from} to :{to} in {:.1}s under load; {} events published with success, all handled; {} publishes failed cleanly (first errors: {:?}), the longest call took {:.1}s",
+        types[0],
+        moved.as_secs_f64(),
+        report.published.len(),
+        report.failed,
+        report.errors,
+        report.longest.as_secs_f64()
+    );
+    ensure!(
+        cluster.master_of_slot(slot) == Some(to),
+        "the slot did not end on :{to}"
+    );
+    bus.shutdown().await?;
+    Ok(())
+}
+
+/// A bus on the cluster under a fresh prefix (publishes waiting for `wait` replicas) with a
+/// recorder subscribed to three types whose streams lie on three different masters.
+async fn loaded_bus(
+    cluster: &RedisCluster,
+    wait: u32,
+) -> anyhow::Result<(
+    Arc<dyn EventBus>,
+    String,
+    Vec<EventType>,
+    Arc<std::sync::Mutex<Vec<event_core::EventId>>>,
+)> {
+    let prefix = event_testkit::unique("failover");
+    let redis = RedisConfig::builder()
+        .url(cluster.url())
+        .key_prefix(&prefix)
+        .wait_replicas(wait, Duration::from_secs(1))
+        .build()?;
+    let mut config = Config::default();
+    config.consumer_group = event_testkit::unique("failover");
+    config.claim_idle = Duration::from_secs(2);
+    let bus: Arc<dyn EventBus> = Arc::new(RedisBus::connect(redis, config).await?);
+    let types = types_on_every_master(cluster, &prefix)?;
+    let (handler, seen) = recorder("failover");
+    bus.subscribe(
+        SubscriptionSpec::new("failover", types.clone()).start_from(StartFrom::Earliest),
+        handler,
+    )
+    .await?;
+    Ok((bus, prefix, types, seen))
 }
 
 /// Three event types whose streams lie on three different masters.
@@ -60,23 +140,7 @@ fn types_on_every_master(cluster: &RedisCluster, prefix: &str) -> anyhow::Result
 }
 
 async fn failover(cluster: &mut RedisCluster, wait: u32) -> anyhow::Result<()> {
-    let prefix = event_testkit::unique("failover");
-    let redis = RedisConfig::builder()
-        .url(cluster.url())
-        .key_prefix(&prefix)
-        .wait_replicas(wait, Duration::from_secs(1))
-        .build()?;
-    let mut config = Config::default();
-    config.consumer_group = event_testkit::unique("failover");
-    config.claim_idle = Duration::from_secs(2);
-    let bus: Arc<dyn EventBus> = Arc::new(RedisBus::connect(redis, config).await?);
-    let types = types_on_every_master(cluster, &prefix)?;
-    let (handler, seen) = recorder("failover");
-    bus.subscribe(
-        SubscriptionSpec::new("failover", types.clone()).start_from(StartFrom::Earliest),
-        handler,
-    )
-    .await?;
+    let (bus, prefix, types, seen) = loaded_bus(cluster, wait).await?;
     // Four publishers over the three types, and four over the two whose masters stay up
     // (measured, see the module's documentation).
     let load = Load::start(&bus, &types);

@@ -6,6 +6,7 @@
 //! `cargo xtask services up redis --cluster`, which other tests use at the same time.
 
 mod nodes;
+mod reshard;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -119,6 +119,21 @@ impl ClusterNode {
         self.has_flag("fail") || self.has_flag("fail?")
     }
 
+    /// A master that serves slots and is not failing.
+    pub(super) fn is_serving(&self) -> bool {
+        self.is_master() && !self.is_failing() && self.slots > 0
+    }
+
+    pub(super) fn serves(&self, slot: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&slot))
+    }
+}
+
+/// What xtask's `redis-cluster` service shows of a node (it compiles this file too).
+#[allow(dead_code)]
+impl ClusterNode {
     /// Its node id.
     pub(super) fn id(&self) -> &str {
         &self.id
@@ -152,17 +167,6 @@ impl ClusterNode {
             })
             .collect::<Vec<_>>()
             .join(" ")
-    }
-
-    /// A master that serves slots and is not failing.
-    pub(super) fn is_serving(&self) -> bool {
-        self.is_master() && !self.is_failing() && self.slots > 0
-    }
-
-    pub(super) fn serves(&self, slot: u16) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(first, last)| (first..=last).contains(&slot))
     }
 }
 

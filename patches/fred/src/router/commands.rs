@@ -273,7 +273,10 @@ async fn process_ask(
   .await;
   if let Err(e) = asking_result {
     command.respond_to_caller(Err(e.clone()));
-    return Err(e);
+    // Patched (see PATCH.md): the command has failed and its caller knows why; the routing
+    // task must live on. Returning the error ended it, and every later command of the client
+    // waited for a router that no longer ran (`Request timed out.` until a restart).
+    return Ok(());
   }
 
   if let Err(error) = write_command_t!(inner, router, command) {
