@@ -57,7 +57,9 @@ async fn resharding(cluster: &RedisCluster) -> anyhow::Result<()> {
         .await?;
     let slot = fred::util::redis_keyslot(format!("{prefix}:stream:{}", types[0]).as_bytes());
     let (from, to) = (
-        cluster.master_of_slot(slot).context("no master for the slot")?,
+        cluster
+            .master_of_slot(slot)
+            .context("no master for the slot")?,
         cluster
             .master_of_slot(fred::util::redis_keyslot(
                 format!("{prefix}:stream:{}", types[1]).as_bytes(),

@@ -38,13 +38,23 @@ impl RedisCluster {
         let step = |port: u16, args: &[&str]| {
             request(port, args).map_err(|e| anyhow::anyhow!("node {port} {args:?}: {e}"))
         };
-        step(to, &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id])?;
-        step(from, &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id])?;
+        step(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id],
+        )?;
+        step(
+            from,
+            &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id],
+        )?;
         loop {
             let keys = self
                 .cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])
                 .await?;
-            let keys: Vec<&str> = keys.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+            let keys: Vec<&str> = keys
+                .lines()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .collect();
             if keys.is_empty() {
                 break;
             }
