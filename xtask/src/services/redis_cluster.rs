@@ -141,7 +141,7 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Waits until the running nodes form a whole cluster (see [`check`]); with `shape`
+    /// Waits until the running nodes form a whole cluster (see [`nodes::check`]); with `shape`
     /// (masters, replicas of each), also that shape.
     fn wait_whole(&mut self, shape: Option<(usize, usize)>) -> anyhow::Result<Duration> {
         let running: Vec<u16> = self
