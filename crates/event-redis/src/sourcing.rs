@@ -93,12 +93,7 @@ pub(crate) async fn append(inner: &Inner, append: AggregateAppend) -> Result<u64
             append_at_once(inner, &list, current, &events, envelopes).await?
         };
         match appended {
-            Appended::At(version) => {
-                let mut keys = vec![list];
-                keys.extend(events.iter().map(|e| inner.keys.stream(&e.event_type)));
-                inner.wait_replicas(&keys).await?;
-                return Ok(version);
-            }
+            Appended::At(version) => return Ok(version),
             Appended::Conflict(actual) => {
                 if let ExpectedVersion::Exact(expected) = append.expected_version {
                     return Err(Error::VersionConflict {
@@ -144,10 +139,14 @@ async fn append_at_once(
         args.push(Value::Bytes(json.into()));
     }
     let reply: Vec<i64> = APPEND_SCRIPT
-        .evalsha_with_reload(&inner.client, keys, args)
+        .evalsha_with_reload(&inner.client, keys.clone(), args)
         .await
         .map_err(|e| client::error("appending to the aggregate", e))?;
-    script_outcome(&reply)
+    let appended = script_outcome(&reply)?;
+    if let Appended::At(_) = appended {
+        inner.wait_replicas(&keys).await?;
+    }
+    Ok(appended)
 }
 
 fn script_outcome(reply: &[i64]) -> Result<Appended, Error> {
@@ -223,6 +222,10 @@ async fn append_apart(
         })?;
     }
     let _: Result<Value, _> = inner.client.zrem(unpublished.as_str(), note.as_str()).await;
+    if let Appended::At(_) = appended {
+        // The streams waited for their replicas as the batch published them; the history now.
+        inner.wait_replicas(&[list]).await?;
+    }
     Ok(appended)
 }
 

@@ -108,8 +108,10 @@ pub(super) async fn read(
             }
         }
     }
-    if failures == ready.len() {
-        return Err(first_error.expect("a failure"));
+    if failures == ready.len()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     if entries > 0 || failures > 0 {
         sub.slot_reads.idle_passes.store(0, Ordering::Relaxed);
