@@ -15,6 +15,7 @@ use crate::{docs, suites};
 pub(crate) fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut steps = Steps::default();
+    warn_if_disk_is_short();
 
     steps.run("rustfmt", &mut cargo(["fmt", "--all", "--", "--check"]))?;
     steps.check("docs", docs::check)?;
@@ -62,6 +63,46 @@ pub(crate) fn run() -> anyhow::Result<()> {
         steps.timings()
     );
     Ok(())
+}
+
+/// Free space a cold build of the workspace and its test binaries needs, with a margin (the
+/// build took about 6 GiB on 2026-12-04, with line tables only for debug info).
+const DISK_NEEDED_GIB: u64 = 10;
+
+/// Warns when the disk of the target directory has less room than a cold build needs: a
+/// build that fills the disk fails in odd ways (the linker killed by SIGBUS, "Bus error").
+fn warn_if_disk_is_short() {
+    let target = crate::services::cache_dir();
+    let dir = target.parent().unwrap_or(&target);
+    let Some(free_kib) = Command::new("df")
+        .args(["-Pk", "--"])
+        .arg(if dir.exists() {
+            dir
+        } else {
+            std::path::Path::new(".")
+        })
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .nth(1)?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<u64>()
+                .ok()
+        })
+    else {
+        return;
+    };
+    let free_gib = free_kib / (1024 * 1024);
+    if free_gib < DISK_NEEDED_GIB {
+        eprintln!(
+            "xtask test: warning: only {free_gib} GiB free on the disk of {}; a cold build needs about \
+             {DISK_NEEDED_GIB} GiB (`cargo clean` in another checkout frees its target directory)",
+            dir.display()
+        );
+    }
 }
 
 /// The variable the chaos tests read their seed from (`event_testkit::chaos::SEED_VAR`).
