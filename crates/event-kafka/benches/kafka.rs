@@ -400,11 +400,13 @@ fn main() {
     let compression = kafka.compression.as_str().to_string();
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`) runs it
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`) runs it
     // alone, without the warm-up or the reference, and prints no RESULT lines.
     if let Ok(only) = std::env::var("EVENTBUS_BENCH_ONLY") {
         let rate = runtime.block_on(async {
             match only.as_str() {
+                "single" => bench.single().await,
+                "concurrent" => bench.concurrent().await,
                 "e2e_one" => bench.end_to_end(false).await,
                 "backlog_one" => bench.end_to_end(true).await,
                 other => panic!("EVENTBUS_BENCH_ONLY: unknown measurement `{other}`"),

@@ -21,7 +21,7 @@ use crate::core::Inner;
 use crate::data::DataPlane;
 use crate::partitioner::partition_for_key;
 use crate::topics::Topics;
-use crate::{admin, consumer, record, replay};
+use crate::{accumulator, admin, consumer, record, replay};
 
 /// The event bus on Apache Kafka: a topic per event type, partitions chosen by the Java
 /// client's murmur2 hash of the partition key, offsets committed to Kafka's offset store for
@@ -97,6 +97,7 @@ impl KafkaBus {
                 lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
                 handlers: Default::default(),
                 subscribing: tokio::sync::Mutex::new(()),
+                accumulator: Default::default(),
                 config,
                 kafka,
             }),
@@ -142,10 +143,7 @@ impl EventBus for KafkaBus {
             .event_topic(&self.inner.control, &topic)
             .await?;
         let partition = partition_for_key(record.key.as_deref().unwrap_or_default(), partitions);
-        self.inner
-            .plane
-            .produce(&topic, partition, vec![record])
-            .await?;
+        accumulator::publish(&self.inner, &topic, partition, record).await?;
         Ok(event.id)
     }
 

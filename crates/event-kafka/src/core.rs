@@ -9,6 +9,7 @@ use event_core::backend::{Lifecycle, LocalHandlers};
 use event_core::{Config, Error, JsonCodec};
 use rskafka::record::Record;
 
+use crate::accumulator::Accumulator;
 use crate::config::KafkaConfig;
 use crate::control::ControlClient;
 use crate::data::DataPlane;
@@ -34,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) handlers: LocalHandlers,
     /// One subscribe at a time: joining or starting a group is not split by another.
     pub(crate) subscribing: tokio::sync::Mutex<()>,
+    /// Single publishes waiting for a partition's request under way.
+    pub(crate) accumulator: Accumulator,
 }
 
 impl Inner {
@@ -41,7 +44,8 @@ impl Inner {
         format!("{}.{handler}", self.config.consumer_group)
     }
 
-    /// Appends records to one partition, in chunks a broker accepts; the offset of each.
+    /// Appends records to one partition, in chunks a broker accepts ([`chunked`]); the offset
+    /// of each. Stops at the first chunk that fails: the later ones are not sent.
     pub(crate) async fn produce(
         &self,
         topic: &str,
@@ -49,24 +53,30 @@ impl Inner {
         records: Vec<Record>,
     ) -> Result<Vec<i64>, Error> {
         let mut offsets = Vec::with_capacity(records.len());
-        let mut chunk = Vec::new();
-        let mut bytes = 0;
-        for r in records {
-            let size = r.approximate_size();
-            if !chunk.is_empty() && bytes + size > PRODUCE_CHUNK_BYTES {
-                offsets.extend(
-                    self.plane
-                        .produce(topic, partition, std::mem::take(&mut chunk))
-                        .await?,
-                );
-                bytes = 0;
-            }
-            bytes += size;
-            chunk.push(r);
-        }
-        if !chunk.is_empty() {
+        for chunk in chunked(records, Record::approximate_size) {
             offsets.extend(self.plane.produce(topic, partition, chunk).await?);
         }
         Ok(offsets)
     }
+}
+
+/// Splits `items` in order into the chunks of one produce request each: under
+/// [`PRODUCE_CHUNK_BYTES`] by `size`, a larger item alone.
+pub(crate) fn chunked<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        if !chunk.is_empty() && bytes + item_bytes > PRODUCE_CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += item_bytes;
+        chunk.push(item);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
 }

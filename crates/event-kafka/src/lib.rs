@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 #![warn(missing_docs)]
 
+mod accumulator;
 mod admin;
 mod assignor;
 mod bus;

@@ -1,7 +1,8 @@
 //! What the conformance suite does not check and is particular to Kafka: a foreign record in
 //! an event topic is dead-lettered with provenance and never wedges its partition; dead
 //! letters are records with provenance headers; a topic that existed with other settings is
-//! reported by health. Against a real broker (`EVENTBUS_TEST_KAFKA_BROKERS`).
+//! reported by health; concurrent single publishes gathered into shared requests keep each
+//! key's order. Against a real broker (`EVENTBUS_TEST_KAFKA_BROKERS`).
 
 mod support;
 
@@ -243,5 +244,96 @@ async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
     ensure!(seen.event_types == [event_type.to_string()], "{seen:?}");
     ensure!(seen.lag == 2 && seen.subscriptions == 0, "{seen:?}");
     other.shutdown().await?;
+    Ok(())
+}
+
+/// Many tasks publishing single events to one partition at once: their publishes are gathered
+/// into shared produce requests (more than one request's worth at a time, about 1.4 MB in
+/// all, more than one fetch returns), and still every publish that returned `Ok` is handled,
+/// once, and each key's events arrive in the order its task published them.
+#[tokio::test]
+async fn concurrent_single_publishes_keep_each_keys_order() -> anyhow::Result<()> {
+    const TASKS: usize = 32;
+    const EACH: usize = 150;
+    let Some(brokers) = event_testkit::test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
+        return Ok(());
+    };
+    let config = config(&brokers);
+    let event_type = EventType::new(format!("test.{}", fresh("gathered")))?;
+    let bus = config.connect().await?;
+    let handled: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let seen = handled.clone();
+    bus.subscribe(
+        SubscriptionSpec::new(fresh("gathered"), [event_type.clone()])
+            .start_from(event_core::StartFrom::Earliest),
+        handler_fn("gathered", move |event: Arc<Event>| {
+            let seen = seen.clone();
+            async move {
+                let key = event.partition_key.clone().unwrap_or_default();
+                let seq = event
+                    .payload
+                    .get("seq")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(u64::MAX);
+                seen.lock().unwrap().push((key, seq));
+                Ok::<(), HandlerError>(())
+            }
+        }),
+    )
+    .await?;
+    let filler = "x".repeat(200);
+    let publishers: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (bus, event_type, filler) = (bus.clone(), event_type.clone(), filler.clone());
+            tokio::spawn(async move {
+                for seq in 0..EACH {
+                    let event = Event::builder(event_type.clone(), "bus_test")
+                        .partition_key(format!("key-{task}"))
+                        .field("seq", seq)
+                        .field("filler", filler.as_str())
+                        .build()?;
+                    bus.publish(event).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for publisher in publishers {
+        tokio::time::timeout_at(deadline, publisher)
+            .await
+            .context("a publish did not return within 120 s")???;
+    }
+    while handled.lock().unwrap().len() < TASKS * EACH {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} events handled after 120 s",
+            handled.lock().unwrap().len(),
+            TASKS * EACH
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let handled = handled.lock().unwrap().clone();
+    ensure!(
+        handled.len() == TASKS * EACH,
+        "{} handled for {} published",
+        handled.len(),
+        TASKS * EACH
+    );
+    let mut next: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (key, seq) in handled {
+        let expected = next.entry(key.clone()).or_insert(0);
+        ensure!(
+            seq == *expected,
+            "{key}: event {seq} handled where {expected} was due"
+        );
+        *expected += 1;
+    }
+    ensure!(
+        next.len() == TASKS,
+        "{} keys handled, {TASKS} published",
+        next.len()
+    );
+    bus.shutdown().await?;
     Ok(())
 }

@@ -1,0 +1,157 @@
+//! Single publishes to one partition, gathered: while a produce request to a partition is under
+//! way, the publishes that arrive for it wait, and go together in the next request, in the
+//! order they arrived. A lone publish goes at once (no linger); concurrent ones share round
+//! trips, as the Java producer's accumulator does with `linger.ms=0`.
+//!
+//! Each partition has at most one request under way, sent by a task of its own, so a caller
+//! that stops waiting (its future dropped) never strands the publishes gathered with its own.
+//! Each caller still gets its own result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_core::Error;
+use event_core::backend::SharedFailure;
+use rskafka::record::Record;
+use tokio::sync::oneshot;
+
+use crate::core::{Inner, chunked};
+
+/// A publish waiting for its request, and where its result goes.
+type Waiting = (Record, oneshot::Sender<Result<(), Error>>);
+
+/// What waits for one partition.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A task is sending this partition's requests.
+    sending: bool,
+}
+
+/// A partition's queue, shared by its publishers and its sending task.
+type SharedQueue = Arc<Mutex<Queue>>;
+
+/// The single publishes waiting, per partition (topic and partition number).
+#[derive(Default)]
+pub(crate) struct Accumulator {
+    queues: Mutex<HashMap<(String, i32), SharedQueue>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Accumulator {
+    fn queue(&self, topic: &str, partition: i32) -> SharedQueue {
+        locked(&self.queues)
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .clone()
+    }
+}
+
+/// Appends `record` to `partition` of `topic`, in a request of its own or with the publishes
+/// to the same partition that arrived while the previous request was under way.
+pub(crate) async fn publish(
+    inner: &Arc<Inner>,
+    topic: &str,
+    partition: i32,
+    record: Record,
+) -> Result<(), Error> {
+    let queue = inner.accumulator.queue(topic, partition);
+    let (sent, result) = oneshot::channel();
+    let start = {
+        let mut queue = locked(&queue);
+        queue.waiting.push((record, sent));
+        !std::mem::replace(&mut queue.sending, true)
+    };
+    if start {
+        tokio::spawn(send(inner.clone(), topic.to_owned(), partition, queue));
+    }
+    result.await.unwrap_or_else(|_| {
+        Err(Error::backend(
+            "kafka",
+            format!("the request producing to {topic} partition {partition} ended before it answered (the runtime is shutting down)"),
+            true,
+        ))
+    })
+}
+
+/// A partition's sending task. If the task ends without finishing (a panic, or its runtime
+/// dropping it), the publishes still waiting fail (their senders dropped) instead of waiting
+/// forever, and the partition's next publish starts a new task.
+struct Sending {
+    queue: SharedQueue,
+    finished: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut queue = locked(&self.queue);
+            queue.sending = false;
+            queue.waiting.clear();
+        }
+    }
+}
+
+/// Sends the partition's waiting publishes, one request at a time, until none wait.
+async fn send(inner: Arc<Inner>, topic: String, partition: i32, queue: SharedQueue) {
+    let mut sending = Sending {
+        queue,
+        finished: false,
+    };
+    loop {
+        let batch = {
+            let mut queue = locked(&sending.queue);
+            if queue.waiting.is_empty() {
+                // Under the lock: a publish arriving after this starts a task of its own.
+                queue.sending = false;
+                drop(queue);
+                sending.finished = true;
+                return;
+            }
+            std::mem::take(&mut queue.waiting)
+        };
+        send_chunks(&inner, &topic, partition, batch).await;
+    }
+}
+
+/// Produces the gathered publishes in chunks a broker accepts, one after the other, and tells
+/// each caller its chunk's result. After a chunk fails with a transient error the later ones
+/// are not sent (their callers get the same error): a caller that retries must not find a
+/// later event of its key written before its own. A permanent failure (the broker refusing
+/// that chunk's records) fails that chunk alone.
+async fn send_chunks(inner: &Inner, topic: &str, partition: i32, gathered: Vec<Waiting>) {
+    let mut failed: Option<SharedFailure> = None;
+    for chunk in chunked(gathered, |(record, _)| record.approximate_size()) {
+        let (records, waiters): (Vec<Record>, Vec<_>) = chunk.into_iter().unzip();
+        let outcome = match &failed {
+            Some(failure) => Err(failure.to_error()),
+            None => inner
+                .plane
+                .produce(topic, partition, records)
+                .await
+                .map(drop),
+        };
+        match outcome {
+            Ok(()) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let transient = e.is_transient();
+                let failure = SharedFailure::new("kafka", e);
+                for waiter in waiters {
+                    let _ = waiter.send(Err(failure.to_error()));
+                }
+                if transient {
+                    failed = Some(failure);
+                }
+            }
+        }
+    }
+}
