@@ -58,7 +58,7 @@ const BENCHMARKS: &[Benchmark] = &[
         backend: "publishers",
         package: "event-publishers",
         bench_target: "publishers",
-        services: &[Service::Redis],
+        services: &[Service::Redis, Service::Kafka],
         env: &[],
     },
     Benchmark {

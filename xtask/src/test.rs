@@ -99,7 +99,8 @@ fn warn_if_disk_is_short() {
     if free_gib < DISK_NEEDED_GIB {
         eprintln!(
             "xtask test: warning: only {free_gib} GiB free on the disk of {}; a cold build needs about \
-             {DISK_NEEDED_GIB} GiB (`cargo clean` in another checkout frees its target directory)",
+             {DISK_NEEDED_GIB} GiB, and one that fills the disk fails oddly (the linker killed by \
+             SIGBUS); `cargo clean` in another checkout frees its target directory",
             dir.display()
         );
     }

@@ -21,7 +21,7 @@ use crate::core::Inner;
 use crate::data::DataPlane;
 use crate::partitioner::partition_for_key;
 use crate::topics::Topics;
-use crate::{accumulator, admin, consumer, record, replay};
+use crate::{admin, consumer, record, replay};
 
 /// The event bus on Apache Kafka: a topic per event type, partitions chosen by the Java
 /// client's murmur2 hash of the partition key, offsets committed to Kafka's offset store for
@@ -143,7 +143,10 @@ impl EventBus for KafkaBus {
             .event_topic(&self.inner.control, &topic)
             .await?;
         let partition = partition_for_key(record.key.as_deref().unwrap_or_default(), partitions);
-        accumulator::publish(&self.inner, &topic, partition, record).await?;
+        self.inner
+            .accumulator
+            .publish(&self.inner.plane, &topic, partition, record)
+            .await?;
         Ok(event.id)
     }
 

@@ -1,5 +1,6 @@
 //! Benchmark of [`BatchPublisher`] against the backend's raw `publish_batch`, in the same run,
-//! on `MemoryBus` and (when `EVENTBUS_TEST_REDIS_URL` is set) `RedisBus`.
+//! on `MemoryBus`, and on `RedisBus` and `KafkaBus` when `EVENTBUS_TEST_REDIS_URL` and
+//! `EVENTBUS_TEST_KAFKA_BROKERS` are set.
 //!
 //! Both sides start from the same typed payloads, build the same envelopes (validated, with
 //! the publisher's metadata, through `EventPublisher::event`) and publish batches of
@@ -8,13 +9,15 @@
 //! per event. Seven rounds each run both sides back to back, in alternating order, on fresh
 //! buses; the medians are reported.
 //!
-//! Run it with `cargo xtask bench publishers`, which starts a Redis server and writes
+//! Run it with `cargo xtask bench publishers`, which starts a Redis server and a Kafka broker
+//! and writes
 //! `docs/benchmarks.md` from the `RESULT` lines (format in `xtask/src/bench.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use event_core::{Config, EventBus, MemoryBus};
+use event_kafka::{KafkaBus, KafkaConfig};
 use event_publishers::{BatchPublisher, BatchSettings, EventPublisher, SignalDetected};
 use event_redis::{RedisBus, RedisConfig};
 
@@ -191,6 +194,28 @@ fn main() {
             }
             Err(_) => eprintln!(
                 "no EVENTBUS_TEST_REDIS_URL: Redis skipped; `cargo xtask bench publishers` starts a server"
+            ),
+        }
+        match std::env::var("EVENTBUS_TEST_KAFKA_BROKERS") {
+            Ok(brokers) => {
+                let prefix = format!("eventbus-bench-{:08x}", std::process::id());
+                compare("kafka", 100_000, size, || {
+                    let mut kafka = KafkaConfig::default();
+                    kafka.bootstrap_servers =
+                        brokers.split(',').map(|s| s.trim().to_string()).collect();
+                    kafka.topic_prefix = prefix.clone();
+                    async move {
+                        Arc::new(
+                            KafkaBus::connect(kafka, Config::default())
+                                .await
+                                .expect("a Kafka broker"),
+                        ) as Arc<dyn EventBus>
+                    }
+                })
+                .await;
+            }
+            Err(_) => eprintln!(
+                "no EVENTBUS_TEST_KAFKA_BROKERS: Kafka skipped; `cargo xtask bench publishers` starts a broker"
             ),
         }
     });
