@@ -1,21 +1,19 @@
 //! How the [`BatchPublisher`](super::BatchPublisher) flushes without losing an event when the
 //! future that asked for the flush goes away.
 //!
-//! A flush runs in a task of its own and owns the events it took from the buffer, so a caller
-//! that is cancelled (an `add` or a `flush` under `select!` or a timeout, a publisher
-//! dropped while its timer flushes) stops waiting but never stops a `publish_batch` call
-//! half-way: the events are published, or go back to the front of the buffer (transient
+//! A flush owns the events it took from the buffer, and runs in its caller's future until that
+//! caller goes away: then it moves, as it is, into a task of its own. So a caller that is
+//! cancelled (an `add` or a `flush` under `select!` or a timeout, a publisher dropped while its
+//! timer flushes) stops waiting but never stops a `publish_batch` call half-way: the events are published, or go back to the front of the buffer (transient
 //! failures), or are kept for the next `flush`/`close`/`take_failed` (permanent ones). The
 //! report a cancelled caller no longer waits for is kept the same way. Should the flush task
 //! itself be dropped (the runtime shutting down) or panic (a panicking bus), a guard puts back
 //! what it still holds: the transient failures, in order, and the report's failures.
 
 use std::mem;
-use std::panic;
 use std::sync::Arc;
 
 use event_core::{Event, Unpublished};
-use tokio::sync::oneshot;
 
 use super::report::{FailedEvent, FlushReport};
 use super::{Shared, lock};
@@ -25,39 +23,27 @@ impl Shared {
     /// `batch_size`, if at least `min` are buffered. Transient failures go back to the front
     /// of the buffer, unless `last` (then they are handed back).
     ///
-    /// The flush runs in its own task, after the flushes before it (one at a time, so events
-    /// leave in order). Dropping the returned future does not stop the flush; its report then
-    /// goes to [`keep_failed`](Shared::keep_failed).
+    /// The flush runs after the flushes before it (one at a time, so events leave in order),
+    /// in the caller's own future while the caller waits for it: no task, no hand-over
+    /// between threads. Dropping the returned future does not stop the flush: the flush then
+    /// moves, as it is, into a task of its own ([`Detached`]), and its report goes to
+    /// [`keep_failed`](Shared::keep_failed).
     pub(super) async fn flush(self: &Arc<Self>, min: usize, last: bool) -> FlushReport {
-        let (report_tx, report_rx) = oneshot::channel();
         let shared = self.clone();
-        let task = self.runtime.spawn(async move {
+        let work: FlushWork = Box::pin(async move {
             let _one_at_a_time = shared.flushing.lock().await;
-            let report = shared.flush_now(min, last).await;
-            // Handed over under the lock: a `close` that flushes next finds this flush's
-            // failures kept already, if no caller took them.
-            if let Err(report) = report_tx.send(report) {
-                shared.keep_failed(report);
-            }
+            shared.flush_now(min, last).await
         });
-        let mut waiting = AwaitedReport {
+        let mut detached = Detached {
             shared: self,
-            report: Some(report_rx),
+            work: Some(work),
         };
-        let Some(report_rx) = waiting.report.as_mut() else {
+        let Some(work) = detached.work.as_mut() else {
             return FlushReport::default();
         };
-        let received = report_rx.await;
-        waiting.report = None;
-        match received {
-            Ok(report) => report,
-            // The task ended without a report: it panicked (the bus did) or the runtime is
-            // shutting down. What it held is back in the buffer or kept.
-            Err(_) => match task.await {
-                Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
-                _ => FlushReport::default(),
-            },
-        }
+        let report = work.await;
+        detached.work = None;
+        report
     }
 
     /// The flush itself; the caller holds the `flushing` lock.
@@ -127,21 +113,31 @@ impl Shared {
     }
 }
 
-/// The report a caller waits for; if the caller goes away first, the report is kept.
-struct AwaitedReport<'a> {
-    shared: &'a Shared,
-    report: Option<oneshot::Receiver<FlushReport>>,
+/// A flush under way, polled by its caller.
+type FlushWork = std::pin::Pin<Box<dyn std::future::Future<Output = FlushReport> + Send>>;
+
+/// A flush its caller is running; if the caller goes away first (its future dropped), the
+/// flush goes on in a task of its own, from where it stopped, and its report is kept. Should
+/// that task be dropped (the runtime shutting down) or panic (a panicking bus), the flush's
+/// own guard puts back what it still holds.
+struct Detached<'a> {
+    shared: &'a Arc<Shared>,
+    work: Option<FlushWork>,
 }
 
-impl Drop for AwaitedReport<'_> {
+impl Drop for Detached<'_> {
     fn drop(&mut self) {
-        if let Some(mut report) = self.report.take() {
-            // From here on the flush task's send fails and it keeps the report itself; or the
-            // send came first, and the report is read and kept here.
-            report.close();
-            if let Ok(report) = report.try_recv() {
-                self.shared.keep_failed(report);
-            }
+        // A panic passing through (the bus panicked in the flush): the flush's own guard has
+        // put back what it held, and a panicked future must not be polled again.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(work) = self.work.take() {
+            let shared = self.shared.clone();
+            self.shared.runtime.spawn(async move {
+                let report = work.await;
+                shared.keep_failed(report);
+            });
         }
     }
 }
