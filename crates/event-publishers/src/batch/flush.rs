@@ -4,7 +4,8 @@
 //! A flush owns the events it took from the buffer, and runs in its caller's future until that
 //! caller goes away: then it moves, as it is, into a task of its own. So a caller that is
 //! cancelled (an `add` or a `flush` under `select!` or a timeout, a publisher dropped while its
-//! timer flushes) stops waiting but never stops a `publish_batch` call half-way: the events are published, or go back to the front of the buffer (transient
+//! timer flushes) stops waiting but never stops a `publish_batch` call half-way: the events
+//! are published, or go back to the front of the buffer (transient
 //! failures), or are kept for the next `flush`/`close`/`take_failed` (permanent ones). The
 //! report a cancelled caller no longer waits for is kept the same way. Should the flush task
 //! itself be dropped (the runtime shutting down) or panic (a panicking bus), a guard puts back
@@ -12,6 +13,7 @@
 
 use std::mem;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use event_core::{Event, Unpublished};
 
@@ -30,11 +32,21 @@ impl Shared {
     /// [`keep_failed`](Shared::keep_failed).
     pub(super) async fn flush(self: &Arc<Self>, min: usize, last: bool) -> FlushReport {
         let shared = self.clone();
+        let caller_gone = Arc::new(AtomicBool::new(false));
+        let gone = caller_gone.clone();
         let work: FlushWork = Box::pin(async move {
             let _one_at_a_time = shared.flushing.lock().await;
-            shared.flush_now(min, last).await
+            let report = shared.flush_now(min, last).await;
+            if gone.load(Ordering::Acquire) {
+                // Kept under the lock: a `close` that flushes next finds this flush's
+                // failures kept already.
+                shared.keep_failed(report);
+                return FlushReport::default();
+            }
+            report
         });
         let mut detached = Detached {
+            caller_gone,
             shared: self,
             work: Some(work),
         };
@@ -121,6 +133,8 @@ type FlushWork = std::pin::Pin<Box<dyn std::future::Future<Output = FlushReport>
 /// that task be dropped (the runtime shutting down) or panic (a panicking bus), the flush's
 /// own guard puts back what it still holds.
 struct Detached<'a> {
+    /// Set when the caller went away: the flush then keeps its own report.
+    caller_gone: Arc<AtomicBool>,
     shared: &'a Arc<Shared>,
     work: Option<FlushWork>,
 }
@@ -133,11 +147,8 @@ impl Drop for Detached<'_> {
             return;
         }
         if let Some(work) = self.work.take() {
-            let shared = self.shared.clone();
-            self.shared.runtime.spawn(async move {
-                let report = work.await;
-                shared.keep_failed(report);
-            });
+            self.caller_gone.store(true, Ordering::Release);
+            self.shared.runtime.spawn(work);
         }
     }
 }
