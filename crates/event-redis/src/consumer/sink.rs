@@ -64,6 +64,22 @@ impl RedisSink {
     }
 }
 
+/// Stops holding `tokens` in flight when dropped: when their acknowledgement or dead letter is
+/// over, whether it succeeded, gave up or was cancelled.
+struct Release<'a> {
+    sub: &'a Subscriber,
+    tokens: &'a [Token],
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.sub.in_flight();
+        for token in self.tokens {
+            in_flight.remove(token);
+        }
+    }
+}
+
 /// The pause before attempt `attempt + 1`: 100 ms, doubling.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50 << attempt.min(10))
@@ -74,13 +90,19 @@ impl DeliverySink<Token> for RedisSink {
     async fn ack(&self, tokens: Vec<Token>) {
         let sub = &self.subscriber;
         let mut by_stream: HashMap<usize, Vec<String>> = HashMap::new();
-        {
-            let mut in_flight = sub.in_flight();
-            for token in tokens {
-                in_flight.remove(&token);
-                by_stream.entry(token.stream).or_default().push(token.id);
-            }
+        for token in &tokens {
+            by_stream
+                .entry(token.stream)
+                .or_default()
+                .push(token.id.clone());
         }
+        // Held until the acknowledgement is over: a take-back read of this consumer's pending
+        // entries (after a lost read) skips what is held, and would otherwise hand out again
+        // an entry whose `XACK` is still on its way.
+        let _release = Release {
+            sub,
+            tokens: &tokens,
+        };
         for attempt in 1..=ACK_ATTEMPTS {
             let pipeline = sub.inner.client.pipeline();
             for (stream, ids) in &by_stream {
@@ -104,9 +126,15 @@ impl DeliverySink<Token> for RedisSink {
 
     async fn dead_letter(&self, token: Token, mut letter: DeadLetter) {
         let sub = &self.subscriber;
-        // Whatever happens, this attempt no longer works on it: if it stays pending, a claim
-        // takes it back once idle.
-        sub.in_flight().remove(&token);
+        // Whatever happens, this attempt no longer works on it once this call is over: if it
+        // stays pending, a claim takes it back once idle. Held until then, so a take-back read
+        // cannot hand it out again (and store its dead letter twice) while the script runs.
+        let tokens = [token];
+        let _release = Release {
+            sub,
+            tokens: &tokens,
+        };
+        let [token] = &tokens;
         letter.id.clear();
         let json = match serde_json::to_vec(&letter) {
             Ok(json) => json,
