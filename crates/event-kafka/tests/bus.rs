@@ -247,10 +247,12 @@ async fn stats_show_handlers_of_other_processes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Many tasks publishing single events to one partition at once: their publishes are gathered
-/// into shared produce requests (more than one request's worth at a time, about 1.4 MB in
-/// all, more than one fetch returns), and still every publish that returned `Ok` is handled,
-/// once, and each key's events arrive in the order its task published them.
+/// Many tasks publishing single events of two types (one handler takes both) to one partition
+/// each at once: their publishes are gathered into shared produce requests (more than one
+/// request's worth at a time, about 1.4 MB in all, more than one fetch returns), and still
+/// every publish that returned `Ok` is handled, once, and each key's events arrive in the
+/// order its task published them. Faults in the middle (a broker killed, a leader failing
+/// over) are the chaos and cluster tests', whose publishers use single publishes too.
 #[tokio::test]
 async fn concurrent_single_publishes_keep_each_keys_order() -> anyhow::Result<()> {
     const TASKS: usize = 32;
@@ -259,12 +261,15 @@ async fn concurrent_single_publishes_keep_each_keys_order() -> anyhow::Result<()
         return Ok(());
     };
     let config = config(&brokers);
-    let event_type = EventType::new(format!("test.{}", fresh("gathered")))?;
+    let event_types = [
+        EventType::new(format!("test.{}", fresh("gathered")))?,
+        EventType::new(format!("test.{}", fresh("gathered")))?,
+    ];
     let bus = config.connect().await?;
     let handled: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let seen = handled.clone();
     bus.subscribe(
-        SubscriptionSpec::new(fresh("gathered"), [event_type.clone()])
+        SubscriptionSpec::new(fresh("gathered"), event_types.clone())
             .start_from(event_core::StartFrom::Earliest),
         handler_fn("gathered", move |event: Arc<Event>| {
             let seen = seen.clone();
@@ -284,7 +289,9 @@ async fn concurrent_single_publishes_keep_each_keys_order() -> anyhow::Result<()
     let filler = "x".repeat(200);
     let publishers: Vec<_> = (0..TASKS)
         .map(|task| {
-            let (bus, event_type, filler) = (bus.clone(), event_type.clone(), filler.clone());
+            // Half the tasks publish one type, half the other: two partitions' queues.
+            let event_type = event_types[task % 2].clone();
+            let (bus, filler) = (bus.clone(), filler.clone());
             tokio::spawn(async move {
                 for seq in 0..EACH {
                     let event = Event::builder(event_type.clone(), "bus_test")

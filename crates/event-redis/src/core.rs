@@ -74,9 +74,6 @@ impl Inner {
     /// A transient [`Error::Backend`] when fewer replicas confirm within
     /// `REDIS_WAIT_TIMEOUT_MS`: what was written stays written.
     pub(crate) async fn wait_replicas<K: AsRef<str>>(&self, keys: &[K]) -> Result<(), Error> {
-        if self.redis.wait_replicas == 0 {
-            return Ok(());
-        }
         match self
             .wait_replicas_each(keys)
             .await

@@ -106,9 +106,6 @@ impl<'a> Batch<'a> {
                 Err(e) => results.fail_all(slots, &SharedFailure::new("redis", e)),
             }
         }
-        if inner.redis.wait_replicas == 0 {
-            return;
-        }
         let keys: Vec<&str> = written.iter().map(|&i| streams[i]).collect();
         let waited = inner.wait_replicas_each(&keys).await;
         for (&i, failure) in written.iter().zip(waited) {

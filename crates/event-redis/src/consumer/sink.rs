@@ -89,12 +89,9 @@ fn backoff(attempt: u32) -> Duration {
 impl DeliverySink<Token> for RedisSink {
     async fn ack(&self, tokens: Vec<Token>) {
         let sub = &self.subscriber;
-        let mut by_stream: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut by_stream: HashMap<usize, Vec<&str>> = HashMap::new();
         for token in &tokens {
-            by_stream
-                .entry(token.stream)
-                .or_default()
-                .push(token.id.clone());
+            by_stream.entry(token.stream).or_default().push(&token.id);
         }
         // Held until the acknowledgement is over: a take-back read of this consumer's pending
         // entries (after a lost read) skips what is held, and would otherwise hand out again
@@ -129,12 +126,10 @@ impl DeliverySink<Token> for RedisSink {
         // Whatever happens, this attempt no longer works on it once this call is over: if it
         // stays pending, a claim takes it back once idle. Held until then, so a take-back read
         // cannot hand it out again (and store its dead letter twice) while the script runs.
-        let tokens = [token];
         let _release = Release {
             sub,
-            tokens: &tokens,
+            tokens: std::slice::from_ref(&token),
         };
-        let [token] = &tokens;
         letter.id.clear();
         let json = match serde_json::to_vec(&letter) {
             Ok(json) => json,
