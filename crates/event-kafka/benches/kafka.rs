@@ -29,6 +29,8 @@ const BATCH_PUBLISHERS: usize = 8;
 const E2E_EVENTS: usize = 300_000;
 /// `ProducerPerformance`'s record count (the label of its row says 1,000,000).
 const RAW_RECORDS: u64 = 1_000_000;
+/// `ProducerPerformance`'s record count one record at a time (a few seconds' worth).
+const RAW_SINGLE_RECORDS: u64 = 20_000;
 /// The Java producer's `batch.size`: the bus produces up to 512 KiB per request.
 const RAW_BATCH_BYTES: u32 = 512 * 1024;
 /// Distinct prebuilt events, cloned (with a fresh id) for each publish.
@@ -113,7 +115,11 @@ impl Bench {
 
     /// A bus with the topic of a fresh type created and its connections open.
     async fn warm(&self, what: &str) -> (KafkaBus, Arc<Pool>) {
-        let bus = self.bus().await;
+        self.warm_on(self.bus().await, what).await
+    }
+
+    /// [`Bench::warm`] on `bus`.
+    async fn warm_on(&self, bus: KafkaBus, what: &str) -> (KafkaBus, Arc<Pool>) {
         let pool = Pool::new(&self.event_type(what));
         for r in bus
             .publish_batch((0..100).map(|i| pool.get(i)).collect())
@@ -272,39 +278,64 @@ impl Bench {
         rate
     }
 
-    /// The topic `ProducerPerformance` writes to, created by the bus (same partitions and
-    /// settings as the bus's own topics).
-    async fn raw_topic(&self) -> String {
-        let (bus, _) = self.warm("raw").await;
+    /// A topic for `ProducerPerformance` to write to, created by the bus with the settings
+    /// of the bus's own topics, `partitions` partitions.
+    async fn raw_topic(&self, what: &str, partitions: u32) -> String {
+        let mut kafka = self.kafka.clone();
+        kafka.partitions = partitions;
+        let bus = KafkaBus::connect(kafka, self.config.clone())
+            .await
+            .expect("the benchmark needs a Kafka broker");
+        let (bus, _) = self.warm_on(bus, what).await;
         bus.shutdown().await.ok();
         format!(
             "{}.{}",
             self.kafka.topic_prefix,
-            self.event_type("raw").as_str()
+            self.event_type(what).as_str()
         )
     }
 }
 
-/// `ProducerPerformance` with `acks=all`: records/s from its summary line, or why it failed.
+/// The producer settings of `ProducerPerformance` at full speed: batches of up to
+/// [`RAW_BATCH_BYTES`], a linger of 5 ms.
+fn batching_props() -> Vec<String> {
+    vec![
+        "linger.ms=5".to_string(),
+        format!("batch.size={RAW_BATCH_BYTES}"),
+    ]
+}
+
+/// The producer settings of `ProducerPerformance` one record at a time, the Java producer's
+/// counterpart of awaited single publishes: one request in flight, no linger, no batching
+/// (with a topic of one partition, each request carries one record).
+const ONE_AT_A_TIME_PROPS: [&str; 3] = [
+    "max.in.flight.requests.per.connection=1",
+    "linger.ms=0",
+    "batch.size=0",
+];
+
+/// `ProducerPerformance` with `acks=all`, `records` records and the producer settings
+/// `props`: records/s from its summary line, or why it failed.
 fn producer_performance(
     classpath: &str,
     brokers: &str,
     topic: &str,
     compression: &str,
+    records: u64,
+    props: &[String],
 ) -> Result<f64, String> {
     let output = Command::new("java")
         .args(["-Xmx512m", "-cp", classpath])
         .arg("org.apache.kafka.tools.ProducerPerformance")
         .args(["--topic", topic])
-        .args(["--num-records", &RAW_RECORDS.to_string()])
+        .args(["--num-records", &records.to_string()])
         .args(["--record-size", &ENVELOPE_BYTES.to_string()])
         .args(["--throughput", "-1"])
         .arg("--producer-props")
         .arg(format!("bootstrap.servers={brokers}"))
         .arg("acks=all")
         .arg(format!("compression.type={compression}"))
-        .arg("linger.ms=5")
-        .arg(format!("batch.size={RAW_BATCH_BYTES}"))
+        .args(props)
         .output()
         .map_err(|e| format!("cannot run java: {e}"))?;
     // Summary: `N records sent, X records/sec (Y MB/sec), ...`; progress lines look alike
@@ -366,6 +397,11 @@ fn busy_share(window: Duration) -> f64 {
 /// `min.insync.replicas=2`.
 const CLUSTER_VAR: &str = "EVENTBUS_BENCH_KAFKA_CLUSTER";
 
+/// mimalloc, as a service built for throughput would use: with glibc's allocator the Kafka
+/// end-to-end run was about half as fast (`docs/benchmarks.md`, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cluster = std::env::var(CLUSTER_VAR).is_ok_and(|v| v == "1");
     let brokers_var = if cluster {
@@ -400,13 +436,14 @@ fn main() {
     let compression = kafka.compression.as_str().to_string();
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`) runs it
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`) runs it
     // alone, without the warm-up or the reference, and prints no RESULT lines.
     if let Ok(only) = std::env::var("EVENTBUS_BENCH_ONLY") {
         let rate = runtime.block_on(async {
             match only.as_str() {
                 "single" => bench.single().await,
                 "concurrent" => bench.concurrent().await,
+                "batches" => bench.batches("batches", BATCH, 1).await,
                 "e2e_one" => bench.end_to_end(false).await,
                 "backlog_one" => bench.end_to_end(true).await,
                 other => panic!("EVENTBUS_BENCH_ONLY: unknown measurement `{other}`"),
@@ -432,14 +469,30 @@ fn main() {
         println!("single awaited publishes: {single:.0} events/s");
         let concurrent = bench.concurrent().await;
         println!("{PUBLISHERS} concurrent publishers: {concurrent:.0} events/s");
-        let topic = bench.raw_topic().await;
+        let topic = bench.raw_topic("raw", partitions).await;
         let raw = match &classpath {
-            Some(cp) => producer_performance(cp, &brokers, &topic, &compression),
+            Some(cp) => producer_performance(cp, &brokers, &topic, &compression, RAW_RECORDS, &batching_props()),
             None => Err("EVENTBUS_TEST_KAFKA_CLASSPATH is not set".to_string()),
         };
         match &raw {
             Ok(r) => println!("ProducerPerformance: {r:.0} records/s"),
             Err(e) => println!("ProducerPerformance did not run: {e}"),
+        }
+        let topic = bench.raw_topic("rawsingle", 1).await;
+        let raw_single = match &classpath {
+            Some(cp) => producer_performance(
+                cp,
+                &brokers,
+                &topic,
+                &compression,
+                RAW_SINGLE_RECORDS,
+                &ONE_AT_A_TIME_PROPS.map(String::from),
+            ),
+            None => Err("EVENTBUS_TEST_KAFKA_CLASSPATH is not set".to_string()),
+        };
+        match &raw_single {
+            Ok(r) => println!("ProducerPerformance one at a time: {r:.0} records/s"),
+            Err(e) => println!("ProducerPerformance one at a time did not run: {e}"),
         }
         let batches = bench.batches("batches", BATCH, 1).await;
         println!("batches of {BATCH}: {batches:.0} events/s");
@@ -454,13 +507,16 @@ fn main() {
 
         let per_batch_ms = BATCH as f64 / batches * 1000.0;
         let per_small_ms = 100.0 / small_batches * 1000.0;
+        let share_of_raw_single = raw_single
+            .as_ref()
+            .map_or("-".to_string(), |r| format!(">={:.0}", r * 0.8));
         result(
             "bus",
             "single",
             single,
             "events/s",
-            "-",
-            "Single publishes, each awaited",
+            &share_of_raw_single,
+            "Single publishes, each awaited (target: 80 % of `ProducerPerformance` one record at a time)",
         );
         result(
             "bus",
@@ -529,6 +585,20 @@ fn main() {
             ),
             Err(e) => note(&format!("`ProducerPerformance` did not run: {e}")),
         }
+        match &raw_single {
+            Ok(r) => result(
+                "reference",
+                "producer_performance_single",
+                *r,
+                "events/s",
+                "-",
+                &format!(
+                    "`ProducerPerformance` one record at a time, {RAW_SINGLE_RECORDS} records of {ENVELOPE_BYTES} bytes to a topic of one partition, `acks=all`, `compression.type={compression}`, `{}`",
+                    ONE_AT_A_TIME_PROPS.join("`, `")
+                ),
+            ),
+            Err(e) => note(&format!("`ProducerPerformance` one record at a time did not run: {e}")),
+        }
         (per_batch_ms, per_small_ms)
     });
     let busy_after = busy_share(Duration::from_secs(2));
@@ -554,13 +624,13 @@ fn main() {
         )
     };
     note(&format!(
-        "{servers}; topics of {partitions} partitions, replication factor {replication}; envelopes of {size} bytes; `Config::default()` (`KAFKA_COMPRESSION`={compression}, `EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+        "{servers}; topics of {partitions} partitions, replication factor {replication}; envelopes of {size} bytes; `Config::default()` (`KAFKA_COMPRESSION`={compression}, `EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers; mimalloc as the global allocator."
     ));
     note(&format!(
         "{acks} Compression is the same codec on both sides, but `ProducerPerformance` sends random letters, which compress little, while our envelopes (a JSON header and a run of `x`) compress well."
     ));
     note(&format!(
-        "Publishes: {} s each, from a pool of {POOL} prebuilt events cloned with a fresh id; a fresh topic per measurement, created before the clock; first a warm-up of {} s of batches from {BATCH_PUBLISHERS} tasks, not reported (the broker has just started and its JIT compiler has not yet run). Batches: one task, `publish_batch` of {BATCH} (grouped per partition, the partitions produced concurrently). `ProducerPerformance` writes to a topic the bus created (same partitions and settings), no keys (sticky partitioner), `linger.ms=5`, `batch.size={RAW_BATCH_BYTES}` (generous to Java: the bus sends at most 48 KiB per request).",
+        "Publishes: {} s each, from a pool of {POOL} prebuilt events cloned with a fresh id; a fresh topic per measurement, created before the clock; first a warm-up of {} s of batches from {BATCH_PUBLISHERS} tasks, not reported (the broker has just started and its JIT compiler has not yet run). Batches: one task, `publish_batch` of {BATCH} (grouped per partition, the partitions produced concurrently). `ProducerPerformance` writes to a topic the bus created (same partitions and settings), no keys (sticky partitioner), `linger.ms=5`, `batch.size={RAW_BATCH_BYTES}` (the bus sends at most 512 KiB per request).",
         RUN.as_secs(),
         RUN.as_secs()
     ));
@@ -568,6 +638,6 @@ fn main() {
         "End to end: {E2E_EVENTS} prebuilt events published in batches of {BATCH} by {BATCH_PUBLISHERS} tasks while one handler consumes; the clock stops when the handler has counted all of them and a second bus's stats show the group's committed offsets at the end of every partition (commits every 100 ms)."
     ));
     note(&format!(
-        "Produce requests: a call of 1,000 took {per_batch_ms:.1} ms on average, a call of 100 {per_small_ms:.2} ms. rskafka 0.6 opens its connections without `TCP_NODELAY` and writes a request's length and its body in two writes, so a request larger than one loopback segment (about 64 KiB) waits for the broker's delayed ACK (about 40 ms on Linux). The bus therefore keeps each produce request under 48 KiB of records and sends the chunks of a partition one after another (the partitions concurrently); with 512 KiB requests the same batches of 1,000 ran at about 21,000 events/s."
+        "Produce requests: a call of 1,000 took {per_batch_ms:.1} ms on average, a call of 100 {per_small_ms:.2} ms; the bus cuts a partition's records into requests of at most 512 KiB, sent one after another (the partitions concurrently)."
     ));
 }

@@ -148,6 +148,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// mimalloc, as a service built for throughput would use: with glibc's allocator the Kafka
+/// end-to-end run was about half as fast (`docs/benchmarks.md`, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -156,7 +161,7 @@ fn main() {
         .expect("runtime");
     let size = Config::default().batch_size;
     note(&format!(
-        "batches of {size} (`EVENT_BATCH_SIZE`), flush interval {} ms; `signal.detected` payloads of about 150 bytes; {ROUNDS} rounds, each running both sides back to back in alternating order on fresh buses; medians reported",
+        "batches of {size} (`EVENT_BATCH_SIZE`), flush interval {} ms; `signal.detected` payloads of about 150 bytes; {ROUNDS} rounds, each running both sides back to back in alternating order on fresh buses; medians reported; mimalloc as the global allocator",
         Config::default().flush_interval.as_millis()
     ));
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {

@@ -408,6 +408,11 @@ fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// mimalloc, as a service built for throughput would use: with glibc's allocator the Kafka
+/// end-to-end run was about half as fast (`docs/benchmarks.md`, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cluster = std::env::var_os(CLUSTER_VAR).is_some();
     let variable = if cluster {
@@ -587,7 +592,7 @@ fn main() {
         "redis-server"
     };
     note(&format!(
-        "{servers} on the same 2-core machine as the benchmark, with {fsync_note}; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers."
+        "{servers} on the same 2-core machine as the benchmark, with {fsync_note}; envelopes of {size} bytes; `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100); Tokio multi-thread runtime with 2 workers; mimalloc as the global allocator."
     ));
     if cluster {
         note(

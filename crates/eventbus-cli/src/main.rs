@@ -30,6 +30,11 @@ use clap::{Parser, Subcommand};
 use crate::context::Context;
 use crate::exit::Exit;
 
+/// mimalloc: the bus allocates a few small buffers per event, and glibc's allocator spent
+/// about half of a Kafka end-to-end run (`docs/benchmarks.md`, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The event bus from the command line. Configured by the environment (`EVENT_BUS_TYPE`,
 /// `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`, ...) or the flags below, which override it.
 ///

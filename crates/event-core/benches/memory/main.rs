@@ -129,6 +129,11 @@ fn result(group: &str, id: &str, value: f64, unit: &str, target: &str, label: &s
     println!("RESULT\t{group}\t{id}\t{value:.1}\t{unit}\t{target}\t{label}");
 }
 
+/// mimalloc, as a service built for throughput would use: with glibc's allocator the Kafka
+/// end-to-end run was about half as fast (`docs/benchmarks.md`, "Where the time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let setup = Arc::new(Setup::from_env());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -320,7 +325,7 @@ fn main() {
     }
     let mut notes = vec![
         format!(
-            "Tokio multi-thread runtime, {WORKER_THREADS} worker threads; `MemoryBus` with `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100) unless noted."
+            "Tokio multi-thread runtime, {WORKER_THREADS} worker threads; `MemoryBus` with `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100) unless noted; mimalloc as the global allocator."
         ),
         format!(
             "Throughput: {} events of one type, no partition key, empty payload, built before the clock starts; published by a task with `publish_batch` in batches of {}; the clock stops when every handler has counted all of them (handlers implement `EventHandler` and count with an atomic). {RUNS} runs, a fresh bus each.",
