@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use event_core::config::table::{REDIS_SCHEMES, redis_client_url};
+use event_core::config::table::{REDIS_SCHEMES, URL_ENCODING_HINT, redis_client_url};
 use event_core::{Error, redact_url};
 use fred::prelude::{Builder, Client, ReconnectPolicy};
 
@@ -25,7 +25,7 @@ pub(crate) fn build(url: &str, what: &str) -> Result<Client, Error> {
     // A cluster's nodes listed with commas become the client's `?node=` form.
     let config = fred::types::config::Config::from_url(&redis_client_url(url)).map_err(|e| {
         Error::InvalidArgument(format!(
-            "{what} URL {} is not a Redis URL such as redis://host:6379/0: {}",
+            "{what} URL {} is not a Redis URL such as redis://host:6379/0: {}; {URL_ENCODING_HINT}",
             redact_url(url),
             e.details()
         ))

@@ -827,6 +827,108 @@ async fn bad_input_is_a_json_4xx_and_leaves_the_bus_unharmed() -> anyhow::Result
     Ok(())
 }
 
+/// The `eventbus_http_*` series of a `/metrics` text: the line up to its value.
+fn http_series(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("eventbus_http_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_flood_of_junk_requests_adds_no_metric_series() -> anyhow::Result<()> {
+    let s = start_server(1000).await?;
+    // The routes a series may name, and the methods.
+    let routes = [
+        "stats",
+        "types",
+        "health",
+        "recent",
+        "dead-letters",
+        "views",
+        "views/{handler}",
+        "schema",
+        "publish",
+        "replay",
+        "handlers/{name}",
+        "dead-letters/redrive",
+        "/metrics",
+        "other",
+    ];
+    let methods = ["GET", "POST", "DELETE", "other"];
+    // Some legitimate traffic first, so there are series to check.
+    get(s.addr, "/api/v1/events/stats", Some(READER)).await?;
+
+    // 600 junk requests: made-up methods, unknown paths (some with a valid token), bad and
+    // missing tokens, and a read token on admin routes.
+    for n in 0..600 {
+        let junk_token = format!("junk-token-{n:020}");
+        let (method, path, token): (String, String, Option<&str>) = match n % 6 {
+            0 => (format!("M{n}"), "/api/v1/events/stats".into(), None),
+            1 => ("GET".into(), format!("/api/v1/events/x{n}"), Some(READER)),
+            2 => (format!("X{n}"), format!("/junk/{n}"), Some(&junk_token)),
+            3 => ("GET".into(), "/metrics".into(), Some(&junk_token)),
+            4 => (
+                format!("P{n}"),
+                "/api/v1/events/publish".into(),
+                Some(READER),
+            ),
+            _ => (
+                "DELETE".into(),
+                format!("/api/v1/events/handlers/h{n}"),
+                Some(READER),
+            ),
+        };
+        let r = call(s.addr, &method, &path, token, None).await?;
+        ensure!(
+            (400..500).contains(&r.status),
+            "{method} {path}: expected a 4xx, got {}",
+            r.status
+        );
+    }
+
+    let after = http_series(&String::from_utf8(
+        get(s.addr, "/metrics", Some(READER)).await?.body,
+    )?);
+    ensure!(
+        after
+            .iter()
+            .any(|l| l.contains("endpoint=\"stats\"") && l.contains("status=\"200\""))
+            && after.contains(&"eventbus_http_unauthorized_total".to_string()),
+        "the counters are missing, so the check below would prove nothing: {after:?}"
+    );
+    for series in &after {
+        let Some(labels) = series
+            .strip_prefix("eventbus_http_requests_total{")
+            .and_then(|l| l.strip_suffix('}'))
+        else {
+            ensure!(
+                series == "eventbus_http_unauthorized_total",
+                "an unexpected HTTP series: {series}"
+            );
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        ensure!(methods.contains(&label("method").as_str()), "{series}");
+        ensure!(routes.contains(&label("endpoint").as_str()), "{series}");
+    }
+    // Other tests of this binary run meanwhile and may add series of their own, but only of
+    // the closed sets checked above: the junk requests made none.
+    ensure!(
+        !after
+            .iter()
+            .any(|l| l.contains("junk") || l.contains("\"M1\"") || l.contains("/x1")),
+        "{after:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn no_tokens_means_no_access_and_a_stopped_bus_is_503() -> anyhow::Result<()> {
     let config = Settings::default();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_core::config::table::redis_client_url;
+use event_core::config::table::{URL_ENCODING_HINT, redis_client_url};
 use event_core::{ConfigError, Error, redact_url};
 
 use crate::config::RedisConfig;
@@ -41,7 +41,7 @@ pub(crate) fn build(config: &RedisConfig) -> Result<Client, Error> {
             "REDIS_URL",
             redact_url(&config.url),
             format!(
-                "a Redis URL such as redis://user:password@host:6379/0 ({})",
+                "a Redis URL such as redis://user:password@host:6379/0 ({}; {URL_ENCODING_HINT})",
                 e.details()
             ),
         ))

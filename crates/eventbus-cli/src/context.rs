@@ -88,6 +88,11 @@ impl Context {
 fn apply(settings: &mut Settings, explicit: &mut BTreeSet<String>, backend: &Backend) {
     match backend {
         Backend::Redis(url) => {
+            if event_core::redact_url(url) != *url {
+                eprintln!(
+                    "warning: the Redis URL given on the command line holds a password, which other users of this machine can read in the process list (ps); give it through the environment (REDIS_URL) instead"
+                );
+            }
             settings.redis.url.clone_from(url);
             explicit.insert("REDIS_URL".into());
         }

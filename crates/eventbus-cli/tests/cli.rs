@@ -52,6 +52,52 @@ fn json_lines(output: &Output) -> anyhow::Result<Vec<Value>> {
 }
 
 #[test]
+fn a_redis_password_never_shows_whatever_it_holds() -> anyhow::Result<()> {
+    // Unencoded `/` and `@` make the URL unparsable (invalid input); percent-encoded, it
+    // parses and the connection to a closed port fails (backend unreachable). In neither
+    // case does any part of the password show, from the environment or from the flag, and
+    // the flag draws a warning about the process list.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    for (url, exit) in [
+        (format!("redis://:s3cr3t/pa55word@127.0.0.1:{closed}/0"), 3),
+        (
+            format!("redis://app:s3cr3t@pa55word@127.0.0.1:{closed}/0"),
+            4,
+        ),
+        (
+            format!("redis://:s3cr3t%2Fpa55word@127.0.0.1:{closed}/0"),
+            4,
+        ),
+    ] {
+        for from_flag in [false, true] {
+            let out = if from_flag {
+                run(
+                    &[("EVENT_BUS_TYPE", "redis")],
+                    &["--redis-url", &url, "stats"],
+                )?
+            } else {
+                run(
+                    &[("EVENT_BUS_TYPE", "redis"), ("REDIS_URL", &url)],
+                    &["stats"],
+                )?
+            };
+            let shown = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(code(&out), exit, "{url}: {shown}");
+            for part in ["s3cr3t", "pa55word"] {
+                assert!(!shown.contains(part), "{url}: {shown}");
+            }
+            assert_eq!(shown.contains("process list"), from_flag, "{url}: {shown}");
+            if exit == 3 {
+                assert!(shown.contains("percent-encoded"), "{url}: {shown}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn publish_replay_stats_health_and_exit_codes_on_redis() -> anyhow::Result<()> {
     let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
         return Ok(());

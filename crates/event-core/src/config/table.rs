@@ -327,23 +327,39 @@ pub fn valid_name(s: &str, max: usize) -> bool {
 
 /// Replaces the password of a URL such as `redis://user:secret@host:6379/0` with `***`, so it
 /// can be logged. A URL without a password comes back unchanged.
+///
+/// Whatever characters the password holds it is hidden, even those a URL should carry
+/// percent-encoded (`/`, `@`, `?`, `#`, `:`): the user information is taken to end at the
+/// *last* `@`, not at the first `/`. A value without `://` is not a URL whose parts can be told
+/// apart, so it is hidden whole.
+///
+/// ```
+/// use event_core::redact_url;
+///
+/// assert_eq!(redact_url("redis://:s3cr3t/pa55word@cache/0"), "redis://:***@cache/0");
+/// assert_eq!(redact_url("redis://app:p@ss@cache:6379"), "redis://app:***@cache:6379");
+/// assert_eq!(redact_url("redis://cache:6379/0"), "redis://cache:6379/0");
+/// assert_eq!(redact_url("s3cr3t@cache"), "***");
+/// ```
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let (userinfo, host) = authority.split_at(at);
+    let (userinfo, host) = rest.split_at(at);
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{host}{path}"),
+        Some((user, _password)) => format!("{scheme}://{user}:***{host}"),
         // `redis://secret@host` puts a password alone in the user part.
-        None if !userinfo.is_empty() => format!("{scheme}://***{host}{path}"),
+        None if !userinfo.is_empty() => format!("{scheme}://***{host}"),
         None => url.to_string(),
     }
 }
+
+/// What a message about a URL that does not parse adds: how to write a password that holds
+/// characters a URL reserves.
+pub const URL_ENCODING_HINT: &str = "a user name or password holding `/`, `@`, `:`, `?`, `#` or `%` must be percent-encoded (`%2F`, `%40`, `%3A`, `%3F`, `%23`, `%25`)";
 
 /// The schemes of a Redis Cluster URL: `redis-cluster://`, and `rediss-cluster://` for TLS.
 pub const REDIS_CLUSTER_SCHEMES: [&str; 2] = ["redis-cluster://", "rediss-cluster://"];
@@ -484,6 +500,36 @@ mod tests {
         );
         assert_eq!(redact_url("redis://hunter2@cache/0"), "redis://***@cache/0");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    proptest::proptest! {
+        /// No password shows through, whatever it holds (characters a URL should have
+        /// percent-encoded included), in any URL form the bus takes; the host stays readable.
+        #[test]
+        fn redaction_hides_any_password(
+            scheme in proptest::sample::select(vec!["redis", "rediss", "redis-cluster", "unix", "rediss-cluster"]),
+            user in "[a-z]{0,6}",
+            // Upper-case letters mark the password, so it cannot appear by chance in the
+            // rest of the URL, which has none.
+            password in "[A-Z][A-Z0-9/@:?#%+=!$&'()*,;\\[\\] ~\u{e9}\u{1f511}-]{0,24}[A-Z]",
+            host in "[a-z][a-z0-9.-]{0,12}(:[0-9]{1,5})?(,[a-z]{1,6}:[0-9]{1,5}){0,2}",
+            tail in "(/[0-9]{1,2})?(\\?node=[a-z]{1,6}:[0-9]{1,5})?",
+            password_only in proptest::bool::ANY,
+        ) {
+            let url = if password_only {
+                // Alone in the user part, a `:` would end the user name and start a password.
+                let password = password.replace(':', "");
+                format!("{scheme}://{password}@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}:{password}@{host}{tail}")
+            };
+            let shown = redact_url(&url);
+            proptest::prop_assert!(!shown.contains(&password), "{url} -> {shown}");
+            proptest::prop_assert!(shown.ends_with(&format!("@{host}{tail}")), "{url} -> {shown}");
+            // A value that is not a URL at all shows nothing of itself.
+            let bare = format!("{password}@{host}");
+            proptest::prop_assert_eq!(redact_url(&bare), "***");
+        }
     }
 
     #[test]

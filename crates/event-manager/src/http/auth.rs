@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 use event_core::config::table::{Rule, Secret, Variable};
 
@@ -160,25 +160,35 @@ pub(crate) async fn require(
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let Some(presented) = presented else {
+        super::metrics::count_unauthorized();
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send a bearer token: Authorization: Bearer <token>",
         ));
     };
-    match guard.tokens.role_of(presented) {
-        None => Err(ApiError::new(
+    let Some(role) = guard.tokens.role_of(presented) else {
+        super::metrics::count_unauthorized();
+        return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the bearer token is not valid",
-        )),
-        Some(role) if role < guard.required => Err(ApiError::new(
+        ));
+    };
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = if role < guard.required {
+        ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
             "this operation needs an admin token",
-        )),
-        Some(_) => Ok(next.run(request).await),
-    }
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    super::metrics::count_request(&method, route.as_ref(), response.status());
+    Ok(response)
 }
 
 #[cfg(test)]

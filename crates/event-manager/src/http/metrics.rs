@@ -3,9 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use event_core::HealthStatus;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -68,23 +67,33 @@ pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, A
         .into_response())
 }
 
-/// Counts requests by method, endpoint (the first path segment under the API, so the label
-/// set stays small) and status.
-pub(super) async fn count_request(request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let path = request.uri().path();
-    let endpoint = match path.strip_prefix("/api/v1/events/") {
-        Some(rest) => rest.split('/').next().unwrap_or_default().to_string(),
-        None if path == "/metrics" => "metrics".to_string(),
-        None => "other".to_string(),
+/// Counts an authenticated request by method, route and status, once answered. Every label
+/// comes from a closed set: the method and route are those of the route that matched (a route
+/// template such as `/api/v1/events/views/{handler}`, never the path sent), the status is a
+/// number. Requests refused before (no or a bad token, an unknown path or method) are only
+/// counted in `eventbus_http_unauthorized_total`, without labels, so no request can add a
+/// series.
+pub(super) fn count_request(method: &Method, route: Option<&MatchedPath>, status: StatusCode) {
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "other",
     };
-    let response = next.run(request).await;
+    let endpoint = route.map_or("other", |route| {
+        let path = route.as_str();
+        path.strip_prefix("/api/v1/events/").unwrap_or(path)
+    });
     metrics::counter!(
         "eventbus_http_requests_total",
         "method" => method,
-        "endpoint" => endpoint,
-        "status" => response.status().as_u16().to_string(),
+        "endpoint" => endpoint.to_string(),
+        "status" => status.as_u16().to_string(),
     )
     .increment(1);
-    response
+}
+
+/// Counts a request refused for its missing or invalid token.
+pub(super) fn count_unauthorized() {
+    metrics::counter!("eventbus_http_unauthorized_total").increment(1);
 }

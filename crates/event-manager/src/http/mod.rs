@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use event_core::Config;
 use event_core::config::table::{Rule, Secret, Variable};
@@ -143,7 +143,6 @@ pub fn router(manager: Arc<EventBusManager>, config: ApiConfig) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn(metrics::count_request))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in
