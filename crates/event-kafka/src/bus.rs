@@ -79,6 +79,16 @@ impl KafkaBus {
     pub async fn connect(kafka: KafkaConfig, config: Config) -> Result<Self, Error> {
         config.validate()?;
         kafka.validate()?;
+        if kafka.tls.is_none()
+            && kafka
+                .sasl
+                .as_ref()
+                .is_some_and(|sasl| sasl.mechanism == crate::KafkaSaslMechanism::Plain)
+        {
+            tracing::warn!(
+                "KAFKA_SASL_MECHANISM=PLAIN without TLS: the password crosses the network as is; set KAFKA_TLS_ENABLED=true, or use SCRAM-SHA-512 on a trusted network"
+            );
+        }
         // The control plane first: it reports a refused password at once, naming the
         // mechanism and the user, where rskafka would retry until its deadline.
         let control = ControlClient::connect(

@@ -114,8 +114,14 @@ pub async fn replay_page(
 }
 
 /// The `limit` most recent events of `event_types` (every type when empty) from the last
-/// `within`, newest first, across types: windows reaching back from now double until `limit`
-/// events are found or `within` is covered, so a busy bus is not read back a whole day.
+/// `within`, newest first, across types: windows reaching back from now grow fourfold from
+/// one minute until `limit` events are found or `within` is covered, so a busy bus is not read
+/// back a whole day.
+///
+/// A window after the first that holds more than `max_scan` events is not read to its end:
+/// the events of the window before it are returned (the newest there are, fewer than
+/// `limit`), so one call reads at most the first minute's events and `max_scan` more per
+/// window, however much the bus retains.
 ///
 /// # Errors
 /// The bus's error.
@@ -124,22 +130,81 @@ pub async fn recent_events(
     event_types: Vec<EventType>,
     limit: usize,
     within: Duration,
+    max_scan: usize,
 ) -> Result<Vec<Event>, Error> {
     let now = OffsetDateTime::now_utc();
-    let mut span = Duration::minutes(1).min(within);
+    let first = Duration::minutes(1).min(within);
+    let mut span = first;
+    let mut found = Vec::new();
     loop {
         let query = ReplayQuery::new(event_types.clone(), now - span);
         let mut stream = bus.replay(query).await?;
         let mut newest: VecDeque<Event> = VecDeque::with_capacity(limit + 1);
+        let mut scanned = 0usize;
         while let Some(event) = stream.next().await {
+            scanned += 1;
+            if span > first && scanned > max_scan {
+                return Ok(found);
+            }
             newest.push_back(event?);
             if newest.len() > limit {
                 newest.pop_front();
             }
         }
-        if newest.len() >= limit || span >= within {
-            return Ok(newest.into_iter().rev().collect());
+        let complete = newest.len() >= limit || span >= within;
+        found = newest.into_iter().rev().collect();
+        if complete {
+            return Ok(found);
         }
         span = (span * 4_i32).min(within);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_core::{Config, MemoryBus};
+
+    /// 50 events half an hour ago and 2,000 three hours ago: the windows of 1, 4, 16 and 64
+    /// minutes read 50 at most; the next, of 256 minutes, holds 2,050.
+    async fn bus() -> MemoryBus {
+        let bus = MemoryBus::new(Config::default()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let events = (0..2_050)
+            .map(|n| {
+                let ago = if n < 2_000 {
+                    Duration::hours(3)
+                } else {
+                    Duration::minutes(30)
+                };
+                Event::builder(EventType::USER_REGISTERED, "paging_test")
+                    .field("n", n)
+                    .timestamp(now - ago)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for result in bus.publish_batch(events).await {
+            result.unwrap();
+        }
+        bus
+    }
+
+    #[tokio::test]
+    async fn recent_events_widen_their_window_until_the_limit_or_the_scan_bound() {
+        let bus = bus().await;
+        let types = vec![EventType::USER_REGISTERED];
+        let unbounded = recent_events(&bus, types.clone(), 100, Duration::hours(24), 100_000)
+            .await
+            .unwrap();
+        assert_eq!(unbounded.len(), 100);
+        assert_eq!(unbounded[0].payload["n"], 2_049);
+        // The 256-minute window holds more than 1,000: the 64-minute window's 50 come back.
+        let bounded = recent_events(&bus, types, 100, Duration::hours(24), 1_000)
+            .await
+            .unwrap();
+        assert_eq!(bounded.len(), 50);
+        assert_eq!(bounded[0].payload["n"], 2_049);
+        assert_eq!(bounded[49].payload["n"], 2_000);
     }
 }

@@ -161,6 +161,10 @@ struct Server {
 }
 
 async fn start_server(max_page: usize) -> anyhow::Result<Server> {
+    start_server_with(|api| api.max_page = max_page).await
+}
+
+async fn start_server_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result<Server> {
     let mut config = Settings::default();
     config.enable_event_handlers = false;
     config.bus.max_event_bytes = 4096;
@@ -207,7 +211,7 @@ async fn start_server(max_page: usize) -> anyhow::Result<Server> {
         .with(Role::Admin, ADMIN)
         .with(Role::Read, READER);
     let mut api = ApiConfig::new(&config.bus, tokens);
-    api.max_page = max_page;
+    tweak(&mut api);
     let app = router(manager.clone(), api);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -827,6 +831,89 @@ async fn bad_input_is_a_json_4xx_and_leaves_the_bus_unharmed() -> anyhow::Result
     Ok(())
 }
 
+#[tokio::test]
+async fn rates_concurrency_and_deadlines_are_bounded() -> anyhow::Result<()> {
+    let s = start_server_with(|api| {
+        api.limits.rate_per_token = 5;
+        api.limits.max_concurrent = 1;
+        api.limits.timeout = Duration::from_secs(5);
+    })
+    .await?;
+    // A token may make a burst of twice its rate, then gets 429 with Retry-After; the other
+    // token has a bucket of its own.
+    let mut statuses = Vec::new();
+    // Refills add a request every 200 ms: 400 requests cannot all find one.
+    while statuses.len() < 400 {
+        let r = get(s.addr, "/api/v1/events/types", Some(READER)).await?;
+        let limited = r.status == 429;
+        statuses.push(r);
+        if limited {
+            break;
+        }
+    }
+    ensure!(
+        statuses.len() > 10
+            && statuses[..10].iter().all(|r| r.status == 200)
+            && statuses.last().is_some_and(|r| r.status == 429),
+        "expected at least 10 answers, then 429: {:?}",
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let refused = statuses
+        .iter()
+        .find(|r| r.status == 429)
+        .context("no 429")?;
+    assert_eq!(refused.error_code()?, "rate_limited");
+    ensure!(
+        refused
+            .header("retry-after")
+            .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n >= 1)),
+        "no Retry-After on a 429"
+    );
+    assert_eq!(
+        get(s.addr, "/api/v1/events/types", Some(ADMIN))
+            .await?
+            .status,
+        200
+    );
+
+    // A publish whose body never comes holds the one slot: the next request is refused at
+    // once with 503 `overloaded`, and the stalled one is stopped at the deadline.
+    let mut stalled = TcpStream::connect(s.addr).await?;
+    stalled
+        .write_all(
+            format!(
+                "POST /api/v1/events/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{",
+                s.addr
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut overloaded = None;
+    wait_for("a request refused while the slot is held", async || {
+        let r = get(s.addr, "/api/v1/events/health", Some(ADMIN)).await?;
+        let refused = r.status == 503;
+        if refused {
+            overloaded = Some(r);
+        }
+        Ok(refused)
+    })
+    .await?;
+    let overloaded = overloaded.context("no refusal kept")?;
+    assert_eq!(overloaded.error_code()?, "overloaded");
+    assert_eq!(overloaded.header("retry-after"), Some("1"));
+    let mut raw = Vec::new();
+    stalled.read_to_end(&mut raw).await?;
+    let stopped = parse(&raw)?;
+    assert_eq!(
+        (stopped.status, stopped.error_code()?.as_str()),
+        (503, "timeout")
+    );
+    // The slot is free again (the admin token may be over its rate by now: 429 is fine).
+    let after = get(s.addr, "/api/v1/events/health", Some(ADMIN)).await?;
+    ensure!(after.status != 503, "still refused: {}", after.status);
+    Ok(())
+}
+
 /// The `eventbus_http_*` series of a `/metrics` text: the line up to its value.
 fn http_series(text: &str) -> Vec<String> {
     text.lines()
@@ -837,7 +924,8 @@ fn http_series(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_flood_of_junk_requests_adds_no_metric_series() -> anyhow::Result<()> {
-    let s = start_server(1000).await?;
+    // No rate limit here: the flood is hundreds of requests with the read token.
+    let s = start_server_with(|api| api.limits.rate_per_token = 0).await?;
     // The routes a series may name, and the methods.
     let routes = [
         "stats",

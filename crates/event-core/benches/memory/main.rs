@@ -21,7 +21,7 @@ use latency::{LatencyPath, LatencySummary, latency};
 use throughput::{bus_throughput, channel_throughput};
 
 /// Throughput runs of each measurement; the best and the median are reported.
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const WORKER_THREADS: usize = 2;
 const EVENT_TYPE: EventType = EventType::SIGNAL_DETECTED;
 
@@ -323,6 +323,16 @@ fn main() {
             );
         }
     }
+    result(
+        "bus",
+        "latency_p99_ratio",
+        bus_latency.p99 / raw_latency.p99,
+        "x",
+        "<=1.5",
+        &format!(
+            "Latency p99 as a multiple of the raw channel's p99 (medians of {RUNS} runs each, alternating)"
+        ),
+    );
     let mut notes = vec![
         format!(
             "Tokio multi-thread runtime, {WORKER_THREADS} worker threads; `MemoryBus` with `Config::default()` (`EVENT_HANDLER_CONCURRENCY`=16, `EVENT_BATCH_SIZE`=100) unless noted; mimalloc as the global allocator."

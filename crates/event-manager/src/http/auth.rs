@@ -11,6 +11,7 @@ use axum::response::{IntoResponse as _, Response};
 use event_core::config::table::{Rule, Secret, Variable};
 
 use super::error::ApiError;
+use super::limits::{RateLimits, rate_limited};
 use crate::Error;
 
 /// `EVENT_API_TOKENS`: the bearer tokens, parsed by [`ApiTokens::parse`].
@@ -38,10 +39,24 @@ pub enum Role {
 /// The shortest token accepted: guessing one must be hopeless.
 const MIN_TOKEN_LEN: usize = 16;
 
-/// The API's bearer tokens and their roles. `Debug` shows how many, never the tokens.
+/// The shortest token accepted without a warning.
+const GOOD_TOKEN_LEN: usize = 32;
+
+/// A token's SHA-256 digest: what is kept and compared, so a comparison takes the same time
+/// whatever the lengths of the token sent and the tokens kept.
+type Digest = [u8; 32];
+
+fn digest(token: &str) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+/// The API's bearer tokens and their roles, kept as SHA-256 digests. `Debug` shows how many,
+/// never the tokens.
 #[derive(Clone, Default)]
 pub struct ApiTokens {
-    tokens: Vec<(Role, String)>,
+    tokens: Vec<(Role, Digest)>,
 }
 
 impl fmt::Debug for ApiTokens {
@@ -65,14 +80,19 @@ impl ApiTokens {
     }
 
     /// Adds a token with a role.
-    pub fn with(mut self, role: Role, token: impl Into<String>) -> Self {
-        self.tokens.push((role, token.into()));
+    pub fn with(mut self, role: Role, token: impl AsRef<str>) -> Self {
+        self.tokens.push((role, digest(token.as_ref())));
         self
     }
 
     /// Whether no token is configured.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
     }
 
     /// Parses `EVENT_API_TOKENS`: comma-separated `role:token` entries, role `read` or
@@ -102,10 +122,17 @@ impl ApiTokens {
                 _ => return Err(problem("has an unknown role")),
             };
             let token = token.trim();
-            if token.chars().count() < MIN_TOKEN_LEN {
+            let length = token.chars().count();
+            if length < MIN_TOKEN_LEN {
                 return Err(problem("has a token that is too short"));
             }
-            tokens.push((role, token.to_string()));
+            if length < GOOD_TOKEN_LEN {
+                tracing::warn!(
+                    "EVENT_API_TOKENS entry {} has a token of {length} characters: use at least {GOOD_TOKEN_LEN} random ones (`openssl rand -hex 24` makes 48)",
+                    n + 1
+                );
+            }
+            tokens.push((role, digest(token)));
         }
         Ok(Self { tokens })
     }
@@ -118,34 +145,49 @@ impl ApiTokens {
         Self::parse(&std::env::var(EVENT_API_TOKENS.name).unwrap_or_default())
     }
 
-    /// The role of a presented token. Compares against every token in constant time, so the
-    /// time taken says nothing about how close a guess was.
+    /// The role of a presented token. Compares its digest against every token's in constant
+    /// time, so the time taken says nothing about how close a guess was, nor how long the
+    /// tokens are.
     pub fn role_of(&self, presented: &str) -> Option<Role> {
-        let mut found = None;
-        for (role, token) in &self.tokens {
-            if constant_time_eq(token.as_bytes(), presented.as_bytes()) {
-                found = found.max(Some(*role));
+        self.find(presented).map(|(_, role, _)| role)
+    }
+
+    /// The position, role and digest of a presented token (the highest role if it is listed
+    /// twice).
+    fn find(&self, presented: &str) -> Option<(usize, Role, Digest)> {
+        let presented = digest(presented);
+        let mut found: Option<(usize, Role)> = None;
+        for (index, (role, token)) in self.tokens.iter().enumerate() {
+            let equal = token
+                .iter()
+                .zip(&presented)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0;
+            if equal && found.is_none_or(|(_, best)| *role > best) {
+                found = Some((index, *role));
             }
         }
-        found
+        found.map(|(index, role)| (index, role, presented))
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The state the auth layer needs: the tokens and the role a route requires.
+/// The state the auth layer needs: the tokens, their rate limits and the role a route
+/// requires.
 #[derive(Clone)]
 pub(crate) struct Guard {
     pub(crate) tokens: Arc<ApiTokens>,
+    pub(crate) rates: Arc<RateLimits>,
     pub(crate) required: Role,
 }
 
-/// Refuses requests without a valid bearer token (401) or with too weak a role (403).
+/// How the access log names a token without showing it: the first 8 hexadecimal digits of its
+/// SHA-256 (`printf %s "$TOKEN" | sha256sum | cut -c1-8` gives the same).
+fn fingerprint(digest: &Digest) -> String {
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses requests without a valid bearer token (401), over their token's rate (429) or
+/// with too weak a role (403); counts and logs the others once answered.
 pub(crate) async fn require(
     State(guard): State<Guard>,
     request: Request,
@@ -167,7 +209,7 @@ pub(crate) async fn require(
             "send a bearer token: Authorization: Bearer <token>",
         ));
     };
-    let Some(role) = guard.tokens.role_of(presented) else {
+    let Some((index, role, digest)) = guard.tokens.find(presented) else {
         super::metrics::count_unauthorized();
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
@@ -177,7 +219,9 @@ pub(crate) async fn require(
     };
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = if role < guard.required {
+    let response = if let Err(seconds) = guard.rates.take(index) {
+        rate_limited(seconds)
+    } else if role < guard.required {
         ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
@@ -188,6 +232,15 @@ pub(crate) async fn require(
         next.run(request).await
     };
     super::metrics::count_request(&method, route.as_ref(), response.status());
+    let route = route.as_ref().map_or("", MatchedPath::as_str);
+    let status = response.status().as_u16();
+    let token = fingerprint(&digest);
+    // Who published, replayed, removed a handler or redrove dead letters, and what came of it.
+    if guard.required == Role::Admin {
+        tracing::info!(target: "eventbus::api::access", %token, ?role, %method, route, status, "admin request");
+    } else {
+        tracing::debug!(target: "eventbus::api::access", %token, ?role, %method, route, status, "read request");
+    }
     Ok(response)
 }
 

@@ -24,6 +24,7 @@
 mod auth;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod routes;
 
@@ -35,10 +36,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use event_core::Config;
-use event_core::config::table::{Rule, Secret, Variable};
+use event_core::config::table::{Reader, Rule, Secret, Variable};
 
 pub use auth::{ApiTokens, Role};
 pub use error::ApiError;
+pub use limits::ApiLimits;
 
 use crate::{Error, EventBusManager};
 
@@ -56,6 +58,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// The most events a replay page holds (default [`MAX_REPLAY_PAGE`]).
     pub max_page: usize,
+    /// Deadlines, concurrency, rates and scan bounds (`EVENT_API_TIMEOUT_MS`,
+    /// `EVENT_API_MAX_CONCURRENT`, `EVENT_API_RATE_LIMIT`, `EVENT_API_MAX_SCAN`).
+    pub limits: ApiLimits,
 }
 
 impl ApiConfig {
@@ -65,15 +70,23 @@ impl ApiConfig {
             tokens,
             body_limit: config.max_event_bytes + 64 * 1024,
             max_page: MAX_REPLAY_PAGE,
+            limits: ApiLimits::default(),
         }
     }
 
-    /// Settings from the environment (`EVENT_API_TOKENS`) that fit `config`.
+    /// Settings from the environment (`EVENT_API_TOKENS` and the limits' variables) that fit
+    /// `config`.
     ///
     /// # Errors
-    /// [`Error::InvalidSetting`] for a bad `EVENT_API_TOKENS`.
+    /// [`Error::InvalidSetting`] for a bad `EVENT_API_TOKENS`, [`Error::Config`] listing the
+    /// limits' variables with bad values.
     pub fn from_env(config: &Config) -> Result<Self, Error> {
-        Ok(Self::new(config, ApiTokens::from_env()?))
+        let mut api = Self::new(config, ApiTokens::from_env()?);
+        let lookup = |name: &str| std::env::var(name).ok();
+        let mut reader = Reader::new(&lookup);
+        let limits = ApiLimits::read(&mut reader);
+        api.limits = reader.finish(limits)?;
+        Ok(api)
     }
 }
 
@@ -90,9 +103,17 @@ const EVENT_API_ADDR: Variable = Variable {
     doc: "where `eventbus serve` listens (also `--addr`).",
 };
 
-/// The HTTP API's variables (`EVENT_API_TOKENS`, `EVENT_API_ADDR`), declared once for the
-/// documentation; [`ApiTokens::from_env`] reads the tokens, `eventbus serve` the address.
-pub const VARIABLES: &[Variable] = &[auth::EVENT_API_TOKENS, EVENT_API_ADDR];
+/// The HTTP API's variables (`EVENT_API_TOKENS`, `EVENT_API_ADDR` and the limits), declared
+/// once for the documentation; [`ApiConfig::from_env`] reads the tokens and limits,
+/// `eventbus serve` the address.
+pub const VARIABLES: &[Variable] = &[
+    auth::EVENT_API_TOKENS,
+    EVENT_API_ADDR,
+    limits::EVENT_API_TIMEOUT_MS,
+    limits::EVENT_API_MAX_CONCURRENT,
+    limits::EVENT_API_RATE_LIMIT,
+    limits::EVENT_API_MAX_SCAN,
+];
 
 /// What the route handlers share.
 pub(crate) struct ApiState {
@@ -104,13 +125,21 @@ pub(crate) struct ApiState {
 /// (`app.merge(event_manager::http::router(manager, config))`) or [`serve`] it.
 ///
 /// Read tokens may use the `GET` endpoints; publishing, replay, removing handlers and
-/// redriving dead letters need an admin token.
+/// redriving dead letters need an admin token. Every request is subject to
+/// [`ApiConfig::limits`]; requests with an admin token are written to the access log (target
+/// `eventbus::api::access`, level `info`; reads at `debug`).
 pub fn router(manager: Arc<EventBusManager>, config: ApiConfig) -> Router {
     metrics::install_recorder();
     let tokens = Arc::new(config.tokens.clone());
+    let rates = Arc::new(limits::RateLimits::new(
+        config.limits.rate_per_token,
+        tokens.len(),
+    ));
+    let gate = Arc::new(limits::Gate::new(&config.limits));
     let body_limit = config.body_limit;
     let guard = |required| auth::Guard {
         tokens: tokens.clone(),
+        rates: rates.clone(),
         required,
     };
     let state = Arc::new(ApiState { manager, config });
@@ -143,6 +172,7 @@ pub fn router(manager: Arc<EventBusManager>, config: ApiConfig) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(gate, limits::gate))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in

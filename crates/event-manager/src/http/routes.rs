@@ -227,7 +227,14 @@ pub(super) async fn recent(
         .collect();
     let bus = s.manager.bus()?;
     Ok(Json(
-        recent_events(bus.as_ref(), types, limit, time::Duration::hours(hours)).await?,
+        recent_events(
+            bus.as_ref(),
+            types,
+            limit,
+            time::Duration::hours(hours),
+            s.config.limits.max_scan,
+        )
+        .await?,
     ))
 }
 

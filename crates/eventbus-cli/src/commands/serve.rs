@@ -35,6 +35,11 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .await
         .map_err(|e| ArgError(format!("cannot listen on {}: {e}", args.addr)))?;
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "warning: the API listens on {addr}, reachable beyond this machine, without TLS: bearer tokens and events cross the network as is; listen on 127.0.0.1 behind a TLS-terminating proxy"
+        );
+    }
     eprintln!(
         "eventbus: serving the {} bus on http://{addr}/api/v1/events (handlers: {})",
         ctx.settings.bus_type,
