@@ -111,7 +111,13 @@ pub(crate) fn check(input: &CheckInput<'_>) -> Verdict {
     for handler in &input.plan.handlers {
         let mut tally = accounts::account(input, handler, &published, &mut verdict.failures);
         foreign::account(input, handler, &mut tally, &mut verdict.failures);
-        order::check(input, handler, &mut tally, &mut verdict.failures);
+        order::check(
+            input,
+            handler,
+            &published,
+            &mut tally,
+            &mut verdict.failures,
+        );
         verdict.tallies.push(tally);
     }
     liveness::check(input, &verdict.tallies, &mut verdict.failures);

@@ -4,21 +4,24 @@
 //! of a shared group, which split the keys between them. Where a consumer that takes over
 //! another's unacknowledged events may run them after newer ones (Redis), shared handlers are
 //! not checked, nor the consumers that subscribed after another consumer of their handler
-//! died.
+//! died. Nor are events whose publish failed ambiguously (a timeout, a lost connection): the
+//! client gave up on that write, and the server may still receive it later (a stalled
+//! connection's buffered command), after events the publisher sent since.
 
 use std::collections::{HashMap, HashSet};
 
 use event_core::EventId;
 
-use super::CheckInput;
 use super::accounts::{HandlerTally, report};
-use crate::chaos::history::{DeliveryRecord, Records};
+use super::{CheckInput, Published};
+use crate::chaos::history::{DeliveryRecord, PublishOutcome, Records};
 use crate::chaos::workload::HandlerPlan;
 
 /// Checks the order of the handler's first calls.
 pub(crate) fn check(
     input: &CheckInput<'_>,
     handler: &HandlerPlan,
+    published: &Published<'_>,
     tally: &mut HandlerTally,
     failures: &mut Vec<String>,
 ) {
@@ -40,6 +43,12 @@ pub(crate) fn check(
     let mut inversions = Vec::new();
     for d in calls {
         if !seen.insert(d.event_id) || successors.contains(d.consumer.as_str()) {
+            continue;
+        }
+        let ambiguous = published
+            .get(&d.event_id)
+            .is_some_and(|p| matches!(p.outcome, PublishOutcome::Ambiguous(_)));
+        if ambiguous {
             continue;
         }
         let (Some(key), Some(publisher), Some(seq)) = (&d.key, &d.publisher, d.seq) else {

@@ -180,6 +180,21 @@ fn order_inversions_fail() {
 }
 
 #[test]
+fn an_ambiguous_publish_landing_late_is_no_inversion() {
+    // The client gave up on the write (a timeout), and the server got it after later events.
+    let mut records = clean(5);
+    records.deliveries[1].started_ms = 200;
+    let late = records.deliveries[1].event_id;
+    for publish in &mut records.publishes {
+        if publish.event_id == late {
+            publish.outcome = PublishOutcome::Ambiguous("timed out".into());
+        }
+    }
+    let verdict = run(&records);
+    assert_eq!(verdict.tallies[0].inversions, 0, "{:#?}", verdict.failures);
+}
+
+#[test]
 fn refused_events_must_not_be_handled() {
     let mut records = clean(5);
     records.publishes[0].outcome = PublishOutcome::Refused("too large".into());
