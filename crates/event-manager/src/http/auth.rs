@@ -181,9 +181,14 @@ pub(crate) struct Guard {
 }
 
 /// How the access log names a token without showing it: the first 8 hexadecimal digits of its
-/// SHA-256 (`printf %s "$TOKEN" | sha256sum | cut -c1-8` gives the same).
-fn fingerprint(digest: &Digest) -> String {
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 (`printf %s "$TOKEN" | sha256sum | cut -c1-8` gives the same). Written only when
+/// the log record is.
+struct Fingerprint(Digest);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0[..4].iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Refuses requests without a valid bearer token (401), over their token's rate (429) or
@@ -234,7 +239,7 @@ pub(crate) async fn require(
     super::metrics::count_request(&method, route.as_ref(), response.status());
     let route = route.as_ref().map_or("", MatchedPath::as_str);
     let status = response.status().as_u16();
-    let token = fingerprint(&digest);
+    let token = Fingerprint(digest);
     // Who published, replayed, removed a handler or redrove dead letters, and what came of it.
     if guard.required == Role::Admin {
         tracing::info!(target: "eventbus::api::access", %token, ?role, %method, route, status, "admin request");

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use event_core::config::table::{Reader, Rule, Secret, Variable};
+use event_core::config::table::{EnvSettings, Reader, Rule, Secret, Variable};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
@@ -83,25 +83,37 @@ pub struct ApiLimits {
 }
 
 impl Default for ApiLimits {
+    /// The defaults of the variables' table.
     fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            max_concurrent: 128,
-            rate_per_token: 100,
-            max_scan: 100_000,
-        }
+        Self::read(&mut Reader::new(&|_| None))
     }
 }
 
-impl ApiLimits {
-    /// The limits the variables set, the problems recorded in `reader`.
-    pub(super) fn read(reader: &mut Reader<'_>) -> Self {
+impl EnvSettings for ApiLimits {
+    const VARIABLES: &'static [Variable] = &[
+        EVENT_API_TIMEOUT_MS,
+        EVENT_API_MAX_CONCURRENT,
+        EVENT_API_RATE_LIMIT,
+        EVENT_API_MAX_SCAN,
+    ];
+
+    fn read(reader: &mut Reader<'_>) -> Self {
         Self {
             timeout: reader.millis(&EVENT_API_TIMEOUT_MS),
             max_concurrent: reader.whole(&EVENT_API_MAX_CONCURRENT),
             rate_per_token: reader.whole(&EVENT_API_RATE_LIMIT),
             max_scan: reader.whole(&EVENT_API_MAX_SCAN),
         }
+    }
+
+    fn write(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "EVENT_API_TIMEOUT_MS" => self.timeout.as_millis().to_string(),
+            "EVENT_API_MAX_CONCURRENT" => self.max_concurrent.to_string(),
+            "EVENT_API_RATE_LIMIT" => self.rate_per_token.to_string(),
+            "EVENT_API_MAX_SCAN" => self.max_scan.to_string(),
+            _ => return None,
+        })
     }
 }
 

@@ -36,7 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use event_core::Config;
-use event_core::config::table::{Reader, Rule, Secret, Variable};
+use event_core::config::table::{EnvSettings as _, Rule, Secret, Variable};
 
 pub use auth::{ApiTokens, Role};
 pub use error::ApiError;
@@ -82,10 +82,7 @@ impl ApiConfig {
     /// limits' variables with bad values.
     pub fn from_env(config: &Config) -> Result<Self, Error> {
         let mut api = Self::new(config, ApiTokens::from_env()?);
-        let lookup = |name: &str| std::env::var(name).ok();
-        let mut reader = Reader::new(&lookup);
-        let limits = ApiLimits::read(&mut reader);
-        api.limits = reader.finish(limits)?;
+        api.limits = ApiLimits::from_env()?;
         Ok(api)
     }
 }
