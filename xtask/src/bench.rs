@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
-use crate::services::{RunningServices, Service};
+use crate::services::{RunningServices, Service, browser};
 use crate::shell::{cargo, project_root, read_output, run_tee};
 
 /// One backend's benchmark: a bench target of a package, and the servers it runs against
@@ -29,6 +29,9 @@ struct Benchmark {
     services: &'static [Service],
     /// Variables set for the benchmark beside the servers' addresses.
     env: &'static [(&'static str, &'static str)],
+    /// Drives a headless Chromium (found, or installed when missing); it also needs the
+    /// package's `http` feature.
+    browser: bool,
 }
 
 const BENCHMARKS: &[Benchmark] = &[
@@ -38,6 +41,7 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "memory",
         services: &[],
         env: &[],
+        browser: false,
     },
     Benchmark {
         backend: "redis",
@@ -45,6 +49,7 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "redis",
         services: &[Service::Redis],
         env: &[],
+        browser: false,
     },
     // The Redis benchmark again, on three masters with a replica each.
     Benchmark {
@@ -53,6 +58,7 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "redis",
         services: &[Service::RedisCluster],
         env: &[("EVENTBUS_BENCH_REDIS_CLUSTER", "1")],
+        browser: false,
     },
     Benchmark {
         backend: "publishers",
@@ -60,6 +66,7 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "publishers",
         services: &[Service::Redis, Service::Kafka],
         env: &[],
+        browser: false,
     },
     Benchmark {
         backend: "kafka",
@@ -67,6 +74,7 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "kafka",
         services: &[Service::Kafka],
         env: &[],
+        browser: false,
     },
     // The Kafka benchmark again, on three nodes with replication factor 3.
     Benchmark {
@@ -75,6 +83,16 @@ const BENCHMARKS: &[Benchmark] = &[
         bench_target: "kafka",
         services: &[Service::KafkaCluster],
         env: &[("EVENTBUS_BENCH_KAFKA_CLUSTER", "1")],
+        browser: false,
+    },
+    // The dashboard in a headless Chromium, 100 handlers and 10,000 events/s on a memory bus.
+    Benchmark {
+        backend: "dashboard",
+        package: "event-manager",
+        bench_target: "dashboard",
+        services: &[],
+        env: &[],
+        browser: true,
     },
 ];
 
@@ -124,6 +142,11 @@ fn run_one(benchmark: &Benchmark, machine: &Machine) -> anyhow::Result<()> {
     ]);
     command.envs(services.env());
     command.envs(benchmark.env.iter().copied());
+    if benchmark.browser {
+        command.args(["--features", "http"]);
+        let (name, value) = browser::env(&browser::find_or_install()?);
+        command.env(name, value);
+    }
     let output = run_tee(&format!("{} benchmark", benchmark.backend), &mut command)?;
     drop(services);
     let report = Report::parse(&output)?;

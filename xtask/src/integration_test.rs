@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use crate::services::RunningServices;
+use crate::services::{RunningServices, browser};
 use crate::shell::{self, cargo};
 use crate::suites::{self, Suite};
 
@@ -20,7 +20,10 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     };
     // Stopped when dropped: at the end, or at the first failure.
     let services = RunningServices::start(&suites::services_for(&selected))?;
-    let env = services.env();
+    let mut env = services.env();
+    if suites::need_browser(&selected) {
+        env.push(browser::env(&browser::find_or_install()?));
+    }
 
     let mut commands = Vec::new();
     // The conformance targets in one cargo invocation: one build, then each binary in turn.

@@ -4,6 +4,7 @@
 //! `anyhow`, plus `event-publishers` and `serde_json` for `docs`, which renders the event
 //! catalog from the code.
 
+mod alerts;
 mod bench;
 mod docs;
 mod integration_test;

@@ -23,6 +23,9 @@ pub(crate) struct Suite {
     pub(crate) conformance_target: &'static str,
     /// The servers it needs, started before its tests and stopped after them.
     pub(crate) services: &'static [Service],
+    /// Whether its tests drive a headless Chromium (through chromedriver, which xtask installs
+    /// when missing and names in `EVENTBUS_TEST_CHROMEDRIVER`).
+    pub(crate) browser: bool,
 }
 
 /// Every suite, in the order they run.
@@ -32,6 +35,7 @@ pub(crate) const SUITES: &[Suite] = &[
         package: None,
         conformance_target: "memory",
         services: &[],
+        browser: false,
     },
     // The conformance suite also runs on a Redis Cluster (`tests/cluster.rs`).
     Suite {
@@ -39,6 +43,7 @@ pub(crate) const SUITES: &[Suite] = &[
         package: Some("event-redis"),
         conformance_target: "redis",
         services: &[Service::Redis, Service::RedisCluster],
+        browser: false,
     },
     // The conformance suite also runs on a three-node cluster (`tests/conformance_cluster.rs`).
     Suite {
@@ -46,6 +51,7 @@ pub(crate) const SUITES: &[Suite] = &[
         package: Some("event-kafka"),
         conformance_target: "kafka",
         services: &[Service::Kafka, Service::KafkaCluster],
+        browser: false,
     },
     // Not a backend: the batch publisher is tested against the real Redis server.
     Suite {
@@ -53,6 +59,7 @@ pub(crate) const SUITES: &[Suite] = &[
         package: Some("event-publishers"),
         conformance_target: "publishers",
         services: &[Service::Redis],
+        browser: false,
     },
     // Not a backend: the handlers' Redis idempotency store is tested against the real server.
     Suite {
@@ -60,13 +67,25 @@ pub(crate) const SUITES: &[Suite] = &[
         package: Some("event-handlers"),
         conformance_target: "handlers",
         services: &[Service::Redis],
+        browser: false,
     },
-    // Not a backend: the manager starts and checks real Redis and Kafka buses.
+    // Not a backend: the transactional outbox and inbox run against the real PostgreSQL, and
+    // the relay also delivers to the real Redis server.
+    Suite {
+        backend: "outbox",
+        package: Some("event-outbox"),
+        conformance_target: "outbox",
+        services: &[Service::Postgres, Service::Redis],
+        browser: false,
+    },
+    // Not a backend: the manager starts and checks real Redis and Kafka buses, and its
+    // dashboard is tested in a headless Chromium (`tests/dashboard.rs`).
     Suite {
         backend: "manager",
         package: Some("event-manager"),
         conformance_target: "manager",
         services: &[Service::Redis, Service::Kafka],
+        browser: true,
     },
     // Not a backend: the `eventbus` binary runs against Redis and copies to Kafka.
     Suite {
@@ -74,6 +93,7 @@ pub(crate) const SUITES: &[Suite] = &[
         package: Some("eventbus-cli"),
         conformance_target: "cli",
         services: &[Service::Redis, Service::Kafka],
+        browser: false,
     },
 ];
 
@@ -116,6 +136,11 @@ pub(crate) fn find(backend: &str) -> anyhow::Result<&'static Suite> {
         );
     }
     Ok(suite)
+}
+
+/// Whether any of `suites` drives a browser.
+pub(crate) fn need_browser(suites: &[&Suite]) -> bool {
+    suites.iter().any(|s| s.browser)
 }
 
 /// The servers that `suites` need, each once, in table order.
@@ -164,7 +189,8 @@ mod tests {
                 Service::Redis,
                 Service::RedisCluster,
                 Service::Kafka,
-                Service::KafkaCluster
+                Service::KafkaCluster,
+                Service::Postgres
             ]
         );
         let doubled = [&SUITES[1], &SUITES[1], &SUITES[0]];

@@ -3,14 +3,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::services::{RunningServices, Service};
+use crate::services::{RunningServices, Service, browser};
 use crate::shell::{self, cargo};
-use crate::{docs, suites};
+use crate::{alerts, docs, suites};
 
-/// Runs rustfmt's check, the check that the generated event catalog is up to date, clippy
+/// Runs rustfmt's check, the check that the generated event catalog is up to date, `promtool`'s
+/// checks and unit tests of the Prometheus alerting rules (installed when missing), clippy
 /// with warnings denied, rustdoc with warnings denied (the API docs users browse: no broken
 /// link), starts the servers the present backend
-/// suites need, and runs the whole workspace's tests against them in one `cargo test`
+/// suites need (and finds or installs Chromium and chromedriver for the browser tests), and runs the whole workspace's tests against them in one `cargo test`
 /// invocation (one build, all test binaries), then prints a summary line.
 pub(crate) fn run() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -19,6 +20,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 
     steps.run("rustfmt", &mut cargo(["fmt", "--all", "--", "--check"]))?;
     steps.check("docs", docs::check)?;
+    steps.check("alert rules", alerts::check)?;
     steps.run(
         "clippy",
         &mut cargo([
@@ -40,6 +42,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let services = steps.start_services(&suites::services_for(&suites::present()))?;
     let mut tests = cargo(["test", "--workspace"]);
     tests.envs(services.env());
+    // The dashboard's browser tests: Chromium and chromedriver, installed when missing.
+    if suites::need_browser(&suites::present()) {
+        let chromedriver = steps.check("browser", browser::find_or_install)?;
+        let (name, value) = browser::env(&chromedriver);
+        tests.env(name, value);
+    }
     // An integration run was asked for: a backend that cannot be reached fails its suite
     // instead of being skipped.
     tests.env("EVENTBUS_REQUIRE_INTEGRATION", "1");
@@ -137,17 +145,17 @@ impl Steps {
         }
     }
 
-    /// Runs an in-process check as the step called `step`.
-    fn check(
+    /// Runs an in-process check as the step called `step`; what it found.
+    fn check<T>(
         &mut self,
         step: &'static str,
-        check: fn() -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        check: fn() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let started = Instant::now();
         match check() {
-            Ok(()) => {
+            Ok(found) => {
                 self.passed.push((step, started.elapsed()));
-                Ok(())
+                Ok(found)
             }
             Err(error) => Err(self.failed(error)),
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ConfigError, EventId, EventType};
+use crate::{ConfigError, Event, EventId, EventType};
 
 /// A boxed error from a backend's client library, kept as the source of an [`Error::Backend`]
 /// without exposing the client's types.
@@ -32,6 +32,18 @@ pub enum Error {
     #[error("invalid event: {reason}")]
     InvalidEvent {
         /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A stored event's payload is encrypted and cannot be decrypted: its key is not in
+    /// `EVENT_ENCRYPTION_KEYS`, or the ciphertext does not authenticate. Consumers dead-letter
+    /// it (reason [`Undecryptable`](crate::DeadLetterReason::Undecryptable)) with the sealed
+    /// event, which a redrive publishes again once the key is added.
+    #[error("cannot decrypt event {} ({}): {reason}", event.id, event.event_type)]
+    Undecryptable {
+        /// The event as stored, its payload still sealed.
+        event: Box<Event>,
+        /// Why it cannot be opened, naming the key id.
         reason: String,
     },
 
@@ -211,7 +223,9 @@ impl Error {
             | Error::InvalidEvent { .. }
             | Error::EventTooLarge { .. }
             | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
-            Error::Config(_) | Error::Disabled { .. } => ErrorKind::Configuration,
+            Error::Config(_) | Error::Disabled { .. } | Error::Undecryptable { .. } => {
+                ErrorKind::Configuration
+            }
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::VersionConflict { .. } => ErrorKind::Conflict,
             Error::UnknownHandler { .. } => ErrorKind::NotFound,

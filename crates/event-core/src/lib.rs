@@ -7,6 +7,7 @@ mod bus;
 pub mod codec;
 pub mod config;
 pub mod dispatch;
+pub mod encryption;
 mod error;
 mod event;
 #[doc(hidden)]
@@ -15,6 +16,8 @@ mod fn_handler;
 mod handler;
 mod memory;
 mod retry;
+pub mod telemetry;
+pub mod trace;
 
 pub use bus::{
     AggregateAppend, BusStats, Capabilities, ConsumerHealth, DeadLetter, DeadLetterReason,

@@ -489,7 +489,14 @@ async fn audit_trail_appends_every_event_and_rotates() -> anyhow::Result<()> {
         "event-handlers-audit-{}",
         event_core::EventId::new()
     ));
-    let settings = AuditSettings::json_lines(&dir).rotation(4096, 100);
+    // Sealed as an encrypting bus seals events at rest: the files hold no payload in clear.
+    let keys = event_core::encryption::EncryptionKeys::parse(
+        "audit:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let settings = AuditSettings::json_lines(&dir)
+        .rotation(4096, 100)
+        .sealed_with(Some(keys.clone()));
     let harness = Harness::start(
         &[DomainHandlerKind::Audit, DomainHandlerKind::User],
         |bus| DomainContext::new(bus).with_audit(settings),
@@ -539,10 +546,22 @@ async fn audit_trail_appends_every_event_and_rotates() -> anyhow::Result<()> {
     for name in &names {
         let text = std::fs::read_to_string(dir.join(name)).with_context(|| name.clone())?;
         assert!(text.len() <= 4096, "{name} is {} bytes", text.len());
+        assert!(
+            !text.contains("@example.com"),
+            "{name} holds a payload in clear"
+        );
         for line in text.lines() {
             let value: serde_json::Value = serde_json::from_str(line)?;
             assert!(value["audited_at"].is_string());
             let event: Event = serde_json::from_value(value["event"].clone())?;
+            let event = keys.open(event)?;
+            if event.event_type == EventType::USER_REGISTERED {
+                assert!(
+                    event.payload["email"]
+                        .as_str()
+                        .is_some_and(|e| e.ends_with("@example.com"))
+                );
+            }
             audited.push(event.id);
         }
     }

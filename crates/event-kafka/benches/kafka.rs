@@ -600,6 +600,8 @@ fn main() {
             ),
             Err(e) => note(&format!("`ProducerPerformance` one record at a time did not run: {e}")),
         }
+        // Last: the tracing subscriber stays installed once there.
+        event_testkit::bench_tracing::traced_end_to_end(e2e, || bench.end_to_end(false)).await;
         (per_batch_ms, per_small_ms)
     });
     let busy_after = busy_share(Duration::from_secs(2));

@@ -140,7 +140,7 @@ async fn read_dead_letters(
         let Some(value) = r.value.as_deref() else {
             continue;
         };
-        match serde_json::from_slice::<DeadLetter>(value) {
+        match inner.codec.decode_letter(value) {
             Ok(mut letter) => {
                 letter.id = offset.to_string();
                 letters.push((origin(&r), letter));

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use event_core::backend::{BatchResults, Lifecycle, SharedFailure};
+use event_core::backend::{BatchResults, Lifecycle, LocalHandlers, SharedFailure};
+use event_core::telemetry;
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
     EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
@@ -100,12 +101,12 @@ impl KafkaBus {
         let plane = Arc::new(DataPlane::connect(&kafka).await?);
         Ok(Self {
             inner: Arc::new(Inner {
-                codec: JsonCodec::new(config.max_event_bytes),
+                codec: JsonCodec::from_config(&config),
                 topics: Topics::new(&kafka),
                 plane,
                 control,
                 lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
-                handlers: Default::default(),
+                handlers: LocalHandlers::new("kafka"),
                 subscribing: tokio::sync::Mutex::new(()),
                 accumulator: Default::default(),
                 config,
@@ -137,13 +138,9 @@ impl std::fmt::Debug for KafkaBus {
     }
 }
 
-#[async_trait]
-impl EventBus for KafkaBus {
-    fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
-    }
-
-    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+impl KafkaBus {
+    /// `publish`, unrecorded.
+    async fn produce_one(&self, event: Event) -> Result<EventId, Error> {
         self.inner.lifecycle.check_open("publishes")?;
         let record = record::encode(&self.inner.codec, &event)?;
         let topic = self.inner.topics.events(event.event_type.as_str());
@@ -160,7 +157,8 @@ impl EventBus for KafkaBus {
         Ok(event.id)
     }
 
-    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+    /// `publish_batch`, unrecorded.
+    async fn produce_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
         if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
             return refused;
         }
@@ -209,6 +207,21 @@ impl EventBus for KafkaBus {
             }
         }
         results.into_results()
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaBus {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        telemetry::publish_one("kafka", event, |e| self.produce_one(e)).await
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        telemetry::publish_batch("kafka", events, |e| self.produce_batch(e), |e| e).await
     }
 
     async fn subscribe(

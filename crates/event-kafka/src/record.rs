@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use event_core::backend::RAW_TEXT_LIMIT;
-use event_core::{Error, Event, JsonCodec};
+use event_core::{Error, Event, JsonCodec, trace};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::record::{Record, UndecodableRecords};
 use time::OffsetDateTime;
@@ -70,6 +70,13 @@ pub(crate) fn to_record(event: &Event, json: Vec<u8>) -> Record {
         header::SCHEMA_VERSION.to_owned(),
         event.schema_version.to_string().into_bytes(),
     );
+    // W3C trace context where Kafka tools and other clients' instrumentation look for it.
+    if let Some(parent) = &event.traceparent {
+        headers.insert(trace::TRACEPARENT.to_owned(), parent.as_bytes().to_vec());
+    }
+    if let Some(state) = &event.tracestate {
+        headers.insert(trace::TRACESTATE.to_owned(), state.as_bytes().to_vec());
+    }
     Record {
         key: Some(event.ordering_key().as_bytes().to_vec()),
         value: Some(json),
@@ -97,7 +104,19 @@ pub(crate) fn decode(codec: &JsonCodec, record: &Record) -> Result<Event, Error>
         reason: "record has no value (a tombstone, or a record not written by the event bus)"
             .into(),
     })?;
-    codec.decode(value)
+    let mut event = codec.decode(value)?;
+    // A producer that traced the record but not the envelope (another language's client).
+    if event.traceparent.is_none() {
+        let text = |name| {
+            record
+                .headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        event.traceparent = text(trace::TRACEPARENT).map(str::to_owned);
+        event.tracestate = text(trace::TRACESTATE).map(str::to_owned);
+    }
+    Ok(event)
 }
 
 /// The record as text, for the dead letter of a record that is not a valid envelope: key,
@@ -320,9 +339,13 @@ mod tests {
         fn decoding_any_record_never_panics(
             value in proptest::option::of(prop::collection::vec(any::<u8>(), 0..128)),
             content_type in proptest::option::of(prop::collection::vec(any::<u8>(), 0..24)),
+            key in proptest::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+            headers in prop::collection::btree_map("\\PC{0,12}", prop::collection::vec(any::<u8>(), 0..32), 0..6),
         ) {
             let mut record = foreign(None, &[]);
             record.value = value;
+            record.key = key;
+            record.headers.extend(headers);
             if let Some(c) = content_type {
                 record.headers.insert("content_type".into(), c);
             }

@@ -2,7 +2,7 @@
 //! high watermark taken when the replay starts, merged across partitions and types by
 //! timestamp. No group moves.
 
-use event_core::{Error, EventStream, ReplayQuery};
+use event_core::{Error, EventStream, JsonCodec, ReplayQuery};
 use futures::StreamExt;
 
 use crate::admin::read_partition;
@@ -49,7 +49,7 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
                 .offset_at(topic, partition, OffsetAt::Timestamp(from_ms))
                 .await?;
             for (offset, r) in read_partition(inner, topic, partition, start, end).await? {
-                match record::decode(&inner.codec, &r) {
+                match JsonCodec::keep_sealed(record::decode(&inner.codec, &r)) {
                     Ok(event) if query.matches(&event) => events.push(event),
                     Ok(_) => {}
                     // Not one of ours: consumers dead-letter it; replay only skips it.

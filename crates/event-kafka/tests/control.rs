@@ -596,7 +596,12 @@ async fn unknown_topics_are_reported() -> anyhow::Result<()> {
         .unwrap_err();
     assert!(e.to_string().contains("UNKNOWN_TOPIC_OR_PARTITION"), "{e}");
     assert!(e.to_string().contains(&missing), "{e}");
-    assert!(started.elapsed() < TIMEOUT / 2, "{:?}", started.elapsed());
+    // Retried until the timeout, it would take all of it.
+    assert!(
+        started.elapsed() < TIMEOUT * 9 / 10,
+        "{:?}",
+        started.elapsed()
+    );
     let e = client
         .describe_topic_configs(std::slice::from_ref(&missing))
         .await

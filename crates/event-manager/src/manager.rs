@@ -57,10 +57,14 @@ pub struct ManagerBuilder {
 /// Makes the domain handlers' context for the bus of a start.
 type ContextFactory = dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error> + Send + Sync;
 
-/// The default context: audit settings from the environment (`EVENT_AUDIT_*`), default
-/// thresholds.
-fn default_context(bus: Arc<dyn EventBus>) -> Result<DomainContext, Error> {
-    let audit = AuditSettings::from_env()?;
+/// The default context: audit settings from the environment (`EVENT_AUDIT_*`), its entries
+/// sealed as the bus seals events when `config` encrypts; default thresholds.
+fn default_context(bus: Arc<dyn EventBus>, config: &Config) -> Result<DomainContext, Error> {
+    let keys = config
+        .encryption_keys
+        .clone()
+        .filter(|_| config.encrypt_payloads);
+    let audit = AuditSettings::from_env()?.sealed_with(keys);
     Ok(DomainContext::new(bus).with_audit(audit))
 }
 
@@ -94,7 +98,9 @@ impl ManagerBuilder {
 
     /// How the domain handlers' context is made at each start (where the audit trail goes,
     /// alert thresholds); by default the audit settings come from the environment
-    /// (`EVENT_AUDIT_DIR`, ...) and the thresholds are the defaults.
+    /// (`EVENT_AUDIT_DIR`, ...), the audit entries are sealed when the configuration encrypts
+    /// payloads, and the thresholds are the defaults. A factory of your own that audits
+    /// encrypted events should seal them too ([`AuditSettings::sealed_with`]).
     pub fn domain_context(
         mut self,
         factory: impl Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error> + Send + Sync + 'static,
@@ -186,11 +192,13 @@ impl EventBusManager {
     /// A builder over `settings` (or a [`Config`] alone, for the memory bus), with no variable
     /// taken as set explicitly.
     pub fn builder(settings: impl Into<Settings>) -> ManagerBuilder {
+        let settings: Settings = settings.into();
+        let config = settings.bus.clone();
         ManagerBuilder {
-            settings: settings.into(),
+            settings,
             explicit: BTreeSet::new(),
             handlers: Vec::new(),
-            domain_context: Arc::new(default_context),
+            domain_context: Arc::new(move |bus| default_context(bus, &config)),
         }
     }
 

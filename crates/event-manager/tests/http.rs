@@ -14,47 +14,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+mod flaky;
+mod http_client;
+
+use http_client::{Reply, exchange, parse};
+
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "read-token-0123456789";
-
-/// A response: status, headers (lower-case names) and body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.body).with_context(|| {
-            format!(
-                "status {}: body is not JSON: {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The JSON error's code, checking the error body's shape.
-    fn error_code(&self) -> anyhow::Result<String> {
-        let body = self.json()?;
-        let message = body["error"]["message"]
-            .as_str()
-            .context("no error.message")?;
-        ensure!(!message.is_empty());
-        Ok(body["error"]["code"]
-            .as_str()
-            .context("no error.code")?
-            .to_string())
-    }
-}
 
 /// One HTTP/1.1 request on a fresh connection, read to the end.
 async fn call(
@@ -64,75 +30,7 @@ async fn call(
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> anyhow::Result<Reply> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = match body {
-        Some((content_type, bytes)) => {
-            if !content_type.is_empty() {
-                head.push_str(&format!("Content-Type: {content_type}\r\n"));
-            }
-            head.push_str(&format!("Content-Length: {}\r\n", bytes.len()));
-            bytes
-        }
-        None => &[][..],
-    };
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    // A server may answer (413) before reading a large body, and close: that is fine.
-    let _ = stream.write_all(body).await;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> anyhow::Result<Reply> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split])?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .context("no status line")?
-        .parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body)?;
-    }
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("bad chunk")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end])?.trim(), 16)?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+    exchange(TcpStream::connect(addr).await?, method, path, token, body).await
 }
 
 async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
@@ -188,21 +86,7 @@ async fn start_server_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result
             )
             .handler(
                 SubscriptionSpec::new("flaky", [EventType::AGENT_ERROR]),
-                handler_fn("flaky", {
-                    let fails = flaky_fails.clone();
-                    move |_e| {
-                        let fails = fails.load(Ordering::SeqCst);
-                        async move {
-                            if fails {
-                                Err(HandlerError::permanent(std::io::Error::other(
-                                    "cannot page anyone",
-                                )))
-                            } else {
-                                Ok(())
-                            }
-                        }
-                    }
-                }),
+                flaky::failing_while("flaky", &flaky_fails, "cannot page anyone"),
             )
             .build()?,
     );
@@ -226,6 +110,22 @@ async fn start_server_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result
         flaky_fails,
         _stop: tx,
     })
+}
+
+/// Publishes an `agent.error` and waits until `handler`, which fails it, has one dead letter.
+async fn alert_dead_lettered(addr: SocketAddr, handler: &str) -> anyhow::Result<()> {
+    let alert = json!({"event_type": "agent.error", "payload": {"agent_id": "a-1", "agent_type": "monitor", "error_message": "boom"}, "source": "agents"});
+    let published = post(addr, "/api/v1/events/publish", ADMIN, &alert).await?;
+    ensure!(
+        published.status == 200,
+        "publishing the alert: {}",
+        published.status
+    );
+    let path = format!("/api/v1/events/dead-letters?handler={handler}");
+    wait_for("the dead letter", async || {
+        Ok(get(addr, &path, Some(ADMIN)).await?.json()?["count"] == 1)
+    })
+    .await
 }
 
 async fn wait_for(
@@ -290,6 +190,7 @@ async fn auth_roles_and_errors() -> anyhow::Result<()> {
         ("POST", "/api/v1/events/replay"),
         ("DELETE", "/api/v1/events/handlers/counter"),
         ("POST", "/api/v1/events/dead-letters/redrive"),
+        ("POST", "/api/v1/events/dead-letters/purge"),
     ] {
         let r = call(
             s.addr,
@@ -469,24 +370,7 @@ async fn publish_stats_types_health_recent_and_remove() -> anyhow::Result<()> {
     );
     // The flaky handler still runs: publish to it and wait for its dead letter, then check
     // the removed handler saw nothing more.
-    let alert = json!({"event_type": "agent.error", "payload": {"agent_id": "a-1", "agent_type": "monitor", "error_message": "boom"}, "source": "agents"});
-    assert_eq!(
-        post(s.addr, "/api/v1/events/publish", ADMIN, &alert)
-            .await?
-            .status,
-        200
-    );
-    wait_for("the dead letter", async || {
-        let dl = get(
-            s.addr,
-            "/api/v1/events/dead-letters?handler=flaky",
-            Some(READER),
-        )
-        .await?
-        .json()?;
-        Ok(dl["count"] == 1)
-    })
-    .await?;
+    alert_dead_lettered(s.addr, "flaky").await?;
     assert_eq!(s.counted.load(Ordering::SeqCst), 4);
     Ok(())
 }
@@ -550,20 +434,7 @@ async fn replay_is_paged_not_refused() -> anyhow::Result<()> {
 #[tokio::test]
 async fn dead_letters_redrive_views_schema_and_metrics() -> anyhow::Result<()> {
     let s = start_server(1000).await?;
-    let alert = json!({"event_type": "agent.error", "payload": {"agent_id": "a-1", "agent_type": "monitor", "error_message": "boom"}, "source": "agents"});
-    assert_eq!(
-        post(s.addr, "/api/v1/events/publish", ADMIN, &alert)
-            .await?
-            .status,
-        200
-    );
-    wait_for("the dead letter", async || {
-        let dl = get(s.addr, "/api/v1/events/dead-letters", Some(READER))
-            .await?
-            .json()?;
-        Ok(dl["count"] == 1)
-    })
-    .await?;
+    alert_dead_lettered(s.addr, "flaky").await?;
     let dl = get(
         s.addr,
         "/api/v1/events/dead-letters?handler=flaky&limit=10",
@@ -618,6 +489,38 @@ async fn dead_letters_redrive_views_schema_and_metrics() -> anyhow::Result<()> {
     .json()?;
     assert_eq!(dl["count"], 0);
 
+    // Purge: the same selection; a failing handler's new dead letter is deleted, not handled.
+    s.flaky_fails.store(true, Ordering::SeqCst);
+    alert_dead_lettered(s.addr, "flaky").await?;
+    const PURGE: &str = "/api/v1/events/dead-letters/purge";
+    assert_eq!(
+        post(
+            s.addr,
+            PURGE,
+            ADMIN,
+            &json!({"handler": "flaky", "ids": []})
+        )
+        .await?
+        .status,
+        400
+    );
+    let r = post(
+        s.addr,
+        PURGE,
+        ADMIN,
+        &json!({"handler": "flaky", "all": true}),
+    )
+    .await?;
+    assert_eq!((r.status, r.json()?["purged"].clone()), (200, json!(1)));
+    let dl = get(
+        s.addr,
+        "/api/v1/events/dead-letters?handler=flaky",
+        Some(READER),
+    )
+    .await?
+    .json()?;
+    assert_eq!(dl["count"], 0);
+
     // The catalog: every typed event with its schema.
     let schema = get(s.addr, "/api/v1/events/schema", Some(READER))
         .await?
@@ -653,6 +556,14 @@ async fn dead_letters_redrive_views_schema_and_metrics() -> anyhow::Result<()> {
         "{text}"
     );
     assert!(text.contains("eventbus_http_requests_total"), "{text}");
+    // The consumer's state, for the alerting rules (docker/prometheus/); the values are the
+    // process's, which other tests' scrapes also set, so only the series are checked.
+    for gauge in ["eventbus_handler_alive", "eventbus_handler_stalled"] {
+        assert!(
+            text.contains(&format!("{gauge}{{handler=\"flaky\"}}")),
+            "{text}"
+        );
+    }
     Ok(())
 }
 
@@ -940,6 +851,7 @@ async fn a_flood_of_junk_requests_adds_no_metric_series() -> anyhow::Result<()> 
         "replay",
         "handlers/{name}",
         "dead-letters/redrive",
+        "dead-letters/purge",
         "/metrics",
         "other",
     ];
@@ -1125,19 +1037,7 @@ async fn api_on(config: Settings) -> anyhow::Result<()> {
         EventBusManager::builder(config.clone())
             .handler(
                 SubscriptionSpec::new("alerting", [EventType::AGENT_ERROR]),
-                handler_fn("alerting", {
-                    let fails = fails.clone();
-                    move |_e| {
-                        let fails = fails.load(Ordering::SeqCst);
-                        async move {
-                            if fails {
-                                Err(HandlerError::permanent(std::io::Error::other("pager down")))
-                            } else {
-                                Ok(())
-                            }
-                        }
-                    }
-                }),
+                flaky::failing_while("alerting", &fails, "pager down"),
             )
             .build()?,
     );
@@ -1201,24 +1101,7 @@ async fn api_on(config: Settings) -> anyhow::Result<()> {
     assert_eq!(health.status, 200, "{backend}");
     assert!(health.json()?["round_trip_ms"].is_number(), "{backend}");
     // A dead letter, listed and redriven.
-    let alert = json!({"event_type": "agent.error", "payload": {"agent_id": "a-1", "agent_type": "monitor", "error_message": "boom"}, "source": "agents"});
-    assert_eq!(
-        post(addr, "/api/v1/events/publish", ADMIN, &alert)
-            .await?
-            .status,
-        200
-    );
-    wait_for("the dead letter", async || {
-        let dl = get(
-            addr,
-            "/api/v1/events/dead-letters?handler=alerting",
-            Some(ADMIN),
-        )
-        .await?
-        .json()?;
-        Ok(dl["count"] == 1)
-    })
-    .await?;
+    alert_dead_lettered(addr, "alerting").await?;
     fails.store(false, Ordering::SeqCst);
     let r = post(
         addr,

@@ -132,7 +132,9 @@ pub fn envelope_schema() -> Value {
             "schema_version": {"type": "integer", "minimum": 1, "default": 1, "description": "The payload's schema version; older versions are upcast when read."},
             "aggregate_id": {"type": "string", "description": "Event sourcing: the aggregate this event belongs to."},
             "aggregate_type": {"type": "string", "description": "Event sourcing: the kind of aggregate."},
-            "aggregate_version": {"type": "integer", "minimum": 1, "description": "Event sourcing: this event's position in its aggregate's history."}
+            "aggregate_version": {"type": "integer", "minimum": 1, "description": "Event sourcing: this event's position in its aggregate's history."},
+            "traceparent": {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", "description": "W3C Trace Context of the span that published it (the CloudEvents distributed-tracing extension); handling continues the trace."},
+            "tracestate": {"type": "string", "description": "W3C Trace Context `tracestate` that goes with `traceparent`."}
         },
         "additionalProperties": true
     })

@@ -555,6 +555,9 @@ fn main() {
             "-",
             "Latency publish to handled at 10,000 events/s: p99.9",
         );
+        // Last: the tracing subscriber stays installed once there.
+        event_testkit::bench_tracing::traced_end_to_end(e2e_one, || bench.end_to_end(200_000, 1))
+            .await;
         raw_client
     });
     for (id, value, label) in [

@@ -47,7 +47,7 @@ async fn read_dead_letters(
             tracing::warn!(stream = %key, entry = %raw.id, "an entry that is not a dead letter skipped");
             continue;
         };
-        match serde_json::from_slice::<DeadLetter>(json) {
+        match inner.codec.decode_letter(json) {
             Ok(mut letter) => {
                 letter.id = raw.id;
                 letters.push(letter);

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use event_core::backend::{BatchResults, Lifecycle};
+use event_core::backend::{BatchResults, Lifecycle, LocalHandlers};
+use event_core::telemetry;
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
     EnvSettings as _, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -87,12 +88,12 @@ impl RedisBus {
         }
         let bus = Self {
             inner: Arc::new(Inner {
-                codec: JsonCodec::new(config.max_event_bytes),
+                codec: JsonCodec::from_config(&config),
                 keys: Keys::new(&redis.key_prefix, redis.is_cluster()),
                 redis,
                 client,
                 lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
-                handlers: Default::default(),
+                handlers: LocalHandlers::new("redis"),
                 clock: ServerClock::default(),
                 local_clock_offset_ms: AtomicI64::new(0),
                 config,
@@ -138,13 +139,9 @@ impl std::fmt::Debug for RedisBus {
     }
 }
 
-#[async_trait]
-impl EventBus for RedisBus {
-    fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
-    }
-
-    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+impl RedisBus {
+    /// `publish`, unrecorded.
+    async fn add_one(&self, event: Event) -> Result<EventId, Error> {
         self.inner.lifecycle.check_open("publishes")?;
         let json = self.inner.codec.encode(&event)?;
         let key = self.inner.keys.stream(&event.event_type);
@@ -164,7 +161,8 @@ impl EventBus for RedisBus {
         Ok(event.id)
     }
 
-    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+    /// `publish_batch`, unrecorded.
+    async fn add_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
         if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
             return refused;
         }
@@ -175,6 +173,21 @@ impl EventBus for RedisBus {
         }
         batch.send(&self.inner, &mut results).await;
         results.into_results()
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        telemetry::publish_one("redis", event, |e| self.add_one(e)).await
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        telemetry::publish_batch("redis", events, |e| self.add_batch(e), |e| e).await
     }
 
     async fn subscribe(

@@ -11,7 +11,8 @@ use event_core::{ConfigError, Error, redact_url};
 
 use crate::config::RedisConfig;
 use fred::prelude::{
-    Builder, Client, ClientLike, ClusterInterface, ErrorKind, Options, ReconnectPolicy, Server,
+    Builder, Client, ClientLike, ClusterInterface, ErrorKind, EventInterface, Options,
+    ReconnectPolicy, Server,
 };
 use fred::rustls::pki_types::CertificateDer;
 use fred::rustls::pki_types::pem::PemObject;
@@ -100,11 +101,22 @@ fn tls_config(path: &Path) -> Result<TlsConfig, Error> {
     Ok(TlsConnector::from(client_config).into())
 }
 
+/// The metric of connections to Redis made again after one was lost.
+pub(crate) const RECONNECTS_METRIC: &str = "eventbus_redis_reconnects_total";
+
 /// Connects a client, failing with a clear message when the server cannot be reached.
 pub(crate) async fn connect(client: &Client, config: &RedisConfig) -> Result<(), Error> {
     // The first connection must succeed; after that the reconnect policy takes over.
     match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.init()).await {
-        Ok(Ok(_task)) => Ok(()),
+        Ok(Ok(_task)) => {
+            // Counted from now on: the first connection is not a reconnection.
+            let _counting = client.on_reconnect(|server| async move {
+                tracing::info!(%server, "reconnected to Redis");
+                metrics::counter!(RECONNECTS_METRIC).increment(1);
+                Ok(())
+            });
+            Ok(())
+        }
         Ok(Err(e)) => Err(Error::Backend {
             backend: "redis",
             message: format!(

@@ -1,10 +1,10 @@
-//! Stream entries: how an event is written (`id`, `type`, `key`, `event` fields) and read
-//! back, and stream ids as times.
+//! Stream entries: how an event is written (`id`, `type`, `key`, `traceparent`,
+//! `tracestate`, `event` fields) and read back, and stream ids as times.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use event_core::{Error, Event, JsonCodec};
+use event_core::{Error, Event, JsonCodec, trace};
 use fred::types::Value;
 
 use crate::reply::RawEntry;
@@ -21,6 +21,12 @@ pub(crate) fn fields(event: &Event, json: Vec<u8>) -> Vec<(&'static str, Value)>
     ];
     if let Some(key) = &event.partition_key {
         fields.push(("key", Value::from(key.as_str())));
+    }
+    if let Some(parent) = &event.traceparent {
+        fields.push((trace::TRACEPARENT, Value::from(parent.as_str())));
+    }
+    if let Some(state) = &event.tracestate {
+        fields.push((trace::TRACESTATE, Value::from(state.as_str())));
     }
     fields.push((EVENT_FIELD, Value::Bytes(json.into())));
     fields
@@ -44,7 +50,14 @@ pub(crate) fn decode(codec: &JsonCodec, entry: &RawEntry) -> Result<Event, Error
             field_names(fields)
         ),
     })?;
-    codec.decode(raw)
+    let mut event = codec.decode(raw)?;
+    // A producer that traced the entry but not the envelope (another language's client).
+    if event.traceparent.is_none() {
+        let text = |name| field(fields, name).and_then(|v| std::str::from_utf8(v).ok());
+        event.traceparent = text(trace::TRACEPARENT).map(str::to_owned);
+        event.tracestate = text(trace::TRACESTATE).map(str::to_owned);
+    }
+    Ok(event)
 }
 
 /// The value of the first field named `name`.

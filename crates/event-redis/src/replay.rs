@@ -2,7 +2,7 @@
 //! Entries that are not events (written by another producer) are skipped, and said so: a
 //! warning per stream and the metric `eventbus_replay_skipped_entries_total{event_type}`.
 
-use event_core::{Error, Event, EventStream, EventType, ReplayQuery};
+use event_core::{Error, Event, EventStream, EventType, JsonCodec, ReplayQuery};
 use fred::prelude::{ClientLike, StreamsInterface};
 use fred::types::Value;
 use futures::StreamExt;
@@ -81,7 +81,7 @@ async fn read_stream(
         start = format!("({}", last.id);
         let full = page.len() as u64 == PAGE;
         for raw in page {
-            match entry::decode(&inner.codec, &raw) {
+            match JsonCodec::keep_sealed(entry::decode(&inner.codec, &raw)) {
                 Ok(event) if query.matches(&event) => out.push(event),
                 Ok(_) => {}
                 // Not one of ours: consumers dead-letter it; replay skips it.

@@ -2,14 +2,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench_tracing;
 pub mod chaos;
 mod fixture;
 mod harness;
 pub mod load;
+mod metrics_probe;
 mod redis_cluster;
 pub mod secrets;
 mod servers;
 mod support;
+mod trace_probe;
 mod trial;
 mod trials;
 
@@ -27,6 +30,7 @@ mod tests {
     const SOURCES: &[(&str, &str)] = &[
         ("dead_letters", include_str!("trials/dead_letters.rs")),
         ("delivery", include_str!("trials/delivery.rs")),
+        ("encryption", include_str!("trials/encryption.rs")),
         ("envelope", include_str!("trials/envelope.rs")),
         ("failures", include_str!("trials/failures.rs")),
         ("groups", include_str!("trials/groups.rs")),
@@ -37,6 +41,8 @@ mod tests {
         ("retention", include_str!("trials/retention.rs")),
         ("sourcing", include_str!("trials/sourcing.rs")),
         ("stats_health", include_str!("trials/stats_health.rs")),
+        ("telemetry", include_str!("trials/telemetry.rs")),
+        ("traces", include_str!("trials/traces.rs")),
         ("supervision", include_str!("trials/supervision.rs")),
     ];
 

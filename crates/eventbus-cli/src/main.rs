@@ -22,6 +22,7 @@ mod commands;
 mod context;
 mod exit;
 mod output;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
     // The demo tells its own story; its handlers' warnings (the alert, the dead letter) are
     // part of it, so only errors are logged unless asked.
     let quiet = matches!(cli.command, Command::Demo(_));
-    init_logging(cli.verbose, quiet);
+    let telemetry = telemetry::init(cli.verbose, quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -101,7 +102,9 @@ fn main() -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    telemetry.shutdown();
+    match outcome {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -129,20 +132,4 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Serve(a) => commands::serve::run(&ctx, a).await,
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
     }
-}
-
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match verbose {
-        0 if quiet => "error",
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

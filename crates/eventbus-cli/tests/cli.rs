@@ -15,33 +15,9 @@ use event_testkit::test_server;
 use futures::TryStreamExt as _;
 use serde_json::Value;
 
-/// `eventbus` with only the given variables (the test's own environment is not passed on,
-/// so a developer's settings cannot change the result).
-fn eventbus(vars: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    command.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
-    }
-    command.envs(vars.iter().copied()).args(args);
-    command
-}
+mod common;
 
-fn run(vars: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Output> {
-    Ok(eventbus(vars, args).stdin(Stdio::null()).output()?)
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
+use common::{code, eventbus, run, stderr, stdout};
 
 fn json_lines(output: &Output) -> anyhow::Result<Vec<Value>> {
     stdout(output)

@@ -8,12 +8,13 @@ use anyhow::bail;
 
 use super::state::{Record, State, state_path};
 use super::{
-    CLUSTER_SIZE, KafkaBroker, KafkaCluster, Lifetime, RedisCluster, RedisServer, Service,
-    kafka_cluster_env, kafka_env, redis_cluster_env, redis_env, unique_names,
+    CLUSTER_SIZE, KafkaBroker, KafkaCluster, Lifetime, PostgresServer, RedisCluster, RedisServer,
+    Service, kafka_cluster_env, kafka_env, postgres_env, redis_cluster_env, redis_env,
+    unique_names,
 };
 
 const USAGE: &str = "\
-usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--brokers 3]|kafka-cluster]...
+usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--brokers 3]|kafka-cluster|postgres|browser]...
                              | down [service]... | status | kill <service> [node]
                              | restart <service> [node]>
   up       start the servers (default: redis and kafka) in the background; print their
@@ -21,7 +22,10 @@ usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--broker
            `redis --cluster` (or `redis-cluster`) is a Redis Cluster of three masters with a
            replica each, nodes 1 to 6 (EVENTBUS_TEST_REDIS_CLUSTER_URL), beside the single
            server; `kafka --brokers 3` (or `kafka-cluster`) is a cluster of three KRaft nodes
-           (EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS), beside the single broker
+           (EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS), beside the single broker; `postgres` is
+           PostgreSQL in a fresh cluster (EVENTBUS_TEST_POSTGRES_URL); `browser`
+           starts nothing: it installs Chromium and chromedriver when missing (as root) and
+           prints EVENTBUS_TEST_CHROMEDRIVER for the dashboard's browser tests
   down     stop them (all, or those named) and delete their data
   status   say whether each runs; print the variables of those that do
   kill     kill one with SIGKILL, as a crash would (its data stays); of a cluster, every
@@ -32,7 +36,19 @@ usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--broker
 /// Runs `cargo xtask services ...`.
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     match args {
-        ["up", names @ ..] => up(&wanted(names)?),
+        ["up", names @ ..] => {
+            // `browser` is no server: Chromium and chromedriver, installed when missing.
+            let servers: Vec<&str> = names.iter().copied().filter(|n| *n != "browser").collect();
+            if servers.len() < names.len() {
+                let driver = super::browser::find_or_install()?;
+                eprintln!("xtask: chromedriver is {}", driver.display());
+                print_exports(&[super::browser::env(&driver)]);
+                if servers.is_empty() {
+                    return Ok(());
+                }
+            }
+            up(&wanted(&servers)?)
+        }
         ["down", names @ ..] => down(&named(names)?),
         ["status"] => status(),
         ["kill", name] => kill(Service::parse(name)?, None),
@@ -116,6 +132,7 @@ enum Server {
     RedisCluster(RedisCluster),
     Kafka(KafkaBroker),
     KafkaCluster(KafkaCluster),
+    Postgres(PostgresServer),
 }
 
 impl Server {
@@ -125,6 +142,7 @@ impl Server {
             Service::RedisCluster => Server::RedisCluster(RedisCluster::start(Lifetime::Detached)?),
             Service::Kafka => Server::Kafka(KafkaBroker::start(Lifetime::Detached)?),
             Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::start(Lifetime::Detached)?),
+            Service::Postgres => Server::Postgres(PostgresServer::start(Lifetime::Detached)?),
         })
     }
 
@@ -134,6 +152,7 @@ impl Server {
             Service::RedisCluster => Server::RedisCluster(RedisCluster::adopt(record)?),
             Service::Kafka => Server::Kafka(KafkaBroker::adopt(record)?),
             Service::KafkaCluster => Server::KafkaCluster(KafkaCluster::adopt(record)?),
+            Service::Postgres => Server::Postgres(PostgresServer::adopt(record)?),
         })
     }
 
@@ -158,6 +177,7 @@ impl Server {
                 c.bootstrap_servers(),
                 c.pids()
             ),
+            Server::Postgres(p) => format!("postgres on 127.0.0.1:{} (pid {})", p.port(), p.pid()),
         }
     }
 
@@ -167,6 +187,7 @@ impl Server {
             Server::RedisCluster(c) => redis_cluster_env(c).to_vec(),
             Server::Kafka(k) => kafka_env(k).to_vec(),
             Server::KafkaCluster(c) => kafka_cluster_env(c).to_vec(),
+            Server::Postgres(p) => postgres_env(p).to_vec(),
         }
     }
 
@@ -176,6 +197,7 @@ impl Server {
             Server::RedisCluster(c) => c.record(),
             Server::Kafka(k) => k.record(),
             Server::KafkaCluster(c) => c.record(),
+            Server::Postgres(p) => p.record(),
         }
     }
 
@@ -185,6 +207,7 @@ impl Server {
             Server::RedisCluster(c) => c.is_running(),
             Server::Kafka(k) => k.is_running(),
             Server::KafkaCluster(c) => c.is_running(),
+            Server::Postgres(p) => p.is_running(),
         }
     }
 
@@ -197,6 +220,7 @@ impl Server {
             (Server::Kafka(k), None) => k.kill(),
             (Server::KafkaCluster(c), None) => c.kill(),
             (Server::KafkaCluster(c), Some(id)) => c.node(id)?.kill(),
+            (Server::Postgres(p), None) => p.kill(),
             (_, Some(_)) => bail!("only a cluster has nodes to name"),
         }
     }
@@ -210,6 +234,7 @@ impl Server {
             (Server::Kafka(k), None) => k.restart(),
             (Server::KafkaCluster(c), None) => c.restart(),
             (Server::KafkaCluster(c), Some(id)) => c.node(id)?.restart(),
+            (Server::Postgres(p), None) => p.restart(),
             (_, Some(_)) => bail!("only a cluster has nodes to name"),
         }
     }
@@ -220,6 +245,7 @@ impl Server {
             Server::RedisCluster(c) => c.detach(),
             Server::Kafka(k) => k.detach(),
             Server::KafkaCluster(c) => c.detach(),
+            Server::Postgres(p) => p.detach(),
         }
     }
 
@@ -229,6 +255,7 @@ impl Server {
             Server::RedisCluster(c) => c.shut_down(),
             Server::Kafka(k) => k.shut_down(),
             Server::KafkaCluster(c) => c.shut_down(),
+            Server::Postgres(p) => p.shut_down(),
         }
     }
 }
@@ -484,6 +511,7 @@ mod tests {
             [Service::Kafka]
         );
         assert_eq!(wanted(&["kafka-cluster"]).unwrap(), [Service::KafkaCluster]);
+        assert_eq!(wanted(&["postgres"]).unwrap(), [Service::Postgres]);
         for bad in [
             &["kafka", "--brokers", "2"][..],
             &["kafka", "--brokers"],

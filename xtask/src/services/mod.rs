@@ -1,20 +1,24 @@
 //! Throwaway local servers for the integration suites: a `redis-server`, a Redis Cluster of
 //! three masters with a replica each, a single-node Apache Kafka broker (KRaft) and a
-//! three-node Kafka cluster, each on free loopback ports with its data in a fresh directory,
-//! with no Docker needed.
+//! three-node Kafka cluster, and a PostgreSQL server ([`postgres`]), each on free loopback ports with its data in a fresh directory,
+//! with no Docker needed; Chromium with chromedriver for the browser tests ([`browser`]); and
+//! `promtool` for the alerting rules ([`promtool`]).
 //!
 //! `cargo xtask test` and `cargo xtask integration-test` start the ones their suites need
 //! ([`RunningServices`], stopped when dropped, also on failure); `cargo xtask services up`
 //! starts them detached for hand-run tests ([`command`]). Tests learn where they are from the
 //! environment variables below.
 
+pub(crate) mod browser;
 pub(crate) mod command;
 mod kafka;
 mod kafka_cluster;
 mod kafka_jars;
 mod ports;
+mod postgres;
 mod probe;
 mod process;
+pub(crate) mod promtool;
 mod redis;
 mod redis_cluster;
 mod state;
@@ -26,6 +30,7 @@ use anyhow::bail;
 
 pub(crate) use kafka::KafkaBroker;
 pub(crate) use kafka_cluster::{CLUSTER_SIZE, KafkaCluster};
+pub(crate) use postgres::PostgresServer;
 pub(crate) use process::Lifetime;
 pub(crate) use redis::RedisServer;
 pub(crate) use redis_cluster::{REDIS_CLUSTER_NODES, RedisCluster};
@@ -45,6 +50,8 @@ pub(crate) const KAFKA_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_BROKERS";
 pub(crate) const KAFKA_CLASSPATH_VAR: &str = "EVENTBUS_TEST_KAFKA_CLASSPATH";
 /// `127.0.0.1:<port>,...`: the bootstrap servers of the three-node Kafka cluster.
 pub(crate) const KAFKA_CLUSTER_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS";
+/// `postgres://eventbus@127.0.0.1:<port>/postgres`: the PostgreSQL server to test against.
+pub(crate) const POSTGRES_URL_VAR: &str = "EVENTBUS_TEST_POSTGRES_URL";
 
 /// A server the suites can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,14 +62,17 @@ pub(crate) enum Service {
     Kafka,
     /// [`CLUSTER_SIZE`] Kafka nodes (`services up kafka --brokers 3`).
     KafkaCluster,
+    /// A PostgreSQL server, for the outbox (`services up postgres`).
+    Postgres,
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 4] = [
+    pub(crate) const ALL: [Service; 5] = [
         Service::Redis,
         Service::RedisCluster,
         Service::Kafka,
         Service::KafkaCluster,
+        Service::Postgres,
     ];
     /// What `services up` starts when it is given no name.
     pub(crate) const DEFAULT: [Service; 2] = [Service::Redis, Service::Kafka];
@@ -73,6 +83,7 @@ impl Service {
             Service::RedisCluster => "redis-cluster",
             Service::Kafka => "kafka",
             Service::KafkaCluster => "kafka-cluster",
+            Service::Postgres => "postgres",
         }
     }
 
@@ -91,7 +102,7 @@ impl Service {
         match self {
             Service::RedisCluster => Some(REDIS_CLUSTER_NODES),
             Service::KafkaCluster => Some(CLUSTER_SIZE),
-            Service::Redis | Service::Kafka => None,
+            Service::Redis | Service::Kafka | Service::Postgres => None,
         }
     }
 }
@@ -104,6 +115,7 @@ pub(crate) struct RunningServices {
     redis_cluster: Option<RedisCluster>,
     kafka: Option<KafkaBroker>,
     kafka_cluster: Option<KafkaCluster>,
+    postgres: Option<PostgresServer>,
 }
 
 impl RunningServices {
@@ -128,6 +140,9 @@ impl RunningServices {
                 }
                 Service::KafkaCluster if running.kafka_cluster.is_none() => {
                     running.kafka_cluster = Some(KafkaCluster::start(Lifetime::Scoped)?);
+                }
+                Service::Postgres if running.postgres.is_none() => {
+                    running.postgres = Some(PostgresServer::start(Lifetime::Scoped)?);
                 }
                 _ => {}
             }
@@ -155,6 +170,9 @@ impl RunningServices {
         if let Some(cluster) = &self.kafka_cluster {
             env.extend(kafka_cluster_env(cluster));
         }
+        if let Some(postgres) = &self.postgres {
+            env.extend(postgres_env(postgres));
+        }
         unique_names(&mut env);
         env
     }
@@ -173,6 +191,9 @@ impl RunningServices {
         }
         if self.kafka_cluster.is_some() {
             names.push(Service::KafkaCluster.name());
+        }
+        if self.postgres.is_some() {
+            names.push(Service::Postgres.name());
         }
         names
     }
@@ -213,8 +234,13 @@ pub(crate) fn kafka_cluster_env(cluster: &KafkaCluster) -> [(&'static str, Strin
     ]
 }
 
-/// `target/xtask-cache` (under `$CARGO_TARGET_DIR` when that is set): the Kafka jars and the
-/// services' state file. Kept across runs; `cargo clean` empties it.
+pub(crate) fn postgres_env(postgres: &PostgresServer) -> [(&'static str, String); 1] {
+    [(POSTGRES_URL_VAR, postgres.url())]
+}
+
+/// `target/xtask-cache` (under `$CARGO_TARGET_DIR` when that is set): the Kafka jars, the
+/// services' state file and the running PostgreSQL servers' clusters (deleted when they
+/// stop). Kept across runs; `cargo clean` empties it.
 pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
@@ -232,10 +258,10 @@ mod tests {
             assert_eq!(Service::parse(service.name()).unwrap(), service);
         }
         assert!(
-            Service::parse("postgres")
+            Service::parse("mysql")
                 .unwrap_err()
                 .to_string()
-                .contains("redis, redis-cluster, kafka, kafka-cluster")
+                .contains("redis, redis-cluster, kafka, kafka-cluster, postgres")
         );
     }
 
@@ -245,6 +271,7 @@ mod tests {
         assert_eq!(Service::KafkaCluster.nodes(), Some(3));
         assert_eq!(Service::Redis.nodes(), None);
         assert_eq!(Service::Kafka.nodes(), None);
+        assert_eq!(Service::Postgres.nodes(), None);
     }
 
     #[test]

@@ -278,6 +278,24 @@ pub(crate) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Installs Debian's `packages` with `apt-get` (after `apt-get update`); the caller checked
+/// that xtask runs as root.
+pub(crate) fn install_with_apt(packages: &[&str]) -> anyhow::Result<()> {
+    let apt = |args: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    crate::shell::run_to_stderr("apt-get update", &mut apt(&["update"]))?;
+    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
+    install.args(packages);
+    crate::shell::run_to_stderr(
+        &format!("apt-get install {}", packages.join(" ")),
+        &mut install,
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::ports::{Probe, wait_until_ready};

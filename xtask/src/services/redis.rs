@@ -14,10 +14,9 @@ use anyhow::{Context, bail};
 use super::ports::{free_loopback_ports, is_port_taken, loopback};
 use super::probe::redis_ping;
 use super::process::{
-    Lifetime, ServerProcess, find_program, is_root, new_work_dir, remove_work_dir,
+    Lifetime, ServerProcess, find_program, install_with_apt, is_root, new_work_dir, remove_work_dir,
 };
 use super::state::Record;
-use crate::shell;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -299,7 +298,7 @@ pub(super) fn find_or_install() -> anyhow::Result<PathBuf> {
     eprintln!(
         "xtask: redis-server is not installed; installing Debian's `redis-server` package (running as root)"
     );
-    install_with_apt("redis-server")
+    install_with_apt(&["redis-server"])
         .with_context(|| format!("installing redis-server failed. {HOW_TO_INSTALL}"))?;
     find_program("redis-server", SEARCH_DIRS).with_context(|| {
         format!("`apt-get install redis-server` succeeded but redis-server is still not found. {HOW_TO_INSTALL}")
@@ -329,23 +328,9 @@ pub(super) fn find_or_install_cli(binary: &Path) -> anyhow::Result<PathBuf> {
     eprintln!(
         "xtask: redis-cli is not installed; installing Debian's `redis-tools` package (running as root)"
     );
-    install_with_apt("redis-tools")
+    install_with_apt(&["redis-tools"])
         .with_context(|| format!("installing redis-cli failed. {how}"))?;
     find_program("redis-cli", SEARCH_DIRS).with_context(|| {
         format!("`apt-get install redis-tools` succeeded but redis-cli is still not found. {how}")
     })
-}
-
-fn install_with_apt(package: &str) -> anyhow::Result<()> {
-    let apt = |args: &[&str]| {
-        let mut command = Command::new("apt-get");
-        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        command
-    };
-    shell::run_to_stderr("apt-get update", &mut apt(&["update"]))?;
-    shell::run_to_stderr(
-        &format!("apt-get install {package}"),
-        &mut apt(&["install", "-y", "--no-install-recommends", package]),
-    )?;
-    Ok(())
 }

@@ -50,12 +50,17 @@ impl<E> LocalHandler<E> {
 /// The handlers subscribed through one bus instance, by name.
 #[derive(Debug)]
 pub struct LocalHandlers<E = ()> {
+    /// The backend's name, the `backend` label of the handlers' metrics.
+    backend: &'static str,
     handlers: Mutex<HashMap<String, LocalHandler<E>>>,
 }
 
-impl<E> Default for LocalHandlers<E> {
-    fn default() -> Self {
+impl<E> LocalHandlers<E> {
+    /// No handlers yet, on `backend` (`redis`, `kafka`: the `backend` label of their
+    /// metrics, see [`telemetry`](crate::telemetry)).
+    pub fn new(backend: &'static str) -> Self {
         Self {
+            backend,
             handlers: Mutex::new(HashMap::new()),
         }
     }
@@ -86,15 +91,17 @@ impl<E: Clone + Default> LocalHandlers<E> {
         member: u64,
     ) -> LocalHandler<E> {
         let mut handlers = self.lock();
-        let local = handlers
-            .entry(handler.to_string())
-            .or_insert_with(|| LocalHandler {
+        let local = handlers.entry(handler.to_string()).or_insert_with(|| {
+            let counters = Arc::new(HandlerCounters::default());
+            crate::telemetry::register(self.backend, handler, &counters);
+            LocalHandler {
                 group: group.to_string(),
                 sources: sources.to_vec(),
-                counters: Arc::new(HandlerCounters::default()),
+                counters,
                 members: Vec::new(),
                 extra: E::default(),
-            });
+            }
+        });
         local.sources = sources.to_vec();
         local.members.push(member);
         local.counters.reset_stall_clock();
@@ -131,7 +138,7 @@ mod tests {
 
     #[test]
     fn members_come_and_go() {
-        let handlers: LocalHandlers<Vec<String>> = LocalHandlers::default();
+        let handlers: LocalHandlers<Vec<String>> = LocalHandlers::new("test");
         let first = handlers.add_member("audit", "g.audit", &["a".into()], 1);
         let second = handlers.add_member("audit", "g.audit", &["a".into(), "b".into()], 2);
         assert!(Arc::ptr_eq(&first.counters, &second.counters));
@@ -150,7 +157,7 @@ mod tests {
 
     #[test]
     fn health_is_not_stalled_without_a_backlog_or_before_the_timeout() {
-        let handlers: LocalHandlers = LocalHandlers::default();
+        let handlers: LocalHandlers = LocalHandlers::new("test");
         let local = handlers.add_member("audit", "g.audit", &[], 1);
         let idle = local.health("audit".into(), true, 0, 0, Duration::ZERO);
         assert!(!idle.stalled);

@@ -16,6 +16,10 @@ pub enum DeadLetterReason {
     RetriesExhausted,
     /// The stored record was not a valid envelope (written by a foreign producer).
     InvalidEnvelope,
+    /// The stored event's payload is encrypted with a key this process does not have, or
+    /// does not authenticate; the letter holds the sealed event, which a redrive publishes
+    /// again once the key is in `EVENT_ENCRYPTION_KEYS`.
+    Undecryptable,
 }
 
 /// An event a handler gave up on, with its provenance.

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use crate::{Error, Event, EventBus, EventHandler, EventType};
 
@@ -106,14 +107,26 @@ pub async fn replay_into(
     query: ReplayQuery,
     handler: &dyn EventHandler,
 ) -> Result<ReplayReport, Error> {
+    let system = bus.capabilities().backend;
     let mut stream = bus.replay(query).await?;
     let mut report = ReplayReport::default();
     while let Some(event) = stream.next().await {
         let event = event?;
         report.replayed += 1;
-        match handler.handle(&event).await {
+        // A replay is not caused by the publish: its span links the publishing span.
+        let span = crate::trace::process_span(
+            system,
+            "replay",
+            handler.name(),
+            &event,
+            crate::trace::Relation::Link,
+        );
+        match handler.handle(&event).instrument(span.clone()).await {
             Ok(()) => report.handled += 1,
-            Err(e) => report.failed.push((event.id, e.to_string())),
+            Err(e) => {
+                crate::trace::record_error(&span, "replay_failed");
+                report.failed.push((event.id, e.to_string()));
+            }
         }
     }
     Ok(report)

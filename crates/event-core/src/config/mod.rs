@@ -54,6 +54,12 @@ pub struct Config {
     pub consumer_group: String,
     /// `EVENT_MAX_RETRIES` (default 3), 0 to 100.
     pub max_retries: u32,
+    /// `ENABLE_EVENT_ENCRYPTION` (default `false`): payloads are encrypted with the first of
+    /// [`encryption_keys`](Self::encryption_keys), which it requires.
+    pub encrypt_payloads: bool,
+    /// `EVENT_ENCRYPTION_KEYS` (default unset): the keys that decrypt stored payloads, the
+    /// first of which encrypts ([`EncryptionKeys`](crate::encryption::EncryptionKeys)).
+    pub encryption_keys: Option<crate::encryption::EncryptionKeys>,
     /// `EVENT_RETRY_BASE_MS` (default 100): the first retry's delay.
     pub retry_base: Duration,
     /// `EVENT_RETRY_MAX_MS` (default 30000): the cap on retry delays; at least the base.

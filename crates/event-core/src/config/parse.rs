@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::Config;
 use super::table::{EnvSettings, Reader, Rule, Secret, Variable, valid_name};
+use crate::encryption::EncryptionKeys;
 
 /// A variable of this table that the original system had, shown as is.
 const fn var(name: &'static str, default: &'static str, rule: Rule, doc: &'static str) -> Variable {
@@ -97,11 +98,21 @@ const EVENT_MAX_RETRIES: Variable = original(
 const ENABLE_EVENT_ENCRYPTION: Variable = original(
     "ENABLE_EVENT_ENCRYPTION",
     "false",
-    Rule::Text(
-        "false or unset: payload encryption is not built in; encrypt in transit with rediss:// or KAFKA_TLS_*, and keep secrets out of payloads",
-    ),
-    "`true` is refused with a message pointing to TLS (`rediss://`, Kafka TLS). The original read it and ignored it.",
+    Rule::Bool,
+    "encrypt every payload published (AES-256-GCM, with the first key of `EVENT_ENCRYPTION_KEYS`, which it requires); handlers, replay, dead letters and `copy` see the plaintext, Redis and Kafka hold ciphertext. When `false`, events stored encrypted are still decrypted with the keys given. The original read it and ignored it.",
 );
+const EVENT_ENCRYPTION_KEYS: Variable = Variable {
+    default: None,
+    secret: Secret::Whole,
+    ..var(
+        "EVENT_ENCRYPTION_KEYS",
+        "",
+        Rule::Text(
+            "comma-separated `id:key` pairs, each key 32 bytes in base64 (`openssl rand -base64 32`), ids of a-z, A-Z, 0-9, '.', '_', '-'",
+        ),
+        "the payload encryption keys: the first encrypts (when `ENABLE_EVENT_ENCRYPTION=true`), every one decrypts; each event names its key's id in `metadata.encryption_key_id`. To rotate, put a new key first and keep the old ones as long as their events are kept. An event whose key is missing is dead-lettered (`undecryptable`), never lost.",
+    )
+};
 const EVENT_RETRY_BASE_MS: Variable = var(
     "EVENT_RETRY_BASE_MS",
     "100",
@@ -177,6 +188,7 @@ impl EnvSettings for Config {
         KAFKA_CONSUMER_GROUP,
         EVENT_MAX_RETRIES,
         ENABLE_EVENT_ENCRYPTION,
+        EVENT_ENCRYPTION_KEYS,
         EVENT_RETRY_BASE_MS,
         EVENT_RETRY_MAX_MS,
         EVENT_HANDLER_CONCURRENCY,
@@ -187,29 +199,47 @@ impl EnvSettings for Config {
     ];
 
     fn read(r: &mut Reader<'_>) -> Self {
-        let consumer_group = match (r.raw(&EVENT_CONSUMER_GROUP), r.raw(&KAFKA_CONSUMER_GROUP)) {
+        // The variable the group was read from, so that a bad value names the one set.
+        let (group_var, consumer_group) = match (
+            r.raw(&EVENT_CONSUMER_GROUP),
+            r.raw(&KAFKA_CONSUMER_GROUP),
+        ) {
             (Some(a), Some(b)) if a != b => {
                 r.problem(
-                    &EVENT_CONSUMER_GROUP,
-                    &a,
-                    format!("the same value as its alias KAFKA_CONSUMER_GROUP ({b:?}), or only one of the two set"),
-                );
-                a
+                        &EVENT_CONSUMER_GROUP,
+                        &a,
+                        format!("the same value as its alias KAFKA_CONSUMER_GROUP ({b:?}), or only one of the two set"),
+                    );
+                (&EVENT_CONSUMER_GROUP, a)
             }
-            (Some(a), _) | (None, Some(a)) => a,
-            (None, None) => r.text(&EVENT_CONSUMER_GROUP),
+            (Some(a), _) => (&EVENT_CONSUMER_GROUP, a),
+            (None, Some(b)) => (&KAFKA_CONSUMER_GROUP, b),
+            (None, None) => (&EVENT_CONSUMER_GROUP, r.text(&EVENT_CONSUMER_GROUP)),
         };
         if !valid_name(&consumer_group, 150) {
-            r.invalid(&EVENT_CONSUMER_GROUP, &consumer_group);
+            r.invalid(group_var, &consumer_group);
         }
 
-        if let Some(raw) = r.raw(&ENABLE_EVENT_ENCRYPTION)
-            && !matches!(
-                raw.to_ascii_lowercase().as_str(),
-                "false" | "0" | "no" | "off"
-            )
+        let encrypt_payloads = r.bool(&ENABLE_EVENT_ENCRYPTION);
+        let encryption_keys = r.optional(&EVENT_ENCRYPTION_KEYS).and_then(|text| {
+            EncryptionKeys::parse(&text)
+                .map_err(|why| {
+                    let expected = EVENT_ENCRYPTION_KEYS.rule.expected();
+                    r.problem(
+                        &EVENT_ENCRYPTION_KEYS,
+                        &text,
+                        format!("{expected}; but {why}"),
+                    );
+                })
+                .ok()
+        });
+        if encrypt_payloads && encryption_keys.is_none() && r.raw(&EVENT_ENCRYPTION_KEYS).is_none()
         {
-            r.invalid(&ENABLE_EVENT_ENCRYPTION, &raw);
+            r.problem(
+                &ENABLE_EVENT_ENCRYPTION,
+                "true",
+                "false, or EVENT_ENCRYPTION_KEYS set to the keys to encrypt with (`id:key`, a key made by `openssl rand -base64 32`)",
+            );
         }
 
         let retry_base = r.millis(&EVENT_RETRY_BASE_MS);
@@ -229,6 +259,8 @@ impl EnvSettings for Config {
             event_ttl: Duration::from_secs(r.whole(&EVENT_TTL_SECONDS)),
             consumer_group,
             max_retries: r.whole(&EVENT_MAX_RETRIES),
+            encrypt_payloads,
+            encryption_keys,
             retry_base,
             retry_max,
             handler_concurrency: r.whole(&EVENT_HANDLER_CONCURRENCY),
@@ -249,7 +281,12 @@ impl EnvSettings for Config {
             "EVENT_TTL_SECONDS" => self.event_ttl.as_secs().to_string(),
             "EVENT_CONSUMER_GROUP" | "KAFKA_CONSUMER_GROUP" => self.consumer_group.clone(),
             "EVENT_MAX_RETRIES" => self.max_retries.to_string(),
-            "ENABLE_EVENT_ENCRYPTION" => "false".into(),
+            "ENABLE_EVENT_ENCRYPTION" => self.encrypt_payloads.to_string(),
+            "EVENT_ENCRYPTION_KEYS" => self
+                .encryption_keys
+                .as_ref()
+                .map(EncryptionKeys::to_text)
+                .unwrap_or_default(),
             "EVENT_RETRY_BASE_MS" => ms(self.retry_base),
             "EVENT_RETRY_MAX_MS" => ms(self.retry_max),
             "EVENT_HANDLER_CONCURRENCY" => self.handler_concurrency.to_string(),
@@ -347,12 +384,28 @@ mod tests {
     }
 
     #[test]
-    fn encryption_is_refused_with_where_to_go_instead() {
+    fn encryption_needs_keys_and_never_shows_them() {
+        const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         assert!(parse(&[("ENABLE_EVENT_ENCRYPTION", "false")]).is_ok());
         let err = parse(&[("ENABLE_EVENT_ENCRYPTION", "true")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not built in"), "{err}");
+        assert!(err.contains("EVENT_ENCRYPTION_KEYS"), "{err}");
+        let c = parse(&[
+            ("ENABLE_EVENT_ENCRYPTION", "true"),
+            ("EVENT_ENCRYPTION_KEYS", KEY),
+        ])
+        .unwrap();
+        assert!(c.encrypt_payloads);
+        assert_eq!(c.encryption_keys.as_ref().unwrap().active_id(), "k1");
+        assert!(!format!("{c:?}").contains("AAECAwQF"));
+        assert_eq!(c.redacted()["EVENT_ENCRYPTION_KEYS"], "***");
+        assert_eq!(Config::from_vars(c.to_vars()).unwrap(), c);
+        let err = parse(&[("EVENT_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODw==")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("16 bytes, not 32"), "{err}");
+        assert!(!err.contains("AAECAwQF"), "{err}");
     }
 
     #[test]
@@ -360,6 +413,11 @@ mod tests {
         assert!(parse(&[("EVENT_CONSUMER_GROUP", "a"), ("KAFKA_CONSUMER_GROUP", "b")]).is_err());
         let c = parse(&[("EVENT_CONSUMER_GROUP", "a"), ("KAFKA_CONSUMER_GROUP", "a")]).unwrap();
         assert_eq!(c.consumer_group, "a");
+        // A bad value names the variable it was given in.
+        let err = parse(&[("KAFKA_CONSUMER_GROUP", "/")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KAFKA_CONSUMER_GROUP=\"/\""), "{err}");
     }
 
     #[test]

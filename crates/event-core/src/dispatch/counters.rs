@@ -8,6 +8,9 @@ use time::OffsetDateTime;
 /// Counters of one handler's deliveries, shared between its dispatchers and the stats.
 #[derive(Debug, Default)]
 pub struct HandlerCounters {
+    delivered: AtomicU64,
+    redelivered: AtomicU64,
+    claimed: AtomicU64,
     processed: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
@@ -27,6 +30,12 @@ pub struct HandlerCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CounterSnapshot {
+    /// Deliveries handed to the handler.
+    pub delivered: u64,
+    /// Deliveries of events an earlier delivery did not finish.
+    pub redelivered: u64,
+    /// Events taken over from another consumer of the group.
+    pub claimed: u64,
     /// Events handled successfully.
     pub processed: u64,
     /// Failed attempts.
@@ -43,11 +52,41 @@ pub struct CounterSnapshot {
     pub loop_failures: u64,
 }
 
+impl CounterSnapshot {
+    /// Adds `other`'s counts to these (the later of the two last event times is kept).
+    pub fn add(&mut self, other: &CounterSnapshot) {
+        self.delivered += other.delivered;
+        self.redelivered += other.redelivered;
+        self.claimed += other.claimed;
+        self.processed += other.processed;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+        self.expired += other.expired;
+        self.loop_failures += other.loop_failures;
+        self.last_event_at = self.last_event_at.max(other.last_event_at);
+    }
+}
+
 fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl HandlerCounters {
+    /// Adds `n` deliveries handed to the handler, `redelivered` of them events that an earlier
+    /// delivery did not finish.
+    pub fn add_delivered(&self, n: u64, redelivered: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+        if redelivered > 0 {
+            self.redelivered.fetch_add(redelivered, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds events taken over from another consumer of the group.
+    pub fn add_claimed(&self, n: u64) {
+        self.claimed.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Adds successful events.
     pub fn add_processed(&self, n: u64) {
         self.processed.fetch_add(n, Ordering::Relaxed);
@@ -123,6 +162,9 @@ impl HandlerCounters {
     pub fn snapshot(&self) -> CounterSnapshot {
         let last = self.last_event_ms.load(Ordering::Relaxed);
         CounterSnapshot {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            claimed: self.claimed.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),

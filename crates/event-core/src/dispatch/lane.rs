@@ -9,9 +9,11 @@ use futures::FutureExt;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{Delivery, DeliverySink, DispatchSettings, HandlerCounters, ordering_hash};
-use crate::{DeadLetter, DeadLetterReason, EventHandler, FailureRecord, HandlerError};
+use crate::trace::{self, Relation};
+use crate::{DeadLetter, DeadLetterReason, EventHandler, FailureKind, FailureRecord, HandlerError};
 
 /// What every lane of one dispatcher shares.
 pub(super) struct LaneShared<T> {
@@ -203,19 +205,38 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
     if crate::fault::lose_this(shared.handler.name()) {
         return Outcome::Done(item.delivery.token);
     }
-    let result = AssertUnwindSafe(shared.handler.handle(event))
-        .catch_unwind()
+    let settings = &shared.settings;
+    let span = trace::process_span(
+        settings.system,
+        &settings.group,
+        shared.handler.name(),
+        event,
+        Relation::Child,
+    );
+    let handling = AssertUnwindSafe(shared.handler.handle(event)).catch_unwind();
+    let result = trace::scoped(event, handling)
+        .instrument(span.clone())
         .await;
     let error = match result {
         Ok(Ok(())) => {
             shared.counters.add_processed(1);
             return Outcome::Done(item.delivery.token);
         }
-        Ok(Err(error)) => error,
-        Err(panic) => HandlerError::new(
-            crate::FailureKind::Transient,
-            format!("handler panicked: {}", panic_message(&*panic)),
-        ),
+        Ok(Err(error)) => {
+            let kind = match error.kind() {
+                FailureKind::Transient => "transient",
+                FailureKind::Permanent => "permanent",
+            };
+            trace::record_error(&span, kind);
+            error
+        }
+        Err(panic) => {
+            trace::record_error(&span, "panic");
+            HandlerError::new(
+                FailureKind::Transient,
+                format!("handler panicked: {}", panic_message(&*panic)),
+            )
+        }
     };
     shared.counters.add_failed();
     let attempt = item.attempts_so_far() + 1;
@@ -264,7 +285,17 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
         "event moved to the dead-letter queue: {}",
         letter.last_error
     );
-    shared.sink.dead_letter(item.delivery.token, letter).await;
+    let span = trace::dead_letter_span(
+        shared.settings.system,
+        &shared.settings.group,
+        shared.handler.name(),
+        letter.event.as_ref(),
+    );
+    shared
+        .sink
+        .dead_letter(item.delivery.token, letter)
+        .instrument(span)
+        .await;
     Outcome::DeadLettered
 }
 

@@ -77,6 +77,9 @@ pub struct DispatchSettings {
     pub retry: RetryPolicy,
     /// Acknowledgements are sent in batches of at most this many.
     pub ack_batch: usize,
+    /// The backend, as the `messaging.system` of the processing spans (see
+    /// [`trace`](crate::trace)).
+    pub system: &'static str,
 }
 
 impl DispatchSettings {
@@ -90,13 +93,21 @@ impl DispatchSettings {
             max_in_flight: (concurrency * 64).max(1024),
             retry,
             ack_batch: 256,
+            system: "memory",
         }
+    }
+
+    /// The backend's name (`redis`, `kafka`; `memory` unless set), for the processing spans.
+    pub fn with_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
     }
 }
 
 /// Runs one subscription's deliveries through its handler.
 pub struct Dispatcher<T> {
     lanes: Vec<mpsc::UnboundedSender<Vec<Delivery<T>>>>,
+    counters: Arc<HandlerCounters>,
     tasks: Vec<JoinHandle<()>>,
     room: Arc<Semaphore>,
     /// The lane that gets the next run of key-less deliveries.
@@ -174,7 +185,7 @@ impl<T: Send + 'static> Dispatcher<T> {
             handler,
             settings,
             sink,
-            counters,
+            counters: counters.clone(),
             room: room.clone(),
         });
         let lane_died = Arc::new(watch::Sender::new(None));
@@ -206,6 +217,7 @@ impl<T: Send + 'static> Dispatcher<T> {
             .unzip();
         Self {
             lanes,
+            counters,
             tasks,
             room,
             next_lane: AtomicUsize::new(0),
@@ -272,6 +284,9 @@ impl<T: Send + 'static> Dispatcher<T> {
     /// When a lane of the dispatcher died, as [`reserve`](Self::reserve).
     pub fn dispatch(&self, deliveries: Vec<Delivery<T>>) {
         self.check_lanes();
+        let redelivered = deliveries.iter().filter(|d| d.prior_attempts > 0).count();
+        self.counters
+            .add_delivered(deliveries.len() as u64, redelivered as u64);
         let n = self.lanes.len();
         if n == 1 {
             self.send(0, deliveries);

@@ -107,6 +107,15 @@ impl EventType {
         &self.0
     }
 
+    /// The value when it is a `&'static str` (the standard types, and types made with
+    /// [`from_static`](Self::from_static)-like constants), without copying it.
+    pub(crate) fn as_static(&self) -> Option<&'static str> {
+        match self.0 {
+            Cow::Borrowed(name) => Some(name),
+            Cow::Owned(_) => None,
+        }
+    }
+
     /// Whether this is one of the 20 standard types of [`EventType::STANDARD`].
     pub fn is_standard(&self) -> bool {
         Self::STANDARD.contains(self)

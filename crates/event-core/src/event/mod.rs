@@ -89,6 +89,15 @@ pub struct Event {
     /// Event sourcing: this event's position in its aggregate's history, from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate_version: Option<u64>,
+    /// The W3C Trace Context `traceparent` of the span that published it (the CloudEvents
+    /// distributed-tracing extension's attribute): set by `publish` when that span is traced
+    /// (see [`trace`](crate::trace)), kept by redrives and copies, and continued by each
+    /// handling attempt's span. Absent when nothing traced the publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The W3C Trace Context `tracestate` that goes with [`traceparent`](Self::traceparent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     /// Envelope fields this version does not know, kept for forward compatibility.
     #[serde(flatten)]
     pub extra: JsonObject,
@@ -186,6 +195,8 @@ impl EventBuilder {
                 aggregate_id: None,
                 aggregate_type: None,
                 aggregate_version: None,
+                traceparent: None,
+                tracestate: None,
                 extra: JsonObject::new(),
             },
             error: None,

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::backend::{self, Lifecycle, NOT_AN_ENVELOPE};
 use crate::codec::JsonCodec;
 use crate::dispatch::{DeliverySink, DispatchSettings, Dispatcher, LanesEnded, Supervisor};
+use crate::telemetry;
 use crate::{
     AggregateAppend, BusStats, Capabilities, Config, ConsumerHealth, DeadLetter,
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
@@ -94,7 +95,7 @@ impl MemoryBus {
         config.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                codec: JsonCodec::new(config.max_event_bytes),
+                codec: JsonCodec::from_config(&config),
                 store: Mutex::new(Store::new(config.event_ttl)),
                 lifecycle: Arc::new(Lifecycle::draining(config.shutdown_timeout)),
                 config,
@@ -141,13 +142,9 @@ impl std::fmt::Debug for MemoryBus {
     }
 }
 
-#[async_trait]
-impl EventBus for MemoryBus {
-    fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
-    }
-
-    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+impl MemoryBus {
+    /// `publish`, unrecorded.
+    async fn append_one(&self, event: Event) -> Result<EventId, Error> {
         // Publishing never waits on I/O here; this yield point lets a publisher in a tight loop
         // give the consumers it wakes a turn on its worker thread.
         tokio::task::consume_budget().await;
@@ -159,18 +156,8 @@ impl EventBus for MemoryBus {
         Ok(ids[0])
     }
 
-    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        self.publish_batch_returning(events)
-            .await
-            .into_iter()
-            .map(|r| r.map_err(|unpublished| unpublished.error))
-            .collect()
-    }
-
-    async fn publish_batch_returning(
-        &self,
-        events: Vec<Event>,
-    ) -> Vec<Result<EventId, Unpublished>> {
+    /// `publish_batch_returning`, unrecorded.
+    async fn append_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Unpublished>> {
         tokio::task::consume_budget().await;
         let mut results: Vec<Result<EventId, Unpublished>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
@@ -198,6 +185,32 @@ impl EventBus for MemoryBus {
             }
         }
         results
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn publish(&self, event: Event) -> Result<EventId, Error> {
+        telemetry::publish_one("memory", event, |e| self.append_one(e)).await
+    }
+
+    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+        self.publish_batch_returning(events)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|unpublished| unpublished.error))
+            .collect()
+    }
+
+    async fn publish_batch_returning(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, Unpublished>> {
+        telemetry::publish_batch("memory", events, |e| self.append_batch(e), |u| &u.error).await
     }
 
     async fn subscribe(

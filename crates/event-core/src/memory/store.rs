@@ -261,7 +261,11 @@ impl Store {
                 cursors: HashMap::new(),
                 redrive: VecDeque::new(),
                 dead_letters: VecDeque::new(),
-                counters: Arc::new(HandlerCounters::default()),
+                counters: {
+                    let counters = Arc::new(HandlerCounters::default());
+                    crate::telemetry::register("memory", handler, &counters);
+                    counters
+                },
                 members: Vec::new(),
                 in_flight: 0,
             });

@@ -195,10 +195,18 @@ impl EventHandler for AuditTrailHandler {
             return Ok(());
         }
         let audited_at = OffsetDateTime::now_utc();
+        let sealed = match &self.settings.encryption {
+            Some(keys) => Some(keys.seal(event).map_err(HandlerError::permanent)?),
+            None => None,
+        };
+        let stored = sealed.as_ref().unwrap_or(event);
         match &self.sink {
             Sink::JsonLines(writer) => {
-                let mut line = serde_json::to_vec(&AuditLine { audited_at, event })
-                    .map_err(HandlerError::permanent)?;
+                let mut line = serde_json::to_vec(&AuditLine {
+                    audited_at,
+                    event: stored,
+                })
+                .map_err(HandlerError::permanent)?;
                 line.push(b'\n');
                 let writer = writer.clone();
                 // File writes block: off the async workers.
@@ -211,7 +219,7 @@ impl EventHandler for AuditTrailHandler {
             }
             #[cfg(feature = "redis")]
             Sink::Redis(writer) => {
-                let json = serde_json::to_string(event).map_err(HandlerError::permanent)?;
+                let json = serde_json::to_string(stored).map_err(HandlerError::permanent)?;
                 let at = event_core::timestamp::format(audited_at);
                 writer
                     .append(event, &at, &json)

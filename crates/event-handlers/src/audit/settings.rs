@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use event_core::config::table::{Reader, Rule, Secret, Variable};
+use event_core::encryption::EncryptionKeys;
 use event_core::{EnvSettings, EventType};
 
 /// Where the audit trail is written.
@@ -84,6 +85,11 @@ pub struct AuditSettings {
     /// Custom event types to audit besides the standard ones (`EVENT_AUDIT_EXTRA_TYPES`,
     /// comma-separated; default none).
     pub extra_event_types: Vec<EventType>,
+    /// Keys that seal each entry's payload as the bus seals it at rest (the first key
+    /// encrypts); `None` writes entries as handled. The manager sets it from
+    /// `ENABLE_EVENT_ENCRYPTION` and `EVENT_ENCRYPTION_KEYS`, so that the audit trail holds no
+    /// more plaintext than the streams and topics do.
+    pub encryption: Option<EncryptionKeys>,
 }
 
 /// Default rotation size: 64 MiB.
@@ -194,6 +200,7 @@ impl AuditSettings {
                 max_files: DEFAULT_MAX_FILES,
             },
             extra_event_types: Vec::new(),
+            encryption: None,
         }
     }
 
@@ -224,7 +231,14 @@ impl AuditSettings {
                 max_len: max_len.max(1),
             },
             extra_event_types: Vec::new(),
+            encryption: None,
         }
+    }
+
+    /// Seals each entry's payload with `keys` (the first encrypts), as the bus does at rest.
+    pub fn sealed_with(mut self, keys: Option<EncryptionKeys>) -> Self {
+        self.encryption = keys;
+        self
     }
 
     fn read_sink(r: &mut Reader<'_>) -> Self {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::dispatch::DeliverySink;
-use event_core::{DeadLetter, DeadLetterReason, Error};
+use event_core::{DeadLetter, DeadLetterReason, Error, Event, JsonCodec};
 use rskafka::record::{Record, UndecodableRecords};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -39,15 +39,20 @@ pub(crate) mod dlq_header {
     pub(crate) const REMOVED: &str = "dlq_removed";
 }
 
-fn letter(group: &Group, raw: String, error: String) -> DeadLetter {
+fn letter(
+    group: &Group,
+    (reason, event): (DeadLetterReason, Option<Event>),
+    raw: Option<String>,
+    error: String,
+) -> DeadLetter {
     let now = OffsetDateTime::now_utc();
     DeadLetter {
         id: String::new(),
         handler: group.handler.clone(),
         group: group.name.clone(),
-        reason: DeadLetterReason::InvalidEnvelope,
-        event: None,
-        raw: Some(raw),
+        reason,
+        event,
+        raw,
         attempts: 1,
         first_error: error.clone(),
         last_error: error,
@@ -57,9 +62,12 @@ fn letter(group: &Group, raw: String, error: String) -> DeadLetter {
     }
 }
 
-/// The dead letter of a record that is not an event envelope.
-pub(super) fn invalid_letter(group: &Group, record: &Record, error: &Error) -> DeadLetter {
-    letter(group, record::raw_text(record), error.to_string())
+/// The dead letter of a record that is not an event envelope, or whose sealed payload no key
+/// opens (then the letter keeps the sealed event, to be redriven once the key is added).
+pub(super) fn invalid_letter(group: &Group, record: &Record, error: Error) -> DeadLetter {
+    let (reason, event, error) = JsonCodec::failed_decode(error);
+    let raw = event.is_none().then(|| record::raw_text(record));
+    letter(group, (reason, event), raw, error)
 }
 
 /// The dead letter of data the fetch could not decode (a record with an impossible
@@ -75,7 +83,8 @@ pub(super) fn undecodable_letter(group: &Group, undecodable: &UndecodableRecords
     };
     letter(
         group,
-        record::raw_undecodable(undecodable),
+        (DeadLetterReason::InvalidEnvelope, None),
+        Some(record::raw_undecodable(undecodable)),
         format!(
             "undecodable Kafka data at {offsets}: {}",
             undecodable.reason
@@ -85,11 +94,11 @@ pub(super) fn undecodable_letter(group: &Group, undecodable: &UndecodableRecords
 
 /// The record of a dead letter: its JSON as value, provenance in headers.
 pub(crate) fn dead_letter_record(
+    codec: &JsonCodec,
     letter: &DeadLetter,
     origin: Option<(&str, i32, i64)>,
 ) -> Result<Record, Error> {
-    let json = serde_json::to_vec(letter)
-        .map_err(|e| Error::backend("kafka", format!("encoding a dead letter: {e}"), false))?;
+    let json = codec.encode_letter(letter)?;
     let mut headers = std::collections::BTreeMap::new();
     let reason = serde_json::to_value(letter.reason)
         .ok()
@@ -152,8 +161,8 @@ impl DeliverySink<Token> for KafkaSink {
         let group = &self.group;
         letter.id.clear();
         let topic = group.topics()[token.topic].as_str();
-        let record = match dead_letter_record(&letter, Some((topic, token.partition, token.offset)))
-        {
+        let origin = Some((topic, token.partition, token.offset));
+        let record = match dead_letter_record(&group.inner.codec, &letter, origin) {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(handler = %group.handler, "dead letter cannot be encoded, left unacknowledged: {e}");

@@ -182,6 +182,13 @@ async fn fetch_loop(
                         next = next.max(stable);
                     }
                     position = next;
+                    metrics::gauge!(
+                        super::PARTITION_LAG_METRIC,
+                        "handler" => group.handler.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string(),
+                    )
+                    .set(high_watermark.saturating_sub(position).max(0) as f64);
                     let mut trackers = group.trackers();
                     if let Some(t) = trackers.get_mut(&key) {
                         t.set_high_watermark(high_watermark);
@@ -219,6 +226,8 @@ async fn fetch_loop(
                 Err(e) => {
                     drop(room);
                     failures += 1;
+                    metrics::counter!(super::FETCH_ERRORS_METRIC, "handler" => group.handler.clone())
+                        .increment(1);
                     if failures == 1 || failures.is_multiple_of(50) {
                         tracing::warn!(handler = %group.handler, %topic, partition, failures, "fetching from Kafka failed, retrying: {e}");
                     }
@@ -242,7 +251,7 @@ async fn fetch_loop(
             match item {
                 Item::Record(r) => match record::decode(&inner.codec, &r.record) {
                     Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
-                    Err(e) => dead.push((token, invalid_letter(&group, &r.record, &e))),
+                    Err(e) => dead.push((token, invalid_letter(&group, &r.record, e))),
                 },
                 Item::Undecodable(u) => dead.push((token, undecodable_letter(&group, &u))),
             }
@@ -263,7 +272,7 @@ async fn fetch_loop(
         room.unused -= deliveries.len();
         drop(room);
         for (token, letter) in dead {
-            tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, "record is not an event envelope; dead-lettered: {}", letter.last_error);
+            tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, reason = ?letter.reason, "record dead-lettered as it was read: {}", letter.last_error);
             sink.dead_letter(token, letter).await;
         }
         if !deliveries.is_empty() {

@@ -171,6 +171,8 @@ async fn run(group: Arc<Group>, coordinator: ControlClient, mut stop: watch::Rec
         };
         member_id = outcome.member_id.clone();
         group.set_standing(outcome.generation_id, &member_id);
+        metrics::counter!(super::REBALANCES_METRIC, "handler" => group.handler.clone())
+            .increment(1);
         tracing::debug!(group = %group.name, generation = outcome.generation_id, member = %member_id, leader = outcome.is_leader(), ?assigned, "joined the Kafka consumer group");
         let owned = match group
             .take(&assigned, outcome.generation_id, &member_id)

@@ -25,6 +25,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// Fetches from Kafka that failed (each is retried), by `handler`.
+pub(crate) const FETCH_ERRORS_METRIC: &str = "eventbus_kafka_fetch_errors_total";
+/// Offset commits that failed (each is retried), by `handler`.
+pub(crate) const COMMIT_ERRORS_METRIC: &str = "eventbus_kafka_commit_errors_total";
+/// Generations of the consumer group this process's members joined, by `handler`.
+pub(crate) const REBALANCES_METRIC: &str = "eventbus_kafka_rebalances_total";
+/// Records of a partition after this member's fetch position, by `handler`, `topic` and
+/// `partition`, as of the member's last fetch (the Java consumer's `records-lag`).
+pub(crate) const PARTITION_LAG_METRIC: &str = "eventbus_kafka_partition_lag";
+
 use crate::core::Inner;
 
 pub(crate) use dead_letters::dlq_header;
@@ -233,6 +243,8 @@ impl Group {
                 }
             }
             Err(e) => {
+                metrics::counter!(COMMIT_ERRORS_METRIC, "handler" => self.handler.clone())
+                    .increment(1);
                 tracing::debug!(group = %self.name, generation, "committing offsets failed, retrying: {e}");
             }
         }

@@ -201,7 +201,8 @@ async fn start_group(
             group_name.to_string(),
             concurrency,
             inner.config.retry_policy(),
-        ),
+        )
+        .with_system("kafka"),
         Arc::new(KafkaSink {
             group: group.clone(),
         }),

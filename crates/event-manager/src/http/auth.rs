@@ -24,7 +24,7 @@ pub(super) const EVENT_API_TOKENS: Variable = Variable {
     ),
     secret: Secret::Whole,
     original: false,
-    doc: "the bearer tokens of the manager's HTTP API (`event_manager::http::ApiTokens::from_env`). `read` tokens may use the `GET` endpoints and `/metrics`; `admin` tokens also publish, replay, remove handlers and redrive dead letters. A bad entry is named by its position, never shown; tokens never appear in `Debug` output, logs, stats or errors. Generate them with `openssl rand -hex 24`.",
+    doc: "the bearer tokens of the manager's HTTP API (`event_manager::http::ApiTokens::from_env`). `read` tokens may use the `GET` endpoints and `/metrics`; `admin` tokens also publish, replay, remove handlers, redrive and purge dead letters. A bad entry is named by its position, never shown; tokens never appear in `Debug` output, logs, stats or errors. Generate them with `openssl rand -hex 24`.",
 };
 
 /// What a token may do.
@@ -32,7 +32,7 @@ pub(super) const EVENT_API_TOKENS: Variable = Variable {
 pub enum Role {
     /// Read stats, health, types, recent events, dead letters, views, the schema, metrics.
     Read,
-    /// Everything `Read` may, plus publish, replay, remove handlers and redrive dead letters.
+    /// Everything `Read` may, plus publish, replay, remove handlers, redrive and purge dead letters.
     Admin,
 }
 

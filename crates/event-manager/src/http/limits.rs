@@ -66,6 +66,19 @@ pub(super) const EVENT_API_MAX_SCAN: Variable = Variable {
     doc: "how many events one `GET /recent` reads at most beyond the last minute's, per widening of its window; past that it answers with the newest events it read in full (`event_manager::recent_events`).",
 };
 
+pub(super) const EVENT_API_MAX_STREAMS: Variable = Variable {
+    name: "EVENT_API_MAX_STREAMS",
+    default: Some("16"),
+    default_note: "",
+    rule: Rule::Whole {
+        min: 0,
+        max: 10_000,
+    },
+    secret: Secret::No,
+    original: false,
+    doc: "how many live streams (`GET /api/v1/events/stream`, the dashboard's live updates) the HTTP API keeps open at once; one more is answered 503 `too_many_streams` and the dashboard polls instead. A stream holds none of `EVENT_API_MAX_CONCURRENT`'s slots and outlives `EVENT_API_TIMEOUT_MS`. 0: no streams.",
+};
+
 /// The limits of the HTTP API, part of [`ApiConfig`](super::ApiConfig).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -80,6 +93,10 @@ pub struct ApiLimits {
     /// Events one `GET /recent` reads at most per widening of its window
     /// (`EVENT_API_MAX_SCAN`, default 100,000).
     pub max_scan: usize,
+    /// Live streams open at once (`EVENT_API_MAX_STREAMS`, default 16; 0 for none); one
+    /// more gets 503. A stream counts against `max_concurrent` and `timeout` only until its
+    /// headers are sent.
+    pub max_streams: usize,
 }
 
 impl Default for ApiLimits {
@@ -95,6 +112,7 @@ impl EnvSettings for ApiLimits {
         EVENT_API_MAX_CONCURRENT,
         EVENT_API_RATE_LIMIT,
         EVENT_API_MAX_SCAN,
+        EVENT_API_MAX_STREAMS,
     ];
 
     fn read(reader: &mut Reader<'_>) -> Self {
@@ -103,6 +121,7 @@ impl EnvSettings for ApiLimits {
             max_concurrent: reader.whole(&EVENT_API_MAX_CONCURRENT),
             rate_per_token: reader.whole(&EVENT_API_RATE_LIMIT),
             max_scan: reader.whole(&EVENT_API_MAX_SCAN),
+            max_streams: reader.whole(&EVENT_API_MAX_STREAMS),
         }
     }
 
@@ -112,6 +131,7 @@ impl EnvSettings for ApiLimits {
             "EVENT_API_MAX_CONCURRENT" => self.max_concurrent.to_string(),
             "EVENT_API_RATE_LIMIT" => self.rate_per_token.to_string(),
             "EVENT_API_MAX_SCAN" => self.max_scan.to_string(),
+            "EVENT_API_MAX_STREAMS" => self.max_streams.to_string(),
             _ => return None,
         })
     }
@@ -127,7 +147,9 @@ fn retry_after(error: ApiError, seconds: u64) -> Response {
 }
 
 /// The outermost layer: a request beyond the concurrency cap is refused at once, one that
-/// outlives the deadline is stopped (its future dropped) and answered 503.
+/// outlives the deadline is stopped (its future dropped) and answered 503. Both hold until
+/// the response's headers: a live stream's body (`GET /stream`) holds no slot and has no
+/// deadline; `EVENT_API_MAX_STREAMS` bounds the streams.
 pub(crate) struct Gate {
     slots: Arc<Semaphore>,
     max_concurrent: usize,

@@ -33,6 +33,8 @@ pub(super) fn install_recorder() -> &'static PrometheusHandle {
 /// Renders every metric after refreshing the bus gauges.
 pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let handle = install_recorder();
+    // The backends' consumer counters, fresh rather than up to a second old.
+    event_core::telemetry::export();
     let health = s.manager.health().await;
     metrics::gauge!("eventbus_up").set(match health.status {
         HealthStatus::Healthy => 1.0,
@@ -40,8 +42,9 @@ pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, A
         _ => 0.0,
     });
     for consumer in &health.consumers {
-        metrics::counter!("eventbus_consumer_loop_failures_total", "handler" => consumer.handler.clone())
-            .absolute(consumer.loop_failures);
+        let labels = [("handler", consumer.handler.clone())];
+        metrics::gauge!("eventbus_handler_alive", &labels).set(f64::from(consumer.alive));
+        metrics::gauge!("eventbus_handler_stalled", &labels).set(f64::from(consumer.stalled));
     }
     if let Ok(stats) = s.manager.stats().await {
         metrics::gauge!("eventbus_events_retained").set(stats.total_events as f64);
@@ -56,7 +59,6 @@ pub(super) async fn scrape(State(s): State<Arc<ApiState>>) -> Result<Response, A
             metrics::gauge!("eventbus_handler_dead_letter_depth", &labels)
                 .set(h.dead_letter_depth as f64);
             metrics::gauge!("eventbus_handler_events_per_second", &labels).set(h.events_per_second);
-            metrics::counter!("eventbus_handler_expired_total", &labels).absolute(h.expired);
         }
     }
     handle.run_upkeep();

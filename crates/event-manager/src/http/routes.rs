@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use event_core::{
@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use event_publishers::EventPublisher;
 
 use crate::paging::{ReplayCursor, recent_events, replay_page};
@@ -240,7 +240,7 @@ pub(super) async fn recent(
 
 pub(super) async fn remove_handler(
     State(s): Shared,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     s.manager.remove_handler(&name).await?;
     Ok(Json(json!({
@@ -290,40 +290,60 @@ pub(super) async fn dead_letters(
     }))
 }
 
-/// The body of `POST /dead-letters/redrive`: a handler and either `ids` or `"all": true`.
+/// The body of `POST /dead-letters/redrive` and `POST /dead-letters/purge`: a handler and
+/// either `ids` or `"all": true`.
 #[derive(Deserialize)]
-pub(super) struct RedriveRequest {
+pub(super) struct DeadLetterRequest {
     handler: String,
     ids: Option<Vec<String>>,
     #[serde(default)]
     all: bool,
 }
 
+impl DeadLetterRequest {
+    /// The handler and the letters the request selects.
+    fn selection(self) -> ApiResult<(String, DeadLetterSelection)> {
+        let selection = match (self.ids, self.all) {
+            (Some(ids), false) if !ids.is_empty() => DeadLetterSelection::Ids(ids),
+            (None, true) => DeadLetterSelection::All,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give either \"ids\": [...] (non-empty) or \"all\": true",
+                ));
+            }
+        };
+        Ok((self.handler, selection))
+    }
+}
+
 pub(super) async fn redrive(
     State(s): Shared,
-    ApiJson(request): ApiJson<RedriveRequest>,
+    ApiJson(request): ApiJson<DeadLetterRequest>,
 ) -> ApiResult<Json<RedriveReport>> {
-    let selection = match (request.ids, request.all) {
-        (Some(ids), false) if !ids.is_empty() => DeadLetterSelection::Ids(ids),
-        (None, true) => DeadLetterSelection::All,
-        _ => {
-            return Err(ApiError::bad_request(
-                "give either \"ids\": [...] (non-empty) or \"all\": true",
-            ));
-        }
-    };
+    let (handler, selection) = request.selection()?;
     let bus = s.manager.bus()?;
-    Ok(Json(
-        bus.redrive_dead_letters(&request.handler, selection)
-            .await?,
-    ))
+    Ok(Json(bus.redrive_dead_letters(&handler, selection).await?))
+}
+
+/// `POST /dead-letters/purge`: deletes the selected dead letters; answers how many.
+pub(super) async fn purge(
+    State(s): Shared,
+    ApiJson(request): ApiJson<DeadLetterRequest>,
+) -> ApiResult<Json<Value>> {
+    let (handler, selection) = request.selection()?;
+    let bus = s.manager.bus()?;
+    let purged = bus.purge_dead_letters(&handler, selection).await?;
+    Ok(Json(json!({ "purged": purged })))
 }
 
 pub(super) async fn views(State(s): Shared) -> Json<Vec<String>> {
     Json(s.manager.view_names())
 }
 
-pub(super) async fn view(State(s): Shared, Path(handler): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn view(
+    State(s): Shared,
+    ApiPath(handler): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     let view = s
         .manager
         .view(&handler)

@@ -171,7 +171,8 @@ pub(crate) async fn subscribe(
         in_flight: Mutex::new(HashSet::new()),
     };
     let concurrency = spec.concurrency.unwrap_or(inner.config.handler_concurrency);
-    let settings = DispatchSettings::new(group.clone(), concurrency, inner.config.retry_policy());
+    let settings = DispatchSettings::new(group.clone(), concurrency, inner.config.retry_policy())
+        .with_system("redis");
     let supervisor = Supervisor::new(spec.handler.clone(), counters.clone());
     let mut first_reader = Some(reader);
     let guard = MemberGuard {

@@ -131,7 +131,7 @@ impl DeliverySink<Token> for RedisSink {
             tokens: std::slice::from_ref(&token),
         };
         letter.id.clear();
-        let json = match serde_json::to_vec(&letter) {
+        let json = match sub.inner.codec.encode_letter(&letter) {
             Ok(json) => json,
             Err(e) => {
                 tracing::error!(handler = %sub.handler, "dead letter cannot be encoded, left pending: {e}");

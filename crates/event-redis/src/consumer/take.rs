@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_core::dispatch::{Delivery, DeliverySink};
-use event_core::{DeadLetter, DeadLetterReason, Error};
+use event_core::{DeadLetter, DeadLetterReason, Error, JsonCodec};
 use fred::prelude::{Client, ClientLike, Options, StreamsInterface};
 use fred::types::Value;
 
@@ -103,14 +103,12 @@ impl Taken {
         };
         match entry::decode(&sub.inner.codec, &raw) {
             Err(e) => {
-                let text = entry::raw_text(raw.fields.as_deref().unwrap_or_default());
-                let letter = letter(
-                    DeadLetterReason::InvalidEnvelope,
-                    None,
-                    Some(text),
-                    e.to_string(),
-                    1,
-                );
+                let (reason, event, error) = JsonCodec::failed_decode(e);
+                // A sealed event keeps its envelope; anything else keeps the entry's text.
+                let text = event
+                    .is_none()
+                    .then(|| entry::raw_text(raw.fields.as_deref().unwrap_or_default()));
+                let letter = letter(reason, event, text, error, 1);
                 self.dead.push((token, letter));
             }
             Ok(event) if deliveries_before > max_retries => {
@@ -387,6 +385,7 @@ async fn claim_stream(
         .map_err(|e| client::error("XCLAIM", e))?;
     let claimed = reply::entries(claimed);
     if !claimed.is_empty() {
+        sub.handler_counters.add_claimed(claimed.len() as u64);
         tracing::info!(handler = %sub.handler, stream = %key, count = claimed.len(), "took over entries left pending by another consumer");
     }
     for raw in claimed {

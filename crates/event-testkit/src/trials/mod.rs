@@ -6,6 +6,7 @@
 
 pub(crate) mod dead_letters;
 pub(crate) mod delivery;
+pub(crate) mod encryption;
 pub(crate) mod envelope;
 pub(crate) mod failures;
 pub(crate) mod groups;
@@ -18,6 +19,8 @@ pub(crate) mod retention;
 pub(crate) mod sourcing;
 pub(crate) mod stats_health;
 pub(crate) mod supervision;
+pub(crate) mod telemetry;
+pub(crate) mod traces;
 
 /// Calls `$callback! { $($args)*; module::function => requirement, "doc"; ... }` with every
 /// trial of the suite, once each: the single list that [`TRIALS`](crate::TRIALS) and its
@@ -100,6 +103,10 @@ macro_rules! __for_each_trial {
                 "Purge deletes the selected dead letters, then all of them, and they are never delivered again.";
             dead_letters::unknown_handler_refused => always,
                 "Dead-letter calls for a handler the bus has never seen fail with `UnknownHandler`.";
+            encryption::encrypted_events_are_transparent => always,
+                "With encryption on, a handler of two types with backlogs bigger than a batch gets every event once and unchanged, as do replay and a dead letter.";
+            encryption::unknown_key_dead_lettered_then_redriven => shared_groups,
+                "An event whose key a consumer lacks is dead-lettered as `undecryptable` with its routing fields readable, and handled unchanged after a redrive once the key is added.";
             replay::since_time_exact_and_ordered => replay_by_time,
                 "Replay from T returns exactly the events at or after T, in timestamp order, and leaves live handlers alone.";
             replay::window_to_and_limit => replay_by_time,
@@ -122,6 +129,10 @@ macro_rules! __for_each_trial {
                 "Stats count retained events by type and describe each handler's group and subscriptions.";
             stats_health::stats_count_outcomes_per_handler => always,
                 "Stats count processed, failed, retried and dead-lettered events per handler.";
+            traces::traces_cross_buses => always,
+                "One trace runs from the publishing request through each handling attempt (retries, a redrive), across two bus instances where the backend is shared, and on through the events handlers publish; replay links to it.";
+            telemetry::metrics_agree_with_history => always,
+                "The bus's metrics count each type's publishes by outcome, and per handler the deliveries, acknowledgements, failures and dead letters of a workload of two types with backlogs bigger than a batch.";
             stats_health::healthy_with_live_consumers => always,
                 "Health is healthy with live consumers, each reported alive and not stalled.";
             stats_health::stalled_consumer_degrades_health => always,

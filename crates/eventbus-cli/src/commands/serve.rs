@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clap::Args;
-use event_manager::http::{ApiConfig, router, serve};
+use event_manager::http::{ApiConfig, TlsListener, router, serve, serve_tls};
 
 use crate::args::ArgError;
 use crate::context::Context;
@@ -25,6 +25,12 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         )
         .into());
     }
+    // The TLS files are read before anything starts: a bad one stops `serve` at once.
+    let tls = api
+        .tls
+        .as_ref()
+        .map(|tls| tls.server_config())
+        .transpose()?;
     let manager = Arc::new(ctx.manager()?);
     // The router first: it installs the metrics recorder before any handler records.
     let app = router(manager.clone(), api);
@@ -35,20 +41,25 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .await
         .map_err(|e| ArgError(format!("cannot listen on {}: {e}", args.addr)))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
+    if tls.is_none() && !addr.ip().is_loopback() {
         eprintln!(
-            "warning: the API listens on {addr}, reachable beyond this machine, without TLS: bearer tokens and events cross the network as is; listen on 127.0.0.1 behind a TLS-terminating proxy"
+            "warning: the API listens on {addr}, reachable beyond this machine, without TLS: bearer tokens and events cross the network as is; set EVENT_API_TLS_CERT and EVENT_API_TLS_KEY, or listen on 127.0.0.1 behind a TLS-terminating proxy"
         );
     }
     eprintln!(
-        "eventbus: serving the {} bus on http://{addr}/api/v1/events (handlers: {})",
+        "eventbus: serving the {} bus on {}://{addr}/api/v1/events (handlers: {})",
         ctx.settings.bus_type,
+        if tls.is_some() { "https" } else { "http" },
         manager.handler_names().join(", ")
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, app, async {
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let server = match tls {
+        Some(config) => tokio::spawn(serve_tls(TlsListener::new(listener, config)?, app, stopped)),
+        None => tokio::spawn(serve(listener, app, stopped)),
+    };
     let signal = shutdown.await;
     eprintln!("eventbus: shutting down: draining the handlers");
     let _ = stop_tx.send(());

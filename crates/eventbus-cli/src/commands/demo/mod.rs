@@ -19,6 +19,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 use crate::output;
 
+mod dashboard;
 mod scenarios;
 
 /// Arguments of `demo`.
@@ -30,6 +31,13 @@ pub(crate) struct DemoArgs {
     /// How long to wait for the handlers at each step before giving up, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
+    /// After the story, keep the bus running with the HTTP API and its dashboard until
+    /// Ctrl-C (a made-up admin token is printed unless EVENT_API_TOKENS is set).
+    #[arg(long)]
+    serve: bool,
+    /// Where `--serve` listens.
+    #[arg(long, env = "EVENT_API_ADDR", default_value = event_manager::http::DEFAULT_ADDR)]
+    addr: String,
 }
 
 /// The custom handler that pages someone on `system.error`; it is "offline" at first.
@@ -110,10 +118,28 @@ pub(crate) async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<Exit> {
         &paged,
     )
     .await;
+    // The summary first, then the dashboard on the bus the story left behind.
+    let served = match &result {
+        Ok(summary) if args.serve => {
+            if ctx.json {
+                let mut summary = summary.clone();
+                summary["elapsed_seconds"] = json!(started.elapsed().as_secs_f64());
+                output::json(&summary)?;
+            } else {
+                out!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
+            }
+            dashboard::serve_until_stopped(&manager, &args.addr).await
+        }
+        _ => Ok(()),
+    };
     let stop = manager.stop().await;
     let _ = std::fs::remove_dir_all(&audit_dir);
     let summary = result?;
+    served?;
     stop?;
+    if args.serve {
+        return Ok(Exit::Ok);
+    }
     if ctx.json {
         let mut summary = summary;
         summary["elapsed_seconds"] = json!(started.elapsed().as_secs_f64());

@@ -1,0 +1,347 @@
+//! Distributed traces across the bus: the W3C Trace Context of the publishing span travels
+//! with each event, and each handling attempt runs in a span that continues it, named and
+//! attributed after the OpenTelemetry semantic conventions for messaging (version
+//! [`SEMCONV_VERSION`]).
+//!
+//! - `publish` and `publish_batch` run in a producer span `publish {destination}` and, when the
+//!   event has no trace context yet, write that span's into the envelope's
+//!   [`traceparent`](crate::Event::traceparent) and [`tracestate`](crate::Event::tracestate)
+//!   fields (the CloudEvents distributed-tracing extension's names). An event that has one
+//!   (a redrive, `copy`, an event a foreign producer traced) keeps it, so its consumers
+//!   continue the original trace. The backends also write it where their own tools look: Kafka
+//!   record headers and Redis stream entry fields of the same names.
+//! - Each handling attempt runs in a consumer span `process {destination}` whose parent is the
+//!   publishing span; retries and redeliveries are new attempts, each a child of it; events a
+//!   handler publishes are children of its attempt, so causation chains stay in one trace.
+//!   [`replay_into`](crate::replay_into) links its spans to the publishing span instead (the
+//!   replay is not caused by the publish).
+//! - A dead letter is written in a span `dead_letter {destination}`.
+//!
+//! Span names, kinds and attributes are `tracing` fields that `tracing-opentelemetry` turns
+//! into OpenTelemetry ones (`otel.name`, `otel.kind`, `messaging.*`, `error.type`). The trace
+//! context itself needs OpenTelemetry: with this crate's `otel` feature, and a
+//! `tracing-opentelemetry` layer in the subscriber, contexts are injected and continued;
+//! without it the spans are plain `tracing` spans and trace contexts already in events pass
+//! through unchanged.
+
+use tracing::Span;
+
+use crate::Event;
+
+/// The OpenTelemetry semantic conventions version the span names and attributes follow.
+pub const SEMCONV_VERSION: &str = "1.37.0";
+/// The envelope field, Kafka header and Redis entry field of the W3C `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// The envelope field, Kafka header and Redis entry field of the W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// How a processing span relates to the span that published its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relation {
+    /// The publishing span is its parent (live delivery, retries, redeliveries).
+    Child,
+    /// The publishing span is linked, not its parent (replay).
+    Link,
+}
+
+/// The producer span of one `publish` (`batch`: `None`) or `publish_batch` (`Some(size)`) on
+/// `system`; `destination` is the event type (the one of the whole batch, or `None` when the
+/// batch mixes types: the span is then named `publish`).
+pub fn publish_span(system: &'static str, destination: Option<&str>, batch: Option<usize>) -> Span {
+    if UNSAMPLED.try_with(|_| ()).is_ok() {
+        // Published while handling an event of an unsampled trace: it stays in that trace,
+        // unsampled, and a span would be the root of another.
+        return Span::none();
+    }
+    let name = span_name("publish", destination);
+    tracing::info_span!(
+        "publish",
+        otel.name = %name,
+        otel.kind = "producer",
+        messaging.system = system,
+        "messaging.operation.type" = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = destination,
+        messaging.batch.message_count = batch,
+        "error.type" = tracing::field::Empty,
+    )
+}
+
+tokio::task_local! {
+    /// While a handler handles an event of a trace that is not sampled: that event's context,
+    /// which what the handler publishes carries on (so it stays unsampled, in the same trace).
+    static UNSAMPLED: (String, Option<String>);
+}
+
+/// Runs `handling`, the handling of `event`, so that what it publishes continues `event`'s
+/// trace when that trace is not sampled and [`process_span`] made no span for it.
+pub async fn scoped<F: std::future::Future>(event: &Event, handling: F) -> F::Output {
+    match unsampled_parent(event) {
+        Some(parent) => {
+            let context = (parent.to_owned(), event.tracestate.clone());
+            UNSAMPLED.scope(context, handling).await
+        }
+        None => handling.await,
+    }
+}
+
+/// The event's `traceparent` when it is valid and says its trace is not sampled.
+fn unsampled_parent(event: &Event) -> Option<&str> {
+    event
+        .traceparent
+        .as_deref()
+        .filter(|parent| is_valid_traceparent(parent) && !is_sampled(parent))
+}
+
+/// `{operation} {destination}`, or the operation alone when there is no one destination.
+fn span_name(operation: &str, destination: Option<&str>) -> String {
+    destination.map_or_else(|| operation.to_string(), |d| format!("{operation} {d}"))
+}
+
+/// Writes `span`'s trace context into `event` unless it has one (a redrive, a copy, a foreign
+/// producer's). Inside the handling of an unsampled event ([`scoped`]) that event's context is
+/// written instead. Without the `otel` feature, or when `span` is not traced, nothing else is.
+pub fn inject(span: &Span, event: &mut Event) {
+    if event.traceparent.is_some() {
+        return;
+    }
+    if let Ok((parent, state)) = UNSAMPLED.try_with(Clone::clone) {
+        event.traceparent = Some(parent);
+        event.tracestate = state;
+        return;
+    }
+    #[cfg(feature = "otel")]
+    if let Some((parent, state)) = otel::context_of(span) {
+        event.traceparent = Some(parent);
+        event.tracestate = state;
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = span;
+}
+
+/// The consumer span of one handling attempt of `event` by `handler` of `group` on `system`,
+/// continuing (`relation`) the trace its publisher started; a disabled span when that trace is
+/// not sampled (run the handling in [`scoped`] then).
+pub fn process_span(
+    system: &'static str,
+    group: &str,
+    handler: &str,
+    event: &Event,
+    relation: Relation,
+) -> Span {
+    if relation == Relation::Child && unsampled_parent(event).is_some() {
+        // The publisher's trace is not sampled, so neither would this span be: none is made
+        // (most events of a sampled-down service take this path), and [`scoped`] carries the
+        // context on to what the handler publishes.
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("process {}", event.event_type),
+        otel.kind = "consumer",
+        messaging.system = system,
+        "messaging.operation.type" = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = event.event_type.as_str(),
+        messaging.consumer.group.name = group,
+        messaging.message.id = %event.id,
+        messaging.message.conversation_id = event.correlation_id.as_deref(),
+        messaging.kafka.message.key = kafka_key(system, event),
+        eventbus.handler = handler,
+        "error.type" = tracing::field::Empty,
+    );
+    continue_trace(&span, event, relation);
+    span
+}
+
+/// The span in which a dead letter of `event` is written by `handler` of `group`.
+pub fn dead_letter_span(
+    system: &'static str,
+    group: &str,
+    handler: &str,
+    event: Option<&Event>,
+) -> Span {
+    let destination = event.map(|e| e.event_type.as_str());
+    let name = span_name("dead_letter", destination);
+    let span = tracing::info_span!(
+        "dead_letter",
+        otel.name = %name,
+        otel.kind = "client",
+        messaging.system = system,
+        "messaging.operation.type" = "settle",
+        messaging.operation.name = "dead_letter",
+        messaging.destination.name = destination,
+        messaging.consumer.group.name = group,
+        messaging.message.id = event.map(|e| e.id.to_string()),
+        eventbus.handler = handler,
+    );
+    if let Some(event) = event {
+        continue_trace(&span, event, Relation::Child);
+    }
+    span
+}
+
+/// Records on `span` (made by this module) that its operation failed, with the error's kind.
+pub fn record_error(span: &Span, error_type: &str) {
+    span.record("error.type", error_type);
+}
+
+/// The `error.type` of a failed operation: the error's [`ErrorKind`](crate::ErrorKind), in
+/// snake case.
+pub fn error_type(error: &crate::Error) -> &'static str {
+    use crate::ErrorKind as K;
+    match error.kind() {
+        K::InvalidInput => "invalid_input",
+        K::Configuration => "configuration",
+        K::Unsupported => "unsupported",
+        K::Conflict => "conflict",
+        K::NotFound => "not_found",
+        K::ShutDown => "shut_down",
+        K::Timeout => "timeout",
+        K::Unavailable => "unavailable",
+        K::Refused => "refused",
+    }
+}
+
+fn kafka_key<'a>(system: &str, event: &'a Event) -> Option<&'a str> {
+    (system == "kafka")
+        .then_some(event.partition_key.as_deref())
+        .flatten()
+}
+
+fn continue_trace(span: &Span, event: &Event, relation: Relation) {
+    #[cfg(feature = "otel")]
+    otel::continue_from(span, event, relation);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, event, relation);
+}
+
+/// Whether the `traceparent` (a valid one) says its trace is sampled (flag bit 0).
+fn is_sampled(traceparent: &str) -> bool {
+    traceparent
+        .get(53..55)
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
+}
+
+/// Whether `value` is a W3C `traceparent` this crate can continue: version `00`, a 32-digit
+/// trace id and a 16-digit span id in lowercase hex, neither all zeros, and 2 digits of flags.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    matches!(parts.as_slice(), [version, trace, span, flags]
+        if *version == "00"
+            && hex(trace, 32) && trace.bytes().any(|b| b != b'0')
+            && hex(span, 16) && span.bytes().any(|b| b != b'0')
+            && hex(flags, 2))
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing::Span;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::{Relation, TRACEPARENT, TRACESTATE};
+    use crate::Event;
+
+    /// The two headers of a context, as the W3C propagator writes and reads them.
+    #[derive(Default)]
+    struct Headers {
+        parent: Option<String>,
+        state: Option<String>,
+    }
+
+    impl Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            match key {
+                TRACEPARENT => self.parent = Some(value),
+                TRACESTATE if !value.is_empty() => self.state = Some(value),
+                _ => {}
+            }
+        }
+    }
+
+    impl Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                TRACEPARENT => self.parent.as_deref(),
+                TRACESTATE => self.state.as_deref(),
+                _ => None,
+            }
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            vec![TRACEPARENT, TRACESTATE]
+        }
+    }
+
+    /// `span`'s context as `traceparent` and `tracestate`, when it is traced.
+    pub(super) fn context_of(span: &Span) -> Option<(String, Option<String>)> {
+        let context = span.context();
+        if !context.span().span_context().is_valid() {
+            return None;
+        }
+        let mut headers = Headers::default();
+        TraceContextPropagator::new().inject_context(&context, &mut headers);
+        Some((headers.parent?, headers.state))
+    }
+
+    /// Makes the publishing span of `event` the parent of `span`, or links it.
+    pub(super) fn continue_from(span: &Span, event: &Event, relation: Relation) {
+        let Some(parent) = event.traceparent.clone() else {
+            return;
+        };
+        if !super::is_valid_traceparent(&parent) {
+            tracing::debug!(event = %event.id, "ignoring an invalid traceparent: {parent:?}");
+            return;
+        }
+        let headers = Headers {
+            parent: Some(parent),
+            state: event.tracestate.clone(),
+        };
+        let remote = TraceContextPropagator::new().extract(&headers);
+        let publisher = remote.span().span_context().clone();
+        if !publisher.is_valid() {
+            return;
+        }
+        match relation {
+            Relation::Child => {
+                let _ = span.set_parent(remote);
+            }
+            Relation::Link => span.add_link(publisher),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_sampled, is_valid_traceparent};
+
+    #[test]
+    fn traceparents_are_checked_and_their_sampled_flag_read() {
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(is_valid_traceparent(sampled) && is_sampled(sampled));
+        assert!(is_valid_traceparent(unsampled) && !is_sampled(unsampled));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad:?}");
+        }
+    }
+}

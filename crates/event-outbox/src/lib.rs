@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod inbox;
+mod migrate;
+mod outbox;
+mod relay;
+
+pub use error::OutboxError;
+pub use inbox::{
+    InboxConfig, InboxHandler, InboxLayer, InboxStats, InboxTransaction, TransactionalHandler,
+    clean_inbox,
+};
+pub use migrate::{MigrationReport, check_schema, migrate};
+pub use outbox::{DEFAULT_CHANNEL, Outbox, OutboxStats, ParkedEvent};
+#[doc(hidden)]
+pub use relay::AfterPublish;
+pub use relay::{Relay, RelayConfig, RelayHandle, RelayStats, RoundReport};
