@@ -27,20 +27,29 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--profile",
+            CI_PROFILE,
             "--",
             "-D",
             "warnings",
         ]),
     )?;
 
-    let mut rustdoc = cargo(["doc", "--workspace", "--no-deps", "--all-features"]);
+    let mut rustdoc = cargo([
+        "doc",
+        "--workspace",
+        "--no-deps",
+        "--all-features",
+        "--profile",
+        CI_PROFILE,
+    ]);
     rustdoc.env("RUSTDOCFLAGS", "-D warnings");
     steps.run("rustdoc", &mut rustdoc)?;
 
     // The servers of the backends in the workspace, stopped when `services` drops: after the
     // tests, or at a failure.
     let services = steps.start_services(&suites::services_for(&suites::present()))?;
-    let mut tests = cargo(["test", "--workspace"]);
+    let mut tests = cargo(["test", "--workspace", "--profile", CI_PROFILE]);
     tests.envs(services.env());
     // The dashboard's browser tests: Chromium and chromedriver, installed when missing.
     if suites::need_browser(&suites::present()) {
@@ -72,6 +81,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The Cargo profile of every build step (`[profile.ci]` in the workspace's `Cargo.toml`): the
+/// `dev` profile without debug info or incremental caches, so a cold build needs half the disk.
+const CI_PROFILE: &str = "ci";
 
 /// Free space a cold build of the workspace and its test binaries needs, with a margin (the
 /// build took about 6 GiB on 2026-12-04, with line tables only for debug info).

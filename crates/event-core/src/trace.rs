@@ -35,6 +35,16 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The envelope field, Kafka header and Redis entry field of the W3C `tracestate`.
 pub const TRACESTATE: &str = "tracestate";
 
+/// Where a delivery's record lies in a partitioned log (a Kafka partition and offset), for its
+/// `process` span's `messaging.destination.partition.id` and `messaging.kafka.offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset in it.
+    pub offset: i64,
+}
+
 /// How a processing span relates to the span that published its event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relation {
@@ -120,13 +130,14 @@ pub fn inject(span: &Span, event: &mut Event) {
 }
 
 /// The consumer span of one handling attempt of `event` by `handler` of `group` on `system`,
-/// continuing (`relation`) the trace its publisher started; a disabled span when that trace is
-/// not sampled (run the handling in [`scoped`] then).
+/// read at `position` in a partitioned log (Kafka), continuing (`relation`) the trace its
+/// publisher started; a disabled span when that trace is not sampled (run the handling in
+/// [`scoped`] then).
 pub fn process_span(
     system: &'static str,
     group: &str,
     handler: &str,
-    event: &Event,
+    (event, position): (&Event, Option<LogPosition>),
     relation: Relation,
 ) -> Span {
     if relation == Relation::Child && unsampled_parent(event).is_some() {
@@ -147,6 +158,8 @@ pub fn process_span(
         messaging.message.id = %event.id,
         messaging.message.conversation_id = event.correlation_id.as_deref(),
         messaging.kafka.message.key = kafka_key(system, event),
+        messaging.destination.partition.id = position.map(|p| tracing::field::display(p.partition)),
+        messaging.kafka.offset = position.map(|p| p.offset),
         eventbus.handler = handler,
         "error.type" = tracing::field::Empty,
     );

@@ -436,8 +436,8 @@ fn main() {
     let compression = kafka.compression.as_str().to_string();
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`) runs it
-    // alone, without the warm-up or the reference, and prints no RESULT lines.
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`; `e2e_traced`:
+    // untraced, then with OpenTelemetry) runs it alone, without the warm-up or the reference, and prints no RESULT lines.
     if let Ok(only) = std::env::var("EVENTBUS_BENCH_ONLY") {
         let rate = runtime.block_on(async {
             match only.as_str() {
@@ -446,6 +446,14 @@ fn main() {
                 "batches" => bench.batches("batches", BATCH, 1).await,
                 "e2e_one" => bench.end_to_end(false).await,
                 "backlog_one" => bench.end_to_end(true).await,
+                "e2e_traced" => {
+                    let untraced = bench.end_to_end(false).await;
+                    event_testkit::bench_tracing::traced_end_to_end(untraced, || {
+                        bench.end_to_end(false)
+                    })
+                    .await;
+                    untraced
+                }
                 other => panic!("EVENTBUS_BENCH_ONLY: unknown measurement `{other}`"),
             }
         });

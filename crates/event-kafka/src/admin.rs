@@ -111,9 +111,12 @@ async fn retained(inner: &Inner, topic: &str) -> Result<(u64, HashMap<i32, i64>)
 /// A copy is a later dead letter of the same record (the same original topic, partition and
 /// offset): a record dead-lettered but not yet committed when its partition moved (a
 /// rebalance, a broker restart, a crashed member) is delivered again, fails again, and is
-/// stored again. The topic keeps every copy (at least once); the list shows each record's
-/// dead letter once, and redrive and purge take its copies with it, also those written after
-/// them.
+/// stored again. A copy is also a later dead letter of the same event from another record: a
+/// publish whose answer was lost when the broker went down is written again by its retry
+/// (Kafka writes without an idempotent producer here), so the topic holds the event twice and
+/// both records fail alike. The topic keeps every copy (at least once); the list shows each
+/// record's and each event's dead letter once, and redrive and purge take its copies with it,
+/// also the copies of the same record written after them.
 async fn read_dead_letters(
     inner: &Inner,
     group: &str,
@@ -161,20 +164,34 @@ async fn read_dead_letters(
     letters.retain(|(origin, l)| {
         !removed.contains(&l.id) && origin.as_ref().is_none_or(|o| !removed_origins.contains(o))
     });
+    Ok(first_letters(letters))
+}
+
+/// The first live letter of each record and of each event, and for each the ids of its later
+/// copies.
+fn first_letters(
+    letters: Vec<(Option<String>, DeadLetter)>,
+) -> (Vec<DeadLetter>, HashMap<String, Vec<String>>) {
+    // Keyed by the origin ("topic/partition/offset") and by the event id ("event:{id}"): a
+    // letter matching a first letter on either is its copy.
     let mut first_of: HashMap<String, String> = HashMap::new();
     let mut copies: HashMap<String, Vec<String>> = HashMap::new();
     let mut live = Vec::new();
     for (origin, letter) in letters {
-        if let Some(origin) = origin {
-            if let Some(first) = first_of.get(&origin) {
-                copies.entry(first.clone()).or_default().push(letter.id);
-                continue;
-            }
-            first_of.insert(origin, letter.id.clone());
+        let keys: Vec<String> = origin
+            .into_iter()
+            .chain(letter.event.as_ref().map(|e| format!("event:{}", e.id)))
+            .collect();
+        if let Some(first) = keys.iter().find_map(|k| first_of.get(k)) {
+            copies.entry(first.clone()).or_default().push(letter.id);
+            continue;
+        }
+        for key in keys {
+            first_of.insert(key, letter.id.clone());
         }
         live.push(letter);
     }
-    Ok((live, copies))
+    (live, copies)
 }
 
 /// Where a dead letter's record came from (topic, partition, offset), from its headers.
@@ -520,4 +537,57 @@ pub(crate) async fn purge(
         .collect();
     remove(inner, &group, &ids).await?;
     Ok(purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_core::{DeadLetterReason, Event, EventType};
+
+    fn letter(id: &str, event: Option<&Event>) -> DeadLetter {
+        let now = time::OffsetDateTime::now_utc();
+        DeadLetter {
+            id: id.to_string(),
+            handler: "h".into(),
+            group: "g".into(),
+            reason: DeadLetterReason::PermanentFailure,
+            event: event.cloned(),
+            raw: None,
+            attempts: 1,
+            first_error: "e".into(),
+            last_error: "e".into(),
+            first_failed_at: now,
+            last_failed_at: now,
+            dead_lettered_at: now,
+        }
+    }
+
+    #[test]
+    fn later_letters_of_a_record_or_an_event_are_copies_of_the_first() {
+        let event = |n: u64| {
+            Event::builder(EventType::USER_REGISTERED, "s")
+                .payload(serde_json::json!({"user_id": n.to_string()}))
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (event(1), event(2));
+        let origin = |o: i64| Some(format!("t/0/{o}"));
+        let (live, copies) = first_letters(vec![
+            (origin(10), letter("1", Some(&a))),
+            // The same record dead-lettered again after a rebalance.
+            (origin(10), letter("2", Some(&a))),
+            // The same event written twice by a retried publish: another record.
+            (origin(11), letter("3", Some(&a))),
+            (origin(12), letter("4", Some(&b))),
+            // Not an envelope: only its record identifies it.
+            (origin(13), letter("5", None)),
+            (origin(13), letter("6", None)),
+            (None, letter("7", None)),
+        ]);
+        let ids: Vec<&str> = live.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["1", "4", "5", "7"]);
+        assert_eq!(copies["1"], ["2", "3"]);
+        assert_eq!(copies["5"], ["6"]);
+        assert_eq!(copies.len(), 2);
+    }
 }

@@ -440,7 +440,7 @@ fn main() {
     let size = JsonCodec::default().encoded_len(&event(0, 0)).unwrap_or(0);
     println!("RedisBus benchmark on {url}, envelopes of {size} bytes");
 
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=single` (`batches`, `e2e_one`, `e2e_four`) runs
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=single` (`batches`, `e2e_one`, `e2e_four`; `e2e_traced`: untraced, then with OpenTelemetry) runs
     // it alone, without the reference, and prints no RESULT lines.
     if let Ok(only) = std::env::var(ONLY_VAR) {
         let rate = runtime.block_on(async {
@@ -450,6 +450,14 @@ fn main() {
                 "batches" => bench.batches(500_000, 100).await,
                 "e2e_one" => bench.end_to_end(200_000, 1).await,
                 "e2e_four" => bench.end_to_end(100_000, 4).await,
+                "e2e_traced" => {
+                    let untraced = bench.end_to_end(200_000, 1).await;
+                    event_testkit::bench_tracing::traced_end_to_end(untraced, || {
+                        bench.end_to_end(200_000, 1)
+                    })
+                    .await;
+                    untraced
+                }
                 other => panic!("{ONLY_VAR}: unknown measurement `{other}`"),
             }
         });

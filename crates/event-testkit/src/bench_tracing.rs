@@ -83,11 +83,15 @@ impl BenchTracing {
                 .with_batch_exporter(Counting(exported.clone()))
                 .build();
             // As `eventbus` configures it: `info` and above (the bus's spans; not the clients'
-            // debug events), no busy/idle timing on every poll of every span.
+            // debug events), no busy/idle timing on every poll of every span, no thread, source
+            // location or target attributes, no context made current on every poll.
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("eventbus-bench"))
                 .with_tracked_inactivity(false)
                 .with_threads(false)
+                .with_location(false)
+                .with_target(false)
+                .with_context_activation(false)
                 .with_filter(LevelFilter::INFO);
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
                 .unwrap_or_else(|e| panic!("the benchmark's subscriber: {e}"));

@@ -104,12 +104,17 @@ mod otlp {
             .build();
         let tracer = provider.tracer("eventbus");
         let spans = Targets::new().with_default(LevelFilter::INFO);
-        // No busy and idle times (two clock reads on every poll of every span) and no thread
-        // attributes: the bus's spans carry what the messaging conventions ask for.
+        // No busy and idle times (two clock reads on every poll of every span), no thread,
+        // source location or target attributes (six more per span), and no OpenTelemetry
+        // context made current on every poll (parents come from the `tracing` span tree): the
+        // bus's spans carry what the messaging conventions ask for, at a fraction of the cost.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
             .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+            .with_context_activation(false)
             .with_filter(spans)
             .boxed();
         Ok(Some((layer, provider)))

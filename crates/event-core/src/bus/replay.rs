@@ -118,7 +118,7 @@ pub async fn replay_into(
             system,
             "replay",
             handler.name(),
-            &event,
+            (&event, None),
             crate::trace::Relation::Link,
         );
         match handler.handle(&event).instrument(span.clone()).await {

@@ -210,7 +210,7 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
         settings.system,
         &settings.group,
         shared.handler.name(),
-        event,
+        (event, item.delivery.position),
         Relation::Child,
     );
     let handling = AssertUnwindSafe(shared.handler.handle(event)).catch_unwind();

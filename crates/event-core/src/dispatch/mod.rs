@@ -39,6 +39,8 @@ pub struct Delivery<T> {
     pub token: T,
     /// Failed attempts already made before this delivery (a redelivery after a crash).
     pub prior_attempts: u32,
+    /// Where the event's record lies, in a partitioned log (Kafka): its `process` spans say so.
+    pub position: Option<crate::trace::LogPosition>,
 }
 
 impl<T> Delivery<T> {
@@ -48,7 +50,15 @@ impl<T> Delivery<T> {
             event,
             token,
             prior_attempts: 0,
+            position: None,
         }
+    }
+
+    /// The delivery, read at `position` in a partitioned log.
+    #[must_use]
+    pub fn at(mut self, position: crate::trace::LogPosition) -> Self {
+        self.position = Some(position);
+        self
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use event_core::DeadLetter;
 use event_core::dispatch::{Delivery, DeliverySink, Dispatcher, Supervisor};
+use event_core::trace::LogPosition;
 use rskafka::record::{RecordAndOffset, UndecodableRecords};
 use tokio::sync::watch;
 
@@ -250,7 +251,12 @@ async fn fetch_loop(
             };
             match item {
                 Item::Record(r) => match record::decode(&inner.codec, &r.record) {
-                    Ok(event) => deliveries.push(Delivery::new(Arc::new(event), token)),
+                    Ok(event) => {
+                        deliveries.push(Delivery::new(Arc::new(event), token).at(LogPosition {
+                            partition,
+                            offset: token.offset,
+                        }))
+                    }
                     Err(e) => dead.push((token, invalid_letter(&group, &r.record, e))),
                 },
                 Item::Undecodable(u) => dead.push((token, undecodable_letter(&group, &u))),

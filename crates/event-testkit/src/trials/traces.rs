@@ -210,6 +210,18 @@ pub(crate) async fn traces_cross_buses(fx: &Fixture) -> anyhow::Result<()> {
         ] {
             ensure!(attribute(span, key).is_some(), "{key} missing: {span:?}");
         }
+        // Where the record lies, on the one partitioned log.
+        let partitioned = fx.capabilities.backend == "kafka";
+        for key in [
+            "messaging.destination.partition.id",
+            "messaging.kafka.offset",
+        ] {
+            ensure!(
+                attribute(span, key).is_some() == partitioned,
+                "{key} on a {} span: {span:?}",
+                fx.capabilities.backend
+            );
+        }
     }
     let failed: Vec<_> = firsts
         .iter()
