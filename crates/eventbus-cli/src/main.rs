@@ -51,7 +51,7 @@ struct Cli {
     /// The backend: memory, redis or kafka (sets EVENT_BUS_TYPE).
     #[arg(long, global = true, value_name = "BACKEND", value_parser = args::bus_type)]
     bus: Option<event_manager::BusType>,
-    /// The Redis URL (sets REDIS_URL).
+    /// The Redis URL (sets REDIS_URL; for `migrate from-original`, the original system's Redis).
     #[arg(long, global = true, value_name = "URL")]
     redis_url: Option<String>,
     /// Kafka brokers, comma-separated host:port (sets KAFKA_BOOTSTRAP_SERVERS).
@@ -87,6 +87,10 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Copy retained events from one backend to another, keeping ids and timestamps.
     Copy(commands::copy::CopyArgs),
+    /// Import another system's events: `migrate from-original --redis-url URL` reads the
+    /// original Python system's Redis (here --redis-url names the source, not the target).
+    #[command(subcommand)]
+    Migrate(commands::migrate::MigrateCommand),
 }
 
 fn main() -> ExitCode {
@@ -113,7 +117,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Exit> {
+async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
+    // For `migrate`, --redis-url is the system imported from; the target is configured as usual.
+    let migrate_source = match cli.command {
+        Command::Migrate(_) => cli.redis_url.take(),
+        _ => None,
+    };
     let overrides = context::Overrides {
         bus: cli.bus,
         redis_url: cli.redis_url,
@@ -131,5 +140,6 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Schema(a) => commands::schema::run(&ctx, a),
         Command::Serve(a) => commands::serve::run(&ctx, a).await,
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
+        Command::Migrate(c) => commands::migrate::run(&ctx, c, migrate_source).await,
     }
 }

@@ -1,0 +1,484 @@
+//! `eventbus migrate from-original` as a team would run it: the original Python system's Redis
+//! layout written with raw Redis commands, key by key as its `EventBus.publish_event` wrote it
+//! (`PUBLISH events:{type}`, `SETEX event:{id}`, `ZADD timeline:{type}`, `EXPIRE`), the body as
+//! `json.dumps(event.to_dict())` printed it; then the real binary imports it into a Redis bus
+//! (another database of the same server, `EVENTBUS_TEST_REDIS_URL`) and the result is read back
+//! and compared event by event. A second run stores nothing twice; a dry run writes nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, ensure};
+use event_core::{Event, EventBus, EventType, ReplayQuery};
+use event_manager::Settings;
+use event_testkit::test_server;
+use fred::prelude::{Builder, Client, ClientLike};
+use fred::types::Value;
+use fred::types::config::Config;
+use futures::TryStreamExt as _;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use time::OffsetDateTime;
+
+mod common;
+
+use common::{code, run, stderr, stdout};
+
+/// The original's data, written as its Python code wrote it.
+#[path = "migrate_original/python.rs"]
+mod python;
+
+use python::{PythonEvent, python_json};
+
+/// An event as the original wrote it, and what the bus must hold after the import.
+struct Written {
+    id: String,
+    timeline: String,
+    /// `Some` when the import must store it; the dotted type, payload and envelope fields.
+    expected: Option<Json>,
+}
+
+async fn command(client: &Client, name: &'static str, args: Vec<Value>) -> anyhow::Result<Value> {
+    Ok(client.custom(fred::cmd!(name), args).await?)
+}
+
+/// The original's `publish_event`: four separate commands, with no pipeline.
+async fn publish_original(
+    client: &Client,
+    timeline_type: &str,
+    event: &PythonEvent,
+) -> anyhow::Result<String> {
+    let body = python_json(event)?;
+    let ttl = Value::from(604_800);
+    command(
+        client,
+        "PUBLISH",
+        vec![
+            format!("events:{timeline_type}").into(),
+            body.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "SETEX",
+        vec![
+            format!("event:{}", event.id).into(),
+            ttl.clone(),
+            body.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "ZADD",
+        vec![
+            format!("timeline:{timeline_type}").into(),
+            Value::from(event.score.to_string()),
+            event.id.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "EXPIRE",
+        vec![format!("timeline:{timeline_type}").into(), ttl],
+    )
+    .await?;
+    Ok(body)
+}
+
+/// A Redis database of the test server in which the original's keys do not exist yet.
+async fn empty_database(url: &str) -> anyhow::Result<(String, Client)> {
+    let base = match url.strip_prefix("redis://").and_then(|rest| rest.find('/')) {
+        Some(slash) => &url[..slash + "redis://".len()],
+        None => url,
+    };
+    for _ in 0..20 {
+        let db = fastrand::u32(2..16);
+        let source = format!("{base}/{db}");
+        let client = Builder::from_config(Config::from_url(&source)?).build()?;
+        client.init().await?;
+        let found = command(
+            &client,
+            "SCAN",
+            vec![
+                "0".into(),
+                "MATCH".into(),
+                "timeline:*".into(),
+                "COUNT".into(),
+                10_000.into(),
+            ],
+        )
+        .await?;
+        let cursor = found
+            .clone()
+            .into_array()
+            .first()
+            .and_then(Value::as_string);
+        let keys = found.into_array().get(1).cloned().map(Value::into_array);
+        if cursor.as_deref() == Some("0") && keys.is_none_or(|k| k.is_empty()) {
+            return Ok((source, client));
+        }
+        client.quit().await?;
+    }
+    anyhow::bail!("every Redis database of the test server holds timeline:* keys")
+}
+
+fn now_minus(seconds: i64, micros: i64) -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        - time::Duration::seconds(seconds)
+        + time::Duration::microseconds(micros)
+}
+
+#[derive(Serialize)]
+struct Counts {
+    read: u64,
+    imported: u64,
+    duplicates: u64,
+    expired: u64,
+    undecodable: u64,
+    failed: u64,
+}
+
+fn totals(report: &Json) -> anyhow::Result<Counts> {
+    Ok(
+        serde_json::from_value(report["total"].clone()).map(|c: BTreeMap<String, Json>| {
+            Counts {
+                read: c["read"].as_u64().unwrap_or(u64::MAX),
+                imported: c["imported"].as_u64().unwrap_or(u64::MAX),
+                duplicates: c["duplicates"].as_u64().unwrap_or(u64::MAX),
+                expired: c["expired"].as_u64().unwrap_or(u64::MAX),
+                undecodable: c["undecodable"].as_u64().unwrap_or(u64::MAX),
+                failed: c["failed"].as_u64().unwrap_or(u64::MAX),
+            }
+        })?,
+    )
+}
+
+/// The fields of an imported event that the import must keep or map.
+fn comparable(event: &Event) -> Json {
+    json!({
+        "id": event.id.to_string(),
+        "event_type": event.event_type.as_str(),
+        "payload": event.payload,
+        "timestamp": event_core::timestamp::format(event.timestamp),
+        "source": event.source,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "metadata": event.metadata,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_version": event.aggregate_version,
+        "partition_key": event.partition_key,
+    })
+}
+
+async fn target_events(settings: &Settings) -> anyhow::Result<Vec<Event>> {
+    let bus = event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
+    let events: Vec<Event> = bus
+        .replay(ReplayQuery::new([], OffsetDateTime::UNIX_EPOCH))
+        .await?
+        .try_collect()
+        .await?;
+    bus.shutdown().await?;
+    Ok(events)
+}
+
+async fn delete_matching(client: &Client, pattern: &str) -> anyhow::Result<()> {
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = command(
+            client,
+            "SCAN",
+            vec![
+                cursor.clone().into(),
+                "MATCH".into(),
+                pattern.into(),
+                "COUNT".into(),
+                1000.into(),
+            ],
+        )
+        .await?;
+        let mut parts = reply.into_array().into_iter();
+        cursor = parts
+            .next()
+            .and_then(|v| v.as_string())
+            .unwrap_or_else(|| "0".into());
+        for key in parts.next().map(Value::into_array).unwrap_or_default() {
+            command(client, "DEL", vec![key]).await?;
+        }
+        if cursor == "0" {
+            return Ok(());
+        }
+    }
+}
+
+#[test]
+fn imports_the_originals_redis_once_with_an_exact_report() -> anyhow::Result<()> {
+    let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let prefix = event_testkit::unique("cli-migrate");
+    let vars = [
+        ("EVENT_BUS_TYPE", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("EVENT_BATCH_SIZE", "64"),
+    ];
+    let settings = Settings::from_vars(vars)?;
+    let (source, original) = runtime.block_on(empty_database(&url))?;
+    let written = runtime.block_on(python::write_original(&original))?;
+    let result = check_import(&runtime, &vars, &settings, &source, &written);
+
+    runtime.block_on(async {
+        delete_matching(&original, "timeline:*").await?;
+        for w in &written {
+            command(&original, "DEL", vec![format!("event:{}", w.id).into()]).await?;
+        }
+        original.quit().await?;
+        let target = Builder::from_config(Config::from_url(&url)?).build()?;
+        target.init().await?;
+        delete_matching(&target, &format!("{prefix}:*")).await?;
+        target.quit().await?;
+        anyhow::Ok(())
+    })?;
+    result
+}
+
+fn check_import(
+    runtime: &tokio::runtime::Runtime,
+    vars: &[(&str, &str)],
+    settings: &Settings,
+    source: &str,
+    written: &[Written],
+) -> anyhow::Result<()> {
+    let valid = written.iter().filter(|w| w.expected.is_some()).count() as u64;
+    let expired = python::EXPIRED as u64;
+    let bad = python::BAD as u64;
+    ensure!(
+        written.len() >= 300 && valid > 250,
+        "{} written",
+        written.len()
+    );
+
+    // A dry run prints the plan and writes nothing.
+    let out = run(
+        vars,
+        &[
+            "--json",
+            "migrate",
+            "from-original",
+            "--redis-url",
+            source,
+            "--dry-run",
+        ],
+    )?;
+    ensure!(
+        code(&out) == 0,
+        "dry run: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let plan: Json = serde_json::from_str(&stdout(&out))?;
+    let counts = totals(&plan)?;
+    assert_eq!(counts.read, written.len() as u64);
+    assert_eq!(counts.imported, valid);
+    assert_eq!((counts.expired, counts.undecodable), (expired, bad));
+    assert!(
+        runtime.block_on(target_events(settings))?.is_empty(),
+        "the dry run wrote"
+    );
+    let out = run(
+        vars,
+        &[
+            "migrate",
+            "from-original",
+            "--redis-url",
+            source,
+            "--dry-run",
+        ],
+    )?;
+    ensure!(code(&out) == 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("dry run"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("timeline:EventType.OPPORTUNITY_CREATED"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The import: every decodable event, once, as the original stored it.
+    let report_file = tempfile_path("first");
+    let out = run(
+        vars,
+        &[
+            "--json",
+            "migrate",
+            "from-original",
+            "--redis-url",
+            source,
+            "--report",
+            &report_file,
+        ],
+    )?;
+    ensure!(code(&out) == 0, "import: {} {}", stdout(&out), stderr(&out));
+    let report: Json = serde_json::from_str(&stdout(&out))?;
+    let counts = totals(&report)?;
+    assert_eq!(counts.read, written.len() as u64);
+    assert_eq!(counts.imported, valid, "{report:#}");
+    assert_eq!(counts.duplicates, 0);
+    assert_eq!(
+        (counts.expired, counts.undecodable, counts.failed),
+        (expired, bad, 0)
+    );
+    let both = &report["timelines"];
+    assert_eq!(
+        both["timeline:EventType.OPPORTUNITY_CREATED"]["event_type"],
+        "opportunity.created"
+    );
+    assert_eq!(
+        both["timeline:opportunity.created"]["event_type"],
+        "opportunity.created"
+    );
+    assert_eq!(
+        both["timeline:EventType.BILLING_PAID"]["event_type"],
+        Json::Null
+    );
+
+    let listed = std::fs::read_to_string(&report_file)?;
+    let lines: Vec<Json> = listed
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("the report file is not JSON lines")?;
+    assert_eq!(lines.len() as u64, bad, "{listed}");
+    let mut kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["not_json", "schema", "unknown_type", "unknown_type"]
+    );
+    for line in &lines {
+        let key = line["key"].as_str().context("no key")?;
+        let id = key.strip_prefix("event:").context("not a body key")?;
+        let timeline = line["timeline"].as_str().unwrap_or_default();
+        ensure!(
+            written.iter().any(|w| w.id == id
+                && w.expected.is_none()
+                && timeline == format!("timeline:{}", w.timeline)),
+            "{line}"
+        );
+        ensure!(
+            !line["reason"].as_str().unwrap_or_default().is_empty(),
+            "{line}"
+        );
+    }
+    let schema = lines
+        .iter()
+        .find(|l| l["kind"] == "schema")
+        .context("no schema line")?;
+    assert!(
+        schema["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("email"),
+        "{schema}"
+    );
+
+    // Event by event: what the bus holds is what the original stored.
+    let held = runtime.block_on(target_events(settings))?;
+    let mut found: BTreeMap<String, Json> = BTreeMap::new();
+    for event in &held {
+        ensure!(
+            found
+                .insert(event.id.to_string(), comparable(event))
+                .is_none(),
+            "{} stored twice",
+            event.id
+        );
+    }
+    let expected: BTreeMap<String, Json> = written
+        .iter()
+        .filter_map(|w| Some((w.id.clone(), w.expected.clone()?)))
+        .collect();
+    assert_eq!(found.len(), expected.len());
+    for (id, want) in &expected {
+        let got = found
+            .get(id)
+            .with_context(|| format!("{id} was not imported"))?;
+        assert_eq!(got, want, "event {id}");
+    }
+    for event in &held {
+        ensure!(event.event_type.as_str() != "EventType.OPPORTUNITY_CREATED");
+        assert!(EventType::new(event.event_type.as_str()).is_ok());
+    }
+
+    // Again: nothing stored twice, and the report says so.
+    let out = run(
+        vars,
+        &["--json", "migrate", "from-original", "--redis-url", source],
+    )?;
+    ensure!(
+        code(&out) == 0,
+        "second run: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+    assert_eq!((counts.imported, counts.duplicates), (0, valid));
+    assert_eq!((counts.expired, counts.undecodable), (expired, bad));
+    assert_eq!(runtime.block_on(target_events(settings))?.len(), held.len());
+    let out = run(vars, &["migrate", "from-original", "--redis-url", source])?;
+    ensure!(code(&out) == 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .context("no total row")?;
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(
+        cells[1..],
+        [
+            written.len().to_string().as_str(),
+            "0",
+            valid.to_string().as_str(),
+            expired.to_string().as_str(),
+            bad.to_string().as_str(),
+            "0",
+        ],
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&report_file);
+    Ok(())
+}
+
+fn tempfile_path(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!(
+            "{}-{name}.jsonl",
+            event_testkit::unique("migrate-report")
+        ))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn refuses_a_missing_source_and_the_in_memory_target() -> anyhow::Result<()> {
+    let out = run(&[], &["migrate", "from-original"])?;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--redis-url"), "{}", stderr(&out));
+    let out = run(
+        &[("EVENT_BUS_TYPE", "memory")],
+        &[
+            "migrate",
+            "from-original",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ],
+    )?;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("in-memory"), "{}", stderr(&out));
+    Ok(())
+}
