@@ -91,6 +91,10 @@ enum Command {
     /// original Python system's Redis (here --redis-url names the source, not the target).
     #[command(subcommand)]
     Migrate(commands::migrate::MigrateCommand),
+    /// The PostgreSQL outbox (`DATABASE_URL`): apply its schema, relay committed events to the
+    /// bus, show its rows.
+    #[command(subcommand)]
+    Outbox(commands::outbox::OutboxCommand),
 }
 
 fn main() -> ExitCode {
@@ -141,5 +145,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Serve(a) => commands::serve::run(&ctx, a).await,
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
         Command::Migrate(c) => commands::migrate::run(&ctx, c, migrate_source).await,
+        Command::Outbox(c) => commands::outbox::run(&ctx, c).await,
     }
 }

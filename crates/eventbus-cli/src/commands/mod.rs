@@ -5,6 +5,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod demo;
 pub(crate) mod health;
 pub(crate) mod migrate;
+pub(crate) mod outbox;
 pub(crate) mod publish;
 pub(crate) mod replay;
 pub(crate) mod schema;

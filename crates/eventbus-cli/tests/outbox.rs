@@ -1,0 +1,212 @@
+//! `eventbus outbox migrate|relay|stats` against a real PostgreSQL and Redis: the schema is
+//! applied (once), a running relay process publishes every committed transaction's events to
+//! Redis, woken by `LISTEN/NOTIFY`, and none of a rolled-back one; SIGTERM stops it cleanly
+//! with its report; `stats` agrees.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use common::{code, eventbus, run, stderr, stdout};
+use event_core::{Event, EventBus, EventId, EventType, ReplayQuery};
+use event_outbox::Outbox;
+use event_testkit::test_server;
+use futures::TryStreamExt as _;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+
+/// Committed transactions, of `PER_TRANSACTION` events each: more than several of the relay's
+/// claims (`--batch-size 100`).
+const TRANSACTIONS: u64 = 24;
+const PER_TRANSACTION: u64 = 50;
+
+/// Kills the relay if the test ends early.
+struct Relay(Option<Child>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Result<()> {
+    let (Some(database), Some(redis)) = (
+        test_server("EVENTBUS_TEST_POSTGRES_URL", "postgres")?,
+        test_server("EVENTBUS_TEST_REDIS_URL", "redis")?,
+    ) else {
+        return Ok(());
+    };
+    let prefix = event_testkit::unique("cli-outbox");
+    let schema = prefix.replace('-', "_");
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let url = format!("{database}{separator}options[search_path]={schema}");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&database))?;
+    runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin))?;
+
+    let migrate = |expect: &str| -> anyhow::Result<()> {
+        let out = run(&[("DATABASE_URL", url.as_str())], &["outbox", "migrate"])?;
+        ensure!(
+            code(&out) == 0 && stdout(&out).contains(expect),
+            "outbox migrate: {} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        Ok(())
+    };
+    migrate("applied outbox migrations [1]")?;
+    migrate("the outbox schema is current")?;
+
+    let vars = [
+        ("EVENT_BUS_TYPE", "redis"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("DATABASE_URL", url.as_str()),
+    ];
+    let mut relay = Relay(Some(
+        eventbus(
+            &vars,
+            &[
+                "--json",
+                "outbox",
+                "relay",
+                "--channel",
+                &schema,
+                "--batch-size",
+                "100",
+                // Long, so the events come through `LISTEN/NOTIFY`, not through polling alone.
+                "--poll-interval-ms",
+                "60000",
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?,
+    ));
+
+    let event_type = EventType::new(format!("ledger.{schema}"))?;
+    let pool = runtime.block_on(PgPoolOptions::new().max_connections(2).connect(&url))?;
+    let outbox = Outbox::with_channel(schema.clone());
+    let mut committed = HashSet::new();
+    let mut rolled_back = HashSet::new();
+    runtime.block_on(async {
+        for t in 0..=TRANSACTIONS {
+            let events: Vec<Event> = (0..PER_TRANSACTION)
+                .map(|n| {
+                    Event::builder(event_type.clone(), "ledger")
+                        .payload(json!({"transaction": t, "n": n}))
+                        .partition_key(format!("account-{}", n % 7))
+                        .build()
+                })
+                .collect::<Result<_, _>>()?;
+            let mut tx = pool.begin().await?;
+            let ids = outbox.add(&mut tx, events).await?;
+            // The last one rolls back: none of its events may ever be published.
+            if t == TRANSACTIONS {
+                tx.rollback().await?;
+                rolled_back.extend(ids);
+            } else {
+                tx.commit().await?;
+                committed.extend(ids);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    // Every committed event reaches Redis (the relay marks it delivered once published).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = runtime.block_on(Outbox::stats(&pool))?;
+        if stats.pending == 0 && stats.delivered == committed.len() as u64 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the relay left {stats:?} after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let settings = event_manager::Settings::from_vars(
+        vars.iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect::<Vec<_>>(),
+    )?;
+    let published: Vec<EventId> = runtime.block_on(async {
+        let bus =
+            event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
+        let query = ReplayQuery::new(
+            vec![event_type.clone()],
+            time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+        );
+        let events: Vec<Event> = bus.replay(query).await?.try_collect().await?;
+        bus.shutdown().await?;
+        anyhow::Ok(events.into_iter().map(|e| e.id).collect())
+    })?;
+    let distinct: HashSet<EventId> = published.iter().copied().collect();
+    ensure!(
+        distinct == committed,
+        "{} events on Redis, {} distinct, {} committed",
+        published.len(),
+        distinct.len(),
+        committed.len()
+    );
+    ensure!(
+        distinct.is_disjoint(&rolled_back),
+        "a rolled-back event was published"
+    );
+
+    // SIGTERM: the relay stops cleanly and reports what it did.
+    let child = relay.0.take().context("the relay runs")?;
+    let pid = child.id().to_string();
+    ensure!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+    );
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "the relay exited with {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim())
+        .with_context(|| format!("the relay's report: {}", stdout(&out)))?;
+    ensure!(
+        report["delivered"].as_u64() == Some(committed.len() as u64)
+            && report["parked"] == 0
+            && report["rounds"].as_u64() >= Some(committed.len() as u64 / 100),
+        "the relay reported {report}"
+    );
+
+    let out = run(
+        &[("DATABASE_URL", url.as_str())],
+        &["--json", "outbox", "stats"],
+    )?;
+    ensure!(code(&out) == 0, "outbox stats: {}", stderr(&out));
+    let stats: Value = serde_json::from_str(&stdout(&out))?;
+    ensure!(
+        stats["pending"] == 0
+            && stats["parked"] == 0
+            && stats["delivered"] == committed.len() as u64,
+        "outbox stats said {stats}"
+    );
+
+    runtime.block_on(async {
+        pool.close().await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
