@@ -4,6 +4,7 @@
 //! `json.dumps(event.to_dict())` printed it; then the real binary imports it into a Redis bus
 //! (another database of the same server, `EVENTBUS_TEST_REDIS_URL`) and the result is read back
 //! and compared event by event. A second run stores nothing twice; a dry run writes nothing.
+//! The same import into Kafka (`EVENTBUS_TEST_KAFKA_BROKERS`) finds the ids it stored there.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,7 @@ use common::{code, run, stderr, stdout};
 #[path = "migrate_original/python.rs"]
 mod python;
 
-use python::{PythonEvent, python_json};
+use python::command;
 
 /// An event as the original wrote it, and what the bus must hold after the import.
 struct Written {
@@ -37,55 +38,8 @@ struct Written {
     expected: Option<Json>,
 }
 
-async fn command(client: &Client, name: &'static str, args: Vec<Value>) -> anyhow::Result<Value> {
-    Ok(client.custom(fred::cmd!(name), args).await?)
-}
-
-/// The original's `publish_event`: four separate commands, with no pipeline.
-async fn publish_original(
-    client: &Client,
-    timeline_type: &str,
-    event: &PythonEvent,
-) -> anyhow::Result<String> {
-    let body = python_json(event)?;
-    let ttl = Value::from(604_800);
-    command(
-        client,
-        "PUBLISH",
-        vec![
-            format!("events:{timeline_type}").into(),
-            body.clone().into(),
-        ],
-    )
-    .await?;
-    command(
-        client,
-        "SETEX",
-        vec![
-            format!("event:{}", event.id).into(),
-            ttl.clone(),
-            body.clone().into(),
-        ],
-    )
-    .await?;
-    command(
-        client,
-        "ZADD",
-        vec![
-            format!("timeline:{timeline_type}").into(),
-            Value::from(event.score.to_string()),
-            event.id.clone().into(),
-        ],
-    )
-    .await?;
-    command(
-        client,
-        "EXPIRE",
-        vec![format!("timeline:{timeline_type}").into(), ttl],
-    )
-    .await?;
-    Ok(body)
-}
+/// The key that claims a database for one test while it runs.
+const CLAIM: &str = "migrate-original-test:claim";
 
 /// A Redis database of the test server in which the original's keys do not exist yet.
 async fn empty_database(url: &str) -> anyhow::Result<(String, Client)> {
@@ -116,8 +70,25 @@ async fn empty_database(url: &str) -> anyhow::Result<(String, Client)> {
             .first()
             .and_then(Value::as_string);
         let keys = found.into_array().get(1).cloned().map(Value::into_array);
-        if cursor.as_deref() == Some("0") && keys.is_none_or(|k| k.is_empty()) {
+        // Claimed, so that two tests of this file never share a database.
+        let claimed = command(
+            &client,
+            "SET",
+            vec![
+                CLAIM.into(),
+                "1".into(),
+                "NX".into(),
+                "EX".into(),
+                600.into(),
+            ],
+        )
+        .await?;
+        if cursor.as_deref() == Some("0") && keys.is_none_or(|k| k.is_empty()) && !claimed.is_null()
+        {
             return Ok((source, client));
+        }
+        if !claimed.is_null() {
+            command(&client, "DEL", vec![CLAIM.into()]).await?;
         }
         client.quit().await?;
     }
@@ -215,6 +186,35 @@ async fn delete_matching(client: &Client, pattern: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The original's data written into a database of its own, and removed again.
+struct OriginalFixture {
+    source: String,
+    client: Client,
+    written: Vec<Written>,
+}
+
+impl OriginalFixture {
+    async fn write(url: &str) -> anyhow::Result<Self> {
+        let (source, client) = empty_database(url).await?;
+        let written = python::write_original(&client).await?;
+        Ok(Self {
+            source,
+            client,
+            written,
+        })
+    }
+
+    async fn remove(self) -> anyhow::Result<()> {
+        delete_matching(&self.client, "timeline:*").await?;
+        for w in &self.written {
+            command(&self.client, "DEL", vec![format!("event:{}", w.id).into()]).await?;
+        }
+        command(&self.client, "DEL", vec![CLAIM.into()]).await?;
+        self.client.quit().await?;
+        Ok(())
+    }
+}
+
 #[test]
 fn imports_the_originals_redis_once_with_an_exact_report() -> anyhow::Result<()> {
     let Some(url) = test_server("EVENTBUS_TEST_REDIS_URL", "redis")? else {
@@ -229,23 +229,102 @@ fn imports_the_originals_redis_once_with_an_exact_report() -> anyhow::Result<()>
         ("EVENT_BATCH_SIZE", "64"),
     ];
     let settings = Settings::from_vars(vars)?;
-    let (source, original) = runtime.block_on(empty_database(&url))?;
-    let written = runtime.block_on(python::write_original(&original))?;
-    let result = check_import(&runtime, &vars, &settings, &source, &written);
-
+    let original = runtime.block_on(OriginalFixture::write(&url))?;
+    let result = unwinding(|| {
+        check_import(
+            &runtime,
+            &vars,
+            &settings,
+            &original.source,
+            &original.written,
+        )
+    });
     runtime.block_on(async {
-        delete_matching(&original, "timeline:*").await?;
-        for w in &written {
-            command(&original, "DEL", vec![format!("event:{}", w.id).into()]).await?;
-        }
-        original.quit().await?;
+        original.remove().await?;
         let target = Builder::from_config(Config::from_url(&url)?).build()?;
         target.init().await?;
         delete_matching(&target, &format!("{prefix}:*")).await?;
         target.quit().await?;
         anyhow::Ok(())
     })?;
-    result
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[test]
+fn imports_into_kafka_once() -> anyhow::Result<()> {
+    let (Some(url), Some(brokers)) = (
+        test_server("EVENTBUS_TEST_REDIS_URL", "redis")?,
+        test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")?,
+    ) else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let prefix = event_testkit::unique("cli-migrate");
+    let vars = [
+        ("EVENT_BUS_TYPE", "kafka"),
+        ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),
+        ("KAFKA_TOPIC_PREFIX", prefix.as_str()),
+    ];
+    let settings = Settings::from_vars(vars)?;
+    let original = runtime.block_on(OriginalFixture::write(&url))?;
+    let check = || -> anyhow::Result<()> {
+        let expected: BTreeMap<String, Json> = original
+            .written
+            .iter()
+            .filter_map(|w| Some((w.id.clone(), w.expected.clone()?)))
+            .collect();
+        let valid = expected.len() as u64;
+        for (imported, duplicates) in [(valid, 0), (0, valid)] {
+            let out = run(
+                &vars,
+                &[
+                    "--json",
+                    "migrate",
+                    "from-original",
+                    "--redis-url",
+                    &original.source,
+                ],
+            )?;
+            ensure!(code(&out) == 0, "{} {}", stdout(&out), stderr(&out));
+            let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+            assert_eq!((counts.imported, counts.duplicates), (imported, duplicates));
+            assert_eq!(counts.expired, python::EXPIRED as u64);
+        }
+        let held = runtime.block_on(async {
+            let mut config = settings.bus.clone();
+            config.enable_event_sourcing = false;
+            let bus = event_kafka::KafkaBus::connect(settings.kafka.clone(), config).await?;
+            let types: std::collections::BTreeSet<EventType> = expected
+                .values()
+                .filter_map(|e| EventType::new(e["event_type"].as_str()?).ok())
+                .collect();
+            let events: Vec<Event> = bus
+                .replay(ReplayQuery::new(types, OffsetDateTime::UNIX_EPOCH))
+                .await?
+                .try_collect()
+                .await?;
+            bus.shutdown().await?;
+            anyhow::Ok(events)
+        })?;
+        let found: BTreeMap<String, Json> = held
+            .iter()
+            .map(|e| (e.id.to_string(), comparable(e)))
+            .collect();
+        assert_eq!(held.len(), expected.len(), "stored twice or missing");
+        assert_eq!(found, expected);
+        Ok(())
+    };
+    let result = unwinding(check);
+    runtime.block_on(original.remove())?;
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs a check that may panic (a failed assertion), so that the caller can clean up before it
+/// fails as the check did (`resume_unwind`).
+fn unwinding(
+    check: impl FnOnce() -> anyhow::Result<()>,
+) -> std::thread::Result<anyhow::Result<()>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check))
 }
 
 fn check_import(

@@ -3,12 +3,14 @@
 
 use std::io;
 
-use fred::prelude::Client;
+use fred::prelude::{Client, ClientLike};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use time::OffsetDateTime;
 
-use super::{Written, command, now_minus, publish_original};
+use fred::types::Value;
+
+use super::{Written, now_minus};
 
 /// Ids in a timeline whose body has expired.
 pub(crate) const EXPIRED: usize = 20;
@@ -390,4 +392,59 @@ pub(crate) async fn write_original(client: &Client) -> anyhow::Result<Vec<Writte
         });
     }
     Ok(written)
+}
+
+/// One raw Redis command.
+pub(crate) async fn command(
+    client: &Client,
+    name: &'static str,
+    args: Vec<Value>,
+) -> anyhow::Result<Value> {
+    Ok(client.custom(fred::cmd!(name), args).await?)
+}
+
+/// The original's `publish_event`: four separate commands, with no pipeline.
+async fn publish_original(
+    client: &Client,
+    timeline_type: &str,
+    event: &PythonEvent,
+) -> anyhow::Result<String> {
+    let body = python_json(event)?;
+    let ttl = Value::from(604_800);
+    command(
+        client,
+        "PUBLISH",
+        vec![
+            format!("events:{timeline_type}").into(),
+            body.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "SETEX",
+        vec![
+            format!("event:{}", event.id).into(),
+            ttl.clone(),
+            body.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "ZADD",
+        vec![
+            format!("timeline:{timeline_type}").into(),
+            Value::from(event.score.to_string()),
+            event.id.clone().into(),
+        ],
+    )
+    .await?;
+    command(
+        client,
+        "EXPIRE",
+        vec![format!("timeline:{timeline_type}").into(), ttl],
+    )
+    .await?;
+    Ok(body)
 }
