@@ -391,6 +391,41 @@ pub(crate) async fn write_original(client: &Client) -> anyhow::Result<Vec<Writte
             expected: None,
         });
     }
+    // A body in another type's timeline: imported with its own type, and found by the second
+    // run although no timeline names that type.
+    let id = uuid4(&mut rng);
+    let payload = json!({"flag_name": "dark_mode", "enabled": true});
+    let body = shaped(&id, "feature_flag.created", payload.clone());
+    command(
+        client,
+        "SETEX",
+        vec![format!("event:{id}").into(), 604_800.into(), body.into()],
+    )
+    .await?;
+    let timeline = "EventType.AGENT_STARTED".to_string();
+    command(
+        client,
+        "ZADD",
+        vec![
+            format!("timeline:{timeline}").into(),
+            "1764000001.5".into(),
+            id.clone().into(),
+        ],
+    )
+    .await?;
+    let at = event_core::timestamp::parse(&now)?;
+    let expected = json!({
+        "id": id, "event_type": "feature_flag.created", "payload": payload,
+        "timestamp": event_core::timestamp::format(at), "source": "svc",
+        "correlation_id": null, "causation_id": null, "metadata": {},
+        "aggregate_id": null, "aggregate_type": null, "aggregate_version": null,
+        "partition_key": null,
+    });
+    written.push(Written {
+        id,
+        timeline,
+        expected: Some(expected),
+    });
     Ok(written)
 }
 

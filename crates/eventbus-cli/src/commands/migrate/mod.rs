@@ -124,6 +124,7 @@ async fn from_original(
         Some(manager) => held_ids(manager.bus()?.as_ref(), &types).await?,
         None => HashSet::new(),
     };
+    let mut looked_up: HashSet<EventType> = types.into_iter().collect();
 
     let progress = ProgressBar::new(lengths.iter().sum());
     progress.set_style(
@@ -155,8 +156,20 @@ async fn from_original(
                     Err(rejection) => {
                         report.problem(key, &body_key, rejection.problem, &rejection.reason)?;
                     }
-                    Ok(event) if !known.insert(event.id) => report.of(key).duplicates += 1,
-                    Ok(event) => fresh.push(event),
+                    Ok(event) => {
+                        if let Some(bus) = &bus
+                            && looked_up.insert(event.event_type.clone())
+                        {
+                            // A body whose type is not its timeline's.
+                            let of_type = std::slice::from_ref(&event.event_type);
+                            known.extend(held_ids(bus.as_ref(), of_type).await?);
+                        }
+                        if known.insert(event.id) {
+                            fresh.push(event);
+                        } else {
+                            report.of(key).duplicates += 1;
+                        }
+                    }
                 }
             }
             match &bus {
