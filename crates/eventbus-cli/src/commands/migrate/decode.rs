@@ -177,6 +177,20 @@ pub(crate) fn decode(
         .map_err(|e| reject(Problem::BadEnvelope, e.to_string()))?;
     event.payload = payload;
     event.correlation_id = body.get("correlation_id").and_then(text);
+    // The same fields at the top (a body written by something newer than the original) are
+    // read alike; the metadata's win.
+    for name in [
+        "aggregate_id",
+        "aggregate_type",
+        "aggregate_version",
+        "causation_id",
+    ] {
+        if let Some(value) = body.get(name).filter(|v| !v.is_null())
+            && !metadata.contains_key(name)
+        {
+            metadata.insert(name.to_string(), value.clone());
+        }
+    }
     sourcing(&mut event, &mut metadata);
     event.metadata = metadata;
     event.extra = body
@@ -374,5 +388,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.timestamp.unix_timestamp(), 1_764_193_561);
+        // Sourcing fields at the top are read too.
+        let event = decode(
+            "54ea1b7c-8f1e-4d2a-9c6b-0a1b2c3d4e5f",
+            br#"{"event_type":"x.y","payload":{},"source":"s","causation_id":"c-1","aggregate_id":7}"#,
+            "x.y",
+            Some(1.0),
+        )
+        .unwrap();
+        assert_eq!(event.causation_id.as_deref(), Some("c-1"));
+        assert_eq!(event.aggregate_id.as_deref(), Some("7"));
+        assert!(event.metadata.is_empty() && event.extra.is_empty());
     }
 }
