@@ -1,11 +1,12 @@
 //! [`ManagerHealth`]: is the bus reachable, are the consumers alive, how deep are the
-//! dead-letter queues.
+//! dead-letter queues, are the supervised components running.
 
 use event_core::{ConsumerHealth, HealthStatus};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::EventBusManager;
+use crate::component::ComponentReport;
 use crate::manager::ManagerState;
 use crate::stats::state_name;
 
@@ -28,6 +29,10 @@ pub struct ManagerHealth {
     pub dead_letter_depth: u64,
     /// Registered handlers.
     pub handlers_count: usize,
+    /// The supervised components ([`ManagerBuilder::component`](crate::ManagerBuilder::component)):
+    /// running or restarting, and their failures.
+    #[serde(default)]
+    pub components: Vec<ComponentReport>,
     /// What is wrong, in words.
     pub problems: Vec<String>,
     /// When this was checked.
@@ -59,6 +64,7 @@ impl EventBusManager {
                 consumers: Vec::new(),
                 dead_letter_depth: 0,
                 handlers_count: registrations.len(),
+                components: Vec::new(),
                 problems: vec![match state {
                     ManagerState::Starting => "the event bus is starting".to_string(),
                     ManagerState::Stopping => "the event bus is stopping".to_string(),
@@ -79,6 +85,10 @@ impl EventBusManager {
                 status = status.max(HealthStatus::Degraded);
             }
         }
+        let components = self.component_reports();
+        let (component_status, component_problems) = crate::component::health(&components).await;
+        status = status.max(component_status);
+        problems.extend(component_problems);
         ManagerHealth {
             status,
             backend: health.backend,
@@ -87,6 +97,7 @@ impl EventBusManager {
             dead_letter_depth: health.consumers.iter().map(|c| c.dead_letter_depth).sum(),
             consumers: health.consumers,
             handlers_count: registrations.len(),
+            components: components.into_iter().map(|(_, r)| r).collect(),
             problems,
             timestamp: OffsetDateTime::now_utc(),
         }

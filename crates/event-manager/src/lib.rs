@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod component;
 mod domain_handlers;
 mod error;
 mod global;
@@ -18,6 +19,7 @@ mod settings;
 mod stats;
 
 pub use backend::{CapabilityReport, check_capabilities, connect_bus};
+pub use component::{Component, ComponentError, ComponentReport, Shutdown};
 pub use domain_handlers::{View, catalog_json};
 pub use error::Error;
 

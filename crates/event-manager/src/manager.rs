@@ -9,9 +9,11 @@ use event_core::{Config, EnvSettings, EventBus, EventHandler, SubscriptionSpec};
 use event_handlers::{AuditSettings, DomainContext};
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::Error;
 use crate::backend::{check_capabilities, connect_bus};
+use crate::component::{Component, ComponentReport, Supervised};
 use crate::domain_handlers::{self, View};
 use crate::registry::{Entry, HandlerOrigin, Registry};
 use crate::settings::Settings;
@@ -52,6 +54,7 @@ pub struct ManagerBuilder {
     explicit: BTreeSet<String>,
     handlers: Vec<(SubscriptionSpec, Arc<dyn EventHandler>)>,
     domain_context: Arc<ContextFactory>,
+    components: Vec<Arc<dyn Component>>,
 }
 
 /// Makes the domain handlers' context for the bus of a start.
@@ -96,6 +99,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// Adds a component the manager runs beside the bus while it runs: started after the bus,
+    /// restarted whenever it fails, stopped before the bus, and reported in health (an outbox
+    /// relay, say).
+    pub fn component(mut self, component: Arc<dyn Component>) -> Self {
+        self.components.push(component);
+        self
+    }
+
     /// How the domain handlers' context is made at each start (where the audit trail goes,
     /// alert thresholds); by default the audit settings come from the environment
     /// (`EVENT_AUDIT_DIR`, ...), the audit entries are sealed when the configuration encrypts
@@ -126,6 +137,7 @@ impl ManagerBuilder {
             settings: self.settings,
             explicit: self.explicit,
             domain_context: self.domain_context,
+            components: self.components,
             lifecycle: tokio::sync::Mutex::new(()),
             shared: Mutex::new(Shared {
                 state: ManagerState::Stopped,
@@ -133,6 +145,7 @@ impl ManagerBuilder {
                 started_at: None,
                 registry,
                 warnings: Vec::new(),
+                running: None,
             }),
         })
     }
@@ -159,6 +172,8 @@ struct Shared {
     started_at: Option<OffsetDateTime>,
     registry: Registry,
     warnings: Vec<String>,
+    /// The supervised components while running, and the switch that stops them.
+    running: Option<(watch::Sender<bool>, Vec<Supervised>)>,
 }
 
 /// The event bus of an application: builds the bus that `EVENT_BUS_TYPE` names, checks the
@@ -173,6 +188,7 @@ pub struct EventBusManager {
     settings: Settings,
     explicit: BTreeSet<String>,
     domain_context: Arc<ContextFactory>,
+    components: Vec<Arc<dyn Component>>,
     /// Serialises start, stop and registry changes that subscribe or unsubscribe.
     lifecycle: tokio::sync::Mutex<()>,
     shared: Mutex<Shared>,
@@ -199,6 +215,7 @@ impl EventBusManager {
             explicit: BTreeSet::new(),
             handlers: Vec::new(),
             domain_context: Arc::new(move |bus| default_context(bus, &config)),
+            components: Vec::new(),
         }
     }
 
@@ -263,6 +280,20 @@ impl EventBusManager {
             .registry
             .get(handler)
             .and_then(|e| e.view.clone())
+    }
+
+    /// Each supervised component with its report, while running.
+    pub(crate) fn component_reports(&self) -> Vec<(Arc<dyn Component>, ComponentReport)> {
+        self.shared()
+            .running
+            .as_ref()
+            .map(|(_, supervised)| {
+                supervised
+                    .iter()
+                    .map(|s| (s.component.clone(), s.report()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The names of the handlers that keep a view.
@@ -362,6 +393,15 @@ impl EventBusManager {
                 entry.subscription = Some(subscription);
             }
         }
+        if !self.components.is_empty() {
+            let (stop, stopped) = watch::channel(false);
+            let supervised = self
+                .components
+                .iter()
+                .map(|c| Supervised::start(c.clone(), bus.clone(), stopped.clone()))
+                .collect();
+            shared.running = Some((stop, supervised));
+        }
         shared.bus = Some(bus);
         shared.started_at = Some(OffsetDateTime::now_utc());
         shared.warnings = report.warnings;
@@ -407,14 +447,21 @@ impl EventBusManager {
     /// stopped anyway.
     pub async fn stop(&self) -> Result<(), Error> {
         let _lifecycle = self.lifecycle.lock().await;
-        let bus = {
+        let (bus, running) = {
             let mut shared = self.shared();
             if shared.state != ManagerState::Running {
                 return Ok(());
             }
             shared.state = ManagerState::Stopping;
-            shared.bus.clone()
+            (shared.bus.clone(), shared.running.take())
         };
+        // The components first: they use the bus.
+        if let Some((stop, supervised)) = running {
+            let _ = stop.send(true);
+            for s in supervised {
+                s.join(self.settings.bus.shutdown_timeout).await;
+            }
+        }
         let result = match bus {
             Some(bus) => bus.shutdown().await,
             None => Ok(()),

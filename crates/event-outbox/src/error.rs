@@ -21,7 +21,7 @@ pub enum OutboxError {
     /// The outbox's tables are missing or older than this crate: run the migrations
     /// ([`migrate`](crate::migrate)) first.
     #[error(
-        "the outbox schema is at version {found}, this crate needs {needed}: run event_outbox::migrate"
+        "the outbox schema is at version {found}, this crate needs {needed}: run event_outbox::migrate, or `eventbus outbox migrate`"
     )]
     SchemaOutdated {
         /// The newest migration applied (0: none).

@@ -76,10 +76,17 @@ impl Context {
         open_with(self.settings.clone(), self.explicit.clone()).await
     }
 
-    /// A manager with this run's settings (domain handlers included), not started.
-    pub(crate) fn manager(&self) -> anyhow::Result<EventBusManager> {
-        Ok(EventBusManager::builder(self.settings.clone())
-            .explicit_variables(self.explicit.clone())
+    /// A manager with this run's settings (domain handlers included) and `components`, not
+    /// started.
+    pub(crate) fn manager(
+        &self,
+        components: Vec<Arc<dyn event_manager::Component>>,
+    ) -> anyhow::Result<EventBusManager> {
+        let builder = EventBusManager::builder(self.settings.clone())
+            .explicit_variables(self.explicit.clone());
+        Ok(components
+            .into_iter()
+            .fold(builder, |b, c| b.component(c))
             .build()?)
     }
 }

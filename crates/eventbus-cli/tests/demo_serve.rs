@@ -1,30 +1,14 @@
 //! `eventbus demo --serve`: after the story, the demo's bus stays up with the API and the
 //! dashboard, with a made-up admin token, until SIGINT (Ctrl-C).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 
 mod common;
 
-use common::eventbus;
-
-/// One `GET` on a fresh connection; the whole reply.
-fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
-}
+use common::{eventbus, get};
 
 #[test]
 fn demo_serve_keeps_the_bus_up_with_the_dashboard_until_ctrl_c() -> anyhow::Result<()> {

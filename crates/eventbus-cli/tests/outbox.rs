@@ -210,3 +210,94 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
     })?;
     Ok(())
 }
+
+/// `eventbus serve --outbox-relay` started before the outbox's schema exists: the relay fails,
+/// is restarted and health says so; once `outbox migrate` ran it comes up by itself, health is
+/// healthy again, and what the application commits is published.
+#[test]
+fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
+    let Some(database) = test_server("EVENTBUS_TEST_POSTGRES_URL", "postgres")? else {
+        return Ok(());
+    };
+    let schema = event_testkit::unique("cli_serve_outbox").replace('-', "_");
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let url = format!("{database}{separator}options[search_path]={schema}");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&database))?;
+    runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin))?;
+
+    const TOKEN: &str = "admin-token-for-the-outbox-test-01";
+    let tokens = format!("admin:{TOKEN}");
+    let vars = [
+        ("EVENT_BUS_TYPE", "memory"),
+        ("EVENT_API_TOKENS", tokens.as_str()),
+        ("DATABASE_URL", url.as_str()),
+    ];
+    let (child, addr) = common::serve(&vars, &["--outbox-relay"])?;
+    let _serve = Relay(Some(child));
+    let addr = addr.to_string();
+    let health = || -> anyhow::Result<Value> {
+        let reply = common::get(&addr, "/api/v1/events/health", Some(TOKEN))?;
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).with_context(|| format!("health: {reply}"))
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&Value) -> bool| -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = health()?;
+            if done(&report) {
+                return Ok(report);
+            }
+            ensure!(Instant::now() < deadline, "{what} within 60 s: {report}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let relay = |report: &Value| report["components"][0].clone();
+    let failing = wait_for("the relay fails and is restarted", &|r| {
+        relay(r)["restarts"].as_u64() >= Some(1)
+    })?;
+    ensure!(
+        relay(&failing)["name"] == "outbox_relay"
+            && relay(&failing)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("eventbus outbox migrate")),
+        "the relay's report: {failing}"
+    );
+
+    let out = run(&[("DATABASE_URL", url.as_str())], &["outbox", "migrate"])?;
+    ensure!(code(&out) == 0, "outbox migrate: {}", stderr(&out));
+    let up = wait_for("the relay runs and health is healthy", &|r| {
+        relay(r)["state"] == "running" && r["status"] == "healthy"
+    })?;
+    ensure!(up["problems"].as_array().is_some_and(Vec::is_empty), "{up}");
+
+    let pool = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&url))?;
+    let events = 300u64;
+    runtime.block_on(async {
+        let mut tx = pool.begin().await?;
+        let batch: Vec<Event> = (0..events)
+            .map(|n| {
+                Event::builder(EventType::new("ledger.entry")?, "ledger")
+                    .payload(json!({"n": n}))
+                    .build()
+            })
+            .collect::<Result<_, _>>()?;
+        Outbox::new().add(&mut tx, batch).await?;
+        tx.commit().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = Outbox::stats(&pool).await?;
+            if stats.delivered == events && stats.pending == 0 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the served relay left {stats:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pool.close().await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}

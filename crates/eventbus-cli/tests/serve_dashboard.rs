@@ -9,9 +9,8 @@ mod common;
 #[path = "../../event-manager/tests/http_client/mod.rs"]
 mod http_client;
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -24,31 +23,12 @@ const ADMIN: &str = "admin-token-for-the-binary-0001";
 /// Every wait's deadline: far above what it takes, even on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// `eventbus serve` on a free port, and the address it says it serves on.
+/// `eventbus serve` on a free port with both tokens, and the address it serves on.
 fn serve(vars: &[(&str, &str)]) -> anyhow::Result<(Child, SocketAddr)> {
     let tokens = format!("read:{READER},admin:{ADMIN}");
     let mut all = vec![("EVENT_API_TOKENS", tokens.as_str())];
     all.extend_from_slice(vars);
-    let mut child = common::eventbus(&all, &["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .context("eventbus serve ended before serving")??;
-        if let Some(rest) = line.split("://").nth(1)
-            && line.contains("serving the")
-        {
-            let addr = rest.split('/').next().unwrap_or_default();
-            break addr.parse::<SocketAddr>()?;
-        }
-    };
-    // Keep reading its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    Ok((child, addr))
+    common::serve(&all, &[])
 }
 
 async fn the_served_page_shows_what_is_published(vars: &[(&str, &str)]) -> anyhow::Result<()> {

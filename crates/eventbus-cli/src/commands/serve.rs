@@ -15,6 +15,14 @@ pub(crate) struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "EVENT_API_ADDR", default_value = event_manager::http::DEFAULT_ADDR)]
     addr: String,
+    /// Also run the relay of the PostgreSQL outbox at DATABASE_URL (`eventbus outbox relay`),
+    /// supervised: restarted when it fails, and reported in health.
+    #[arg(long)]
+    outbox_relay: bool,
+    /// The outbox's database, for --outbox-relay. Prefer DATABASE_URL: a password on the
+    /// command line is visible in the process list.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> {
@@ -31,7 +39,17 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .as_ref()
         .map(|tls| tls.server_config())
         .transpose()?;
-    let manager = Arc::new(ctx.manager()?);
+    let mut components: Vec<Arc<dyn event_manager::Component>> = Vec::new();
+    if args.outbox_relay {
+        let Some(url) = &args.database_url else {
+            return Err(ArgError(
+                "--outbox-relay needs the outbox's database: set DATABASE_URL".into(),
+            )
+            .into());
+        };
+        components.push(Arc::new(super::outbox::RelayComponent::new(url)?));
+    }
+    let manager = Arc::new(ctx.manager(components)?);
     // The router first: it installs the metrics recorder before any handler records.
     let app = router(manager.clone(), api);
     manager.start_with_retries(5).await?;
