@@ -26,7 +26,7 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
             .collect()
     } else {
         let mut topics = Vec::new();
-        for event_type in &query.event_types {
+        for event_type in &query.distinct_types() {
             let topic = inner.topics.events(event_type.as_str());
             if let Some(n) = inner.topics.existing(&inner.control, &topic).await? {
                 topics.push((topic, n));

@@ -20,7 +20,7 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
     let types = if query.event_types.is_empty() {
         event_types(inner).await?
     } else {
-        query.event_types.clone()
+        query.distinct_types()
     };
     let cutoff = inner.cutoff_ms().await.unwrap_or(0);
     let from_ms = i64::try_from(query.from.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);

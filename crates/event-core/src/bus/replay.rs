@@ -45,6 +45,17 @@ impl ReplayQuery {
         }
     }
 
+    /// [`event_types`](Self::event_types) without repeats, in their first order: what a
+    /// backend reads (a type named twice is read once, not twice).
+    pub fn distinct_types(&self) -> Vec<EventType> {
+        let mut seen = std::collections::HashSet::new();
+        self.event_types
+            .iter()
+            .filter(|t| seen.insert(*t))
+            .cloned()
+            .collect()
+    }
+
     /// Stops before this time.
     pub fn to(mut self, to: OffsetDateTime) -> Self {
         self.to = Some(to);

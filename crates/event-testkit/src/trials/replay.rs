@@ -147,7 +147,8 @@ pub(crate) async fn merges_types_by_timestamp(fx: &Fixture) -> anyhow::Result<()
         "replay of three types returned {:?}, expected 0 to 29 in order",
         ns(&got)
     );
-    let two = [types[0].clone(), types[2].clone()];
+    // A type named twice is read once.
+    let two = [types[0].clone(), types[2].clone(), types[0].clone()];
     let got = replay_all(&*bus, ReplayQuery::new(two, from)).await?;
     let expected: Vec<u64> = (0..30).filter(|n| n % 3 != 1).collect();
     ensure!(
