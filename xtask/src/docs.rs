@@ -1,7 +1,8 @@
 //! `cargo xtask docs`: renders the event catalog of `event-publishers` into `docs/events.md`
 //! and `docs/asyncapi.json` (AsyncAPI 3.0), and the crates' variable tables into
 //! `docs/configuration.md`. `cargo xtask docs --check` fails when the committed files differ
-//! from what the code generates.
+//! from what the code generates. `cargo xtask docs --docs-rs` renders the API docs as docs.rs
+//! does (nightly, `--cfg docsrs`).
 //!
 //! The variable tables live in the backend crates, which this tool does not build: the test
 //! `event-manager/tests/configuration_docs.rs` renders them, checks the page (so `cargo test`
@@ -30,8 +31,38 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
             check()?;
             configuration_tables(false)
         }
-        _ => bail!("`cargo xtask docs` takes no argument or `--check`, found {args:?}"),
+        ["--docs-rs"] => docs_rs(),
+        _ => {
+            bail!("`cargo xtask docs` takes no argument, `--check` or `--docs-rs`, found {args:?}")
+        }
     }
+}
+
+/// Renders the API docs as docs.rs does (a nightly rustdoc, `--cfg docsrs`, so items behind a
+/// feature say which; every feature on), with warnings denied, into `target/docs-rs`.
+fn docs_rs() -> anyhow::Result<()> {
+    let mut command = std::process::Command::new("rustup");
+    command
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "doc",
+            "--workspace",
+            "--exclude",
+            "xtask",
+        ])
+        .args(["--no-deps", "--all-features", "--target-dir"])
+        .arg(project_root().join("target/docs-rs"))
+        .env("RUSTDOCFLAGS", "--cfg docsrs -D warnings")
+        .current_dir(project_root());
+    crate::shell::run("docs.rs rendering", &mut command).context(
+        "the docs.rs rendering needs a nightly toolchain: `rustup toolchain install nightly --profile minimal`",
+    )?;
+    println!(
+        "xtask docs: the API docs render as on docs.rs: target/docs-rs/doc/event_core/index.html"
+    );
+    Ok(())
 }
 
 /// Runs the test that checks (or, with `write`, writes) the tables of `docs/configuration.md`.

@@ -44,9 +44,10 @@ commands:
                               the chaos harness run long (default 30 minutes; all backends,
                               or one) in release mode, with its summary as a table row for
                               docs/reliability.md
-  docs [--check]              render the event catalog into docs/events.md and
+  docs [--check|--docs-rs]    render the event catalog into docs/events.md and
                               docs/asyncapi.json, and the variable tables into
-                              docs/configuration.md; --check fails when they are stale
+                              docs/configuration.md; --check fails when they are stale;
+                              --docs-rs renders the API docs as docs.rs does (nightly)
   help                        this text
 
 backends: memory, redis, kafka; bench also takes kafka-cluster (the Kafka benchmark on three nodes,
