@@ -35,6 +35,41 @@ impl Drop for Relay {
     }
 }
 
+/// A fresh schema of the test server, dropped with everything in it when the test ends.
+struct Schema {
+    runtime: tokio::runtime::Runtime,
+    admin: sqlx::PgPool,
+    name: String,
+    /// The server's URL with this schema first in the search path.
+    url: String,
+}
+
+impl Schema {
+    fn new(database: &str, prefix: &str) -> anyhow::Result<Self> {
+        let name = event_testkit::unique(prefix).replace('-', "_");
+        let separator = if database.contains('?') { '&' } else { '?' };
+        let url = format!("{database}{separator}options[search_path]={name}");
+        let runtime = tokio::runtime::Runtime::new()?;
+        let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(database))?;
+        runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&admin))?;
+        Ok(Self {
+            runtime,
+            admin,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let drop_it = format!("DROP SCHEMA {} CASCADE", self.name);
+        let _ = self
+            .runtime
+            .block_on(sqlx::query(&drop_it).execute(&self.admin));
+    }
+}
+
 #[test]
 fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Result<()> {
     let (Some(database), Some(redis)) = (
@@ -43,13 +78,9 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
     ) else {
         return Ok(());
     };
-    let prefix = event_testkit::unique("cli-outbox");
-    let schema = prefix.replace('-', "_");
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let url = format!("{database}{separator}options[search_path]={schema}");
-    let runtime = tokio::runtime::Runtime::new()?;
-    let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&database))?;
-    runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin))?;
+    let fresh = Schema::new(&database, "cli_outbox")?;
+    let (runtime, schema, url) = (&fresh.runtime, &fresh.name, &fresh.url);
+    let prefix = schema.replace('_', "-");
 
     let migrate = |expect: &str| -> anyhow::Result<()> {
         let out = run(&[("DATABASE_URL", url.as_str())], &["outbox", "migrate"])?;
@@ -78,7 +109,7 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
                 "outbox",
                 "relay",
                 "--channel",
-                &schema,
+                schema,
                 "--batch-size",
                 "100",
                 // Long, so the events come through `LISTEN/NOTIFY`, not through polling alone.
@@ -93,7 +124,7 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
     ));
 
     let event_type = EventType::new(format!("ledger.{schema}"))?;
-    let pool = runtime.block_on(PgPoolOptions::new().max_connections(2).connect(&url))?;
+    let pool = runtime.block_on(PgPoolOptions::new().max_connections(2).connect(url))?;
     let outbox = Outbox::with_channel(schema.clone());
     let mut committed = HashSet::new();
     let mut rolled_back = HashSet::new();
@@ -201,13 +232,7 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
         "outbox stats said {stats}"
     );
 
-    runtime.block_on(async {
-        pool.close().await;
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&admin)
-            .await?;
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(pool.close());
     Ok(())
 }
 
@@ -219,12 +244,8 @@ fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
     let Some(database) = test_server("EVENTBUS_TEST_POSTGRES_URL", "postgres")? else {
         return Ok(());
     };
-    let schema = event_testkit::unique("cli_serve_outbox").replace('-', "_");
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let url = format!("{database}{separator}options[search_path]={schema}");
-    let runtime = tokio::runtime::Runtime::new()?;
-    let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&database))?;
-    runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin))?;
+    let fresh = Schema::new(&database, "cli_serve_outbox")?;
+    let (runtime, url) = (&fresh.runtime, &fresh.url);
 
     const TOKEN: &str = "admin-token-for-the-outbox-test-01";
     let tokens = format!("admin:{TOKEN}");
@@ -271,7 +292,7 @@ fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
     })?;
     ensure!(up["problems"].as_array().is_some_and(Vec::is_empty), "{up}");
 
-    let pool = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&url))?;
+    let pool = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(url))?;
     let events = 300u64;
     runtime.block_on(async {
         let mut tx = pool.begin().await?;
@@ -294,9 +315,6 @@ fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         pool.close().await;
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&admin)
-            .await?;
         anyhow::Ok(())
     })?;
     Ok(())
