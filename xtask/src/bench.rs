@@ -85,6 +85,15 @@ const BENCHMARKS: &[Benchmark] = &[
         env: &[("EVENTBUS_BENCH_KAFKA_CLUSTER", "1")],
         browser: false,
     },
+    // The PostgreSQL outbox's relay and inbox against the bus's raw `publish_batch`.
+    Benchmark {
+        backend: "outbox",
+        package: "event-outbox",
+        bench_target: "outbox",
+        services: &[Service::Postgres, Service::Redis, Service::Kafka],
+        env: &[],
+        browser: false,
+    },
     // The dashboard in a headless Chromium, 100 handlers and 10,000 events/s on a memory bus.
     Benchmark {
         backend: "dashboard",

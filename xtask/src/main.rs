@@ -51,8 +51,9 @@ commands:
   help                        this text
 
 backends: memory, redis, kafka; bench also takes kafka-cluster (the Kafka benchmark on three nodes,
-replication factor 3) and publishers (the batch publisher on memory
-and redis); services: redis, redis-cluster, kafka, kafka-cluster (docs/testing.md)
+replication factor 3), redis-cluster, publishers (the batch publisher on memory,
+redis and kafka), outbox (the PostgreSQL outbox's relay and inbox) and dashboard;
+services: redis, redis-cluster, kafka, kafka-cluster, postgres, browser (docs/testing.md)
 ";
 
 fn main() -> ExitCode {
