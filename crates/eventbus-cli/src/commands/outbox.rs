@@ -77,11 +77,16 @@ pub(crate) async fn run(ctx: &Context, command: OutboxCommand) -> anyhow::Result
     }
 }
 
-/// A small pool on the outbox's database.
-async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
+/// A small pool: enough for one relay (its `LISTEN` connection and its rounds) and the health
+/// checks.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
+}
+
+async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let pool = pool_options()
         .connect(&args.database_url)
         .await
         .map_err(|e| {
@@ -240,9 +245,7 @@ impl RelayComponent {
     /// A relay of the default outbox at `url`; it connects when it runs (and waits for a
     /// PostgreSQL that is not up yet).
     pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
+        let pool = pool_options()
             .connect_lazy(url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: {e}", event_core::redact_url(url)))?;
         Ok(Self {
