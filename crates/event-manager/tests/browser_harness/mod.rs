@@ -61,8 +61,21 @@ pub(crate) struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver on a free port and opens a headless session (1280×900).
+    /// Starts chromedriver on a free port and opens a headless session (1280×900). A start
+    /// that fails (chromedriver gone between listening and the session request, seen once on
+    /// a loaded machine) is tried again with a new chromedriver, three times in all.
     pub(crate) async fn start(chromedriver: &PathBuf) -> anyhow::Result<Self> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::start_once(chromedriver).await {
+                Ok(browser) => return Ok(browser),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!("three starts failed: {}", failures.join("; "))
+    }
+
+    async fn start_once(chromedriver: &PathBuf) -> anyhow::Result<Self> {
         let turn = ONE_AT_A_TIME.acquire().await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
