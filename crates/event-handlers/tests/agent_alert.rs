@@ -261,75 +261,32 @@ async fn missing_fields_never_crash_it() -> anyhow::Result<()> {
     harness.stop().await
 }
 
-/// A real `MemoryBus` whose publishes can be made to fail, as a lost connection would.
-struct SwitchableBus {
-    inner: event_core::MemoryBus,
+/// Publishes that fail while `down`, as with a lost connection.
+#[derive(Default)]
+struct Switch {
     down: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl EventBus for SwitchableBus {
-    fn capabilities(&self) -> event_core::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn publish(&self, event: Event) -> Result<event_core::EventId, event_core::Error> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(event_core::Error::backend(
-                "memory",
-                "connection lost",
-                true,
-            ));
-        }
-        self.inner.publish(event).await
-    }
+impl event_testkit::PublishHook for Switch {
     async fn publish_batch(
         &self,
+        inner: &dyn EventBus,
         events: Vec<Event>,
     ) -> Vec<Result<event_core::EventId, event_core::Error>> {
-        self.inner.publish_batch(events).await
-    }
-    async fn subscribe(
-        &self,
-        spec: SubscriptionSpec,
-        handler: Arc<dyn event_core::EventHandler>,
-    ) -> Result<event_core::Subscription, event_core::Error> {
-        self.inner.subscribe(spec, handler).await
-    }
-    async fn replay(
-        &self,
-        query: event_core::ReplayQuery,
-    ) -> Result<event_core::EventStream, event_core::Error> {
-        self.inner.replay(query).await
-    }
-    async fn stats(&self) -> Result<event_core::BusStats, event_core::Error> {
-        self.inner.stats().await
-    }
-    async fn health(&self) -> event_core::Health {
-        self.inner.health().await
-    }
-    async fn dead_letters(
-        &self,
-        handler: &str,
-        limit: usize,
-    ) -> Result<Vec<event_core::DeadLetter>, event_core::Error> {
-        self.inner.dead_letters(handler, limit).await
-    }
-    async fn redrive_dead_letters(
-        &self,
-        handler: &str,
-        selection: event_core::DeadLetterSelection,
-    ) -> Result<event_core::RedriveReport, event_core::Error> {
-        self.inner.redrive_dead_letters(handler, selection).await
-    }
-    async fn purge_dead_letters(
-        &self,
-        handler: &str,
-        selection: event_core::DeadLetterSelection,
-    ) -> Result<u64, event_core::Error> {
-        self.inner.purge_dead_letters(handler, selection).await
-    }
-    async fn shutdown(&self) -> Result<(), event_core::Error> {
-        self.inner.shutdown().await
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return events
+                .iter()
+                .map(|_| {
+                    Err(event_core::Error::backend(
+                        "memory",
+                        "connection lost",
+                        true,
+                    ))
+                })
+                .collect();
+        }
+        inner.publish_batch(events).await
     }
 }
 
@@ -337,10 +294,10 @@ impl EventBus for SwitchableBus {
 /// once the bus is back, without counting the event twice in the view.
 #[tokio::test]
 async fn a_failed_alert_publish_is_retried_without_counting_twice() -> anyhow::Result<()> {
-    let bus = Arc::new(SwitchableBus {
-        inner: event_core::MemoryBus::default(),
-        down: std::sync::atomic::AtomicBool::new(false),
-    });
+    let bus = event_testkit::InterceptedBus::new(
+        Arc::new(event_core::MemoryBus::default()),
+        Switch::default(),
+    );
     let alerts = Arc::new(Mutex::new(Vec::<Event>::new()));
     let sink = alerts.clone();
     let watch = bus
@@ -363,7 +320,9 @@ async fn a_failed_alert_publish_is_retried_without_counting_twice() -> anyhow::R
     let first = publisher.event(error("agent-1", "boom"))?;
     event_core::EventHandler::handle(&handler, &first).await?;
     // The second error crosses the threshold while the bus cannot publish.
-    bus.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    bus.hook()
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let second = publisher.event(error("agent-1", "boom again"))?;
     let failure = event_core::EventHandler::handle(&handler, &second)
         .await
@@ -376,7 +335,9 @@ async fn a_failed_alert_publish_is_retried_without_counting_twice() -> anyhow::R
         .unwrap_err();
     assert_eq!(handler.fleet().agent("agent-1").context("agent")?.errors, 2);
     // Back up: the retry publishes the alert, once.
-    bus.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    bus.hook()
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     event_core::EventHandler::handle(&handler, &second).await?;
     event_core::EventHandler::handle(&handler, &second).await?;
     settled(&(bus.clone() as Arc<dyn EventBus>), "alert_watch", 1).await?;

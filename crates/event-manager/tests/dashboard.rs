@@ -102,19 +102,9 @@ impl Server {
 /// `None` when the backend's server is not there (and the test is skipped).
 async fn start_server(
     backend: Backend,
-    stall_timeout: Option<Duration>,
     tweak: impl FnOnce(&mut ApiConfig),
 ) -> anyhow::Result<Option<Server>> {
-    start_server_with(backend, stalling_after(stall_timeout), tweak).await
-}
-
-/// Sets the stall timeout, if given.
-fn stalling_after(stall_timeout: Option<Duration>) -> impl FnOnce(&mut Settings) {
-    move |config: &mut Settings| {
-        if let Some(timeout) = stall_timeout {
-            config.bus.stall_timeout = timeout;
-        }
-    }
+    start_server_with(backend, |_| {}, tweak).await
 }
 
 /// [`start_server`] with the manager's settings changed by `settings` (after the test's
@@ -210,20 +200,18 @@ async fn start_server_with(
 /// nothing.
 async fn in_browser(
     backend: Backend,
-    stall_timeout: Option<Duration>,
     scenario: impl AsyncFnOnce(&Browser, &Server) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    in_browser_with(backend, stall_timeout, |_| {}, scenario).await
+    in_browser_with(backend, |_| {}, scenario).await
 }
 
 /// [`in_browser`] with the API's settings changed by `tweak`.
 async fn in_browser_with(
     backend: Backend,
-    stall_timeout: Option<Duration>,
     tweak: impl FnOnce(&mut ApiConfig),
     scenario: impl AsyncFnOnce(&Browser, &Server) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    in_browser_full(backend, stalling_after(stall_timeout), tweak, scenario).await
+    in_browser_full(backend, |_| {}, tweak, scenario).await
 }
 
 /// [`in_browser`] with the manager's settings changed by `settings` and the API's by
@@ -246,6 +234,25 @@ async fn in_browser_full(
     server.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     let closed = browser.close().await;
     outcome.and(closed)
+}
+
+/// Two tests of `$scenario` in a browser, `$memory` on the memory bus and `$redis` on Redis,
+/// with the manager's settings changed by `$settings` (none by default).
+macro_rules! on_memory_and_redis {
+    ($memory:ident, $redis:ident, $scenario:expr) => {
+        on_memory_and_redis!($memory, $redis, $scenario, |_: &mut Settings| {});
+    };
+    ($memory:ident, $redis:ident, $scenario:expr, $settings:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() -> anyhow::Result<()> {
+            in_browser_full(Backend::Memory, $settings, |_| {}, $scenario).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $redis() -> anyhow::Result<()> {
+            in_browser_full(Backend::Redis, $settings, |_| {}, $scenario).await
+        }
+    };
 }
 
 /// Opens the page and signs in with `token`; waits until the dashboard shows.
@@ -282,7 +289,7 @@ fn user_registered(n: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_files_are_public_static_and_locked_down() -> anyhow::Result<()> {
-    let s = start_server(Backend::Memory, None, |_| {})
+    let s = start_server(Backend::Memory, |_| {})
         .await?
         .context("memory")?;
     for path in ["/", "/dashboard", "/dashboard/assets/app.js"] {
@@ -309,7 +316,7 @@ async fn the_page_and_its_files_are_public_static_and_locked_down() -> anyhow::R
     let posted = request(s.addr, "POST", "/", &[]).await?;
     ensure!(posted.status == 405, "{}", posted.status);
     // Turned off, `/` is the application's again.
-    let off = start_server(Backend::Memory, None, |api| api.dashboard = false)
+    let off = start_server(Backend::Memory, |api| api.dashboard = false)
         .await?
         .context("memory")?;
     ensure!(request(off.addr, "GET", "/", &[]).await?.status == 404);
@@ -318,7 +325,7 @@ async fn the_page_and_its_files_are_public_static_and_locked_down() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_asks_for_a_token_and_refuses_a_bad_one() -> anyhow::Result<()> {
-    in_browser(Backend::Memory, None, async |b, s| {
+    in_browser(Backend::Memory, async |b, s| {
         b.open(&s.url()).await?;
         b.until(
             "the login form",
@@ -403,25 +410,11 @@ async fn shows_health_handlers_and_each_new_event(b: &Browser, s: &Server) -> an
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_token_shows_health_handlers_and_each_new_event_within_5_s() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Memory,
-        None,
-        shows_health_handlers_and_each_new_event,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_shows_health_handlers_and_each_new_event() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Redis,
-        None,
-        shows_health_handlers_and_each_new_event,
-    )
-    .await
-}
+on_memory_and_redis!(
+    a_read_token_shows_health_handlers_and_each_new_event_within_5_s,
+    on_redis_shows_health_handlers_and_each_new_event,
+    shows_health_handlers_and_each_new_event
+);
 
 /// A dead letter listed with its provenance; redriving it with a read token shows the API's 403, with an admin token it goes.
 async fn redrives_a_dead_letter_with_an_admin_token(b: &Browser, s: &Server) -> anyhow::Result<()> {
@@ -447,14 +440,7 @@ async fn redrives_a_dead_letter_with_an_admin_token(b: &Browser, s: &Server) -> 
 
     // A read token: the confirmation, then the API's 403 as a message; the letter stays.
     b.click(&format!("{letter} .redrive")).await?;
-    b.until(
-        "the confirmation",
-        PAGE,
-        "return document.getElementById('confirm').open",
-        vec![],
-    )
-    .await?;
-    b.click("#confirm-yes").await?;
+    answer_confirmation(b, true).await?;
     let refused = b.until_text("message", "403", PAGE).await?;
     ensure!(refused.contains("admin token"), "{refused}");
     s.screenshot(b, "redrive-refused").await?;
@@ -467,14 +453,7 @@ async fn redrives_a_dead_letter_with_an_admin_token(b: &Browser, s: &Server) -> 
     b.click("#logout").await?;
     sign_in(b, s, ADMIN).await?;
     b.click(&format!("{letter} .redrive")).await?;
-    b.until(
-        "the confirmation",
-        PAGE,
-        "return document.getElementById('confirm').open",
-        vec![],
-    )
-    .await?;
-    b.click("#confirm-yes").await?;
+    answer_confirmation(b, true).await?;
     b.until_text("message", "Redriven: 1 dead letter", PAGE)
         .await?;
     b.until_absent(letter, PAGE).await?;
@@ -493,25 +472,11 @@ async fn redrives_a_dead_letter_with_an_admin_token(b: &Browser, s: &Server) -> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_letter_is_refused_to_a_reader_and_redriven_by_an_admin() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Memory,
-        None,
-        redrives_a_dead_letter_with_an_admin_token,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_redrives_a_dead_letter_with_an_admin_token() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Redis,
-        None,
-        redrives_a_dead_letter_with_an_admin_token,
-    )
-    .await
-}
+on_memory_and_redis!(
+    a_dead_letter_is_refused_to_a_reader_and_redriven_by_an_admin,
+    on_redis_redrives_a_dead_letter_with_an_admin_token,
+    redrives_a_dead_letter_with_an_admin_token
+);
 
 /// A handler blocked on its first event turns `stalled`, its row red, health degraded; released, it runs again.
 async fn marks_a_stalled_handler(b: &Browser, s: &Server) -> anyhow::Result<()> {
@@ -566,25 +531,12 @@ async fn marks_a_stalled_handler(b: &Browser, s: &Server) -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_handler_turns_its_row_red() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Memory,
-        Some(Duration::from_millis(500)),
-        marks_a_stalled_handler,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_marks_a_stalled_handler() -> anyhow::Result<()> {
-    in_browser(
-        Backend::Redis,
-        Some(Duration::from_millis(500)),
-        marks_a_stalled_handler,
-    )
-    .await
-}
+on_memory_and_redis!(
+    a_stalled_handler_turns_its_row_red,
+    on_redis_marks_a_stalled_handler,
+    marks_a_stalled_handler,
+    |config: &mut Settings| config.bus.stall_timeout = Duration::from_millis(500)
+);
 
 /// Reads the open stream `conn` into `seen` until `done(seen)` holds; an error after
 /// [`PATIENT`] or if the server closes first.
@@ -645,7 +597,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_is_guarded_bounded_and_ends_on_shutdown() -> anyhow::Result<()> {
-    let s = start_server(Backend::Memory, None, |api| {
+    let s = start_server(Backend::Memory, |api| {
         api.limits.max_streams = 1;
         api.limits.max_concurrent = 1;
         api.limits.timeout = REQUEST_DEADLINE;
@@ -838,15 +790,11 @@ async fn streams_the_tail_and_the_stats(b: &Browser, s: &Server) -> anyhow::Resu
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_pushes_the_tail_and_the_stats() -> anyhow::Result<()> {
-    in_browser(Backend::Memory, None, streams_the_tail_and_the_stats).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_the_stream_pushes_the_tail_and_the_stats() -> anyhow::Result<()> {
-    in_browser(Backend::Redis, None, streams_the_tail_and_the_stats).await
-}
+on_memory_and_redis!(
+    the_stream_pushes_the_tail_and_the_stats,
+    on_redis_the_stream_pushes_the_tail_and_the_stats,
+    streams_the_tail_and_the_stats
+);
 
 /// With no stream to be had (`EVENT_API_MAX_STREAMS=0`), the page says it polls, and still
 /// shows each new event and the handlers.
@@ -854,7 +802,6 @@ async fn on_redis_the_stream_pushes_the_tail_and_the_stats() -> anyhow::Result<(
 async fn without_a_stream_the_page_polls() -> anyhow::Result<()> {
     in_browser_with(
         Backend::Memory,
-        None,
         |api| api.limits.max_streams = 0,
         async |b, s| {
             sign_in(b, s, READER).await?;
@@ -950,21 +897,17 @@ async fn marks_a_restarting_handler(b: &Browser, s: &Server) -> anyhow::Result<(
     outcome
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_consumer_loop_shows_restarting() -> anyhow::Result<()> {
-    in_browser(Backend::Memory, None, marks_a_restarting_handler).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_a_restarted_consumer_loop_shows_restarting() -> anyhow::Result<()> {
-    in_browser(Backend::Redis, None, marks_a_restarting_handler).await
-}
+on_memory_and_redis!(
+    a_restarted_consumer_loop_shows_restarting,
+    on_redis_a_restarted_consumer_loop_shows_restarting,
+    marks_a_restarting_handler
+);
 
 /// On Kafka each handler row lists the processes of its group with the partitions each owns,
 /// as `GET /stats` reports them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_each_handler_row_shows_its_group_members() -> anyhow::Result<()> {
-    in_browser(Backend::Kafka, None, async |b, s| {
+    in_browser(Backend::Kafka, async |b, s| {
         sign_in(b, s, READER).await?;
         let cell = "#handlers tr[data-handler='counter'] td.members div[data-member]";
         let shown = b
@@ -1070,27 +1013,12 @@ fn with_domain_handlers(config: &mut Settings) {
     config.enable_event_handlers = true;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_alerts_show_beside_health() -> anyhow::Result<()> {
-    in_browser_full(
-        Backend::Memory,
-        with_domain_handlers,
-        |_| {},
-        shows_the_agent_alerts,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_the_agent_alerts_show_beside_health() -> anyhow::Result<()> {
-    in_browser_full(
-        Backend::Redis,
-        with_domain_handlers,
-        |_| {},
-        shows_the_agent_alerts,
-    )
-    .await
-}
+on_memory_and_redis!(
+    the_agent_alerts_show_beside_health,
+    on_redis_the_agent_alerts_show_beside_health,
+    shows_the_agent_alerts,
+    with_domain_handlers
+);
 
 /// Chooses `value` in the `<select>` `#id`, as a user would (the page hears `change`).
 async fn choose(b: &Browser, id: &str, value: &str) -> anyhow::Result<()> {
@@ -1239,27 +1167,12 @@ async fn shows_views_catalog_and_publishes(b: &Browser, s: &Server) -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_views_and_the_catalog_show_and_an_admin_publishes() -> anyhow::Result<()> {
-    in_browser_full(
-        Backend::Memory,
-        with_domain_handlers,
-        |_| {},
-        shows_views_catalog_and_publishes,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_the_views_and_the_catalog_show_and_an_admin_publishes() -> anyhow::Result<()> {
-    in_browser_full(
-        Backend::Redis,
-        with_domain_handlers,
-        |_| {},
-        shows_views_catalog_and_publishes,
-    )
-    .await
-}
+on_memory_and_redis!(
+    the_views_and_the_catalog_show_and_an_admin_publishes,
+    on_redis_the_views_and_the_catalog_show_and_an_admin_publishes,
+    shows_views_catalog_and_publishes,
+    with_domain_handlers
+);
 
 /// Publishes `event_type` caused by `cause` (an event id), in correlation `signup`.
 async fn publish_caused(
@@ -1354,21 +1267,17 @@ async fn shows_the_causation_chain(b: &Browser, s: &Server) -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clicking_an_event_shows_its_causation_chain() -> anyhow::Result<()> {
-    in_browser(Backend::Memory, None, shows_the_causation_chain).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_redis_clicking_an_event_shows_its_causation_chain() -> anyhow::Result<()> {
-    in_browser(Backend::Redis, None, shows_the_causation_chain).await
-}
+on_memory_and_redis!(
+    clicking_an_event_shows_its_causation_chain,
+    on_redis_clicking_an_event_shows_its_causation_chain,
+    shows_the_causation_chain
+);
 
 /// `GET /chain/{id}`: a read token needed, the window bounded (1 to 24 hours), 404 for an
 /// event not in it, and a root's chain with its effects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_endpoint_is_guarded_and_bounded() -> anyhow::Result<()> {
-    let s = start_server(Backend::Memory, None, |_| {})
+    let s = start_server(Backend::Memory, |_| {})
         .await?
         .context("memory")?;
     let a = publish_caused(&s, "user.registered", None, 1).await?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use event_core::{Config, Event, EventBus, EventId, EventType, MemoryBus};
 use event_outbox::{Outbox, Relay, RelayConfig};
-use support::{Recorder, TappedBus, check, keyed_event, seed, test_db, write_randomly};
+use support::{Recorder, check, keyed_event, seed, tapped, test_db, write_randomly};
 
 fn relay_config() -> RelayConfig {
     let mut config = RelayConfig::default();
@@ -78,8 +78,8 @@ async fn transient_publish_failures_are_retried_in_order() -> anyhow::Result<()>
     let seed = seed("transient_publish_failures_are_retried_in_order");
     let memory: Arc<dyn EventBus> = Arc::new(MemoryBus::new(Config::default())?);
     let recorder = Recorder::subscribe(&memory).await?;
-    let tap = TappedBus::over(memory.clone());
-    tap.fail_next.store(5, Ordering::SeqCst);
+    let tap = tapped(memory.clone());
+    tap.hook().fail_next.store(5, Ordering::SeqCst);
     let written = write_randomly(&db, seed, 4, 25, 2000).await?;
     let tapped: Arc<dyn EventBus> = tap.clone();
     let relay = db.relay(&tapped, relay_config()).spawn();

@@ -7,6 +7,7 @@ pub mod bench_tracing;
 pub mod chaos;
 mod fixture;
 mod harness;
+mod intercept;
 pub mod load;
 mod metrics_probe;
 mod redis_cluster;
@@ -19,6 +20,7 @@ mod trials;
 
 pub use fixture::{BusFactory, Fixture, FnFactory, MaybeFixture, factory_fn};
 pub use harness::run_conformance;
+pub use intercept::{InterceptedBus, PublishHook};
 pub use redis_cluster::RedisCluster;
 pub use servers::{integration_required, test_server, unique};
 pub use trial::{TRIALS, Trial, Verdict, run_trial};

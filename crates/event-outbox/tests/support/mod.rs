@@ -12,6 +12,7 @@ use event_core::{
     Event, EventBus, EventHandler, EventId, EventType, HandlerError, StartFrom, SubscriptionSpec,
 };
 use event_outbox::{Outbox, Relay, RelayConfig};
+use event_testkit::{InterceptedBus, PublishHook};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -310,36 +311,21 @@ pub fn check(written: &Written, deliveries: &[Delivery]) -> anyhow::Result<usize
     Ok(repeats)
 }
 
-/// A bus that passes everything to another and notes the ids it published, so a test knows
-/// what one relay put on the bus. `fail_next` makes publishes fail transiently.
-pub struct TappedBus {
-    inner: Arc<dyn EventBus>,
+/// A publish hook that notes the ids it published, so a test knows what one relay put on the
+/// bus; `fail_next` makes that many publishes fail transiently.
+#[derive(Default)]
+pub struct Tap {
     pub published: Mutex<Vec<EventId>>,
     pub fail_next: std::sync::atomic::AtomicUsize,
 }
 
-impl TappedBus {
-    pub fn over(inner: Arc<dyn EventBus>) -> Arc<TappedBus> {
-        Arc::new(TappedBus {
-            inner,
-            published: Mutex::default(),
-            fail_next: std::sync::atomic::AtomicUsize::new(0),
-        })
-    }
-}
-
 #[async_trait]
-impl EventBus for TappedBus {
-    fn capabilities(&self) -> event_core::Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn publish(&self, event: Event) -> Result<EventId, event_core::Error> {
-        let mut results = self.publish_batch(vec![event]).await;
-        results.pop().expect("one result")
-    }
-
-    async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, event_core::Error>> {
+impl PublishHook for Tap {
+    async fn publish_batch(
+        &self,
+        inner: &dyn EventBus,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, event_core::Error>> {
         use std::sync::atomic::Ordering;
         let failing = self
             .fail_next
@@ -351,62 +337,19 @@ impl EventBus for TappedBus {
                 .map(|_| Err(event_core::Error::backend("tap", "injected failure", true)))
                 .collect();
         }
-        let results = self.inner.publish_batch(events).await;
+        let results = inner.publish_batch(events).await;
         let mut published = self.published.lock().unwrap();
         published.extend(results.iter().filter_map(|r| r.as_ref().ok().copied()));
         results
     }
+}
 
-    async fn subscribe(
-        &self,
-        spec: SubscriptionSpec,
-        handler: Arc<dyn EventHandler>,
-    ) -> Result<event_core::Subscription, event_core::Error> {
-        self.inner.subscribe(spec, handler).await
-    }
+/// `inner`, its publishes through a [`Tap`].
+pub type TappedBus = InterceptedBus<Tap>;
 
-    async fn replay(
-        &self,
-        query: event_core::ReplayQuery,
-    ) -> Result<event_core::EventStream, event_core::Error> {
-        self.inner.replay(query).await
-    }
-
-    async fn stats(&self) -> Result<event_core::BusStats, event_core::Error> {
-        self.inner.stats().await
-    }
-
-    async fn health(&self) -> event_core::Health {
-        self.inner.health().await
-    }
-
-    async fn dead_letters(
-        &self,
-        handler: &str,
-        limit: usize,
-    ) -> Result<Vec<event_core::DeadLetter>, event_core::Error> {
-        self.inner.dead_letters(handler, limit).await
-    }
-
-    async fn redrive_dead_letters(
-        &self,
-        handler: &str,
-        selection: event_core::DeadLetterSelection,
-    ) -> Result<event_core::RedriveReport, event_core::Error> {
-        self.inner.redrive_dead_letters(handler, selection).await
-    }
-
-    async fn purge_dead_letters(
-        &self,
-        handler: &str,
-        selection: event_core::DeadLetterSelection,
-    ) -> Result<u64, event_core::Error> {
-        self.inner.purge_dead_letters(handler, selection).await
-    }
-
-    async fn shutdown(&self) -> Result<(), event_core::Error> {
-        self.inner.shutdown().await
-    }
+/// `inner` behind a [`Tap`].
+pub fn tapped(inner: Arc<dyn EventBus>) -> Arc<TappedBus> {
+    InterceptedBus::new(inner, Tap::default())
 }
 
 /// A relay that hangs after publishing its `kill_at`th round, before recording it, so that a
@@ -440,7 +383,7 @@ impl KillableRelay {
                 })
             })
         };
-        let tap = TappedBus::over(bus.clone());
+        let tap = tapped(bus.clone());
         let handle = event_outbox::Relay::with_after_publish(
             db.pool.clone(),
             db.outbox.clone(),
@@ -459,7 +402,7 @@ impl KillableRelay {
     /// Kills it (wherever it is) and returns the ids it had published.
     pub fn kill(self) -> Vec<EventId> {
         self.handle.abort();
-        self.tap.published.lock().unwrap().clone()
+        self.tap.hook().published.lock().unwrap().clone()
     }
 }
 
