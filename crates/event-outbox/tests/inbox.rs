@@ -11,11 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use event_core::{Config, Event, EventBus, EventHandler, EventType, HandlerError, MemoryBus};
 use event_outbox::{
-    InboxConfig, InboxLayer, InboxTransaction, Outbox, RelayConfig, TransactionalHandler,
-    clean_inbox,
+    InboxConfig, InboxHandler, InboxLayer, InboxTransaction, Outbox, RelayConfig,
+    TransactionalHandler, clean_inbox,
 };
 use sqlx::Row as _;
-use support::{seed, test_db, wait_until};
+use support::{TestDb, seed, test_db, wait_until};
 use tower::Layer as _;
 
 /// Adds each event's amount to its account, and publishes one follow-up event; fails
@@ -67,26 +67,37 @@ impl TransactionalHandler for Ledger {
     }
 }
 
+/// The test database with the ledger's `accounts` table, and the [`Ledger`] behind an inbox
+/// (its hanging deliveries noted in `hanging`); `None` when the test is skipped.
+async fn ledger(
+    hanging: &Arc<Mutex<HashSet<String>>>,
+) -> anyhow::Result<Option<(TestDb, InboxHandler<Ledger>)>> {
+    let Some(db) = test_db().await? else {
+        return Ok(None);
+    };
+    sqlx::query("CREATE TABLE accounts (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
+        .execute(&db.pool)
+        .await?;
+    let handler = InboxLayer::new(db.pool.clone(), db.outbox.clone(), InboxConfig::default())
+        .layer(Ledger {
+            hanging: hanging.clone(),
+        });
+    Ok(Some((db, handler)))
+}
+
 /// Thousands of events over many accounts, each delivered one to four times, some copies at
 /// the same moment, some failing after their writes and some cut off inside their
 /// transaction: each account's total is the sum of its events' amounts, and each event
 /// published exactly one follow-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_applies_each_event_once_under_redelivery() -> anyhow::Result<()> {
-    let Some(db) = test_db().await? else {
+    let hanging: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let Some((db, handler)) = ledger(&hanging).await? else {
         return Ok(());
     };
+    let handler = Arc::new(handler);
     let seed = seed("the_inbox_applies_each_event_once_under_redelivery");
     let mut rng = fastrand::Rng::with_seed(seed);
-    sqlx::query("CREATE TABLE accounts (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
-        .execute(&db.pool)
-        .await?;
-    let hanging: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let handler = Arc::new(
-        InboxLayer::new(db.pool.clone(), db.outbox.clone(), InboxConfig::default()).layer(Ledger {
-            hanging: hanging.clone(),
-        }),
-    );
     let mut expected = std::collections::BTreeMap::<String, i64>::new();
     let mut events = Vec::new();
     for n in 0..3000 {
@@ -201,16 +212,9 @@ async fn the_inbox_applies_each_event_once_under_redelivery() -> anyhow::Result<
 /// by the event handled; a handler that fails publishes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_in_the_inbox_transaction_go_through_the_outbox() -> anyhow::Result<()> {
-    let Some(db) = test_db().await? else {
+    let Some((db, handler)) = ledger(&Arc::default()).await? else {
         return Ok(());
     };
-    sqlx::query("CREATE TABLE accounts (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
-        .execute(&db.pool)
-        .await?;
-    let handler = InboxLayer::new(db.pool.clone(), db.outbox.clone(), InboxConfig::default())
-        .layer(Ledger {
-            hanging: Arc::default(),
-        });
     let event = |fault: Option<&str>| {
         let mut event = Event::builder(EventType::USER_REGISTERED, "inbox_test")
             .payload(serde_json::json!({"account": "a", "amount": 5}))
@@ -241,16 +245,9 @@ async fn events_published_in_the_inbox_transaction_go_through_the_outbox() -> an
 /// the documented limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_window_a_redelivery_is_handled_again() -> anyhow::Result<()> {
-    let Some(db) = test_db().await? else {
+    let Some((db, handler)) = ledger(&Arc::default()).await? else {
         return Ok(());
     };
-    sqlx::query("CREATE TABLE accounts (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
-        .execute(&db.pool)
-        .await?;
-    let handler = InboxLayer::new(db.pool.clone(), db.outbox.clone(), InboxConfig::default())
-        .layer(Ledger {
-            hanging: Arc::default(),
-        });
     let event = Event::builder(EventType::USER_REGISTERED, "inbox_test")
         .payload(serde_json::json!({"account": "a", "amount": 5}))
         .build()?;

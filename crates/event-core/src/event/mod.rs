@@ -134,6 +134,26 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
 }
 
 impl Event {
+    /// The envelope's field names on the wire (format v1); a reader keeps any other name in
+    /// [`extra`](Self::extra).
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "event_type",
+        "payload",
+        "timestamp",
+        "source",
+        "correlation_id",
+        "causation_id",
+        "partition_key",
+        "metadata",
+        "schema_version",
+        "aggregate_id",
+        "aggregate_type",
+        "aggregate_version",
+        "traceparent",
+        "tracestate",
+    ];
+
     /// Starts building an event of `event_type` published by `source`.
     pub fn builder(event_type: EventType, source: impl Into<String>) -> EventBuilder {
         EventBuilder::new(event_type, source.into())
@@ -300,6 +320,32 @@ impl EventBuilder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_are_what_a_full_event_writes() {
+        let mut event = Event::builder(EventType::AGENT_ERROR, "a")
+            .correlation_id("c")
+            .partition_key("k")
+            .build()
+            .unwrap();
+        event.causation_id = Some("x".into());
+        event.aggregate_id = Some("agg".into());
+        event.aggregate_type = Some("t".into());
+        event.aggregate_version = Some(1);
+        event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        event.tracestate = Some("a=b".into());
+        let written = serde_json::to_value(&event).unwrap();
+        let mut names: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = Event::FIELDS.to_vec();
+        names.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(names, fields);
+    }
 
     #[test]
     fn builder_rejects_non_object_payload_and_empty_source() {

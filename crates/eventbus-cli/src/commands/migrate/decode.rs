@@ -66,26 +66,6 @@ pub(crate) fn original_type(name: &str) -> Option<EventType> {
     }
 }
 
-/// Envelope fields of wire format v1: a body's field of one of these names is read into it,
-/// never kept as an unknown field (which would write the name twice).
-const ENVELOPE_FIELDS: &[&str] = &[
-    "id",
-    "event_type",
-    "payload",
-    "timestamp",
-    "source",
-    "correlation_id",
-    "causation_id",
-    "partition_key",
-    "metadata",
-    "schema_version",
-    "aggregate_id",
-    "aggregate_type",
-    "aggregate_version",
-    "traceparent",
-    "tracestate",
-];
-
 /// Decodes the body stored under `event:{key_id}`, found in the timeline of `timeline_type`
 /// with score `score` (epoch seconds), into the event to import.
 pub(crate) fn decode(
@@ -195,7 +175,7 @@ pub(crate) fn decode(
     event.metadata = metadata;
     event.extra = body
         .into_iter()
-        .filter(|(name, _)| !ENVELOPE_FIELDS.contains(&name.as_str()))
+        .filter(|(name, _)| !Event::FIELDS.contains(&name.as_str()))
         .collect();
     if let Some(entry) = event_publishers::catalog_entry(&event.event_type) {
         entry
