@@ -205,11 +205,25 @@ where
     F: FnOnce(Vec<Event>) -> Fut,
     Fut: Future<Output = Vec<Result<EventId, E>>>,
 {
-    let types: Vec<EventType> = events.iter().map(|e| e.event_type.clone()).collect();
-    let destination = types
-        .first()
-        .filter(|first| types.iter().all(|t| t == *first))
-        .map(EventType::as_str);
+    // Each event's type as an index into the batch's distinct types: one copy per type, not
+    // per event (a custom type's name is an allocation).
+    let mut distinct: Vec<EventType> = Vec::new();
+    let kinds: Vec<usize> = {
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        events
+            .iter()
+            .map(|e| {
+                *index.entry(e.event_type.as_str()).or_insert_with(|| {
+                    distinct.push(e.event_type.clone());
+                    distinct.len() - 1
+                })
+            })
+            .collect()
+    };
+    let destination = match distinct.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
     let span = trace::publish_span(backend, destination, Some(events.len()));
     for event in &mut events {
         trace::inject(&span, event);
@@ -219,9 +233,9 @@ where
     if let Some(first) = results.iter().find_map(|r| r.as_ref().err()) {
         trace::record_error(&span, trace::error_type(error(first)));
     }
-    let outcomes = types.iter().zip(&results).map(|(event_type, result)| {
+    let outcomes = kinds.iter().zip(&results).map(|(&kind, result)| {
         let result = result.as_ref().map(|_| ()).map_err(error);
-        (event_type, outcome(result))
+        (&distinct[kind], outcome(result))
     });
     record_publish(backend, PublishCall::Batch, started, outcomes);
     results
