@@ -123,7 +123,11 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
         .spawn()?,
     ));
 
-    let event_type = EventType::new(format!("ledger.{schema}"))?;
+    // Two types, one stream each on Redis.
+    let types = [
+        EventType::new(format!("ledger.{schema}"))?,
+        EventType::new(format!("ledger_note.{schema}"))?,
+    ];
     let pool = runtime.block_on(PgPoolOptions::new().max_connections(2).connect(url))?;
     let outbox = Outbox::with_channel(schema.clone());
     let mut committed = HashSet::new();
@@ -132,7 +136,7 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
         for t in 0..=TRANSACTIONS {
             let events: Vec<Event> = (0..PER_TRANSACTION)
                 .map(|n| {
-                    Event::builder(event_type.clone(), "ledger")
+                    Event::builder(types[(n % 2) as usize].clone(), "ledger")
                         .payload(json!({"transaction": t, "n": n}))
                         .partition_key(format!("account-{}", n % 7))
                         .build()
@@ -174,7 +178,7 @@ fn a_relay_process_publishes_what_commits_and_stops_on_sigterm() -> anyhow::Resu
         let bus =
             event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
         let query = ReplayQuery::new(
-            vec![event_type.clone()],
+            types.to_vec(),
             time::OffsetDateTime::now_utc() - time::Duration::hours(1),
         );
         let events: Vec<Event> = bus.replay(query).await?.try_collect().await?;
@@ -293,18 +297,27 @@ fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
     ensure!(up["problems"].as_array().is_some_and(Vec::is_empty), "{up}");
 
     let pool = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(url))?;
-    let events = 300u64;
+    // More than two of the relay's rounds (500), in four transactions, two types.
+    let events = 1_200u64;
     runtime.block_on(async {
-        let mut tx = pool.begin().await?;
-        let batch: Vec<Event> = (0..events)
-            .map(|n| {
-                Event::builder(EventType::new("ledger.entry")?, "ledger")
-                    .payload(json!({"n": n}))
-                    .build()
-            })
-            .collect::<Result<_, _>>()?;
-        Outbox::new().add(&mut tx, batch).await?;
-        tx.commit().await?;
+        for t in 0..4 {
+            let mut tx = pool.begin().await?;
+            let batch: Vec<Event> = (0..events / 4)
+                .map(|n| {
+                    let kind = if n % 2 == 0 {
+                        "ledger.entry"
+                    } else {
+                        "ledger.note"
+                    };
+                    Event::builder(EventType::new(kind)?, "ledger")
+                        .payload(json!({"transaction": t, "n": n}))
+                        .partition_key(format!("account-{}", n % 7))
+                        .build()
+                })
+                .collect::<Result<_, _>>()?;
+            Outbox::new().add(&mut tx, batch).await?;
+            tx.commit().await?;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let stats = Outbox::stats(&pool).await?;
