@@ -118,7 +118,7 @@ async fn rediss_with_a_private_ca_works_and_plain_redis_to_tls_fails_fast() -> a
     };
     let password = secret("tls-pw");
     let scratch = Scratch::new("tls")?;
-    let certificates = Certificates::create(openssl, &scratch.0)?;
+    let certificates = Certificates::create(openssl, &scratch.0, "redis")?;
     let server = RedisServer::start(&tools.redis_server, &scratch.0, |port| {
         let mut args = acl_args(&password);
         args.extend([

@@ -14,6 +14,7 @@ mod redis_cluster;
 pub mod secrets;
 mod servers;
 mod support;
+pub mod tls;
 mod trace_probe;
 mod trial;
 mod trials;

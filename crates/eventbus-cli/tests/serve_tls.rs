@@ -39,61 +39,6 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A self-signed certificate for `127.0.0.1` and its key in a scratch directory, or `None`
-/// to skip when `openssl` is missing (an error when `EVENTBUS_REQUIRE_INTEGRATION=1`).
-struct Certificate {
-    dir: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Certificate {
-    fn create(label: &str) -> anyhow::Result<Option<Self>> {
-        let Some(openssl) = on_path("openssl") else {
-            if event_testkit::integration_required() {
-                bail!(
-                    "openssl (on PATH) not found, and EVENTBUS_REQUIRE_INTEGRATION=1 requires the \
-                     TLS tests of `eventbus serve`: install it (Debian/Ubuntu: \
-                     `sudo apt-get install openssl`; macOS: `brew install openssl`)"
-                );
-            }
-            eprintln!("SKIPPED: openssl not found (Debian/Ubuntu: `apt-get install openssl`)");
-            return Ok(None);
-        };
-        let dir =
-            std::env::temp_dir().join(format!("eventbus-cli-tls-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let certificate = Self {
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            dir,
-        };
-        let output = Command::new(openssl)
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&certificate.key)
-            .arg("-out")
-            .arg(&certificate.cert)
-            .output()?;
-        ensure!(
-            output.status.success(),
-            "openssl failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(Some(certificate))
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 temporary path")
 }
@@ -137,12 +82,14 @@ fn one_variable_without_the_other_or_a_bad_file_is_refused() -> anyhow::Result<(
 
 #[test]
 fn serve_over_tls_says_https_and_does_not_warn_beyond_loopback() -> anyhow::Result<()> {
-    let Some(certificate) = Certificate::create("serve")? else {
+    let Some(openssl) = event_testkit::tls::openssl()? else {
         return Ok(());
     };
+    let scratch = event_testkit::tls::Scratch::new("cli-serve")?;
+    let certificate = event_testkit::tls::Certificates::create(&openssl, &scratch.0, "serve")?;
     let mut child = eventbus(&[
-        ("EVENT_API_TLS_CERT", path(&certificate.cert)),
-        ("EVENT_API_TLS_KEY", path(&certificate.key)),
+        ("EVENT_API_TLS_CERT", path(&certificate.server_cert)),
+        ("EVENT_API_TLS_KEY", path(&certificate.server_key)),
         // Beyond loopback: with TLS, no warning.
         ("EVENT_API_ADDR", "0.0.0.0:0"),
     ])
@@ -169,7 +116,7 @@ fn serve_over_tls_says_https_and_does_not_warn_beyond_loopback() -> anyhow::Resu
         .map(|curl| {
             Command::new(curl)
                 .args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
-                .arg(&certificate.cert)
+                .arg(&certificate.ca)
                 .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
                 .args(["--write-out", "\n%{http_code}"])
                 .arg(format!("https://127.0.0.1:{port}/api/v1/events/health"))

@@ -214,7 +214,7 @@ pub(crate) fn openssl() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A throwaway CA and a broker certificate it signed, for `127.0.0.1` and `localhost`.
+/// A throwaway CA and the broker's PEM key store (`event_testkit::tls`).
 struct Certificates {
     ca: PathBuf,
     /// The broker's private key (PKCS#8) followed by its certificate.
@@ -223,79 +223,12 @@ struct Certificates {
 
 impl Certificates {
     fn create(openssl: &Path, dir: &Path) -> anyhow::Result<Self> {
-        let [ca, ca_key, key, csr, extensions, cert, server_pem] = [
-            "ca.crt",
-            "ca.key",
-            "server.key",
-            "server.csr",
-            "server.ext",
-            "server.crt",
-            "server.pem",
-        ]
-        .map(|name| dir.join(name));
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        run(Command::new(openssl)
-            .args(["req", "-x509", "-nodes", "-days", "1"])
-            .args(ec)
-            .args(["-subj", "/CN=eventbus kafka test CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-            .arg("-keyout")
-            .arg(&ca_key)
-            .arg("-out")
-            .arg(&ca))?;
-        run(Command::new(openssl)
-            .args(["req", "-new", "-nodes"])
-            .args(ec)
-            .args(["-subj", "/CN=localhost"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&csr))?;
-        std::fs::write(
-            &extensions,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-             basicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n",
-        )?;
-        run(Command::new(openssl)
-            .args(["x509", "-req", "-days", "1", "-set_serial"])
-            .arg(fastrand::u32(1..).to_string())
-            .arg("-in")
-            .arg(&csr)
-            .arg("-CA")
-            .arg(&ca)
-            .arg("-CAkey")
-            .arg(&ca_key)
-            .arg("-extfile")
-            .arg(&extensions)
-            .arg("-out")
-            .arg(&cert))?;
-        // `openssl pkcs8` writes `PRIVATE KEY` whatever `req` wrote, as Kafka's PEM store needs.
-        let pkcs8 = Command::new(openssl)
-            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
-            .arg(&key)
-            .output()?;
-        ensure!(pkcs8.status.success(), "openssl pkcs8 failed");
-        let mut pem = pkcs8.stdout;
-        pem.extend(std::fs::read(&cert)?);
-        std::fs::write(&server_pem, pem)?;
-        Ok(Self { ca, server_pem })
+        let made = event_testkit::tls::Certificates::create(openssl, dir, "broker")?;
+        Ok(Self {
+            server_pem: made.server_pem(openssl)?,
+            ca: made.ca,
+        })
     }
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    ensure!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }
 
 /// How long a test may wait for its broker to answer: a cold JVM on a busy two-core machine.
