@@ -15,13 +15,18 @@ use crate::keys::Keys;
 
 /// KEYS: each event's stream. ARGV[1]: the `MINID` of the retention; then four values per
 /// event: id, type, partition key (empty when none), envelope. Returns, per event, the new
-/// entry id or the error text.
+/// entry id or the error text. After an `XADD` to a stream failed, the batch's later events of
+/// that stream are not added (they fail too), so a key's events are stored as a prefix of the
+/// batch's, in order, never with a gap (`EventBus::publish_batch`'s promise).
 const BATCH_LUA: &str = r#"
 local out = {}
+local failed = {}
 for i = 1, #KEYS do
   local b = 1 + (i - 1) * 4
   local reply
-  if ARGV[b + 3] == '' then
+  if failed[KEYS[i]] then
+    reply = {err = 'an earlier event of this stream in the batch was not added'}
+  elseif ARGV[b + 3] == '' then
     reply = redis.pcall('XADD', KEYS[i], 'MINID', '~', ARGV[1], '*',
       'id', ARGV[b + 1], 'type', ARGV[b + 2], 'event', ARGV[b + 4])
   else
@@ -29,6 +34,7 @@ for i = 1, #KEYS do
       'id', ARGV[b + 1], 'type', ARGV[b + 2], 'key', ARGV[b + 3], 'event', ARGV[b + 4])
   end
   if type(reply) == 'table' and reply.err then
+    failed[KEYS[i]] = true
     out[i] = 'ERR ' .. reply.err
   else
     out[i] = reply

@@ -56,6 +56,13 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Publishes several events at once, with one result per event in the same order: a bad
     /// event is rejected alone and the others are published.
+    ///
+    /// On a backend that keeps per-key order ([`Capabilities::per_key_order`]), the events of
+    /// one type and partition key in a batch are stored in batch order, and when one of them is
+    /// not stored for a reason other than the event itself (the connection, the server or the
+    /// stream failed, rather than the event being invalid or too large), none after it is.
+    /// A caller can thus publish several events of a key in one batch, as the outbox relay
+    /// does, and retry the failed ones without reordering the key.
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>>;
 
     /// Publishes several events at once like [`publish_batch`](Self::publish_batch), and hands

@@ -9,16 +9,15 @@
 //! the locks when the transaction ends, committed, rolled back, or cut off with a killed
 //! relay's connection: no lease to expire, no row lock held past the round.
 //!
-//! **Publishing.** The events go to [`EventBus::publish_batch`] in layers: the first pending
-//! event of every claimed key, then the second, and so on. A key whose event failed
-//! transiently takes no further part in the round, so a later event of it is never published
-//! ahead of an earlier one; a permanently refused event is parked and its key goes on.
+//! **Publishing.** The claimed events go to [`EventBus::publish_batch`] in one batch, in
+//! sequence order. The bus stores a key's events of one type in batch order, and none after
+//! one that failed for a reason other than the event itself: a key's transiently failed events
+//! are the tail of its round and stay pending, so a later event of a key is never published
+//! ahead of an earlier one. A permanently refused event is parked and its key goes on.
 //!
 //! **Recording.** Delivered rows are marked, refused rows parked, failed rows counted, and the
 //! transaction commits. A relay that dies before the commit leaves every row pending: they are
 //! published again, with the same ids.
-
-use std::collections::{HashMap, VecDeque};
 
 use event_core::{Error as BusError, ErrorKind, Event, EventBus};
 use sqlx::{PgConnection, Row as _};
@@ -64,7 +63,7 @@ pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxE
         return Ok(RoundReport::default());
     }
     let rows = sqlx::query(
-        "SELECT seq, ordering_key, event::text FROM eventbus_outbox
+        "SELECT seq, event::text FROM eventbus_outbox
          WHERE ordering_key = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
          ORDER BY seq LIMIT $2",
     )
@@ -72,25 +71,16 @@ pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxE
     .bind(i64::try_from(relay.config.batch_size.max(1)).unwrap_or(i64::MAX))
     .fetch_all(&mut *tx)
     .await?;
-    let mut keys_seen: HashMap<String, usize> = HashMap::new();
-    let mut lines: Vec<VecDeque<Claimed>> = Vec::new();
+    let mut claimed = Vec::with_capacity(rows.len());
     for row in &rows {
-        let key: String = row.try_get(1)?;
-        let body: String = row.try_get(2)?;
-        let claimed = Claimed {
+        let body: String = row.try_get(1)?;
+        claimed.push(Claimed {
             seq: row.try_get(0)?,
             event: serde_json::from_str::<Event>(&body)
                 .map_err(|e| format!("the stored event cannot be read back: {e}")),
-        };
-        match keys_seen.get(&key) {
-            Some(&index) => lines[index].push_back(claimed),
-            None => {
-                keys_seen.insert(key, lines.len());
-                lines.push(VecDeque::from([claimed]));
-            }
-        }
+        });
     }
-    let outcome = publish_in_layers(relay.bus.as_ref(), lines).await;
+    let outcome = publish_round(relay.bus.as_ref(), claimed).await;
     if let Some(hook) = &relay.after_publish {
         hook().await;
     }
@@ -139,49 +129,42 @@ async fn claim_keys(tx: &mut PgConnection, relay: &RelayInner) -> Result<Vec<Str
     Ok(keys)
 }
 
-/// Publishes the first event of each key, then the second, and so on (see the module docs).
-/// The rows of a key after a transient failure are left out: they stay pending.
-async fn publish_in_layers(bus: &dyn EventBus, mut lines: Vec<VecDeque<Claimed>>) -> Outcome {
+/// Publishes the claimed rows in one batch, in sequence order. The bus stores a key's events
+/// of one type in batch order, and after one of them failed (other than by being refused),
+/// none of the later ones ([`EventBus::publish_batch`]): a key's failed events are the tail of
+/// its events in the round, left pending for a later round, behind nothing delivered.
+async fn publish_round(bus: &dyn EventBus, rows: Vec<Claimed>) -> Outcome {
     let mut outcome = Outcome::default();
-    loop {
-        // (line, seq) of each event of this layer, in the order of `events`.
-        let mut taken = Vec::new();
-        let mut events = Vec::new();
-        for (index, line) in lines.iter_mut().enumerate() {
+    let mut seqs = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(rows.len());
+    for claimed in rows {
+        match claimed.event {
+            Ok(event) => {
+                seqs.push(claimed.seq);
+                events.push(event);
+            }
             // Unreadable rows are parked without a publish; the key goes on.
-            while let Some(claimed) = line.pop_front() {
-                match claimed.event {
-                    Ok(event) => {
-                        taken.push((index, claimed.seq));
-                        events.push(event);
-                        break;
-                    }
-                    Err(reason) => outcome.parked.push((claimed.seq, reason)),
-                }
-            }
-        }
-        if events.is_empty() {
-            return outcome;
-        }
-        let mut results = bus.publish_batch(events).await.into_iter();
-        for (index, seq) in taken {
-            match results.next() {
-                Some(Ok(_)) => outcome.delivered.push(seq),
-                Some(Err(error)) if is_permanent(&error) => {
-                    outcome.parked.push((seq, error.to_string()));
-                }
-                failed => {
-                    let reason = match failed {
-                        Some(Err(error)) => error.to_string(),
-                        _ => "publish_batch returned fewer results than events".to_string(),
-                    };
-                    outcome.failed.push((seq, reason));
-                    // The key's later rows wait for a later round, behind this one.
-                    lines[index].clear();
-                }
-            }
+            Err(reason) => outcome.parked.push((claimed.seq, reason)),
         }
     }
+    if events.is_empty() {
+        return outcome;
+    }
+    let mut results = bus.publish_batch(events).await.into_iter();
+    for seq in seqs {
+        match results.next() {
+            Some(Ok(_)) => outcome.delivered.push(seq),
+            Some(Err(error)) if is_permanent(&error) => {
+                outcome.parked.push((seq, error.to_string()));
+            }
+            Some(Err(error)) => outcome.failed.push((seq, error.to_string())),
+            None => outcome.failed.push((
+                seq,
+                "publish_batch returned fewer results than events".to_string(),
+            )),
+        }
+    }
+    outcome
 }
 
 /// Whether the bus will refuse the event again however often it is tried: an invalid event

@@ -79,6 +79,8 @@ macro_rules! __for_each_trial {
                 "A new handler with `StartFrom::Time(t)` gets the retained events at or after `t`, then new ones.";
             ordering::per_key_order => per_key_order,
                 "With concurrency 16, events of each partition key reach the handler in publish order.";
+            ordering::per_key_order_in_batches => per_key_order,
+                "Events of 64 keys published in batches of 480, several of each key per batch, reach the handler in batch order per key.";
             ordering::concurrency_is_bounded => always,
                 "At most `concurrency` handler calls run at once, and more than one does.";
             ordering::concurrency_defaults_to_config => always,
