@@ -34,6 +34,8 @@ use python::command;
 struct Written {
     id: String,
     timeline: String,
+    /// Its timeline score: the original's publish time, seconds since the epoch.
+    score: f64,
     /// `Some` when the import must store it; the dotted type, payload and envelope fields.
     expected: Option<Json>,
 }
@@ -386,6 +388,43 @@ fn check_import(
         stdout(&out).contains("timeline:EventType.OPPORTUNITY_CREATED"),
         "{}",
         stdout(&out)
+    );
+
+    // `--since` reads only what the timelines scored from then on.
+    // A whole second: the same instant however the timestamp is written.
+    let cut = now_minus(3 * 86_400, 0);
+    let cut_secs = cut.unix_timestamp_nanos() as f64 / 1e9;
+    let recent: Vec<&Written> = written.iter().filter(|w| w.score >= cut_secs).collect();
+    ensure!(
+        recent.len() > 50 && recent.len() + 50 < written.len(),
+        "{} of {} written since the cut",
+        recent.len(),
+        written.len()
+    );
+    let out = run(
+        vars,
+        &[
+            "--json",
+            "migrate",
+            "from-original",
+            "--redis-url",
+            source,
+            "--dry-run",
+            "--since",
+            &event_core::timestamp::format(cut),
+        ],
+    )?;
+    ensure!(
+        code(&out) == 0,
+        "--since: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+    assert_eq!(counts.read, recent.len() as u64);
+    assert_eq!(
+        counts.imported,
+        recent.iter().filter(|w| w.expected.is_some()).count() as u64
     );
 
     // The import: every decodable event, once, as the original stored it.

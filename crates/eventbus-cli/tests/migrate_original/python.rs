@@ -333,6 +333,7 @@ pub(crate) async fn write_original(client: &Client) -> anyhow::Result<Vec<Writte
         written.push(Written {
             id: made.event.id.clone(),
             timeline: made.timeline.clone(),
+            score: made.event.score,
             expected: (!expired).then(|| expected(&made)),
         });
     }
@@ -388,6 +389,7 @@ pub(crate) async fn write_original(client: &Client) -> anyhow::Result<Vec<Writte
         written.push(Written {
             id,
             timeline,
+            score: 1_764_000_000.5,
             expected: None,
         });
     }
@@ -424,6 +426,7 @@ pub(crate) async fn write_original(client: &Client) -> anyhow::Result<Vec<Writte
     written.push(Written {
         id,
         timeline,
+        score: 1_764_000_001.5,
         expected: Some(expected),
     });
     Ok(written)

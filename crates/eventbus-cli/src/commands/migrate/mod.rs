@@ -53,6 +53,12 @@ pub(crate) struct FromOriginalArgs {
     /// and reason.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Only the ids a timeline scored at or after this time (the original's publish time): an
+    /// age (`1h`, `2d`) or an RFC 3339 timestamp. For catching up, during a rolling switch,
+    /// with what the original's services published since the new handlers took over
+    /// (`docs/migration.md`).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
 }
 
 /// Ids read from a timeline and bodies fetched per round trip.
@@ -94,14 +100,28 @@ async fn from_original(
         )
         .into());
     }
+    let since = args
+        .since
+        .as_deref()
+        .map(|value| crate::args::parse_time("--since", value, OffsetDateTime::now_utc()))
+        .transpose()?
+        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9);
     let batch = settings.bus.batch_size.max(1);
     let source = OriginalRedis::connect(&source_url).await?;
     let mut report = ImportReport::new(args.report.as_deref())?;
 
     let timelines = source.timelines().await?;
     let mut lengths = Vec::with_capacity(timelines.len());
+    // Per timeline: the rank of its first id to read, and its length.
+    let mut starts = Vec::with_capacity(timelines.len());
     for key in &timelines {
-        lengths.push(source.timeline_len(key).await?);
+        let length = source.timeline_len(key).await?;
+        let start = match since {
+            Some(at) => source.timeline_count_before(key, at).await?.min(length),
+            None => 0,
+        };
+        starts.push(start);
+        lengths.push(length - start);
         let name = &key[TIMELINE_PREFIX.len()..];
         report.of(key).event_type = original_type(name).map(|t| t.to_string());
     }
@@ -132,11 +152,11 @@ async fn from_original(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let bus = target.as_ref().map(|m| m.bus()).transpose()?;
-    for (key, length) in timelines.iter().zip(lengths) {
+    for ((key, length), mut start) in timelines.iter().zip(lengths).zip(starts) {
         progress.set_message(key.clone());
         let name = &key[TIMELINE_PREFIX.len()..];
-        let mut start = 0;
-        while start < length {
+        let end = start + length;
+        while start < end {
             let page = source.timeline_page(key, start, PAGE).await?;
             if page.is_empty() {
                 break;

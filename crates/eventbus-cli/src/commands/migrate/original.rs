@@ -103,6 +103,24 @@ impl OriginalRedis {
         Ok(reply.as_u64().unwrap_or(0))
     }
 
+    /// How many ids of a timeline are scored before `at` (seconds since the epoch): they come
+    /// first in rank order.
+    pub(crate) async fn timeline_count_before(&self, key: &str, at: f64) -> anyhow::Result<u64> {
+        let reply: Value = self
+            .client
+            .custom(
+                fred::cmd!("ZCOUNT"),
+                vec![
+                    Value::from(key),
+                    Value::from("-inf"),
+                    Value::from(format!("({at}")),
+                ],
+            )
+            .await
+            .with_context(|| format!("ZCOUNT {key}"))?;
+        Ok(reply.as_u64().unwrap_or(0))
+    }
+
     /// Up to `count` ids of a timeline from rank `start` on, oldest first, with their scores.
     /// The original only adds to a timeline, at the newest end, so pages by rank see every id.
     pub(crate) async fn timeline_page(
