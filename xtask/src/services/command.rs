@@ -23,7 +23,8 @@ usage: cargo xtask services <up [redis [--cluster]|redis-cluster|kafka [--broker
            replica each, nodes 1 to 6 (EVENTBUS_TEST_REDIS_CLUSTER_URL), beside the single
            server; `kafka --brokers 3` (or `kafka-cluster`) is a cluster of three KRaft nodes
            (EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS), beside the single broker; `postgres` is
-           PostgreSQL in a fresh cluster (EVENTBUS_TEST_POSTGRES_URL); `browser`
+           PostgreSQL in a fresh cluster (EVENTBUS_TEST_POSTGRES_URL, and its programs in
+           EVENTBUS_TEST_POSTGRES_BIN); `browser`
            starts nothing: it installs Chromium and chromedriver when missing (as root) and
            prints EVENTBUS_TEST_CHROMEDRIVER for the dashboard's browser tests
   down     stop them (all, or those named) and delete their data

@@ -52,6 +52,9 @@ pub(crate) const KAFKA_CLASSPATH_VAR: &str = "EVENTBUS_TEST_KAFKA_CLASSPATH";
 pub(crate) const KAFKA_CLUSTER_BROKERS_VAR: &str = "EVENTBUS_TEST_KAFKA_CLUSTER_BROKERS";
 /// `postgres://eventbus@127.0.0.1:<port>/postgres`: the PostgreSQL server to test against.
 pub(crate) const POSTGRES_URL_VAR: &str = "EVENTBUS_TEST_POSTGRES_URL";
+/// The directory of PostgreSQL's programs (`initdb`, `postgres`, `pg_isready`), for tests that
+/// run (and crash) servers of their own.
+pub(crate) const POSTGRES_BIN_VAR: &str = "EVENTBUS_TEST_POSTGRES_BIN";
 
 /// A server the suites can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,8 +237,11 @@ pub(crate) fn kafka_cluster_env(cluster: &KafkaCluster) -> [(&'static str, Strin
     ]
 }
 
-pub(crate) fn postgres_env(postgres: &PostgresServer) -> [(&'static str, String); 1] {
-    [(POSTGRES_URL_VAR, postgres.url())]
+pub(crate) fn postgres_env(postgres: &PostgresServer) -> [(&'static str, String); 2] {
+    [
+        (POSTGRES_URL_VAR, postgres.url()),
+        (POSTGRES_BIN_VAR, postgres.bin_dir().display().to_string()),
+    ]
 }
 
 /// `target/xtask-cache` (under `$CARGO_TARGET_DIR` when that is set): the Kafka jars, the

@@ -143,6 +143,11 @@ impl PostgresServer {
         self.port
     }
 
+    /// `.../bin`, with `initdb`, `postgres`, `pg_ctl` and `pg_isready`.
+    pub(crate) fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
