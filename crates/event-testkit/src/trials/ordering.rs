@@ -64,8 +64,7 @@ pub(crate) async fn per_key_order(fx: &Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events of many keys published in large batches, several of each key per batch, reach the
-/// handler in batch order per key (what the outbox relay relies on).
+/// Events of 64 keys published in batches of 480, several of each key per batch, reach the handler in batch order per key.
 pub(crate) async fn per_key_order_in_batches(fx: &Fixture) -> anyhow::Result<()> {
     const KEYS: usize = 64;
     const PER_KEY: u64 = 30;
