@@ -5,100 +5,22 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use event_core::{Config, Event, EventBus, EventId, MemoryBus};
+use event_core::{Config, EventBus, EventType, MemoryBus};
 use event_outbox::{Outbox, Relay, RelayConfig};
 use event_testkit::PostgresServer;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use support::{Recorder, Written, check, keyed_event, seed, wait_until};
+use support::{Recorder, TxOutcome, Writers, Written, check, seed, wait_until};
 
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: usize = 20;
 /// Committed events to reach before the writers stop: several relay batches of 500 after the
 /// last restart.
 const AT_LEAST: usize = 3_000;
-
-/// What one writer did. A transaction whose `COMMIT` got no answer (the server died) may or
-/// may not have committed: its events are "unsure" until the outbox is read afterwards.
-#[derive(Default)]
-struct WriterLog {
-    /// Per key, in the writer's order: each event and whether its commit was confirmed.
-    by_key: BTreeMap<String, Vec<(EventId, bool)>>,
-    rolled_back: HashSet<EventId>,
-}
-
-async fn write_until_stopped(
-    pool: PgPool,
-    outbox: Outbox,
-    writer: usize,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-    committed: Arc<AtomicUsize>,
-    errors: Arc<AtomicUsize>,
-) -> WriterLog {
-    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(writer as u64));
-    let mut log = WriterLog::default();
-    let mut n = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let batch: Vec<Event> = (0..rng.usize(1..=5))
-            .map(|_| {
-                n += 1;
-                keyed_event(&format!("w{writer}-k{}", rng.usize(..KEYS_PER_WRITER)), n)
-            })
-            .collect();
-        let commit = rng.f64() < 0.8;
-        // Ok(true): committed; Ok(false): rolled back or never committed; Err: unsure.
-        let outcome: Result<bool, ()> = async {
-            let Ok(mut tx) = pool.begin().await else {
-                return Ok(false);
-            };
-            if outbox.add(&mut tx, batch.clone()).await.is_err() {
-                return Ok(false);
-            }
-            if !commit {
-                let _ = tx.rollback().await;
-                return Ok(false);
-            }
-            tx.commit().await.map(|()| true).map_err(|_| ())
-        }
-        .await;
-        let key = |e: &Event| e.partition_key.clone().unwrap_or_default();
-        match outcome {
-            Ok(true) => {
-                committed.fetch_add(batch.len(), Ordering::SeqCst);
-                for event in &batch {
-                    log.by_key
-                        .entry(key(event))
-                        .or_default()
-                        .push((event.id, true));
-                }
-            }
-            Ok(false) if commit => {
-                errors.fetch_add(1, Ordering::SeqCst);
-                log.rolled_back.extend(batch.iter().map(|e| e.id));
-                // The server is down: try again shortly rather than spin.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(false) => log.rolled_back.extend(batch.iter().map(|e| e.id)),
-            Err(()) => {
-                errors.fetch_add(1, Ordering::SeqCst);
-                for event in &batch {
-                    log.by_key
-                        .entry(key(event))
-                        .or_default()
-                        .push((event.id, false));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    log
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_and_restarted_postgres_loses_nothing_and_the_relay_resumes() -> anyhow::Result<()>
@@ -123,22 +45,16 @@ async fn a_crashed_and_restarted_postgres_loses_nothing_and_the_relay_resumes() 
     config.poll_interval = Duration::from_millis(500);
     let relay = Relay::new(pool.clone(), outbox.clone(), bus.clone(), config).spawn();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            tokio::spawn(write_until_stopped(
-                pool.clone(),
-                outbox.clone(),
-                w,
-                seed,
-                stop.clone(),
-                committed.clone(),
-                errors.clone(),
-            ))
-        })
-        .collect();
+    let writers = Writers::new(
+        WRITERS,
+        KEYS_PER_WRITER,
+        &[EventType::OPPORTUNITY_CREATED],
+        Duration::ZERO,
+    );
+    let writing = tokio::spawn({
+        let (writers, pool, outbox) = (writers.clone(), pool.clone(), outbox.clone());
+        async move { writers.run(&pool, &outbox, seed).await }
+    });
 
     for restart in 1..=2 {
         // Under load: the relay has delivered a good share since the last restart.
@@ -151,9 +67,9 @@ async fn a_crashed_and_restarted_postgres_loses_nothing_and_the_relay_resumes() 
         })
         .await?;
         server.crash()?;
-        let failed = errors.load(Ordering::SeqCst);
+        let failed = writers.failed();
         wait_until("the writers meeting the crashed server", || {
-            let now = errors.load(Ordering::SeqCst);
+            let now = writers.failed();
             (now > failed)
                 .then_some(())
                 .ok_or(format!("{now} failed transactions"))
@@ -162,31 +78,27 @@ async fn a_crashed_and_restarted_postgres_loses_nothing_and_the_relay_resumes() 
         server.start_again()?;
         eprintln!(
             "restart {restart}: {} committed, {} failed transactions so far",
-            committed.load(Ordering::SeqCst),
-            errors.load(Ordering::SeqCst)
+            writers.committed(),
+            writers.failed()
         );
     }
     let delivered = recorder.snapshot().len();
     wait_until("the relay delivering again after the restarts", || {
         let now = recorder.snapshot().len();
-        let enough = committed.load(Ordering::SeqCst) >= AT_LEAST;
+        let enough = writers.committed() >= AT_LEAST;
         (enough && now >= delivered + 600)
             .then_some(())
             .ok_or(format!("{now} deliveries"))
     })
     .await?;
-    stop.store(true, Ordering::SeqCst);
-    let mut logs = Vec::new();
-    for writer in writers {
-        logs.push(writer.await?);
-    }
+    writers.stop.store(true, Ordering::SeqCst);
+    let log = writing.await??;
 
     // Which unsure commits did commit: their rows are in the outbox.
-    let unsure: Vec<uuid::Uuid> = logs
+    let unsure: Vec<uuid::Uuid> = log
         .iter()
-        .flat_map(|l| l.by_key.values().flatten())
-        .filter(|(_, sure)| !sure)
-        .map(|(id, _)| *id.as_uuid())
+        .filter(|e| e.outcome == TxOutcome::Unsure)
+        .map(|e| *e.id.as_uuid())
         .collect();
     let stored: HashSet<uuid::Uuid> = sqlx::query_scalar::<_, uuid::Uuid>(
         "SELECT event_id FROM eventbus_outbox WHERE event_id = ANY($1)",
@@ -196,20 +108,7 @@ async fn a_crashed_and_restarted_postgres_loses_nothing_and_the_relay_resumes() 
     .await?
     .into_iter()
     .collect();
-    let mut written = Written::default();
-    for log in logs {
-        written.rolled_back.extend(log.rolled_back);
-        for (key, events) in log.by_key {
-            for (id, sure) in events {
-                if sure || stored.contains(id.as_uuid()) {
-                    written.committed.insert(id);
-                    written.by_key.entry(key.clone()).or_default().push(id);
-                } else {
-                    written.rolled_back.insert(id);
-                }
-            }
-        }
-    }
+    let written = Written::from_log(log, |id| stored.contains(id.as_uuid()));
     recorder.wait_for(&written.committed).await?;
     let repeats = check(&written, &recorder.snapshot())?;
     let stats = relay.stats();

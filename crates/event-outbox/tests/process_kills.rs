@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use event_outbox::{
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use support::{DEADLINE, keyed_event, seed, test_db};
+use support::{DEADLINE, Writers, Written, seed, test_db};
 use tower::Layer as _;
 
 const TEST: &str = "relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once";
@@ -43,6 +43,11 @@ const RELAYS: usize = 2;
 const HANDLERS: usize = 2;
 /// Committed events to write at least, across 120 keys: many relay batches of 100.
 const AT_LEAST: usize = 2_500;
+/// The types written, both handled by the one inbox handler.
+const TYPES: [EventType; 2] = [
+    EventType::OPPORTUNITY_CREATED,
+    EventType::OPPORTUNITY_UPDATED,
+];
 /// Kills to make at least, at each point, before the writers stop.
 const KILLS: [(Point, usize); 4] = [
     (Point::AfterCommit, 3),
@@ -94,7 +99,7 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
             std::env::var("EVENTBUS_TEST_POSTGRES_URL")?,
         ),
         ("OUTBOX_KILL_SCHEMA".to_string(), db.schema.clone()),
-        ("OUTBOX_KILL_REDIS".to_string(), redis),
+        ("OUTBOX_KILL_REDIS".to_string(), redis.clone()),
         ("OUTBOX_KILL_PREFIX".to_string(), prefix.clone()),
     ];
     let (lines, said) = mpsc::channel::<(usize, u64, String)>();
@@ -111,13 +116,12 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
         fleet.children.push((role, child, generation));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(write_until_stopped(
-        db.pool.clone(),
-        db.outbox.clone(),
-        seed,
-        stop.clone(),
-    ));
+    // Two writers on 60 keys each, paced so that kills land while rows wait.
+    let writers = Writers::new(2, 60, &TYPES, Duration::from_millis(2));
+    let writing = tokio::spawn({
+        let (writers, pool, outbox) = (writers.clone(), db.pool.clone(), db.outbox.clone());
+        async move { writers.run(&pool, &outbox, seed).await }
+    });
     let mut kills: BTreeMap<Point, usize> = BTreeMap::new();
     let mut next_random_kill = Instant::now() + Duration::from_millis(rng.u64(300..900));
     let deadline = Instant::now() + DEADLINE * 2;
@@ -147,7 +151,7 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
         let enough_kills = KILLS
             .iter()
             .all(|(point, least)| kills.get(point).copied().unwrap_or(0) >= *least);
-        if !stop.load(Ordering::SeqCst) {
+        if !writers.stop.load(Ordering::SeqCst) {
             if Instant::now() >= next_random_kill {
                 let slot = rng.usize(..RELAYS + HANDLERS);
                 fleet.kill_and_replace(slot)?;
@@ -159,14 +163,9 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
                 *kills.entry(point).or_default() += 1;
                 next_random_kill = Instant::now() + Duration::from_millis(rng.u64(300..900));
             }
-            let committed: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM eventbus_outbox WHERE event_type = $1")
-                    .bind(EventType::OPPORTUNITY_CREATED.as_str())
-                    .fetch_one(&db.pool)
-                    .await?;
-            if enough_kills && committed as usize >= AT_LEAST {
+            if enough_kills && writers.committed() >= AT_LEAST {
                 // From now on the processes run undisturbed until everything is handled.
-                stop.store(true, Ordering::SeqCst);
+                writers.stop.store(true, Ordering::SeqCst);
                 fleet.pausing = false;
             }
         } else {
@@ -174,8 +173,14 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let written = writers.await??;
+    let log = writing.await??;
     fleet.kill_all();
+    anyhow::ensure!(
+        writers.failed() == 0,
+        "{} transactions failed",
+        writers.failed()
+    );
+    let written = Written::from_log(log, |_| false);
 
     // Exactly once: one effect per committed event, none of a rolled-back one.
     let applied: Vec<(uuid::Uuid, i64)> =
@@ -206,7 +211,12 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
         .into_iter()
         .map(|(key, n)| (key, n as usize))
         .collect();
-    assert_eq!(counted, written.per_key, "each key's counter");
+    let per_key: BTreeMap<String, usize> = written
+        .by_key
+        .iter()
+        .map(|(key, ids)| (key.clone(), ids.len()))
+        .collect();
+    assert_eq!(counted, per_key, "each key's counter");
     // One follow-up per handled event, published through the outbox in the handler's
     // transaction.
     let follow_ups: Vec<(Option<String>, i64)> = sqlx::query_as(
@@ -228,14 +238,7 @@ async fn relays_and_handlers_killed_with_sigkill_lose_nothing_and_apply_once() -
         written.committed.len(),
         written.rolled_back.len()
     );
-    let bus = event_redis::RedisBus::connect(
-        event_redis::RedisConfig::builder()
-            .url(std::env::var("EVENTBUS_TEST_REDIS_URL")?)
-            .key_prefix(prefix)
-            .build()?,
-        Config::default(),
-    )
-    .await?;
+    let bus = redis_bus(&redis, &prefix, Config::default()).await?;
     let dead = bus.dead_letters("effects", 100).await?;
     assert!(
         dead.is_empty(),
@@ -259,58 +262,13 @@ async fn all_handled(pool: &PgPool) -> anyhow::Result<bool> {
     let (pending, events, effects): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM eventbus_outbox
                  WHERE delivered_at IS NULL AND parked_at IS NULL),
-                (SELECT count(*) FROM eventbus_outbox WHERE event_type = $1),
+                (SELECT count(*) FROM eventbus_outbox WHERE event_type = ANY($1)),
                 (SELECT count(DISTINCT event_id) FROM effects)",
     )
-    .bind(EventType::OPPORTUNITY_CREATED.as_str())
+    .bind(TYPES.map(|t| t.as_str().to_string()))
     .fetch_one(pool)
     .await?;
     Ok(pending == 0 && events == effects)
-}
-
-/// What the writers did.
-#[derive(Default)]
-struct Written {
-    committed: HashSet<EventId>,
-    rolled_back: HashSet<EventId>,
-    /// Committed events per key.
-    per_key: BTreeMap<String, usize>,
-}
-
-/// Transactions of 1 to 5 events over 120 keys, 80 % committed, until `stop`.
-async fn write_until_stopped(
-    pool: PgPool,
-    outbox: Outbox,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<Written> {
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
-    let mut written = Written::default();
-    let mut n = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let batch: Vec<Event> = (0..rng.usize(1..=5))
-            .map(|_| {
-                n += 1;
-                keyed_event(&format!("k{}", rng.usize(..120)), n)
-            })
-            .collect();
-        let mut tx = pool.begin().await?;
-        outbox.add(&mut tx, batch.clone()).await?;
-        if rng.f64() < 0.8 {
-            tx.commit().await?;
-            for event in &batch {
-                written.committed.insert(event.id);
-                let key = event.partition_key.clone().unwrap_or_default();
-                *written.per_key.entry(key).or_default() += 1;
-            }
-        } else {
-            tx.rollback().await?;
-            written.rolled_back.extend(batch.iter().map(|e| e.id));
-        }
-        // A pace the relays can follow, so that kills land while rows wait.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(written)
 }
 
 /// The child processes, each in a slot, and the lines they print.
@@ -387,10 +345,6 @@ async fn child(role: &str) -> anyhow::Result<()> {
         .connect_with(options)
         .await?;
     let outbox = Outbox::with_channel(var("OUTBOX_KILL_SCHEMA")?);
-    let redis = event_redis::RedisConfig::builder()
-        .url(var("OUTBOX_KILL_REDIS")?)
-        .key_prefix(var("OUTBOX_KILL_PREFIX")?)
-        .build()?;
     // A killed handler's events go to another one after two seconds. Every kill counts as a
     // failed attempt of the events the killed process held (read ahead too), and the test
     // kills often: retries are raised so that no event is dead-lettered for being caught in
@@ -399,7 +353,14 @@ async fn child(role: &str) -> anyhow::Result<()> {
         ("EVENT_CLAIM_IDLE_MS", "2000"),
         ("EVENT_MAX_RETRIES", "100"),
     ])?;
-    let bus: Arc<dyn EventBus> = Arc::new(event_redis::RedisBus::connect(redis, config).await?);
+    let bus: Arc<dyn EventBus> = Arc::new(
+        redis_bus(
+            &var("OUTBOX_KILL_REDIS")?,
+            &var("OUTBOX_KILL_PREFIX")?,
+            config,
+        )
+        .await?,
+    );
     let pausing = var("OUTBOX_KILL_PAUSING")? == "1";
     match role {
         "relay" => {
@@ -421,7 +382,7 @@ async fn child(role: &str) -> anyhow::Result<()> {
         _ => {
             let handler =
                 InboxLayer::new(pool, outbox, InboxConfig::default()).layer(Effects { pausing });
-            let spec = SubscriptionSpec::new("effects", [EventType::OPPORTUNITY_CREATED])
+            let spec = SubscriptionSpec::new("effects", TYPES)
                 .start_from(StartFrom::Earliest)
                 .concurrency(4);
             let _subscription = bus.subscribe(spec, Arc::new(handler)).await?;
@@ -429,6 +390,19 @@ async fn child(role: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The Redis bus of the test's streams.
+async fn redis_bus(
+    url: &str,
+    prefix: &str,
+    config: Config,
+) -> anyhow::Result<event_redis::RedisBus> {
+    let redis = event_redis::RedisConfig::builder()
+        .url(url)
+        .key_prefix(prefix)
+        .build()?;
+    Ok(event_redis::RedisBus::connect(redis, config).await?)
 }
 
 fn say(line: &str) {

@@ -99,6 +99,21 @@ pub(crate) async fn publish_all(
     Ok(ids)
 }
 
+/// Publishes `events` with `publish_batch`, `size` at a time; returns their ids.
+pub(crate) async fn publish_batches(
+    bus: &dyn EventBus,
+    events: &[Event],
+    size: usize,
+) -> anyhow::Result<Vec<EventId>> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(size) {
+        for result in bus.publish_batch(chunk.to_vec()).await {
+            ids.push(result?);
+        }
+    }
+    Ok(ids)
+}
+
 /// Subscribes a recorder to `event_types` with the default spec.
 pub(crate) async fn subscribe(
     bus: &dyn EventBus,

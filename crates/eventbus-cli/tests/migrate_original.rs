@@ -277,18 +277,7 @@ fn imports_into_kafka_once() -> anyhow::Result<()> {
             .collect();
         let valid = expected.len() as u64;
         for (imported, duplicates) in [(valid, 0), (0, valid)] {
-            let out = run(
-                &vars,
-                &[
-                    "--json",
-                    "migrate",
-                    "from-original",
-                    "--redis-url",
-                    &original.source,
-                ],
-            )?;
-            ensure!(code(&out) == 0, "{} {}", stdout(&out), stderr(&out));
-            let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+            let counts = totals(&import_report(&vars, &original.source, &[], "import")?)?;
             assert_eq!((counts.imported, counts.duplicates), (imported, duplicates));
             assert_eq!(counts.expired, python::EXPIRED as u64);
         }
@@ -321,6 +310,21 @@ fn imports_into_kafka_once() -> anyhow::Result<()> {
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// `eventbus --json migrate from-original --redis-url SOURCE ARGS...`, which must succeed
+/// (`what` names the run in the error); its JSON report.
+fn import_report(
+    vars: &[(&str, &str)],
+    source: &str,
+    args: &[&str],
+    what: &str,
+) -> anyhow::Result<Json> {
+    let mut all = vec!["--json", "migrate", "from-original", "--redis-url", source];
+    all.extend_from_slice(args);
+    let out = run(vars, &all)?;
+    ensure!(code(&out) == 0, "{what}: {} {}", stdout(&out), stderr(&out));
+    Ok(serde_json::from_str(&stdout(&out))?)
+}
+
 /// Runs a check that may panic (a failed assertion), so that the caller can clean up before it
 /// fails as the check did (`resume_unwind`).
 fn unwinding(
@@ -346,25 +350,7 @@ fn check_import(
     );
 
     // A dry run prints the plan and writes nothing.
-    let out = run(
-        vars,
-        &[
-            "--json",
-            "migrate",
-            "from-original",
-            "--redis-url",
-            source,
-            "--dry-run",
-        ],
-    )?;
-    ensure!(
-        code(&out) == 0,
-        "dry run: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let plan: Json = serde_json::from_str(&stdout(&out))?;
-    let counts = totals(&plan)?;
+    let counts = totals(&import_report(vars, source, &["--dry-run"], "dry run")?)?;
     assert_eq!(counts.read, written.len() as u64);
     assert_eq!(counts.imported, valid);
     assert_eq!((counts.expired, counts.undecodable), (expired, bad));
@@ -401,26 +387,9 @@ fn check_import(
         recent.len(),
         written.len()
     );
-    let out = run(
-        vars,
-        &[
-            "--json",
-            "migrate",
-            "from-original",
-            "--redis-url",
-            source,
-            "--dry-run",
-            "--since",
-            &event_core::timestamp::format(cut),
-        ],
-    )?;
-    ensure!(
-        code(&out) == 0,
-        "--since: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+    let since = event_core::timestamp::format(cut);
+    let plan = import_report(vars, source, &["--dry-run", "--since", &since], "--since")?;
+    let counts = totals(&plan)?;
     assert_eq!(counts.read, recent.len() as u64);
     assert_eq!(
         counts.imported,
@@ -429,20 +398,7 @@ fn check_import(
 
     // The import: every decodable event, once, as the original stored it.
     let report_file = tempfile_path("first");
-    let out = run(
-        vars,
-        &[
-            "--json",
-            "migrate",
-            "from-original",
-            "--redis-url",
-            source,
-            "--report",
-            &report_file,
-        ],
-    )?;
-    ensure!(code(&out) == 0, "import: {} {}", stdout(&out), stderr(&out));
-    let report: Json = serde_json::from_str(&stdout(&out))?;
+    let report = import_report(vars, source, &["--report", &report_file], "import")?;
     let counts = totals(&report)?;
     assert_eq!(counts.read, written.len() as u64);
     assert_eq!(counts.imported, valid, "{report:#}");
@@ -534,17 +490,7 @@ fn check_import(
     }
 
     // Again: nothing stored twice, and the report says so.
-    let out = run(
-        vars,
-        &["--json", "migrate", "from-original", "--redis-url", source],
-    )?;
-    ensure!(
-        code(&out) == 0,
-        "second run: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let counts = totals(&serde_json::from_str(&stdout(&out))?)?;
+    let counts = totals(&import_report(vars, source, &[], "second run")?)?;
     assert_eq!((counts.imported, counts.duplicates), (0, valid));
     assert_eq!((counts.expired, counts.undecodable), (expired, bad));
     assert_eq!(runtime.block_on(target_events(settings))?.len(), held.len());

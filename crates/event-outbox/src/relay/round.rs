@@ -129,10 +129,8 @@ async fn claim_keys(tx: &mut PgConnection, relay: &RelayInner) -> Result<Vec<Str
     Ok(keys)
 }
 
-/// Publishes the claimed rows in one batch, in sequence order. The bus stores a key's events
-/// of one type in batch order, and after one of them failed (other than by being refused),
-/// none of the later ones ([`EventBus::publish_batch`]): a key's failed events are the tail of
-/// its events in the round, left pending for a later round, behind nothing delivered.
+/// Publishes the claimed rows in one batch, in sequence order (the module docs say why a
+/// key's order holds), and sorts them into delivered, parked and failed.
 async fn publish_round(bus: &dyn EventBus, rows: Vec<Claimed>) -> Outcome {
     let mut outcome = Outcome::default();
     let mut seqs = Vec::with_capacity(rows.len());

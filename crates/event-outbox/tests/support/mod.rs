@@ -91,7 +91,12 @@ pub fn seed(test: &str) -> u64 {
 
 /// An event of `key`, the `n`th of that key.
 pub fn keyed_event(key: &str, n: u64) -> Event {
-    Event::builder(EventType::OPPORTUNITY_CREATED, "outbox_test")
+    keyed_event_of(EventType::OPPORTUNITY_CREATED, key, n)
+}
+
+/// An event of `event_type` and `key`, the `n`th of that key.
+pub fn keyed_event_of(event_type: EventType, key: &str, n: u64) -> Event {
+    Event::builder(event_type, "outbox_test")
         .payload(serde_json::json!({"key": key, "n": n}))
         .partition_key(key)
         .build()
@@ -201,6 +206,163 @@ pub struct Written {
     pub committed: HashSet<EventId>,
     pub rolled_back: HashSet<EventId>,
     pub by_key: BTreeMap<String, Vec<EventId>>,
+}
+
+impl Written {
+    /// What a writers' log says was written; an unsure event counts as committed when
+    /// `committed_if_unsure` says its row exists.
+    pub fn from_log(log: Vec<Logged>, committed_if_unsure: impl Fn(&EventId) -> bool) -> Self {
+        let mut written = Written::default();
+        for Logged { id, key, outcome } in log {
+            let committed = match outcome {
+                TxOutcome::Committed => true,
+                TxOutcome::RolledBack => false,
+                TxOutcome::Unsure => committed_if_unsure(&id),
+            };
+            if committed {
+                written.committed.insert(id);
+                written.by_key.entry(key).or_default().push(id);
+            } else {
+                written.rolled_back.insert(id);
+            }
+        }
+        written
+    }
+}
+
+/// How a writer's transaction ended, as far as the writer knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxOutcome {
+    Committed,
+    /// Rolled back, or failed before its `COMMIT`.
+    RolledBack,
+    /// Its `COMMIT` got no answer (the server died): it may or may not have committed.
+    Unsure,
+}
+
+/// One event of a writers' log.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub id: EventId,
+    pub key: String,
+    pub outcome: TxOutcome,
+}
+
+/// Writers that run until stopped, and what they share with the test: when to stop,
+/// committed events and failed transactions so far.
+pub struct Writers {
+    count: usize,
+    keys_per_writer: usize,
+    types: Vec<EventType>,
+    pace: Duration,
+    pub stop: std::sync::atomic::AtomicBool,
+    committed: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Writers {
+    /// `count` writers, each owning `keys_per_writer` keys, writing events of `types`, one
+    /// transaction every `pace` at most.
+    pub fn new(
+        count: usize,
+        keys_per_writer: usize,
+        types: &[EventType],
+        pace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            count,
+            keys_per_writer,
+            types: types.to_vec(),
+            pace,
+            stop: Default::default(),
+            committed: Default::default(),
+            failed: Default::default(),
+        })
+    }
+
+    pub fn committed(&self) -> usize {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The writers' tasks, each on its keys (`w{writer}-k{j}`), writing transactions of 1 to 5
+    /// events of the types (picked at random) that commit with probability 0.8, until
+    /// [`stop`](Self::stop). A transaction that fails (the server is down) is logged and
+    /// counted, and the writer goes on after 50 ms. Returns the log, each writer's events in
+    /// its order.
+    pub async fn run(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        outbox: &Outbox,
+        seed: u64,
+    ) -> anyhow::Result<Vec<Logged>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let tasks: Vec<_> = (0..self.count)
+            .map(|writer| {
+                let (pool, outbox) = (pool.clone(), outbox.clone());
+                let shared = self.clone();
+                let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(writer as u64));
+                tokio::spawn(async move {
+                    let mut log = Vec::new();
+                    let mut n = 0;
+                    while !shared.stop.load(SeqCst) {
+                        let batch: Vec<Event> = (0..rng.usize(1..=5))
+                            .map(|_| {
+                                n += 1;
+                                let key =
+                                    format!("w{writer}-k{}", rng.usize(..shared.keys_per_writer));
+                                let types = &shared.types;
+                                keyed_event_of(types[rng.usize(..types.len())].clone(), &key, n)
+                            })
+                            .collect();
+                        let commit = rng.f64() < 0.8;
+                        let outcome = async {
+                            let Ok(mut tx) = pool.begin().await else {
+                                return None;
+                            };
+                            outbox.add(&mut tx, batch.clone()).await.ok()?;
+                            if !commit {
+                                let _ = tx.rollback().await;
+                                return Some(TxOutcome::RolledBack);
+                            }
+                            Some(match tx.commit().await {
+                                Ok(()) => TxOutcome::Committed,
+                                Err(_) => TxOutcome::Unsure,
+                            })
+                        }
+                        .await;
+                        let outcome = match outcome {
+                            Some(TxOutcome::Committed) => {
+                                shared.committed.fetch_add(batch.len(), SeqCst);
+                                TxOutcome::Committed
+                            }
+                            Some(TxOutcome::RolledBack) => TxOutcome::RolledBack,
+                            failed => {
+                                shared.failed.fetch_add(1, SeqCst);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                failed.unwrap_or(TxOutcome::RolledBack)
+                            }
+                        };
+                        log.extend(batch.iter().map(|e| Logged {
+                            id: e.id,
+                            key: e.partition_key.clone().unwrap_or_default(),
+                            outcome,
+                        }));
+                        tokio::time::sleep(shared.pace).await;
+                    }
+                    log
+                })
+            })
+            .collect();
+        let mut log = Vec::new();
+        for task in tasks {
+            log.extend(task.await?);
+        }
+        Ok(log)
+    }
 }
 
 /// `writers` tasks, each owning its keys (`w{writer}-k{j}`, `keys_per_writer` of them), write

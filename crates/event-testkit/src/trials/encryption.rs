@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::fixture::Fixture;
 use crate::support::{
-    Recorder, Step, exactly_once, fresh_handler, fresh_type, replay_all, subscribe,
-    wait_for_dead_letters,
+    Recorder, Step, exactly_once, fresh_handler, fresh_type, publish_batches, replay_all,
+    subscribe, wait_for_dead_letters,
 };
 
 /// Two keys, as `EVENT_ENCRYPTION_KEYS` writes them (throwaway test keys).
@@ -44,20 +44,6 @@ fn personal(event_type: &EventType, n: u64) -> Event {
         .metadata("tenant", "acme")
         .build()
         .unwrap_or_else(|e| panic!("a personal event is valid: {e}"))
-}
-
-/// Publishes `events` in batches of 100; returns their ids.
-async fn publish_batches(
-    bus: &dyn event_core::EventBus,
-    events: &[Event],
-) -> anyhow::Result<Vec<EventId>> {
-    let mut ids = Vec::new();
-    for chunk in events.chunks(100) {
-        for result in bus.publish_batch(chunk.to_vec()).await {
-            ids.push(result?);
-        }
-    }
-    Ok(ids)
 }
 
 /// Checks that `got` holds each of `published` exactly as it was published.
@@ -98,7 +84,7 @@ pub(crate) async fn encrypted_events_are_transparent(fx: &Fixture) -> anyhow::Re
         .collect();
     let from = events[0].timestamp;
     // Published before the subscription, a backlog; then read from the earliest event.
-    let ids = publish_batches(&*bus, &events).await?;
+    let ids = publish_batches(&*bus, &events, 100).await?;
     let spec = event_core::SubscriptionSpec::new(recorder.name(), types.clone())
         .start_from(event_core::StartFrom::Earliest);
     let handler: std::sync::Arc<dyn event_core::EventHandler> = recorder.clone();
@@ -147,7 +133,7 @@ pub(crate) async fn unknown_key_dead_lettered_then_redriven(fx: &Fixture) -> any
     let recorder = Recorder::new(&fresh_handler());
     let subscription = subscribe(&*reader, &recorder, [event_type.clone()]).await?;
     let events: Vec<Event> = (0..150).map(|n| personal(&event_type, n)).collect();
-    let ids = publish_batches(&*publisher, &events).await?;
+    let ids = publish_batches(&*publisher, &events, 100).await?;
 
     let letters = wait_for_dead_letters(&*reader, recorder.name(), events.len()).await?;
     ensure!(

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use event_core::{EventBus, EventId, SubscriptionSpec};
+use event_core::{EventBus, EventId, EventType, SubscriptionSpec};
 
 use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, Step, exactly_once, fresh_handler, fresh_type, keyed, n_of, numbered,
-    publish_all, subscribe_spec, wait_until,
+    publish_all, publish_batches, subscribe_spec, wait_until,
 };
 
 /// With concurrency 16, events of each partition key reach the handler in publish order.
@@ -20,14 +20,7 @@ pub(crate) async fn per_key_order(fx: &Fixture) -> anyhow::Result<()> {
     const PUBLISHERS: usize = 16;
     let bus = fx.bus().await?;
     let event_type = fresh_type("updated");
-    // Random yields shuffle how the lanes interleave.
-    let recorder = Recorder::scripted(&fresh_handler(), |_, _| Step::Yield(fastrand::u32(0..4)));
-    subscribe_spec(
-        &*bus,
-        &recorder,
-        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(16),
-    )
-    .await?;
+    let recorder = shuffling_recorder(&*bus, &event_type).await?;
     // Each publisher owns some keys and publishes their events in order, interleaved; the
     // publishers run at the same time.
     let publishers: Vec<_> = (0..PUBLISHERS)
@@ -71,34 +64,34 @@ pub(crate) async fn per_key_order_in_batches(fx: &Fixture) -> anyhow::Result<()>
     const BATCH: usize = 480;
     let bus = fx.bus().await?;
     let event_type = fresh_type("updated");
-    let recorder = Recorder::scripted(&fresh_handler(), |_, _| Step::Yield(fastrand::u32(0..4)));
-    subscribe_spec(
-        &*bus,
-        &recorder,
-        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(16),
-    )
-    .await?;
+    let recorder = shuffling_recorder(&*bus, &event_type).await?;
     // Key by key within each round of numbers: a batch holds 7 or 8 events of every key.
     let events: Vec<_> = (0..PER_KEY)
         .flat_map(|n| (0..KEYS).map(move |k| (n, format!("key-{k}"))))
         .map(|(n, key)| keyed(&event_type, &key, n))
         .collect();
-    let mut ids = Vec::with_capacity(events.len());
-    let mut events = events.into_iter();
-    loop {
-        let batch: Vec<_> = events.by_ref().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        for result in bus.publish_batch(batch).await {
-            ids.push(result?);
-        }
-    }
+    let ids = publish_batches(&*bus, &events, BATCH).await?;
     recorder.wait_for_count(ids.len()).await?;
     exactly_once(&*bus, &[&recorder], &ids, "handler").await?;
     in_key_order(&recorder, KEYS, PER_KEY)?;
     bus.shutdown().await?;
     Ok(())
+}
+
+/// A recorder of `event_type` with concurrency 16, whose random yields shuffle how the lanes
+/// interleave.
+async fn shuffling_recorder(
+    bus: &dyn EventBus,
+    event_type: &EventType,
+) -> anyhow::Result<Arc<Recorder>> {
+    let recorder = Recorder::scripted(&fresh_handler(), |_, _| Step::Yield(fastrand::u32(0..4)));
+    subscribe_spec(
+        bus,
+        &recorder,
+        SubscriptionSpec::new(recorder.name(), [event_type.clone()]).concurrency(16),
+    )
+    .await?;
+    Ok(recorder)
 }
 
 /// Checks that the recorder handled numbers `0..per_key` of each of `keys` keys in order.

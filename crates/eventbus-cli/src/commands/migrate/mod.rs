@@ -111,17 +111,10 @@ async fn from_original(
     let mut report = ImportReport::new(args.report.as_deref())?;
 
     let timelines = source.timelines().await?;
-    let mut lengths = Vec::with_capacity(timelines.len());
-    // Per timeline: the rank of its first id to read, and its length.
-    let mut starts = Vec::with_capacity(timelines.len());
+    // Per timeline: the ranks of the ids to read.
+    let mut ranks = Vec::with_capacity(timelines.len());
     for key in &timelines {
-        let length = source.timeline_len(key).await?;
-        let start = match since {
-            Some(at) => source.timeline_count_before(key, at).await?.min(length),
-            None => 0,
-        };
-        starts.push(start);
-        lengths.push(length - start);
+        ranks.push(source.timeline_ranks(key, since).await?);
         let name = &key[TIMELINE_PREFIX.len()..];
         report.of(key).event_type = original_type(name).map(|t| t.to_string());
     }
@@ -146,16 +139,16 @@ async fn from_original(
     };
     let mut looked_up: HashSet<EventType> = types.into_iter().collect();
 
-    let progress = ProgressBar::new(lengths.iter().sum());
+    let progress = ProgressBar::new(ranks.iter().map(|r| r.end - r.start).sum());
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} events read {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let bus = target.as_ref().map(|m| m.bus()).transpose()?;
-    for ((key, length), mut start) in timelines.iter().zip(lengths).zip(starts) {
+    for (key, ranks) in timelines.iter().zip(ranks) {
         progress.set_message(key.clone());
         let name = &key[TIMELINE_PREFIX.len()..];
-        let end = start + length;
+        let (mut start, end) = (ranks.start, ranks.end);
         while start < end {
             let page = source.timeline_page(key, start, PAGE).await?;
             if page.is_empty() {

@@ -2,12 +2,13 @@
 //! (member: event id, score: epoch seconds) and `event:{id}` strings (the envelope's JSON,
 //! with a TTL). Read only: nothing is written to the original's Redis.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use fred::prelude::{Builder, Client, ClientLike, ReconnectPolicy};
-use fred::types::Value;
 use fred::types::config::Config;
+use fred::types::{CustomCommand, Value};
 
 /// How long one command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,31 +94,45 @@ impl OriginalRedis {
         Ok(keys)
     }
 
-    /// How many ids a timeline holds.
-    pub(crate) async fn timeline_len(&self, key: &str) -> anyhow::Result<u64> {
-        let reply: Value = self
-            .client
-            .custom(fred::cmd!("ZCARD"), vec![key])
-            .await
-            .with_context(|| format!("ZCARD {key}"))?;
-        Ok(reply.as_u64().unwrap_or(0))
-    }
-
-    /// How many ids of a timeline are scored before `at` (seconds since the epoch): they come
-    /// first in rank order.
-    pub(crate) async fn timeline_count_before(&self, key: &str, at: f64) -> anyhow::Result<u64> {
-        let reply: Value = self
-            .client
-            .custom(
-                fred::cmd!("ZCOUNT"),
-                vec![
+    /// The ranks of a timeline's ids to read: all of them, or those scored at or after `since`
+    /// (seconds since the epoch), which come last in rank order.
+    pub(crate) async fn timeline_ranks(
+        &self,
+        key: &str,
+        since: Option<f64>,
+    ) -> anyhow::Result<Range<u64>> {
+        let end = self
+            .count(fred::cmd!("ZCARD"), vec![Value::from(key)], key)
+            .await?;
+        let start = match since {
+            Some(at) => {
+                let before = vec![
                     Value::from(key),
                     Value::from("-inf"),
                     Value::from(format!("({at}")),
-                ],
-            )
+                ];
+                self.count(fred::cmd!("ZCOUNT"), before, key)
+                    .await?
+                    .min(end)
+            }
+            None => 0,
+        };
+        Ok(start..end)
+    }
+
+    /// A command answering a count.
+    async fn count(
+        &self,
+        command: CustomCommand,
+        args: Vec<Value>,
+        key: &str,
+    ) -> anyhow::Result<u64> {
+        let name = command.cmd.clone();
+        let reply: Value = self
+            .client
+            .custom(command, args)
             .await
-            .with_context(|| format!("ZCOUNT {key}"))?;
+            .with_context(|| format!("{name} {key}"))?;
         Ok(reply.as_u64().unwrap_or(0))
     }
 
