@@ -29,5 +29,7 @@ pub use error::Error;
     note = "renamed to `event_handlers::Error`, as every crate's error type"
 )]
 pub type HandlersError = Error;
-pub use registry::{DomainContext, DomainHandler, DomainHandlerKind, Thresholds, build};
-pub use view::View;
+pub use registry::{
+    DomainContext, DomainHandler, DomainHandlerKind, Thresholds, build, build_fold,
+};
+pub use view::{Fold, View};

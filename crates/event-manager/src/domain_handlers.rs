@@ -38,12 +38,74 @@ fn selected(config: &Settings) -> Result<Vec<DomainHandlerKind>, Error> {
     }
 }
 
+/// Where the domain handlers keep their views: in memory, or in PostgreSQL
+/// (`EVENT_VIEWS_STORE=postgres`) through this pool.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ViewsPool {
+    #[cfg(feature = "postgres")]
+    pub(crate) pool: Option<sqlx::PgPool>,
+}
+
+impl ViewsPool {
+    /// The pool `config` asks for (none for memory views); it connects when first used.
+    pub(crate) fn new(config: &Settings) -> Result<Self, Error> {
+        #[cfg(feature = "postgres")]
+        if config.views_store == crate::ViewsStore::Postgres
+            && let Some(url) = &config.database_url
+        {
+            return Ok(Self {
+                pool: Some(crate::postgres::pool(url)?),
+            });
+        }
+        let _ = config;
+        Ok(Self::default())
+    }
+
+    /// The handler and view of `built`: itself in memory, or its view stored in PostgreSQL.
+    fn place(
+        &self,
+        built: event_handlers::DomainHandler,
+        ctx: &DomainContext,
+    ) -> (Arc<dyn EventHandler>, Arc<dyn View>) {
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = &self.pool
+            && let Some(stored) = crate::postgres::stored_view(built.kind, ctx, pool)
+        {
+            return stored;
+        }
+        let _ = ctx;
+        (built.handler, built.view)
+    }
+
+    /// The outbox relay that views stored in PostgreSQL need for their follow-up events.
+    pub(crate) fn relay(&self) -> Option<Arc<dyn crate::Component>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = &self.pool {
+            return Some(Arc::new(crate::OutboxRelay::new(pool.clone())));
+        }
+        None
+    }
+
+    /// Checks that PostgreSQL has the schema of the views (`eventbus outbox migrate`).
+    pub(crate) async fn check(&self) -> Result<(), Error> {
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = &self.pool {
+            event_outbox::check_schema(pool)
+                .await
+                .map_err(Error::Postgres)?;
+        }
+        Ok(())
+    }
+}
+
 /// Builds the selected domain handlers on `bus`, each wrapped in the tracing and metrics
-/// layers (outermost first, as `event_handlers::middleware` documents).
+/// layers (outermost first, as `event_handlers::middleware` documents), with their views where
+/// `views` keeps them.
 pub(crate) fn build(
     config: &Settings,
     bus: &Arc<dyn EventBus>,
     context: &dyn Fn(Arc<dyn EventBus>) -> Result<DomainContext, Error>,
+    views: &ViewsPool,
 ) -> Result<Vec<(String, Entry)>, Error> {
     let kinds = selected(config)?;
     if kinds.is_empty() {
@@ -54,16 +116,17 @@ pub(crate) fn build(
     for kind in kinds {
         let built = event_handlers::build(kind, &ctx).map_err(Error::DomainHandler)?;
         let name = kind.as_str().to_string();
+        let spec = SubscriptionSpec::new(name.clone(), built.event_types.clone());
+        let (handler, view) = views.place(built, &ctx);
         let handler: Arc<dyn EventHandler> = Arc::new(
             ServiceBuilder::new()
                 .layer(TracingLayer::new())
                 .layer(MetricsLayer::new(config.bus.retry_policy()))
-                .service(SharedHandler::new(built.handler)),
+                .service(SharedHandler::new(handler)),
         );
-        let spec = SubscriptionSpec::new(name.clone(), built.event_types);
         entries.push((
             name,
-            Entry::new(spec, handler, HandlerOrigin::Domain, Some(built.view)),
+            Entry::new(spec, handler, HandlerOrigin::Domain, Some(view)),
         ));
     }
     Ok(entries)

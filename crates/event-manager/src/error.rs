@@ -84,6 +84,13 @@ pub enum Error {
         problem: String,
     },
 
+    /// PostgreSQL failed, for views stored there (`EVENT_VIEWS_STORE=postgres`) or the outbox
+    /// relay: not reachable, a bad `DATABASE_URL`, or a schema that `eventbus outbox migrate`
+    /// has not created.
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL (DATABASE_URL): {0}")]
+    Postgres(#[source] event_outbox::OutboxError),
+
     /// Waiting for the shutdown signal failed.
     #[error("cannot listen for the shutdown signal: {0}")]
     Signal(#[source] std::io::Error),
@@ -94,6 +101,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Bus(e) => e.is_transient(),
+            #[cfg(feature = "postgres")]
+            Error::Postgres(e) => e.is_transient(),
             _ => false,
         }
     }

@@ -15,6 +15,8 @@ mod lifespan;
 mod manager;
 mod meter;
 mod paging;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod registry;
 mod settings;
 mod stats;
@@ -38,6 +40,8 @@ pub use health::ManagerHealth;
 pub use lifespan::{listen_for_shutdown, shutdown_signal};
 pub use manager::{EventBusManager, ManagerBuilder, ManagerState};
 pub use paging::{ReplayCursor, ReplayPage, recent_events, replay_page};
+#[cfg(feature = "postgres")]
+pub use postgres::OutboxRelay;
 pub use registry::HandlerOrigin;
-pub use settings::{BusType, HandlerSelection, Settings};
+pub use settings::{BusType, HandlerSelection, Settings, ViewsStore};
 pub use stats::{HandlerReport, ManagerStats};

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::backend::{check_capabilities, connect_bus};
 use crate::component::{Component, ComponentReport, Supervised};
-use crate::domain_handlers::{self, View};
+use crate::domain_handlers::{self, View, ViewsPool};
 use crate::registry::{Entry, HandlerOrigin, Registry};
 use crate::settings::Settings;
 
@@ -133,11 +133,15 @@ impl ManagerBuilder {
         for (spec, handler) in self.handlers {
             insert_custom(&mut registry, spec, handler)?;
         }
+        let views = ViewsPool::new(&self.settings)?;
+        // Views in PostgreSQL publish their follow-up events through the outbox: its relay.
+        let components = self.components.into_iter().chain(views.relay()).collect();
         Ok(EventBusManager {
             settings: self.settings,
             explicit: self.explicit,
             domain_context: self.domain_context,
-            components: self.components,
+            views,
+            components,
             lifecycle: tokio::sync::Mutex::new(()),
             shared: Mutex::new(Shared {
                 state: ManagerState::Stopped,
@@ -188,6 +192,8 @@ pub struct EventBusManager {
     settings: Settings,
     explicit: BTreeSet<String>,
     domain_context: Arc<ContextFactory>,
+    /// Where the domain handlers keep their views.
+    views: ViewsPool,
     components: Vec<Arc<dyn Component>>,
     /// Serialises start, stop and registry changes that subscribe or unsubscribe.
     lifecycle: tokio::sync::Mutex<()>,
@@ -345,14 +351,15 @@ impl EventBusManager {
         for warning in &report.warnings {
             tracing::info!(backend = capabilities.backend, "{warning}");
         }
-        let domain_entries =
-            match domain_handlers::build(&self.settings, &bus, &*self.domain_context) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    let _ = bus.shutdown().await;
-                    return Err(e);
-                }
-            };
+        let domain_entries = match self.views.check().await.and_then(|()| {
+            domain_handlers::build(&self.settings, &bus, &*self.domain_context, &self.views)
+        }) {
+            Ok(entries) => entries,
+            Err(e) => {
+                let _ = bus.shutdown().await;
+                return Err(e);
+            }
+        };
         let to_subscribe = {
             let mut shared = self.shared();
             shared

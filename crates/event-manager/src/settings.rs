@@ -1,6 +1,7 @@
 //! [`Settings`]: every setting of an application's bus, composed from the crates that own
 //! them (the shared [`Config`], `RedisConfig`, `KafkaConfig`) and the manager's own variables
-//! (`EVENT_BUS_TYPE`, `ENABLE_EVENT_HANDLERS`, `ENABLED_EVENT_HANDLERS`), read from the
+//! (`EVENT_BUS_TYPE`, `ENABLE_EVENT_HANDLERS`, `ENABLED_EVENT_HANDLERS`, `EVENT_VIEWS_STORE`,
+//! `DATABASE_URL`), read from the
 //! environment in one pass that reports every bad variable at once.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,11 +41,31 @@ const ENABLED_EVENT_HANDLERS: Variable = Variable {
     ..EVENT_BUS_TYPE
 };
 
+const EVENT_VIEWS_STORE: Variable = Variable {
+    name: "EVENT_VIEWS_STORE",
+    default: Some("memory"),
+    rule: Rule::OneOf(&["memory", "postgres"]),
+    original: false,
+    doc: "where the domain handlers keep their views: `memory` (each process its own share, empty after a restart) or `postgres` (at `DATABASE_URL`, through the inbox: whole in every process of a group and kept across restarts; follow-up events go through the outbox, and the manager runs its relay). Needs the `postgres` feature (on by default) and `eventbus outbox migrate` once.",
+    ..EVENT_BUS_TYPE
+};
+const DATABASE_URL: Variable = Variable {
+    name: "DATABASE_URL",
+    default: None,
+    rule: Rule::Text("a PostgreSQL URL such as postgres://app@db:5432/app"),
+    secret: Secret::UrlPassword,
+    original: true,
+    doc: "the PostgreSQL database of `EVENT_VIEWS_STORE=postgres` (required then) and of the outbox commands.",
+    ..EVENT_BUS_TYPE
+};
+
 /// The manager's own variables.
 const VARIABLES: &[Variable] = &[
     EVENT_BUS_TYPE,
     ENABLE_EVENT_HANDLERS,
     ENABLED_EVENT_HANDLERS,
+    EVENT_VIEWS_STORE,
+    DATABASE_URL,
 ];
 
 /// Which backend `EVENT_BUS_TYPE` selects.
@@ -75,6 +96,28 @@ impl BusType {
 impl fmt::Display for BusType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where `EVENT_VIEWS_STORE` keeps the domain handlers' views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ViewsStore {
+    /// In each process's memory (the default): a process sees its share of a group's events,
+    /// and nothing after a restart.
+    Memory,
+    /// In PostgreSQL at `DATABASE_URL`, through `event-outbox`'s inbox and view journal: every
+    /// process of a group folds every event, and a restart folds them again.
+    Postgres,
+}
+
+impl ViewsStore {
+    /// The name used in `EVENT_VIEWS_STORE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewsStore::Memory => "memory",
+            ViewsStore::Postgres => "postgres",
+        }
     }
 }
 
@@ -134,6 +177,10 @@ pub struct Settings {
     pub enable_event_handlers: bool,
     /// `ENABLED_EVENT_HANDLERS` (default `all`).
     pub enabled_event_handlers: HandlerSelection,
+    /// `EVENT_VIEWS_STORE` (default `memory`).
+    pub views_store: ViewsStore,
+    /// `DATABASE_URL`: PostgreSQL, for `EVENT_VIEWS_STORE=postgres`.
+    pub database_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -234,7 +281,31 @@ impl Settings {
             kafka: KafkaConfig::read(&mut r),
             enable_event_handlers: r.bool(&ENABLE_EVENT_HANDLERS),
             enabled_event_handlers: selection(&mut r),
+            views_store: r.one_of(
+                &EVENT_VIEWS_STORE,
+                &[
+                    ("memory", ViewsStore::Memory),
+                    ("postgres", ViewsStore::Postgres),
+                ],
+            ),
+            database_url: r.optional(&DATABASE_URL),
         };
+        if settings.views_store == ViewsStore::Postgres {
+            if cfg!(not(feature = "postgres")) {
+                r.problem(
+                    &EVENT_VIEWS_STORE,
+                    "postgres",
+                    "memory: this build has no `postgres` feature",
+                );
+            }
+            if settings.database_url.is_none() {
+                r.problem(
+                    &DATABASE_URL,
+                    "",
+                    "a PostgreSQL URL: EVENT_VIEWS_STORE=postgres keeps the views there",
+                );
+            }
+        }
         r.finish(settings)
     }
 
@@ -247,6 +318,8 @@ impl Settings {
                 HandlerSelection::All => "all".into(),
                 HandlerSelection::Only(names) => names.join(","),
             }),
+            "EVENT_VIEWS_STORE" => Some(self.views_store.as_str().into()),
+            "DATABASE_URL" => self.database_url.clone(),
             _ => None,
         };
         let own = own.or_else(|| self.bus.write(name));

@@ -8,6 +8,8 @@ mod inbox;
 mod migrate;
 mod outbox;
 mod relay;
+#[cfg(feature = "views")]
+mod views;
 
 pub use error::OutboxError;
 pub use inbox::{
@@ -19,3 +21,5 @@ pub use outbox::{DEFAULT_CHANNEL, Outbox, OutboxStats, ParkedEvent};
 #[doc(hidden)]
 pub use relay::AfterPublish;
 pub use relay::{Relay, RelayConfig, RelayHandle, RelayStats, RoundReport};
+#[cfg(feature = "views")]
+pub use views::PostgresView;

@@ -17,14 +17,21 @@ struct Migration {
 }
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "outbox and inbox",
-    sql: include_str!("../migrations/0001_outbox_and_inbox.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "outbox and inbox",
+        sql: include_str!("../migrations/0001_outbox_and_inbox.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "view journal",
+        sql: include_str!("../migrations/0002_view_journal.sql"),
+    },
+];
 
 /// The newest migration this crate ships.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// What [`migrate`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -2,13 +2,32 @@
 //! (queryable as a typed value or as JSON through [`View`](crate::View)), and publishes the
 //! follow-up events the domain calls for (alerts, re-analysis requests).
 
-/// The [`EventHandler`](event_core::EventHandler) and [`View`](crate::View) of a domain
-/// handler: its state (`self.state`) keeps the ids it applied (`seen`), so an event delivered
+/// The [`EventHandler`](event_core::EventHandler), [`View`](crate::View) and
+/// [`Fold`](crate::Fold) of a domain handler: its state (`self.state`) keeps the ids it applied (`seen`), so an event delivered
 /// again is applied once; `$view` is the method that reads its typed view; a handler with an
 /// outbox (`self.outbox`) publishes the follow-up events of the update after the lock is let
-/// go (a failed publish fails the event, and its retry publishes them).
+/// go (a failed publish fails the event, and its retry publishes them); folded, it returns
+/// them instead.
 macro_rules! domain_handler {
+    (@follow_ups $self:ident) => {
+        Vec::new()
+    };
+    (@follow_ups $self:ident, $outbox:ident) => {
+        $self.$outbox.take()
+    };
     ($handler:ty, $view:ident $(, $outbox:ident)?) => {
+        impl $handler {
+            /// Applies `event` once per id, under the state's lock.
+            fn apply_once(&self, event: &event_core::Event) -> Result<(), event_core::HandlerError> {
+                let mut state = super::lock(&self.state);
+                if !state.seen.contains(&event.id) {
+                    self.apply(&mut state, event)?;
+                    state.seen.insert(event.id);
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl event_core::EventHandler for $handler {
             fn name(&self) -> &str {
@@ -19,13 +38,7 @@ macro_rules! domain_handler {
                 &self,
                 event: &event_core::Event,
             ) -> Result<(), event_core::HandlerError> {
-                {
-                    let mut state = super::lock(&self.state);
-                    if !state.seen.contains(&event.id) {
-                        self.apply(&mut state, event)?;
-                        state.seen.insert(event.id);
-                    }
-                }
+                self.apply_once(event)?;
                 $(self.$outbox.flush(&self.bus).await?;)?
                 Ok(())
             }
@@ -38,6 +51,16 @@ macro_rules! domain_handler {
 
             fn snapshot(&self) -> serde_json::Value {
                 crate::view::to_json(&self.$view())
+            }
+        }
+
+        impl crate::Fold for $handler {
+            fn fold(
+                &self,
+                event: &event_core::Event,
+            ) -> Result<Vec<event_core::Event>, event_core::HandlerError> {
+                self.apply_once(event)?;
+                Ok(domain_handler!(@follow_ups self $(, $outbox)?))
             }
         }
     };

@@ -24,6 +24,11 @@ impl Outbox {
         lock(&self.pending).push(event);
     }
 
+    /// Takes every waiting event, in order, to be published by the caller.
+    pub(crate) fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+
     /// Publishes every waiting event in order; on a failure, keeps it and those after it.
     pub(crate) async fn flush(&self, bus: &Arc<dyn EventBus>) -> Result<(), HandlerError> {
         let _one_at_a_time = self.flushing.lock().await;

@@ -1,6 +1,7 @@
 //! The registry of domain handlers: their configuration names ([`DomainHandlerKind`]), what a
 //! built handler is ([`DomainHandler`]: the handler, its event types, its [`View`]) and
-//! [`build`], which makes one from a [`DomainContext`].
+//! [`build`], which makes one from a [`DomainContext`] ([`build_fold`]: its view alone, as a
+//! [`Fold`]).
 
 mod kind;
 
@@ -15,7 +16,7 @@ use crate::domain::{
     AgentAlertPolicy, AgentEventHandler, MarketSignalEventHandler, OpportunityEventHandler,
     SystemEventHandler, UserEventHandler,
 };
-use crate::{Error, View};
+use crate::{Error, Fold, View};
 
 /// Limits and thresholds the domain handlers apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,6 +99,9 @@ pub struct DomainHandler {
     pub event_types: Vec<EventType>,
     /// Its view (the same object as the handler).
     pub view: Arc<dyn View>,
+    /// The view as a fold of events (the same object again), for a store outside the process;
+    /// `None` for the audit trail, which writes to its sink rather than keeping a view.
+    pub fold: Option<Arc<dyn Fold>>,
 }
 
 impl std::fmt::Debug for DomainHandler {
@@ -106,21 +110,6 @@ impl std::fmt::Debug for DomainHandler {
             .field("kind", &self.kind)
             .field("event_types", &self.event_types)
             .finish_non_exhaustive()
-    }
-}
-
-impl DomainHandler {
-    fn of<H: EventHandler + View>(
-        kind: DomainHandlerKind,
-        handler: Arc<H>,
-        event_types: Vec<EventType>,
-    ) -> Self {
-        Self {
-            kind,
-            handler: handler.clone(),
-            event_types,
-            view: handler,
-        }
     }
 }
 
@@ -145,38 +134,57 @@ impl DomainHandler {
 /// # Errors
 /// [`Error::Audit`] when the audit trail's sink cannot be opened.
 pub fn build(kind: DomainHandlerKind, ctx: &DomainContext) -> Result<DomainHandler, Error> {
+    if let Some((fold, event_types)) = domain(kind, ctx) {
+        return Ok(DomainHandler {
+            kind,
+            handler: fold.clone(),
+            event_types,
+            view: fold.clone(),
+            fold: Some(fold),
+        });
+    }
+    let audit = Arc::new(AuditTrailHandler::open(ctx.audit.clone())?);
+    Ok(DomainHandler {
+        kind,
+        handler: audit.clone(),
+        event_types: audit.event_types(),
+        view: audit,
+        fold: None,
+    })
+}
+
+/// A fresh, empty view of the domain handler `kind` as a [`Fold`] (also its handler): what a
+/// store outside the process rebuilds the view from. `None` for the audit trail, which keeps
+/// no view to fold.
+pub fn build_fold(kind: DomainHandlerKind, ctx: &DomainContext) -> Option<Arc<dyn Fold>> {
+    domain(kind, ctx).map(|(fold, _)| fold)
+}
+
+/// The handler of a domain kind, with its event types; `None` for the audit trail.
+fn domain(kind: DomainHandlerKind, ctx: &DomainContext) -> Option<(Arc<dyn Fold>, Vec<EventType>)> {
     let capacity = ctx.thresholds.view_capacity;
     let bus = ctx.bus.clone();
-    Ok(match kind {
-        DomainHandlerKind::Opportunity => DomainHandler::of(
-            kind,
+    Some(match kind {
+        DomainHandlerKind::Opportunity => (
             Arc::new(OpportunityEventHandler::new(bus, capacity)),
             OpportunityEventHandler::event_types(),
         ),
-        DomainHandlerKind::User => DomainHandler::of(
-            kind,
+        DomainHandlerKind::User => (
             Arc::new(UserEventHandler::new(capacity)),
             UserEventHandler::event_types(),
         ),
-        DomainHandlerKind::Agent => DomainHandler::of(
-            kind,
+        DomainHandlerKind::Agent => (
             Arc::new(AgentEventHandler::new(bus, ctx.thresholds.agent_alert)),
             AgentEventHandler::event_types(),
         ),
-        DomainHandlerKind::MarketSignal => DomainHandler::of(
-            kind,
+        DomainHandlerKind::MarketSignal => (
             Arc::new(MarketSignalEventHandler::new(capacity)),
             MarketSignalEventHandler::event_types(),
         ),
-        DomainHandlerKind::System => DomainHandler::of(
-            kind,
+        DomainHandlerKind::System => (
             Arc::new(SystemEventHandler::new(capacity)),
             SystemEventHandler::event_types(),
         ),
-        DomainHandlerKind::Audit => {
-            let handler = AuditTrailHandler::open(ctx.audit.clone())?;
-            let types = handler.event_types();
-            DomainHandler::of(kind, Arc::new(handler), types)
-        }
+        DomainHandlerKind::Audit => return None,
     })
 }

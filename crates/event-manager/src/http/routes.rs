@@ -348,6 +348,14 @@ pub(super) async fn view(
         .manager
         .view(&handler)
         .ok_or_else(|| ApiError::not_found(format!("handler {handler:?} keeps no view")))?;
+    // A view stored outside the process first reads what the other processes applied.
+    view.refresh().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "view_store_unavailable",
+            format!("the {handler} view cannot be brought up to date: {e}"),
+        )
+    })?;
     Ok(Json(
         json!({"handler": handler, "view": view.name(), "snapshot": view.snapshot()}),
     ))

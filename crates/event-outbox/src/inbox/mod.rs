@@ -34,6 +34,19 @@ pub trait TransactionalHandler: Send + Sync + 'static {
     async fn handle(&self, event: &Event, tx: &mut InboxTransaction) -> Result<(), HandlerError>;
 }
 
+/// A shared handler: the same object can be the inbox's handler and serve elsewhere (a
+/// `PostgresView` is also the view the HTTP API reads).
+#[async_trait]
+impl<H: TransactionalHandler + ?Sized> TransactionalHandler for Arc<H> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn handle(&self, event: &Event, tx: &mut InboxTransaction) -> Result<(), HandlerError> {
+        (**self).handle(event, tx).await
+    }
+}
+
 /// The inbox's settings.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -2,13 +2,9 @@
 //! `relay` publishes committed events to the configured bus until SIGTERM or Ctrl-C, `stats`
 //! shows its rows by state and the parked events with their reasons.
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use clap::{Args, Subcommand};
-use event_core::{EventBus, HealthStatus};
-use event_manager::{Component, ComponentError, Shutdown};
 use event_outbox::{DEFAULT_CHANNEL, Outbox, Relay, RelayConfig, RelayStats};
 use serde_json::json;
 use sqlx::PgPool;
@@ -229,89 +225,4 @@ async fn stats(ctx: &Context, args: &StatsArgs) -> anyhow::Result<Exit> {
         output::table(&["parked event", "type", "attempts", "reason"], &rows);
     }
     Ok(Exit::Ok)
-}
-
-/// The relay `eventbus serve --outbox-relay` runs beside the bus, supervised by the manager.
-pub(crate) struct RelayComponent {
-    pool: PgPool,
-    /// The relay of the current run, for its counters.
-    current: Mutex<Option<Relay>>,
-}
-
-/// How long the oldest pending event may wait before health calls the relay behind.
-const BEHIND_AFTER: time::Duration = time::Duration::minutes(5);
-
-impl RelayComponent {
-    /// A relay of the default outbox at `url`; it connects when it runs (and waits for a
-    /// PostgreSQL that is not up yet).
-    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
-        let pool = pool_options()
-            .connect_lazy(url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: {e}", event_core::redact_url(url)))?;
-        Ok(Self {
-            pool,
-            current: Mutex::new(None),
-        })
-    }
-}
-
-#[async_trait]
-impl Component for RelayComponent {
-    fn name(&self) -> &str {
-        "outbox_relay"
-    }
-
-    async fn run(&self, bus: Arc<dyn EventBus>, shutdown: Shutdown) -> Result<(), ComponentError> {
-        let relay = Relay::new(
-            self.pool.clone(),
-            Outbox::new(),
-            bus,
-            RelayConfig::default(),
-        );
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(relay.clone());
-        relay.run(shutdown).await?;
-        Ok(())
-    }
-
-    /// Parked events, and a backlog older than five minutes, degrade health.
-    async fn check(&self) -> (HealthStatus, Vec<String>) {
-        let stats = match Outbox::stats(&self.pool).await {
-            Ok(stats) => stats,
-            Err(e) => {
-                return (
-                    HealthStatus::Degraded,
-                    vec![format!("cannot read the outbox: {e}")],
-                );
-            }
-        };
-        let mut status = HealthStatus::Healthy;
-        let mut problems = Vec::new();
-        if stats.parked > 0 {
-            status = HealthStatus::Degraded;
-            problems.push(format!(
-                "{} events parked (refused by the bus for good): `eventbus outbox stats` lists them",
-                stats.parked
-            ));
-        }
-        if let Some(oldest) = stats.oldest_pending
-            && oldest < time::OffsetDateTime::now_utc() - BEHIND_AFTER
-        {
-            status = HealthStatus::Degraded;
-            problems.push(format!(
-                "{} events pending, the oldest since {}",
-                stats.pending,
-                event_core::timestamp::format(oldest)
-            ));
-        }
-        if let Some(relay) = &*self.current.lock().unwrap_or_else(PoisonError::into_inner) {
-            let counters = relay.stats();
-            if counters.database_errors > 0 || counters.publish_failures > 0 {
-                problems.push(format!(
-                    "{} delivered; {} failed rounds on PostgreSQL and {} failed publishes so far (retried)",
-                    counters.delivered, counters.database_errors, counters.publish_failures
-                ));
-            }
-        }
-        (status, problems)
-    }
 }

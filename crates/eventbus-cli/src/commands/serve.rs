@@ -40,14 +40,15 @@ pub(crate) async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<Exit> 
         .map(|tls| tls.server_config())
         .transpose()?;
     let mut components: Vec<Arc<dyn event_manager::Component>> = Vec::new();
-    if args.outbox_relay {
+    // With views in PostgreSQL the manager runs the relay itself.
+    if args.outbox_relay && ctx.settings.views_store != event_manager::ViewsStore::Postgres {
         let Some(url) = &args.database_url else {
             return Err(ArgError(
                 "--outbox-relay needs the outbox's database: set DATABASE_URL".into(),
             )
             .into());
         };
-        components.push(Arc::new(super::outbox::RelayComponent::new(url)?));
+        components.push(Arc::new(event_manager::OutboxRelay::connect_lazy(url)?));
     }
     let manager = Arc::new(ctx.manager(components)?);
     // The router first: it installs the metrics recorder before any handler records.
