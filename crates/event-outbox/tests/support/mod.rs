@@ -51,7 +51,7 @@ pub async fn test_db() -> anyhow::Result<Option<TestDb>> {
         .connect_with(options)
         .await?;
     let report = event_outbox::migrate(&pool).await?;
-    assert_eq!(report.applied, [1]);
+    assert_eq!(report.applied, [1, 2]);
     // Applying again is a no-op.
     assert!(event_outbox::migrate(&pool).await?.applied.is_empty());
     Ok(Some(TestDb {
