@@ -54,7 +54,7 @@ const DATABASE_URL: Variable = Variable {
     default: None,
     rule: Rule::Text("a PostgreSQL URL such as postgres://app@db:5432/app"),
     secret: Secret::UrlPassword,
-    original: true,
+    original: false,
     doc: "the PostgreSQL database of `EVENT_VIEWS_STORE=postgres` (required then) and of the outbox commands.",
     ..EVENT_BUS_TYPE
 };
@@ -384,6 +384,25 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn views_in_postgres_need_a_database_url_whose_password_stays_hidden() {
+        let err = Settings::from_vars([("EVENT_VIEWS_STORE", "postgres")]).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+        let settings = Settings::from_vars([
+            ("EVENT_VIEWS_STORE", "Postgres"),
+            ("DATABASE_URL", "postgres://app:hunter2@db:5432/app"),
+        ])
+        .unwrap();
+        assert_eq!(settings.views_store, ViewsStore::Postgres);
+        settings.validate().unwrap();
+        let shown = format!("{settings:?}");
+        assert!(
+            shown.contains("EVENT_VIEWS_STORE") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert_eq!(Settings::default().views_store, ViewsStore::Memory);
     }
 
     #[test]

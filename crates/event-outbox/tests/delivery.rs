@@ -233,7 +233,7 @@ async fn a_relay_refuses_to_start_before_the_migrations() -> anyhow::Result<()> 
             error,
             event_outbox::OutboxError::SchemaOutdated {
                 found: 0,
-                needed: 1
+                needed: 2
             }
         ),
         "{error}"
