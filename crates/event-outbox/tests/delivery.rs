@@ -272,3 +272,90 @@ async fn a_relay_waits_for_an_unreachable_postgres() -> anyhow::Result<()> {
     bus.shutdown().await?;
     Ok(())
 }
+
+/// Fails the events of key `k0` transiently (with the rest of that key in the batch, as
+/// `publish_batch` promises) the first `times` batches that hold one; publishes the rest.
+struct FailsOneKey {
+    times: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl event_testkit::PublishHook for FailsOneKey {
+    async fn publish_batch(
+        &self,
+        inner: &dyn EventBus,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, event_core::Error>> {
+        let failing = events
+            .iter()
+            .any(|e| e.partition_key.as_deref() == Some("k0"))
+            && self
+                .times
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        let (others, positions): (Vec<Event>, Vec<usize>) = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !failing || e.partition_key.as_deref() != Some("k0"))
+            .map(|(i, e)| (e.clone(), i))
+            .unzip();
+        let mut published = inner.publish_batch(others).await.into_iter();
+        let mut results: Vec<Result<EventId, event_core::Error>> = events
+            .iter()
+            .map(|_| Err(event_core::Error::backend("test", "injected failure", true)))
+            .collect();
+        for position in positions {
+            if let Some(result) = published.next() {
+                results[position] = result;
+            }
+        }
+        results
+    }
+}
+
+/// A key whose events fail in one batch of a round sits out the round's later batches, while
+/// the other keys go on; its events are delivered later, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_fails_sits_out_the_rest_of_its_round() -> anyhow::Result<()> {
+    let Some(db) = test_db().await? else {
+        return Ok(());
+    };
+    let memory: Arc<dyn EventBus> = Arc::new(MemoryBus::new(Config::default())?);
+    let recorder = Recorder::subscribe(&memory).await?;
+    let bus: Arc<dyn EventBus> =
+        event_testkit::InterceptedBus::new(memory.clone(), FailsOneKey { times: 2.into() });
+    // Three keys, 40 events each, interleaved: one round reads them all (4 batches of 30).
+    let mut tx = db.pool.begin().await?;
+    db.outbox
+        .add(
+            &mut tx,
+            (0..120).map(|n| keyed_event(&format!("k{}", n % 3), n)),
+        )
+        .await?;
+    tx.commit().await?;
+    let mut config = relay_config();
+    config.batch_size = 30;
+    let relay = db.relay(&bus, config);
+    let first = relay.deliver_once().await?;
+    // k0 failed in the first batch: its 10 events there failed, its 30 later ones were not
+    // published; k1 and k2 went through all four batches.
+    assert_eq!((first.claimed, first.delivered, first.failed), (90, 80, 10));
+    let mut rounds = 0;
+    while Outbox::stats(&db.pool).await?.pending > 0 {
+        relay.deliver_pending().await?;
+        rounds += 1;
+        assert!(rounds < 10, "k0 never got through");
+    }
+    let deliveries = recorder.snapshot();
+    for key in ["k0", "k1", "k2"] {
+        let ns: Vec<u64> = deliveries
+            .iter()
+            .filter(|d| d.key == key)
+            .map(|d| d.n)
+            .collect();
+        let expected: Vec<u64> = (0..120).filter(|n| format!("k{}", n % 3) == key).collect();
+        assert_eq!(ns, expected, "the deliveries of {key}");
+    }
+    memory.shutdown().await?;
+    db.drop_schema().await
+}

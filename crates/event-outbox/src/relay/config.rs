@@ -8,8 +8,14 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RelayConfig {
-    /// At most this many events per claim (one transaction). Default 500.
+    /// At most this many events per `publish_batch` call, and keys per claim. Default 500.
     pub batch_size: usize,
+    /// How many batches one round (one transaction) reads from the keys it claimed and
+    /// publishes, one after the other, before it commits and releases them. While a batch is
+    /// published, PostgreSQL records the one before, so more batches per round overlap more of
+    /// the two; fewer hold the keys for less time (new keys wait for the next round, or another
+    /// relay). Default 4.
+    pub batches_per_round: usize,
     /// How many of the oldest pending rows a claim looks at to find keys that no other relay
     /// holds. Default 2000: with several relays, a relay whose window holds only keys that
     /// others hold claims nothing this round, and looks again at the next wake-up or poll.
@@ -33,6 +39,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            batches_per_round: 4,
             scan_window: 2000,
             poll_interval: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),

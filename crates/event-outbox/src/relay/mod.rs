@@ -110,8 +110,10 @@ impl Relay {
         self.inner.counters.snapshot()
     }
 
-    /// One round: claims up to [`batch_size`](RelayConfig::batch_size) events of keys no other
-    /// relay holds, publishes them, and records the outcome in one transaction.
+    /// One round: claims up to [`batch_size`](RelayConfig::batch_size) ×
+    /// [`batches_per_round`](RelayConfig::batches_per_round) events of keys no other relay
+    /// holds, publishes them `batch_size` at a time, and records the outcome in one
+    /// transaction.
     ///
     /// # Errors
     /// [`OutboxError::Database`]; the round's rows are then left as they were.

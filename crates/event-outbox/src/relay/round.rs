@@ -9,15 +9,23 @@
 //! the locks when the transaction ends, committed, rolled back, or cut off with a killed
 //! relay's connection: no lease to expire, no row lock held past the round.
 //!
-//! **Publishing.** The claimed events go to [`EventBus::publish_batch`] in one batch, in
-//! sequence order. The bus stores a key's events of one type in batch order, and none after
-//! one that failed for a reason other than the event itself: a key's transiently failed events
-//! are the tail of its round and stay pending, so a later event of a key is never published
-//! ahead of an earlier one. A permanently refused event is parked and its key goes on.
+//! **Publishing.** The claimed events go to [`EventBus::publish_batch`] in batches of up to
+//! `batch_size`, in sequence order. The bus stores a key's events of one type in batch order,
+//! and none after one that failed for a reason other than the event itself: a key's
+//! transiently failed events are the tail of its batch, and the key takes no further part in
+//! the round, so a later event of a key is never published ahead of an earlier one. A
+//! permanently refused event is parked and its key goes on.
+//!
+//! **Pipelining.** A round reads up to `batches_per_round` batches of its keys' rows at once
+//! and publishes them one batch after the other; while a batch is published, the
+//! transaction's connection records the batch before it, so PostgreSQL's work and the bus's
+//! overlap.
 //!
 //! **Recording.** Delivered rows are marked, refused rows parked, failed rows counted, and the
-//! transaction commits. A relay that dies before the commit leaves every row pending: they are
-//! published again, with the same ids.
+//! transaction commits. A relay that dies before the commit leaves every row of the round
+//! pending: they are published again, with the same ids.
+
+use std::collections::HashSet;
 
 use event_core::{Error as BusError, ErrorKind, Event, EventBus};
 use sqlx::{PgConnection, Row as _};
@@ -44,6 +52,7 @@ pub struct RoundReport {
 /// One claimed row.
 struct Claimed {
     seq: i64,
+    key: String,
     event: Result<Event, String>,
 }
 
@@ -53,6 +62,8 @@ struct Outcome {
     delivered: Vec<i64>,
     parked: Vec<(i64, String)>,
     failed: Vec<(i64, String)>,
+    /// The keys of the failed rows: they sit out the rest of the round.
+    failed_keys: HashSet<String>,
 }
 
 pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxError> {
@@ -62,45 +73,86 @@ pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxE
         tx.rollback().await?;
         return Ok(RoundReport::default());
     }
-    let rows = sqlx::query(
-        "SELECT seq, event::text FROM eventbus_outbox
-         WHERE ordering_key = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
-         ORDER BY seq LIMIT $2",
+    let batch_size = relay.config.batch_size.max(1);
+    let mut rows = read_rows(
+        &mut tx,
+        &keys,
+        batch_size * relay.config.batches_per_round.max(1),
     )
-    .bind(&keys)
-    .bind(i64::try_from(relay.config.batch_size.max(1)).unwrap_or(i64::MAX))
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let body: String = row.try_get(1)?;
-        claimed.push(Claimed {
-            seq: row.try_get(0)?,
-            event: serde_json::from_str::<Event>(&body)
-                .map_err(|e| format!("the stored event cannot be read back: {e}")),
-        });
+    .await?
+    .into_iter()
+    .peekable();
+    let mut report = RoundReport::default();
+    let mut stopped: HashSet<String> = HashSet::new();
+    let mut unrecorded: Option<Outcome> = None;
+    while rows.peek().is_some() {
+        // A key with a failed event takes no further part: its later rows stay pending.
+        let batch: Vec<Claimed> = rows
+            .by_ref()
+            .take(batch_size)
+            .filter(|row| !stopped.contains(&row.key))
+            .collect();
+        report.claimed += batch.len();
+        // While this batch is published, the connection records the one before.
+        let database = async {
+            match unrecorded.take() {
+                Some(outcome) => record(&mut tx, &outcome).await,
+                None => Ok(()),
+            }
+        };
+        let (outcome, recorded) = tokio::join!(publish_round(relay.bus.as_ref(), batch), database);
+        recorded?;
+        if let Some(hook) = &relay.after_publish {
+            hook().await;
+        }
+        report.delivered += outcome.delivered.len();
+        report.parked += outcome.parked.len();
+        report.failed += outcome.failed.len();
+        for (seq, reason) in &outcome.parked {
+            tracing::warn!(seq, reason, "outbox relay: event parked");
+        }
+        stopped.extend(outcome.failed_keys.iter().cloned());
+        unrecorded = Some(outcome);
     }
-    let outcome = publish_round(relay.bus.as_ref(), claimed).await;
-    if let Some(hook) = &relay.after_publish {
-        hook().await;
+    if let Some(outcome) = unrecorded {
+        record(&mut tx, &outcome).await?;
     }
-    record(&mut tx, &outcome).await?;
     tx.commit().await?;
-    let report = RoundReport {
-        claimed: rows.len(),
-        delivered: outcome.delivered.len(),
-        parked: outcome.parked.len(),
-        failed: outcome.failed.len(),
-    };
     let counters: &Counters = &relay.counters;
     Counters::add(&counters.rounds, 1);
     Counters::add(&counters.delivered, report.delivered);
     Counters::add(&counters.parked, report.parked);
     Counters::add(&counters.publish_failures, report.failed);
-    for (seq, reason) in &outcome.parked {
-        tracing::warn!(seq, reason, "outbox relay: event parked");
-    }
     Ok(report)
+}
+
+/// The pending rows of the claimed `keys`, in sequence order, up to `limit`. Its own
+/// statement, after the claim: its snapshot sees every round that released those keys.
+async fn read_rows(
+    tx: &mut PgConnection,
+    keys: &[String],
+    limit: usize,
+) -> Result<Vec<Claimed>, OutboxError> {
+    let rows = sqlx::query(
+        "SELECT seq, ordering_key, event::text FROM eventbus_outbox
+         WHERE ordering_key = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
+         ORDER BY seq LIMIT $2",
+    )
+    .bind(keys)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let body: String = row.try_get(2)?;
+        claimed.push(Claimed {
+            seq: row.try_get(0)?,
+            key: row.try_get(1)?,
+            event: serde_json::from_str::<Event>(&body)
+                .map_err(|e| format!("the stored event cannot be read back: {e}")),
+        });
+    }
+    Ok(claimed)
 }
 
 /// Locks up to `batch_size` keys of the oldest `scan_window` pending rows, oldest key first,
@@ -129,7 +181,7 @@ async fn claim_keys(tx: &mut PgConnection, relay: &RelayInner) -> Result<Vec<Str
     Ok(keys)
 }
 
-/// Publishes the claimed rows in one batch, in sequence order (the module docs say why a
+/// Publishes a batch of claimed rows at once, in sequence order (the module docs say why a
 /// key's order holds), and sorts them into delivered, parked and failed.
 async fn publish_round(bus: &dyn EventBus, rows: Vec<Claimed>) -> Outcome {
     let mut outcome = Outcome::default();
@@ -138,7 +190,7 @@ async fn publish_round(bus: &dyn EventBus, rows: Vec<Claimed>) -> Outcome {
     for claimed in rows {
         match claimed.event {
             Ok(event) => {
-                seqs.push(claimed.seq);
+                seqs.push((claimed.seq, claimed.key));
                 events.push(event);
             }
             // Unreadable rows are parked without a publish; the key goes on.
@@ -149,18 +201,21 @@ async fn publish_round(bus: &dyn EventBus, rows: Vec<Claimed>) -> Outcome {
         return outcome;
     }
     let mut results = bus.publish_batch(events).await.into_iter();
-    for seq in seqs {
-        match results.next() {
-            Some(Ok(_)) => outcome.delivered.push(seq),
+    for (seq, key) in seqs {
+        let reason = match results.next() {
+            Some(Ok(_)) => {
+                outcome.delivered.push(seq);
+                continue;
+            }
             Some(Err(error)) if is_permanent(&error) => {
                 outcome.parked.push((seq, error.to_string()));
+                continue;
             }
-            Some(Err(error)) => outcome.failed.push((seq, error.to_string())),
-            None => outcome.failed.push((
-                seq,
-                "publish_batch returned fewer results than events".to_string(),
-            )),
-        }
+            Some(Err(error)) => error.to_string(),
+            None => "publish_batch returned fewer results than events".to_string(),
+        };
+        outcome.failed.push((seq, reason));
+        outcome.failed_keys.insert(key);
     }
     outcome
 }
