@@ -18,8 +18,8 @@
 //!
 //! **Pipelining.** A round reads up to `batches_per_round` batches of its keys' rows at once
 //! and publishes them one batch after the other; while a batch is published, the
-//! transaction's connection records the batch before it, so PostgreSQL's work and the bus's
-//! overlap.
+//! transaction's connection records the batch before it and the next batch is decoded, so
+//! PostgreSQL's work, the decoding and the bus's work overlap.
 //!
 //! **Recording.** Delivered rows are marked, refused rows parked, failed rows counted, and the
 //! transaction commits. A relay that dies before the commit leaves every row of the round
@@ -74,34 +74,30 @@ pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxE
         return Ok(RoundReport::default());
     }
     let batch_size = relay.config.batch_size.max(1);
-    let mut rows = read_rows(
-        &mut tx,
-        &keys,
-        batch_size * relay.config.batches_per_round.max(1),
-    )
-    .await?
-    .into_iter()
-    .peekable();
+    let limit = batch_size * relay.config.batches_per_round.max(1);
+    let mut stored = read_rows(&mut tx, &keys, limit).await?.into_iter();
+    let mut next = parse(stored.by_ref().take(batch_size));
     let mut report = RoundReport::default();
     let mut stopped: HashSet<String> = HashSet::new();
     let mut unrecorded: Option<Outcome> = None;
-    while rows.peek().is_some() {
+    while !next.is_empty() {
         // A key with a failed event takes no further part: its later rows stay pending.
-        let batch: Vec<Claimed> = rows
-            .by_ref()
-            .take(batch_size)
+        let batch: Vec<Claimed> = std::mem::take(&mut next)
+            .into_iter()
             .filter(|row| !stopped.contains(&row.key))
             .collect();
         report.claimed += batch.len();
-        // While this batch is published, the connection records the one before.
+        // While this batch is published, the connection records the one before, and the
+        // next one is decoded.
+        let upcoming: Vec<Stored> = stored.by_ref().take(batch_size).collect();
         let database = async {
-            match unrecorded.take() {
-                Some(outcome) => record(&mut tx, &outcome).await,
-                None => Ok(()),
+            if let Some(outcome) = unrecorded.take() {
+                record(&mut tx, &outcome).await?;
             }
+            Ok::<_, OutboxError>(parse(upcoming))
         };
-        let (outcome, recorded) = tokio::join!(publish_round(relay.bus.as_ref(), batch), database);
-        recorded?;
+        let (outcome, decoded) = tokio::join!(publish_round(relay.bus.as_ref(), batch), database);
+        next = decoded?;
         if let Some(hook) = &relay.after_publish {
             hook().await;
         }
@@ -126,13 +122,20 @@ pub(super) async fn run_round(relay: &RelayInner) -> Result<RoundReport, OutboxE
     Ok(report)
 }
 
+/// One row as read: its event still JSON text.
+struct Stored {
+    seq: i64,
+    key: String,
+    body: String,
+}
+
 /// The pending rows of the claimed `keys`, in sequence order, up to `limit`. Its own
 /// statement, after the claim: its snapshot sees every round that released those keys.
 async fn read_rows(
     tx: &mut PgConnection,
     keys: &[String],
     limit: usize,
-) -> Result<Vec<Claimed>, OutboxError> {
+) -> Result<Vec<Stored>, OutboxError> {
     let rows = sqlx::query(
         "SELECT seq, ordering_key, event::text FROM eventbus_outbox
          WHERE ordering_key = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
@@ -142,17 +145,27 @@ async fn read_rows(
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&mut *tx)
     .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let body: String = row.try_get(2)?;
-        claimed.push(Claimed {
-            seq: row.try_get(0)?,
-            key: row.try_get(1)?,
-            event: serde_json::from_str::<Event>(&body)
+    rows.iter()
+        .map(|row| {
+            Ok(Stored {
+                seq: row.try_get(0)?,
+                key: row.try_get(1)?,
+                body: row.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Decodes stored rows; one that cannot be read back is parked when published.
+fn parse(rows: impl IntoIterator<Item = Stored>) -> Vec<Claimed> {
+    rows.into_iter()
+        .map(|row| Claimed {
+            seq: row.seq,
+            key: row.key,
+            event: serde_json::from_str::<Event>(&row.body)
                 .map_err(|e| format!("the stored event cannot be read back: {e}")),
-        });
-    }
-    Ok(claimed)
+        })
+        .collect()
 }
 
 /// Locks up to `batch_size` keys of the oldest `scan_window` pending rows, oldest key first,
