@@ -88,6 +88,7 @@ pub enum Error {
     /// relay: not reachable, a bad `DATABASE_URL`, or a schema that `eventbus outbox migrate`
     /// has not created.
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     #[error("PostgreSQL (DATABASE_URL): {0}")]
     Postgres(#[source] event_outbox::OutboxError),
 

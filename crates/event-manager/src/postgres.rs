@@ -28,6 +28,7 @@ pub(crate) fn pool(url: &str) -> Result<PgPool, Error> {
 /// restarts it when it fails and reports it in health (parked events, a backlog older than five
 /// minutes, failed rounds). The manager adds one itself with `EVENT_VIEWS_STORE=postgres`,
 /// whose follow-up events go through the outbox; `eventbus serve --outbox-relay` adds one.
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct OutboxRelay {
     pool: PgPool,
     /// The relay of the current run, for its counters.

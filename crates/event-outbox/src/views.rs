@@ -38,6 +38,7 @@ type MakeView = dyn Fn() -> Arc<dyn Fold> + Send + Sync;
 /// The journal keeps every event the view applied (its payload in clear, as the view holds
 /// it) and is never trimmed: a process starting folds it whole (see `docs/outbox.md` for the
 /// figures).
+#[cfg_attr(docsrs, doc(cfg(feature = "views")))]
 pub struct PostgresView {
     name: String,
     pool: PgPool,
