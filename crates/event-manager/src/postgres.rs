@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use event_core::{EventBus, EventHandler, HealthStatus};
+use event_handlers::middleware::ConcurrencyLimitLayer;
 use event_handlers::{DomainContext, DomainHandlerKind, View};
 use event_outbox::{InboxConfig, InboxLayer, Outbox, PostgresView, Relay, RelayConfig};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tower::Layer as _;
+use tower::ServiceBuilder;
 
 use crate::{Component, ComponentError, Error, Shutdown};
 
@@ -139,7 +140,15 @@ pub(crate) fn stored_view(
         event_handlers::build_fold(kind, &ctx)
             .expect("build_fold made this kind's view a moment ago, from the same context")
     }));
-    let handler =
-        InboxLayer::new(pool.clone(), Outbox::new(), InboxConfig::default()).layer(view.clone());
+    // One event at a time per view in a process: the view's lock serialises them anyway, and
+    // each one waiting for it inside its transaction would hold one of the pool's connections.
+    let handler = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(1))
+        .layer(InboxLayer::new(
+            pool.clone(),
+            Outbox::new(),
+            InboxConfig::default(),
+        ))
+        .service(view.clone());
     Some((Arc::new(handler), view))
 }
