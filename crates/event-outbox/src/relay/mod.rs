@@ -24,7 +24,7 @@ use self::config::Backoff;
 use self::stats::Counters;
 use crate::{Outbox, OutboxError};
 
-/// A hook run between publishing a round's events and recording them, for fault tests.
+/// A hook run after each batch of a round is published, before it is recorded, for fault tests.
 #[doc(hidden)]
 pub type AfterPublish = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 

@@ -44,7 +44,8 @@ pub(crate) struct RelayArgs {
     /// The `LISTEN/NOTIFY` channel the application's `Outbox` notifies.
     #[arg(long, default_value = DEFAULT_CHANNEL)]
     channel: String,
-    /// At most this many events per claim.
+    /// At most this many events per `publish_batch`; a round (one transaction) publishes up to
+    /// four such batches of the keys it claimed.
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
     /// Look for pending events this often when no notification comes (milliseconds).
