@@ -69,9 +69,9 @@ impl ViewsPool {
     ) -> (Arc<dyn EventHandler>, Arc<dyn View>) {
         #[cfg(feature = "postgres")]
         if let Some(pool) = &self.pool
-            && let Some(stored) = crate::postgres::stored_view(built.kind, ctx, pool)
+            && built.fold.is_some()
         {
-            return stored;
+            return crate::postgres::stored_view(built.kind, ctx, pool);
         }
         let _ = ctx;
         (built.handler, built.view)

@@ -126,19 +126,18 @@ impl Component for OutboxRelay {
     }
 }
 
-/// The domain handler `kind` with its view stored in PostgreSQL: a [`PostgresView`] behind the
-/// inbox (so each event is applied once per group), rebuilt from `ctx` when it must be.
-/// `None` for a handler that keeps no view to fold (the audit trail).
+/// The domain handler `kind` (one whose view folds) with its view stored in PostgreSQL: a
+/// [`PostgresView`] behind the inbox (so each event is applied once per group), made and
+/// rebuilt from `ctx`.
 pub(crate) fn stored_view(
     kind: DomainHandlerKind,
     ctx: &DomainContext,
     pool: &PgPool,
-) -> Option<(Arc<dyn EventHandler>, Arc<dyn View>)> {
-    event_handlers::build_fold(kind, ctx)?;
+) -> (Arc<dyn EventHandler>, Arc<dyn View>) {
     let ctx = ctx.clone();
     let view = Arc::new(PostgresView::new(kind.as_str(), pool.clone(), move || {
         event_handlers::build_fold(kind, &ctx)
-            .expect("build_fold made this kind's view a moment ago, from the same context")
+            .expect("the caller checked that this kind's view folds; the context is the same")
     }));
     // One event at a time per view in a process: the view's lock serialises them anyway, and
     // each one waiting for it inside its transaction would hold one of the pool's connections.
@@ -150,5 +149,5 @@ pub(crate) fn stored_view(
             InboxConfig::default(),
         ))
         .service(view.clone());
-    Some((Arc::new(handler), view))
+    (Arc::new(handler), view)
 }

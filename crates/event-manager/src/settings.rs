@@ -112,6 +112,8 @@ pub enum ViewsStore {
 }
 
 impl ViewsStore {
+    const ALL: [ViewsStore; 2] = [ViewsStore::Memory, ViewsStore::Postgres];
+
     /// The name used in `EVENT_VIEWS_STORE`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -283,10 +285,7 @@ impl Settings {
             enabled_event_handlers: selection(&mut r),
             views_store: r.one_of(
                 &EVENT_VIEWS_STORE,
-                &[
-                    ("memory", ViewsStore::Memory),
-                    ("postgres", ViewsStore::Postgres),
-                ],
+                &ViewsStore::ALL.map(|s| (s.as_str(), s)),
             ),
             database_url: r.optional(&DATABASE_URL),
         };

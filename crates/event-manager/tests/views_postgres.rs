@@ -213,7 +213,7 @@ async fn database() -> anyhow::Result<Option<Database>> {
     let Some(url) = test_server("EVENTBUS_TEST_POSTGRES_URL", "postgres")? else {
         return Ok(None);
     };
-    let schema = event_testkit::unique("views_test").replace('-', "_");
+    let (schema, schema_url) = event_testkit::postgres_schema(&url, "views_test");
     let admin = PgPoolOptions::new()
         .max_connections(2)
         .connect(&url)
@@ -221,8 +221,7 @@ async fn database() -> anyhow::Result<Option<Database>> {
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin)
         .await?;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{separator}options[search_path]={schema}");
+    let url = schema_url;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&url)

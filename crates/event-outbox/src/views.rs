@@ -11,8 +11,9 @@
 //!
 //! A process applies an event to its copy before its transaction commits. It remembers which
 //! (the event and its place in the journal), and the next time it holds the view's lock it
-//! checks the journal: if the transaction rolled back, another event (or none) is in that
-//! place, and the copy is rebuilt from the journal.
+//! checks the journal, in the same query that reads the rows after it: if the transaction
+//! rolled back, another event (or none) is in that place, and the copy is rebuilt from the
+//! journal.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -61,11 +62,18 @@ impl std::fmt::Debug for PostgresView {
 struct Progress {
     /// The journal's events up to this `seq` are in the copy.
     applied: i64,
-    /// The event this process applied last, in a transaction that may not have committed: its
-    /// `seq` and id. Checked against the journal under the lock.
-    tentative: Option<(i64, EventId)>,
-    /// An event failed part-way: the copy may hold part of it, so it is rebuilt.
-    dirty: bool,
+    /// Whether the copy holds something the journal may not: settled under the view's lock.
+    unsettled: Option<Unsettled>,
+}
+
+/// What the copy may hold that the journal does not.
+#[derive(Clone, Copy, Debug)]
+enum Unsettled {
+    /// The event this process applied last, as the journal's `seq`, in a transaction that may
+    /// not have committed: kept if the journal has it there.
+    Applied { seq: i64, id: EventId },
+    /// Part of an event that failed: the copy is rebuilt.
+    Broken,
 }
 
 impl PostgresView {
@@ -112,48 +120,71 @@ impl PostgresView {
     }
 
     /// Folds the journal's events after `progress.applied` into the copy. With `locked` (the
-    /// caller holds the view's lock) it first settles a tentative event, rebuilding the copy
-    /// if its transaction did not commit; without, it does nothing while one is unsettled.
+    /// caller holds the view's lock) it first settles what the copy may hold that the journal
+    /// does not: an event applied in a transaction that did not commit rebuilds the copy from
+    /// the journal. Without the lock it does nothing while something is unsettled.
     async fn catch_up(
         &self,
         conn: &mut PgConnection,
         progress: &mut Progress,
         locked: bool,
     ) -> Result<(), OutboxError> {
-        if progress.dirty || progress.tentative.is_some() {
-            if !locked {
+        loop {
+            // The event to find at its place, read with the rows after it in one query.
+            let expected = match progress.unsettled.take() {
+                None => None,
+                Some(unsettled) if !locked => {
+                    progress.unsettled = Some(unsettled);
+                    return Ok(());
+                }
+                Some(Unsettled::Applied { seq, id }) => Some((seq, id)),
+                Some(Unsettled::Broken) => {
+                    self.rebuild(progress);
+                    None
+                }
+            };
+            if self.fold_journal(conn, progress, expected).await? {
                 return Ok(());
             }
-            let committed = match progress.tentative.take() {
-                Some((seq, id)) if !progress.dirty => {
-                    let found: Option<Uuid> = sqlx::query_scalar(
-                        "SELECT event_id FROM eventbus_view_journal WHERE view = $1 AND seq = $2",
-                    )
-                    .bind(&self.name)
-                    .bind(seq)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    found == Some(*id.as_uuid())
-                }
-                _ => false,
-            };
-            if !committed {
-                tracing::info!(view = %self.name, "rebuilding the view from its journal: an update did not commit");
-                *self.copy.lock().unwrap_or_else(PoisonError::into_inner) = (self.make)();
-                *progress = Progress::default();
-            }
+            tracing::info!(view = %self.name, "rebuilding the view from its journal: an update did not commit");
+            self.rebuild(progress);
         }
+    }
+
+    /// Empties the copy, to fold the journal from the start.
+    fn rebuild(&self, progress: &mut Progress) {
+        *self.copy.lock().unwrap_or_else(PoisonError::into_inner) = (self.make)();
+        *progress = Progress::default();
+    }
+
+    /// Folds the journal's rows after `progress.applied` (from `expected`'s place when given,
+    /// which the copy already holds). `false` when `expected` is not in the journal there: its
+    /// transaction rolled back.
+    async fn fold_journal(
+        &self,
+        conn: &mut PgConnection,
+        progress: &mut Progress,
+        mut expected: Option<(i64, EventId)>,
+    ) -> Result<bool, OutboxError> {
+        let after = expected.map_or(progress.applied, |(seq, _)| seq - 1);
         let copy = self.copy();
         let mut rows = sqlx::query(
-            "SELECT seq, event::text FROM eventbus_view_journal
+            "SELECT seq, event_id, event::text FROM eventbus_view_journal
              WHERE view = $1 AND seq > $2 ORDER BY seq",
         )
         .bind(&self.name)
-        .bind(progress.applied)
+        .bind(after)
         .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             let seq: i64 = row.try_get(0)?;
-            let body: String = row.try_get(1)?;
+            if let Some((place, id)) = expected.take() {
+                let found: Uuid = row.try_get(1)?;
+                if seq != place || found != *id.as_uuid() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let body: String = row.try_get(2)?;
             // Follow-ups of journal events were published by the process that handled them.
             let folded = serde_json::from_str::<Event>(&body)
                 .map_err(|e| e.to_string())
@@ -163,7 +194,7 @@ impl PostgresView {
             }
             progress.applied = seq;
         }
-        Ok(())
+        Ok(expected.is_none())
     }
 }
 
@@ -174,13 +205,7 @@ impl TransactionalHandler for PostgresView {
     }
 
     async fn handle(&self, event: &Event, tx: &mut InboxTransaction) -> Result<(), HandlerError> {
-        let db = |e: OutboxError| {
-            if e.is_transient() {
-                HandlerError::transient(e)
-            } else {
-                HandlerError::permanent(e)
-            }
-        };
+        let db = crate::inbox::to_handler_error;
         // Most of the journal is folded before taking the lock, which other processes wait on.
         self.catch_up(tx.connection(), &mut *self.progress.lock().await, false)
             .await
@@ -193,14 +218,14 @@ impl TransactionalHandler for PostgresView {
         let follow_ups = match self.copy().fold(event) {
             Ok(follow_ups) => follow_ups,
             Err(error) => {
-                progress.dirty = true;
+                progress.unsettled = Some(Unsettled::Broken);
                 return Err(error);
             }
         };
         // From here the copy is ahead of the journal until the transaction commits.
         let seq = progress.applied + 1;
         progress.applied = seq;
-        progress.tentative = Some((seq, event.id));
+        progress.unsettled = Some(Unsettled::Applied { seq, id: event.id });
         let body = serde_json::to_string(event).map_err(HandlerError::permanent)?;
         sqlx::query(
             "INSERT INTO eventbus_view_journal (view, seq, event_id, event)

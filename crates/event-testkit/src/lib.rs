@@ -25,7 +25,7 @@ pub use harness::run_conformance;
 pub use intercept::{InterceptedBus, PublishHook};
 pub use postgres_server::PostgresServer;
 pub use redis_cluster::RedisCluster;
-pub use servers::{integration_required, test_server, unique};
+pub use servers::{integration_required, postgres_schema, test_server, unique};
 pub use trial::{TRIALS, Trial, Verdict, run_trial};
 
 #[cfg(test)]

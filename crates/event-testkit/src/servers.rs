@@ -35,3 +35,13 @@ pub fn test_server(variable: &str, service: &str) -> anyhow::Result<Option<Strin
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", fastrand::u64(..))
 }
+
+/// A fresh PostgreSQL schema name for a test (`{prefix}_` and 16 random hex digits), and
+/// `url` with that schema first in its search path (sqlx's `options[search_path]`), so the
+/// test's tables live apart from every other run's. The test creates the schema.
+pub fn postgres_schema(url: &str, prefix: &str) -> (String, String) {
+    let schema = unique(prefix).replace('-', "_");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options[search_path]={schema}");
+    (schema, url)
+}

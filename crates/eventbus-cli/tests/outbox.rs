@@ -46,9 +46,7 @@ struct Schema {
 
 impl Schema {
     fn new(database: &str, prefix: &str) -> anyhow::Result<Self> {
-        let name = event_testkit::unique(prefix).replace('-', "_");
-        let separator = if database.contains('?') { '&' } else { '?' };
-        let url = format!("{database}{separator}options[search_path]={name}");
+        let (name, url) = event_testkit::postgres_schema(database, prefix);
         let runtime = tokio::runtime::Runtime::new()?;
         let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(database))?;
         runtime.block_on(sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&admin))?;
@@ -263,9 +261,7 @@ fn serve_supervises_the_relay_and_reports_it_in_health() -> anyhow::Result<()> {
     let _serve = Relay(Some(child));
     let addr = addr.to_string();
     let health = || -> anyhow::Result<Value> {
-        let reply = common::get(&addr, "/api/v1/events/health", Some(TOKEN))?;
-        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).with_context(|| format!("health: {reply}"))
+        common::get_json(&addr, "/api/v1/events/health", Some(TOKEN))
     };
     let wait_for = |what: &str, done: &dyn Fn(&Value) -> bool| -> anyhow::Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -409,11 +405,8 @@ fn served_views_in_postgres_are_whole_in_each_process() -> anyhow::Result<()> {
     })?;
 
     let view = |addr: &std::net::SocketAddr| -> anyhow::Result<Value> {
-        let reply = common::get(&addr.to_string(), "/api/v1/events/views/user", Some(TOKEN))?;
-        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let parsed: Value =
-            serde_json::from_str(body).with_context(|| format!("views/user: {reply}"))?;
-        Ok(parsed["snapshot"].clone())
+        let reply = common::get_json(&addr.to_string(), "/api/v1/events/views/user", Some(TOKEN))?;
+        Ok(reply["snapshot"].clone())
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let whole = loop {

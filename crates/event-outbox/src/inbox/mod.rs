@@ -231,7 +231,8 @@ impl<H: TransactionalHandler> EventHandler for InboxHandler<H> {
     }
 }
 
-fn to_handler_error(error: OutboxError) -> HandlerError {
+/// An outbox error as a handler's: transient when trying again can succeed.
+pub(crate) fn to_handler_error(error: OutboxError) -> HandlerError {
     if error.is_transient() {
         HandlerError::transient(error)
     } else {

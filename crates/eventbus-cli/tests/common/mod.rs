@@ -77,3 +77,14 @@ pub(crate) fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result
     stream.read_to_string(&mut reply)?;
     Ok(reply)
 }
+
+/// One `GET` whose body is JSON: the body, parsed.
+pub(crate) fn get_json(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let reply = get(addr, path, token)?;
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).with_context(|| format!("GET {path}: {reply}"))
+}
