@@ -240,17 +240,19 @@ fn is_sampled(traceparent: &str) -> bool {
 /// Whether `value` is a W3C `traceparent` this crate can continue: version `00`, a 32-digit
 /// trace id and a 16-digit span id in lowercase hex, neither all zeros, and 2 digits of flags.
 pub fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
+    // Checked on every event that carries a context: without allocating.
+    let mut parts = value.split('-');
     let hex = |s: &str, len: usize| {
         s.len() == len
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    matches!(parts.as_slice(), [version, trace, span, flags]
-        if *version == "00"
-            && hex(trace, 32) && trace.bytes().any(|b| b != b'0')
-            && hex(span, 16) && span.bytes().any(|b| b != b'0')
-            && hex(flags, 2))
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("00"), Some(trace), Some(span), Some(flags), None)
+            if hex(trace, 32) && nonzero(trace) && hex(span, 16) && nonzero(span) && hex(flags, 2)
+    )
 }
 
 #[cfg(feature = "otel")]
