@@ -1,5 +1,6 @@
 //! [`MemoryBus`]: the embedded in-memory backend.
 
+mod clock;
 mod consumer;
 mod store;
 
@@ -18,15 +19,17 @@ use crate::{
     DeadLetterSelection, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
     RedriveReport, ReplayQuery, Subscription, SubscriptionSpec, Unpublished,
 };
+use clock::StoreClock;
 use consumer::MemorySink;
-use store::{Store, Token, now_ms};
+use store::{Store, Token};
 
 /// The embedded event bus: zero set-up, in-process, with every semantic of the Redis and Kafka
 /// backends except persistence across restarts.
 ///
 /// Events are kept as `Arc<Event>` in a log per type, never serialized (only measured, to
 /// enforce `EVENT_MAX_PAYLOAD_BYTES` the same way the other backends do). Retention trims
-/// events older than `EVENT_TTL_SECONDS` by the time they were stored.
+/// events older than `EVENT_TTL_SECONDS` by the time they were stored, on tokio's clock: a
+/// test that pauses and advances it (the `event-test` harness) moves retention too.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -64,6 +67,8 @@ pub(crate) struct Inner {
     /// published first.
     lifecycle: Arc<Lifecycle>,
     store: Mutex<Store>,
+    /// Retention's clock (tokio's, so a paused and advanced test clock moves it).
+    clock: StoreClock,
 }
 
 impl Inner {
@@ -73,6 +78,11 @@ impl Inner {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Now, for retention, in Unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
@@ -97,6 +107,7 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 codec: JsonCodec::from_config(&config),
                 store: Mutex::new(Store::new(config.event_ttl)),
+                clock: StoreClock::start(),
                 lifecycle: Arc::new(Lifecycle::draining(config.shutdown_timeout)),
                 config,
             }),
@@ -119,7 +130,7 @@ impl MemoryBus {
                 };
                 return Err((error, events));
             }
-            store.append(events, now_ms(), &mut wake)
+            store.append(events, self.inner.now_ms(), &mut wake)
         };
         for notify in wake {
             notify.notify_one();
@@ -283,7 +294,7 @@ impl EventBus for MemoryBus {
         backend::check_replay(&self.inner.config, &query)?;
         let events = {
             let mut store = self.inner.store();
-            store.trim(now_ms());
+            store.trim(self.inner.now_ms());
             store.replay(&query)
         };
         Ok(futures::stream::iter(events.into_iter().map(|e| Ok((*e).clone()))).boxed())
@@ -291,7 +302,7 @@ impl EventBus for MemoryBus {
 
     async fn stats(&self) -> Result<BusStats, Error> {
         let mut store = self.inner.store();
-        store.trim(now_ms());
+        store.trim(self.inner.now_ms());
         Ok(store.stats())
     }
 
@@ -301,7 +312,7 @@ impl EventBus for MemoryBus {
         }
         let consumers = {
             let mut store = self.inner.store();
-            store.trim(now_ms());
+            store.trim(self.inner.now_ms());
             store.consumers()
         };
         let stall = self.inner.config.stall_timeout;
@@ -368,7 +379,7 @@ impl EventBus for MemoryBus {
                 self.inner.codec.check_size(event)?;
             }
             store.record_aggregate(key.clone(), &events);
-            store.append(events, now_ms(), &mut wake);
+            store.append(events, self.inner.now_ms(), &mut wake);
             store.aggregate_version(&key)
         };
         for notify in wake {

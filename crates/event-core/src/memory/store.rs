@@ -5,7 +5,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::dispatch::{Delivery, HandlerCounters};
@@ -138,10 +137,6 @@ pub(super) struct Store {
     groups: HashMap<String, Group>,
     aggregates: HashMap<(String, String), Vec<Arc<Event>>>,
     next_dead_letter: u64,
-}
-
-pub(super) fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl Store {
