@@ -95,6 +95,9 @@ enum Command {
     /// bus, show its rows.
     #[command(subcommand)]
     Outbox(commands::outbox::OutboxCommand),
+    /// Check the configuration and the configured backend, and print each finding with its
+    /// fix (exit 0 all ok, 6 warnings, 7 failures; docs/troubleshooting.md).
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,7 +135,14 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         redis_url: cli.redis_url,
         kafka_brokers: cli.kafka_brokers,
     };
-    let ctx = Context::from_env(overrides, cli.json)?;
+    let ctx = match Context::from_env(overrides, cli.json) {
+        Ok(ctx) => ctx,
+        // A configuration that does not load is what doctor reports, not where it stops.
+        Err(e) if matches!(cli.command, Command::Doctor(_)) => {
+            return commands::doctor::unloadable(&e, cli.json);
+        }
+        Err(e) => return Err(e),
+    };
     match cli.command {
         Command::Demo(a) => commands::demo::run(&ctx, a).await,
         Command::Publish(a) => commands::publish::run(&ctx, a).await,
@@ -146,5 +156,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
         Command::Migrate(c) => commands::migrate::run(&ctx, c, migrate_source).await,
         Command::Outbox(c) => commands::outbox::run(&ctx, c).await,
+        Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
     }
 }
