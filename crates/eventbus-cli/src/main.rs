@@ -54,7 +54,8 @@ struct Cli {
     /// The Redis URL (sets REDIS_URL; for `migrate from-original`, the original system's Redis).
     #[arg(long, global = true, value_name = "URL")]
     redis_url: Option<String>,
-    /// Kafka brokers, comma-separated host:port (sets KAFKA_BOOTSTRAP_SERVERS).
+    /// Kafka brokers, comma-separated host:port (sets KAFKA_BOOTSTRAP_SERVERS; for `migrate
+    /// from-original` and `bridge from-original`, the original system's Kafka).
     #[arg(long, global = true, value_name = "SERVERS")]
     kafka_brokers: Option<String>,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
@@ -88,12 +89,18 @@ enum Command {
     /// Copy retained events from one backend to another, keeping ids and timestamps.
     Copy(commands::copy::CopyArgs),
     /// Import another system's events: `migrate from-original --redis-url URL` reads the
-    /// original Python system's Redis (here --redis-url names the source, not the target).
+    /// original Python system's Redis, `--kafka-brokers HOST:PORT` its Kafka topics (here
+    /// these flags name the source, not the target).
     #[command(subcommand)]
     Migrate(commands::migrate::MigrateCommand),
     /// The PostgreSQL outbox (`DATABASE_URL`): apply its schema, relay committed events to the
     /// bus, show its rows.
     #[command(subcommand)]
+    /// Carry what another system still publishes into this bus while it runs:
+    /// `bridge from-original --kafka-brokers HOST:PORT` follows the original Python system's
+    /// Kafka topics as a consumer group, at least once, until SIGTERM or Ctrl-C.
+    #[command(subcommand)]
+    Bridge(commands::migrate::bridge::BridgeCommand),
     Outbox(commands::outbox::OutboxCommand),
     /// Check the configuration and the configured backend, and print each finding with its
     /// fix (exit 0 all ok, 6 warnings, 7 failures; docs/troubleshooting.md).
@@ -125,10 +132,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
-    // For `migrate`, --redis-url is the system imported from; the target is configured as usual.
+    // For `migrate`, --redis-url and --kafka-brokers name the system imported from, for
+    // `bridge` --kafka-brokers; the target is configured as usual.
     let migrate_source = match cli.command {
-        Command::Migrate(_) => cli.redis_url.take(),
-        _ => None,
+        Command::Migrate(_) => commands::migrate::Source {
+            redis_url: cli.redis_url.take(),
+            kafka_brokers: cli.kafka_brokers.take(),
+        },
+        Command::Bridge(_) => commands::migrate::Source {
+            redis_url: None,
+            kafka_brokers: cli.kafka_brokers.take(),
+        },
+        _ => commands::migrate::Source::default(),
     };
     let overrides = context::Overrides {
         bus: cli.bus,
@@ -159,3 +174,4 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
     }
 }
+        Command::Bridge(c) => commands::migrate::bridge::run(&ctx, c, migrate_source).await,

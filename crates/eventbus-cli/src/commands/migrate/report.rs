@@ -44,17 +44,20 @@ impl TypeCounts {
     }
 }
 
-/// The report of a run: counts by timeline key, and the report file.
+/// The report of a run: counts by timeline key (or topic), and the report file.
 pub(crate) struct ImportReport {
     pub(crate) timelines: BTreeMap<String, TypeCounts>,
+    /// What a row is: `timeline` (Redis) or `topic` (Kafka).
+    unit: &'static str,
     file: Option<BufWriter<File>>,
     /// Report lines written.
     pub(crate) listed: u64,
 }
 
 impl ImportReport {
-    /// A report that lists its problems in `path` (JSON lines), if given.
-    pub(crate) fn new(path: Option<&Path>) -> anyhow::Result<Self> {
+    /// A report whose rows are `unit`s (`timeline` or `topic`) that lists its problems in
+    /// `path` (JSON lines), if given.
+    pub(crate) fn new(unit: &'static str, path: Option<&Path>) -> anyhow::Result<Self> {
         let file = path
             .map(|p| {
                 File::create(p)
@@ -64,6 +67,28 @@ impl ImportReport {
             .transpose()?;
         Ok(Self {
             timelines: BTreeMap::new(),
+            unit,
+            file,
+            listed: 0,
+        })
+    }
+
+    /// [`new`](Self::new), but a report file that exists is appended to (the bridge, run
+    /// again).
+    pub(crate) fn appending(unit: &'static str, path: Option<&Path>) -> anyhow::Result<Self> {
+        let file = path
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map(BufWriter::new)
+                    .with_context(|| format!("cannot open the report file {}", p.display()))
+            })
+            .transpose()?;
+        Ok(Self {
+            timelines: BTreeMap::new(),
+            unit,
             file,
             listed: 0,
         })
@@ -74,11 +99,13 @@ impl ImportReport {
         self.timelines.entry(timeline.to_string()).or_default()
     }
 
-    /// Counts a body that was not imported and lists it in the report file.
+    /// Counts a body that was not imported and lists it in the report file; `record_key` is a
+    /// Kafka record's own key.
     pub(crate) fn problem(
         &mut self,
         timeline: &str,
         key: &str,
+        record_key: Option<&str>,
         problem: Problem,
         reason: &str,
     ) -> anyhow::Result<()> {
@@ -88,12 +115,15 @@ impl ImportReport {
             _ => counts.undecodable += 1,
         }
         if let Some(file) = &mut self.file {
-            let line = json!({
+            let mut line = json!({
                 "key": key,
-                "timeline": timeline,
+                (self.unit): timeline,
                 "kind": problem.as_str(),
                 "reason": reason,
             });
+            if let Some(record_key) = record_key {
+                line["record_key"] = record_key.into();
+            }
             writeln!(file, "{line}").context("writing the report file")?;
             self.listed += 1;
         }
@@ -121,9 +151,14 @@ impl ImportReport {
     pub(crate) fn print(&self, json: bool, dry_run: bool, report_file: Option<&Path>) {
         let total = self.total();
         if json {
+            let rows = if self.unit == "topic" {
+                "topics"
+            } else {
+                "timelines"
+            };
             let value = json!({
                 "dry_run": dry_run,
-                "timelines": self.timelines,
+                (rows): self.timelines,
                 "total": total,
                 "report_file": report_file.map(|p| p.display().to_string()),
                 "listed": self.listed,
@@ -161,7 +196,7 @@ impl ImportReport {
         let imported = if dry_run { "to import" } else { "imported" };
         output::table(
             &[
-                "timeline",
+                self.unit,
                 "type",
                 "read",
                 imported,
