@@ -16,9 +16,10 @@ pub(crate) enum Exit {
     Unavailable = 4,
     /// What was asked for does not exist (an unknown handler, dead letter, ...).
     NotFound = 5,
-    /// `health`: degraded. `copy`: some events failed.
+    /// `health`: degraded. `copy`: some events failed. `doctor`: the worst finding is a
+    /// warning.
     Degraded = 6,
-    /// `health`: unhealthy.
+    /// `health`: unhealthy. `doctor`: a check failed.
     Unhealthy = 7,
 }
 
