@@ -52,7 +52,7 @@ use crate::{admin, consumer, record, replay};
 /// ```
 #[derive(Clone)]
 pub struct KafkaBus {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// The running consumer group of each handler subscribed here.
     groups: Arc<Groups>,
 }

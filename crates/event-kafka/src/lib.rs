@@ -13,12 +13,14 @@ mod consumer;
 mod control;
 mod core;
 mod data;
+mod migration;
 mod partitioner;
 mod record;
 mod replay;
 mod topics;
 
 pub use bus::KafkaBus;
+pub use migration::PartitionRecords;
 pub use config::{
     Compression, KafkaAssignmentStrategy, KafkaConfig, KafkaConfigBuilder, KafkaSasl,
     KafkaSaslMechanism, KafkaTls,

@@ -46,7 +46,7 @@ use crate::{admin, client, consumer, entry, publish, replay, sourcing, stats};
 /// ```
 #[derive(Clone)]
 pub struct RedisBus {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 const CAPABILITIES: Capabilities = Capabilities {

@@ -13,6 +13,7 @@ mod core;
 mod counters;
 mod entry;
 mod keys;
+mod migration;
 mod publish;
 mod replay;
 mod reply;
@@ -21,3 +22,4 @@ mod stats;
 
 pub use bus::RedisBus;
 pub use config::{RedisConfig, RedisConfigBuilder};
+pub use migration::{GroupPosition, StreamEntry};

@@ -21,6 +21,8 @@ pub(crate) enum Exit {
     Degraded = 6,
     /// `health`: unhealthy. `doctor`: a check failed.
     Unhealthy = 7,
+    /// `verify-copy`: the source and the target hold different events.
+    Differ = 8,
 }
 
 impl From<Exit> for ExitCode {

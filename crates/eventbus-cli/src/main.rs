@@ -41,7 +41,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Exit codes: 0 done (healthy), 1 failure, 2 bad usage, 3 invalid input (configuration,
 /// flag or payload), 4 backend unreachable, 5 not found, 6 degraded (or some events failed),
-/// 7 unhealthy.
+/// 7 unhealthy, 8 `verify-copy`: the backends differ.
 #[derive(Parser, Debug)]
 #[command(name = "eventbus", version, about, long_about)]
 struct Cli {
@@ -88,6 +88,9 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Copy retained events from one backend to another, keeping ids and timestamps.
     Copy(commands::copy::CopyArgs),
+    /// Compare two backends' events by type and id after `copy` (exit 0 equal, 8 different).
+    #[command(name = "verify-copy")]
+    VerifyCopy(commands::verify_copy::VerifyCopyArgs),
     /// Import another system's events: `migrate from-original --redis-url URL` reads the
     /// original Python system's Redis, `--kafka-brokers HOST:PORT` its Kafka topics (here
     /// these flags name the source, not the target).
@@ -169,6 +172,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Schema(a) => commands::schema::run(&ctx, a),
         Command::Serve(a) => commands::serve::run(&ctx, a).await,
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
+        Command::VerifyCopy(a) => commands::verify_copy::run(&ctx, a).await,
         Command::Migrate(c) => commands::migrate::run(&ctx, c, migrate_source).await,
         Command::Outbox(c) => commands::outbox::run(&ctx, c).await,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,

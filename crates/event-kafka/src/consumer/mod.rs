@@ -37,7 +37,7 @@ pub(crate) const PARTITION_LAG_METRIC: &str = "eventbus_kafka_partition_lag";
 
 use crate::core::Inner;
 
-pub(crate) use dead_letters::dlq_header;
+pub(crate) use dead_letters::{dead_letter_record, dlq_header};
 use membership::{Standing, StopAt};
 use positions::positions;
 use router::Router;

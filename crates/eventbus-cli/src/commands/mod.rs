@@ -13,3 +13,4 @@ pub(crate) mod schema;
 pub(crate) mod serve;
 pub(crate) mod stats;
 pub(crate) mod tail;
+pub(crate) mod verify_copy;

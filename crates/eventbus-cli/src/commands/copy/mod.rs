@@ -1,5 +1,10 @@
 //! `eventbus copy`: retained events from one backend to another, keeping their ids and
-//! timestamps (the Redis-to-Kafka migration the original documentation describes).
+//! timestamps. From Redis to Kafka (the migration the original documentation describes,
+//! [`to_kafka`]) it also carries each handler's position and dead letters, and refuses
+//! aggregate histories; `docs/migration.md` gives the cut-over around it.
+
+mod positions;
+mod to_kafka;
 
 use clap::Args;
 use event_core::{EventType, ReplayQuery};
@@ -22,15 +27,23 @@ pub(crate) struct CopyArgs {
     /// Where to write, in the same forms.
     #[arg(long)]
     to: String,
-    /// Copy events from this time: an age (`7d`, `1h`) or an RFC 3339 timestamp.
+    /// Copy events from this time: an age (`7d`, `1h`) or an RFC 3339 timestamp; default
+    /// every retained event.
     #[arg(long)]
-    since: String,
+    since: Option<String>,
     /// Up to (not including) this time; default now.
     #[arg(long)]
     until: Option<String>,
     /// Only this type (repeat for several); default every type.
     #[arg(long = "type", short = 't', value_name = "TYPE")]
     types: Vec<String>,
+    /// From Redis to Kafka: copy the events of aggregates as plain events and leave their
+    /// histories behind (without it, a source with aggregates is refused).
+    #[arg(long)]
+    skip_aggregates: bool,
+    /// From Redis to Kafka: the events only, not the handlers' positions and dead letters.
+    #[arg(long)]
+    events_only: bool,
 }
 
 /// Events read per page.
@@ -40,28 +53,40 @@ const SHOWN_ERRORS: usize = 10;
 
 pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     let now = OffsetDateTime::now_utc();
-    let mut query = ReplayQuery::new(
-        args.types
-            .iter()
-            .map(|t| EventType::new(t.clone()))
-            .collect::<Result<Vec<_>, _>>()?,
-        parse_time("--since", &args.since, now)?,
-    );
-    if let Some(until) = &args.until {
-        query = query.to(parse_time("--until", until, now)?);
+    let types = args
+        .types
+        .iter()
+        .map(|t| EventType::new(t.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| parse_time("--since", t, now))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| parse_time("--until", t, now))
+        .transpose()?;
+    let mut query = ReplayQuery::new(types.clone(), since.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+    if let Some(until) = until {
+        query = query.to(until);
     }
     query.validate()?;
     let (from_settings, from_explicit) = ctx.on_backend(&backend_url("--from", &args.from)?)?;
     let (to_settings, to_explicit) = ctx.on_backend(&backend_url("--to", &args.to)?)?;
-    // Kafka deletes by record time, and copied records keep their events' timestamps.
-    if to_settings.bus_type == BusType::Kafka
-        && let Ok(retention) = time::Duration::try_from(to_settings.kafka.retention)
-        && query.from < now - retention
-    {
-        eprintln!(
-            "warning: events older than KAFKA_RETENTION_MS ({} ms) keep their timestamps and Kafka may delete them soon after the copy; raise the retention of the target topics first to keep them",
-            to_settings.kafka.retention.as_millis()
-        );
+    if let Some(since) = since {
+        warn_retention(&to_settings, since, now);
+    }
+    if from_settings.bus_type == BusType::Redis && to_settings.bus_type == BusType::Kafka {
+        let plan = to_kafka::Plan {
+            types,
+            since,
+            until,
+            skip_aggregates: args.skip_aggregates,
+            events_only: args.events_only,
+        };
+        return to_kafka::run(ctx.json, from_settings, to_settings, plan).await;
     }
     let batch = to_settings.bus.batch_size.max(1);
     let source = open_with(from_settings, from_explicit).await?;
@@ -114,4 +139,17 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Degraded
     })
+}
+
+/// Kafka deletes by record time, and copied records keep their events' timestamps.
+fn warn_retention(to: &event_manager::Settings, from: OffsetDateTime, now: OffsetDateTime) {
+    if to.bus_type == BusType::Kafka
+        && let Ok(retention) = time::Duration::try_from(to.kafka.retention)
+        && from < now - retention
+    {
+        eprintln!(
+            "warning: events older than KAFKA_RETENTION_MS ({} ms) keep their timestamps and Kafka may delete them soon after the copy; raise the retention of the target topics first to keep them",
+            to.kafka.retention.as_millis()
+        );
+    }
 }
