@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use common::{code, run, stderr};
 
+#[path = "doctor/kafka.rs"]
+mod kafka;
+
 /// The deadline of each wait.
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -122,7 +125,8 @@ struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    fn start(binary: &str, password: &str) -> anyhow::Result<Self> {
+    /// A server with `password` and `args` (more settings).
+    fn start(binary: &str, password: &str, args: &[&str]) -> anyhow::Result<Self> {
         let port = closed_port()?;
         let child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -134,6 +138,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -163,7 +168,7 @@ fn a_wrong_redis_password_is_an_authentication_failure() -> anyhow::Result<()> {
     let Some(binary) = test_server("EVENTBUS_TEST_REDIS_SERVER", "redis")? else {
         return Ok(());
     };
-    let server = PrivateRedis::start(&binary, "right-password")?;
+    let server = PrivateRedis::start(&binary, "right-password", &[])?;
     let wrong = format!("redis://:wrong-password@127.0.0.1:{}/0", server.port);
     let (code, findings) = doctor(&[("EVENT_BUS_TYPE", "redis"), ("REDIS_URL", &wrong)])?;
     ensure!(code == 7, "exit {code}: {findings:#?}");
@@ -185,6 +190,47 @@ fn a_wrong_redis_password_is_an_authentication_failure() -> anyhow::Result<()> {
     let (_, findings) = doctor(&[("EVENT_BUS_TYPE", "redis"), ("REDIS_URL", &right)])?;
     expect(&findings, "connection", "ok", "connected to redis")?;
     expect(&findings, "server.version", "ok", "Redis ")?;
+    Ok(())
+}
+
+#[test]
+fn eviction_missing_replicas_and_a_tls_url_to_a_plain_port() -> anyhow::Result<()> {
+    let Some(binary) = test_server("EVENTBUS_TEST_REDIS_SERVER", "redis")? else {
+        return Ok(());
+    };
+    let server = PrivateRedis::start(
+        &binary,
+        "pw",
+        &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+    )?;
+    let url = format!("redis://:pw@127.0.0.1:{}/0", server.port);
+    let (code, findings) = doctor(&[
+        ("EVENT_BUS_TYPE", "redis"),
+        ("REDIS_URL", &url),
+        ("REDIS_WAIT_REPLICAS", "1"),
+    ])?;
+    ensure!(code == 7, "exit {code}: {findings:#?}");
+    expect(
+        &findings,
+        "server.eviction",
+        "warn",
+        "maxmemory-policy allkeys-lru",
+    )?;
+    expect(
+        &findings,
+        "server.replicas",
+        "fail",
+        "REDIS_WAIT_REPLICAS=1 but the server has 0 connected replica(s)",
+    )?;
+    // A TLS URL to a port that speaks plain Redis.
+    let tls = format!("rediss://:pw@127.0.0.1:{}/0", server.port);
+    let (code, findings) = doctor(&[("EVENT_BUS_TYPE", "redis"), ("REDIS_URL", &tls)])?;
+    ensure!(code == 7, "exit {code}: {findings:#?}");
+    let failure = expect(&findings, "connection", "fail", "cannot connect to Redis")?;
+    ensure!(
+        failure["fix"].as_str().unwrap_or_default().contains("TLS"),
+        "{failure}"
+    );
     Ok(())
 }
 
@@ -482,100 +528,5 @@ fn a_healthy_redis_setup_exits_0() -> anyhow::Result<()> {
     let text = common::stdout(&output);
     ensure!(text.contains("ok    server.version: Redis "), "{text}");
     ensure!(text.contains(" 0 warnings, 0 failures"), "{text}");
-    Ok(())
-}
-
-#[test]
-fn kafka_topics_partitions_replication_and_prefix() -> anyhow::Result<()> {
-    let Some(brokers) = test_server("EVENTBUS_TEST_KAFKA_BROKERS", "kafka")? else {
-        return Ok(());
-    };
-    let prefix = unique("doctor");
-    let base = vec![
-        ("EVENT_BUS_TYPE", "kafka"),
-        ("KAFKA_BOOTSTRAP_SERVERS", brokers.as_str()),
-        ("KAFKA_TOPIC_PREFIX", prefix.as_str()),
-        ("EVENT_CONSUMER_GROUP", prefix.as_str()),
-        ("ENABLE_EVENT_SOURCING", "false"),
-    ];
-    let with = |extra: &[(&'static str, &'static str)]| {
-        let mut vars = base.clone();
-        vars.extend_from_slice(extra);
-        vars
-    };
-    // Nothing published with this prefix yet.
-    let (code, findings) = doctor(&with(&[]))?;
-    ensure!(code == 6, "exit {code}: {findings:#?}");
-    expect(
-        &findings,
-        "topics",
-        "warn",
-        &format!("no topic starts with \"{prefix}.\""),
-    )?;
-    expect(&findings, "server.version", "ok", "")?;
-    expect(&findings, "server.clock", "skip", "not available on Kafka")?;
-    // Topics made with one partition.
-    let one = with(&[("KAFKA_PARTITIONS", "1")]);
-    let settings = Settings::from_vars(one.clone())?;
-    let types = [EventType::OPPORTUNITY_CREATED, EventType::USER_REGISTERED];
-    tokio::runtime::Runtime::new()?.block_on(async {
-        let bus =
-            event_kafka::KafkaBus::connect(settings.kafka.clone(), settings.bus.clone()).await?;
-        publish(&bus, events(&types, 300)?).await?;
-        bus.shutdown().await?;
-        anyhow::Ok(())
-    })?;
-    let (code, findings) = doctor(&one)?;
-    let not_ok: Vec<&Value> = findings
-        .iter()
-        .filter(|f| f["status"] != "ok" && f["status"] != "skip")
-        .collect();
-    ensure!(code == 0 && not_ok.is_empty(), "exit {code}: {not_ok:#?}");
-    expect(&findings, "topic.retention", "ok", "")?;
-    // Configured for three: the topics that have one are named.
-    let (code, findings) = doctor(&with(&[("KAFKA_PARTITIONS", "3")]))?;
-    ensure!(code == 6, "exit {code}: {findings:#?}");
-    let f = expect(
-        &findings,
-        "topic.partitions",
-        "warn",
-        &format!("{prefix}.opportunity.created (1)"),
-    )?;
-    ensure!(
-        f["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&format!("{prefix}.user.registered (1)")),
-        "{f}"
-    );
-    // Another retention than the topics'.
-    let (_, findings) = doctor(&with(&[
-        ("KAFKA_PARTITIONS", "1"),
-        ("KAFKA_RETENTION_MS", "3600000"),
-    ]))?;
-    expect(
-        &findings,
-        "topic.retention",
-        "warn",
-        "not KAFKA_RETENTION_MS=3600000",
-    )?;
-    // More replicas than brokers.
-    let (code, findings) = doctor(&with(&[
-        ("KAFKA_PARTITIONS", "1"),
-        ("KAFKA_REPLICATION_FACTOR", "3"),
-    ]))?;
-    ensure!(code == 7, "exit {code}: {findings:#?}");
-    expect(
-        &findings,
-        "server.brokers",
-        "fail",
-        "KAFKA_REPLICATION_FACTOR=3 but the cluster has 1 broker",
-    )?;
-    expect(
-        &findings,
-        "topic.replication",
-        "warn",
-        "fewer replicas than KAFKA_REPLICATION_FACTOR=3",
-    )?;
     Ok(())
 }
