@@ -257,7 +257,13 @@ fn redis_to_kafka_cut_over_with_live_handlers() -> anyhow::Result<()> {
     // 3. Copy: events, positions, dead letters.
     let from = url.clone();
     let to = format!("kafka://{brokers}");
+    let started = Instant::now();
     let out = run(&vars, &["--json", "copy", "--from", &from, "--to", &to])?;
+    eprintln!(
+        "copy of {} events: {:?}",
+        BEFORE_STOP + WHILE_STOPPED,
+        started.elapsed()
+    );
     ensure!(code(&out) == 0, "copy: {} {}", stdout(&out), stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out))?;
     let total = BEFORE_STOP + WHILE_STOPPED;
@@ -433,6 +439,27 @@ fn redis_to_kafka_cut_over_with_live_handlers() -> anyhow::Result<()> {
     ensure!(
         extra == AFTER_SWITCH && diff["equal"] == false,
         "verify-copy: {diff}"
+    );
+
+    // 7. The rollback's copy back: the events published on Kafka, and nothing twice.
+    let out = run(&vars, &["--json", "copy", "--from", &to, "--to", &from])?;
+    ensure!(
+        code(&out) == 0,
+        "copy back: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let back: Value = serde_json::from_str(&stdout(&out))?;
+    ensure!(
+        back["copied"] == AFTER_SWITCH && back["already_there"] == total,
+        "copy back reported {back}"
+    );
+    let out = run(&vars, &["verify-copy", "--from", &to, "--to", &from])?;
+    ensure!(
+        code(&out) == 0,
+        "verify-copy back: {} {}",
+        stdout(&out),
+        stderr(&out)
     );
     Ok(())
 }

@@ -7,7 +7,9 @@ mod positions;
 mod to_kafka;
 
 use clap::Args;
-use event_core::{EventType, ReplayQuery};
+use std::collections::HashSet;
+
+use event_core::{Event, EventBus, EventId, EventType, ReplayQuery};
 use event_manager::{BusType, replay_page};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -98,11 +100,19 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
         ProgressStyle::with_template("{spinner} copied {pos} events {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let (mut copied, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+    let there = held(writer.as_ref(), &query).await?;
+    let (mut copied, mut already, mut failed, mut errors) = (0u64, 0u64, 0u64, Vec::new());
     let mut cursor = None;
     loop {
         let page = replay_page(reader.as_ref(), query.clone(), cursor, PAGE).await?;
-        for chunk in page.events.chunks(batch) {
+        let read = page.events.len() as u64;
+        let events: Vec<Event> = page
+            .events
+            .into_iter()
+            .filter(|e| !there.contains(&e.id))
+            .collect();
+        already += read - events.len() as u64;
+        for chunk in events.chunks(batch) {
             // The events as read: same ids, timestamps, keys and metadata.
             let ids: Vec<String> = chunk.iter().map(|e| e.id.to_string()).collect();
             for (id, result) in ids.iter().zip(writer.publish_batch(chunk.to_vec()).await) {
@@ -127,9 +137,14 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     source.stop().await?;
     target.stop().await?;
     if ctx.json {
-        output::json(&json!({"copied": copied, "failed": failed, "errors": errors}))?;
+        output::json(&json!({
+            "copied": copied,
+            "already_there": already,
+            "failed": failed,
+            "errors": errors
+        }))?;
     } else {
-        out!("copied {copied} events, {failed} failed");
+        out!("copied {copied} events, {already} already there, {failed} failed");
         for e in &errors {
             out!("  - {e}");
         }
@@ -139,6 +154,21 @@ pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Degraded
     })
+}
+
+/// The ids of the events of the query the target already holds: a second copy, or one after
+/// a crash half-way, stores nothing twice.
+async fn held(bus: &dyn EventBus, query: &ReplayQuery) -> anyhow::Result<HashSet<EventId>> {
+    let mut ids = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = replay_page(bus, query.clone(), cursor, PAGE).await?;
+        ids.extend(page.events.iter().map(|e| e.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ids),
+        }
+    }
 }
 
 /// Kafka deletes by record time, and copied records keep their events' timestamps.
