@@ -187,6 +187,13 @@ impl TestBus {
             }
             let waited = started.elapsed();
             if waited >= timeout {
+                let busy = busy
+                    .into_iter()
+                    .map(|b| BusyHandler {
+                        running: self.records.running(&b.handler),
+                        ..b
+                    })
+                    .collect();
                 return Err(TestBusError::NotQuiet { waited, busy });
             }
             // Look again soon while the bus moves, less and less often while it waits.
@@ -218,7 +225,8 @@ impl TestBus {
             .into_iter()
             .filter(|(_, h)| h.subscriptions > 0 && (h.lag > 0 || h.pending > 0))
             .map(|(handler, h)| BusyHandler {
-                running: self.records.running(&handler),
+                // Filled in only for the error: it walks the handler's attempts.
+                running: Vec::new(),
                 handler,
                 waiting: h.lag,
                 in_flight: h.pending,

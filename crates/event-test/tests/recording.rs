@@ -189,3 +189,38 @@ async fn an_unknown_handler_is_a_clear_error() -> anyhow::Result<()> {
     t.settle().await?;
     Ok(())
 }
+
+/// `publish_all` publishes what the bus takes and fails with the event it refused (too
+/// large here); only what was stored is recorded as published.
+#[tokio::test]
+async fn publish_all_reports_a_refused_event_and_keeps_the_others() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.max_event_bytes = 2_048;
+    let t = TestBus::with_config(config)?;
+    t.subscribe(
+        [EventType::SIGNAL_CLUSTERED],
+        handler_fn("cluster", |_| async { Ok(()) }),
+    )
+    .await?;
+    let mut events: Vec<Event> = (0..200)
+        .map(|n| event(&EventType::SIGNAL_CLUSTERED, n))
+        .collect();
+    events[100] = Event::builder(EventType::SIGNAL_CLUSTERED, "test")
+        .field("blob", "x".repeat(4_096))
+        .build()?;
+    let error = t
+        .publish_all(events)
+        .await
+        .expect_err("a 4 KiB event passed a 2 KiB limit");
+    assert!(
+        matches!(
+            error,
+            TestBusError::Bus(event_core::Error::EventTooLarge { .. })
+        ),
+        "{error}"
+    );
+    t.settle().await?;
+    assert_eq!(t.handled("cluster")?.len(), 199);
+    assert_eq!(t.published().len(), 199);
+    Ok(())
+}
