@@ -218,7 +218,9 @@ fn check_import(
 
     // The import: every decodable record, once, as the original stored it.
     let report_file = report_path("first");
+    let started = Instant::now();
     let report = import(vars, brokers, prefix, &["--report", &report_file])?;
+    eprintln!("import of {} records: {:?}", made.len(), started.elapsed());
     assert_eq!(total(&report, "read"), made.len() as u64);
     assert_eq!(total(&report, "imported"), valid, "{report:#}");
     assert_eq!(
@@ -306,7 +308,9 @@ fn check_import(
     }
 
     // Again: nothing stored twice, and the table says so.
+    let started = Instant::now();
     let again = import(vars, brokers, prefix, &[])?;
+    eprintln!("second run: {:?}", started.elapsed());
     assert_eq!(
         (total(&again, "imported"), total(&again, "duplicates")),
         (0, valid)

@@ -21,7 +21,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use event_core::Event;
 use tokio::sync::watch;
 
-use super::decode::{Problem, Rejection};
+use super::decode::{Problem, Rejection, original_type};
 use super::group::GroupOffsets;
 use super::original_kafka::{DEFAULT_PREFIX, OriginalKafka, Partition, record_key, topic_type};
 use super::report::ImportReport;
@@ -123,7 +123,7 @@ pub(crate) async fn run(
     let mut stop_rx = stop.clone();
     while !*stop.borrow() {
         if refreshed.is_none_or(|at| at.elapsed() >= refresh) {
-            match bridge.refresh().await {
+            match bridge.refresh(&mut report).await {
                 Ok(()) => refreshed = Some(Instant::now()),
                 Err(e) => {
                     tracing::warn!("bridge: looking for the original's topics: {e:#}");
@@ -176,10 +176,18 @@ impl Bridge {
     /// Finds the original's topics and partitions, and where new ones start: the group's
     /// committed offset, or `--start` (then committed at once, so that a restart before the
     /// first record resumes there).
-    async fn refresh(&mut self) -> anyhow::Result<()> {
+    async fn refresh(&mut self, report: &mut ImportReport) -> anyhow::Result<()> {
         let mut new = Vec::new();
-        for (topic, partitions) in self.source.topics(&self.prefix).await? {
+        let topics = self.source.topics(&self.prefix).await?;
+        // A topic deleted (or a partition gone) is no longer read.
+        self.positions.retain(|at, _| {
+            topics
+                .iter()
+                .any(|(t, parts)| *t == at.topic && parts.contains(&at.partition))
+        });
+        for (topic, partitions) in topics {
             if let Some(name) = topic_type(&self.prefix, &topic) {
+                report.of(&topic).event_type = original_type(&name).map(|t| t.to_string());
                 self.names.insert(topic.clone(), name);
             }
             for partition in partitions {
@@ -223,6 +231,7 @@ impl Bridge {
         report: &mut ImportReport,
     ) -> anyhow::Result<usize> {
         let mut read = 0;
+        let mut unreadable = None;
         // The events to publish, in partition order, with where each came from.
         let mut events: Vec<(Event, Partition, i64)> = Vec::new();
         let mut moved: BTreeMap<Partition, i64> = BTreeMap::new();
@@ -232,7 +241,15 @@ impl Bridge {
             .map(|(p, o)| (p.clone(), *o))
             .collect();
         for (at, position) in partitions {
-            let fetched = self.source.fetch(&at, position, Duration::ZERO).await?;
+            // One partition that cannot be read (its leader moving, its topic deleted) does
+            // not hold back the others.
+            let fetched = match self.source.fetch(&at, position, Duration::ZERO).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    unreadable.get_or_insert(e);
+                    continue;
+                }
+            };
             let name = self.names.get(&at.topic).cloned().unwrap_or_default();
             for u in &fetched.undecodable {
                 read += 1;
@@ -300,6 +317,12 @@ impl Bridge {
             .collect();
         self.group.commit(&moved).await?;
         self.positions.extend(moved);
+        if let Some(e) = unreadable {
+            if read == 0 {
+                return Err(e);
+            }
+            tracing::warn!("bridge: {e:#}");
+        }
         anyhow::ensure!(
             failed.is_empty(),
             "publishing to the bus failed for {} partition(s); they resume at the first event not published",
