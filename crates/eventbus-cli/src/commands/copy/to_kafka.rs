@@ -1,6 +1,6 @@
 //! `copy` from Redis to Kafka, the migration: the events of each type in stream order (the
 //! order every consumer group read them), skipping those the target already holds; then each
-//! handler's position ([`positions`](super::positions)) and its dead letters with their
+//! handler's position ([`positions`]) and its dead letters with their
 //! provenance. Aggregate histories are refused: Kafka has no event sourcing here.
 
 use std::collections::{BTreeMap, HashSet};
