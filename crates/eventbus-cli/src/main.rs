@@ -96,14 +96,14 @@ enum Command {
     /// these flags name the source, not the target).
     #[command(subcommand)]
     Migrate(commands::migrate::MigrateCommand),
-    /// The PostgreSQL outbox (`DATABASE_URL`): apply its schema, relay committed events to the
-    /// bus, show its rows.
-    #[command(subcommand)]
     /// Carry what another system still publishes into this bus while it runs:
     /// `bridge from-original --kafka-brokers HOST:PORT` follows the original Python system's
     /// Kafka topics as a consumer group, at least once, until SIGTERM or Ctrl-C.
     #[command(subcommand)]
     Bridge(commands::migrate::bridge::BridgeCommand),
+    /// The PostgreSQL outbox (`DATABASE_URL`): apply its schema, relay committed events to the
+    /// bus, show its rows.
+    #[command(subcommand)]
     Outbox(commands::outbox::OutboxCommand),
     /// Check the configuration and the configured backend, and print each finding with its
     /// fix (exit 0 all ok, 6 warnings, 7 failures; docs/troubleshooting.md).
@@ -174,8 +174,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Copy(a) => commands::copy::run(&ctx, a).await,
         Command::VerifyCopy(a) => commands::verify_copy::run(&ctx, a).await,
         Command::Migrate(c) => commands::migrate::run(&ctx, c, migrate_source).await,
+        Command::Bridge(c) => commands::migrate::bridge::run(&ctx, c, migrate_source).await,
         Command::Outbox(c) => commands::outbox::run(&ctx, c).await,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
     }
 }
-        Command::Bridge(c) => commands::migrate::bridge::run(&ctx, c, migrate_source).await,
