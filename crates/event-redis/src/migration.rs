@@ -136,6 +136,56 @@ impl RedisBus {
         Ok(positions)
     }
 
+    /// Dead letters redriven to `handler` and not finished yet: the entries of its group's
+    /// redrive stream not delivered, or delivered and pending. A migration that moves the
+    /// handler now leaves them behind.
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn unfinished_redrives(&self, handler: &str) -> Result<u64, Error> {
+        let group = self.inner.group(handler);
+        let stream = self.inner.keys.redrive(&group);
+        let reply: Result<Value, _> = self.inner.client.xinfo_groups(stream.as_str()).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.details().contains("no such key") => return Ok(0),
+            Err(e) => return Err(client::error("XINFO GROUPS", e)),
+        };
+        let Some(fields) = reply.into_array().into_iter().map(fields_of).find(|f| {
+            f.iter()
+                .any(|(k, v)| k == "name" && v.as_string().as_deref() == Some(group.as_str()))
+        }) else {
+            return Ok(0);
+        };
+        let value = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let pending = value("pending").and_then(Value::as_u64).unwrap_or(0);
+        let mut after = value("last-delivered-id")
+            .and_then(Value::as_string)
+            .unwrap_or_else(|| "0-0".into());
+        let mut undelivered = 0;
+        loop {
+            let page: Value = self
+                .inner
+                .client
+                .xrange(
+                    stream.as_str(),
+                    format!("({after}"),
+                    "+",
+                    Some(PENDING_PAGE),
+                )
+                .await
+                .map_err(|e| client::error("XRANGE", e))?;
+            let page = reply::entries(page);
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            undelivered += page.len() as u64;
+            if (page.len() as u64) < PENDING_PAGE {
+                break;
+            }
+        }
+        Ok(pending + undelivered)
+    }
+
     /// The ids of every entry pending in `group` on `stream`.
     async fn pending_ids(&self, stream: &str, group: &str) -> Result<BTreeSet<String>, Error> {
         let mut ids = BTreeSet::new();

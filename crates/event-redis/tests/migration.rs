@@ -33,6 +33,9 @@ async fn streams_positions_and_aggregates_as_a_migration_reads_them() -> anyhow:
                     if common::n_of(&event) % 500 == 3 {
                         return Err(HandlerError::transient("not now"));
                     }
+                    if common::n_of(&event) == 1 {
+                        return Err(HandlerError::permanent("never"));
+                    }
                     Ok(())
                 }),
             )
@@ -97,6 +100,19 @@ async fn streams_positions_and_aggregates_as_a_migration_reads_them() -> anyhow:
             let finished = entries.iter().filter(|(e, _)| position.finished(e)).count();
             ensure!(finished == EVENTS as usize - failing, "{finished} finished");
             ensure!(reader.group_positions(&other).await?.is_empty());
+            // A dead letter redriven while the handler is away is unfinished.
+            ensure!(reader.unfinished_redrives("mover").await? == 0);
+            wait_until("the dead letter", secs(30), async || {
+                let n = reader.dead_letters("mover", 10).await?.len();
+                Ok((n != 1).then(|| format!("{n} dead letters")))
+            })
+            .await?;
+            let redriven = reader
+                .redrive_dead_letters("mover", event_core::DeadLetterSelection::All)
+                .await?;
+            ensure!(redriven.redriven == 1);
+            ensure!(reader.unfinished_redrives("mover").await? == 1);
+            ensure!(reader.unfinished_redrives("nobody").await? == 0);
             // Aggregates: none, then one.
             ensure!(!reader.has_aggregates().await?);
             let mut sourcing = config.clone();

@@ -298,6 +298,7 @@ fn redis_to_kafka_cut_over_with_live_handlers() -> anyhow::Result<()> {
             .filter(|e| types.contains(&e.event_type))
             .count();
         ensure!(h["dead_letters_copied"] == dead, "{name}: {h}");
+        ensure!(h["unfinished_redrives"] == 0, "{name}: {h}");
         bounds.insert(name, h["duplicate_bound"].as_u64().context("no bound")?);
     }
 

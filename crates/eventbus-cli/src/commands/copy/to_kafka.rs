@@ -72,6 +72,8 @@ struct HandlerReport {
     duplicate_bound: u64,
     /// Events it had not finished that are not on Kafka (outside the window, or failed).
     unfinished_not_copied: u64,
+    /// Dead letters redriven to it on Redis and not finished: not copied.
+    unfinished_redrives: u64,
     dead_letters_copied: u64,
     dead_letters_already_there: u64,
 }
@@ -131,7 +133,7 @@ pub(crate) async fn run(
         || report
             .handlers
             .values()
-            .any(|h| h.unfinished_not_copied > 0);
+            .any(|h| h.unfinished_not_copied > 0 || h.unfinished_redrives > 0);
     Ok(if incomplete { Exit::Degraded } else { Exit::Ok })
 }
 
@@ -254,7 +256,16 @@ async fn carry_positions(
             handler.positions.insert(event_type.to_string(), start);
         }
     }
+    for (handler, h) in report.handlers.iter_mut() {
+        h.unfinished_redrives = source.unfinished_redrives(handler).await?;
+    }
     for (handler, h) in &report.handlers {
+        if h.unfinished_redrives > 0 {
+            report.warnings.push(format!(
+                "{handler} has {} dead letters redriven on Redis and not finished: they are not copied; let them finish on Redis and copy again",
+                h.unfinished_redrives
+            ));
+        }
         if h.unfinished_not_copied > 0 {
             report.warnings.push(format!(
                 "{handler} had not finished {} events that are not on Kafka (outside --since/--until, or failed): it will not see them",
