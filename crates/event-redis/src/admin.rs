@@ -88,7 +88,8 @@ pub(crate) async fn dead_letters(
         &inner.keys.dead_letters(&group),
         "-",
         "+",
-        Some(limit as u64),
+        // fred refuses a COUNT of i64::MAX or more: such a limit is no limit.
+        u64::try_from(limit).ok().filter(|&n| n < i64::MAX as u64),
     )
     .await
 }

@@ -248,6 +248,15 @@ pub(crate) async fn redrive_selected_ids_only(fx: &Fixture) -> anyhow::Result<()
         "{} dead letters, expected 3",
         letters.len()
     );
+    // Any limit is a limit: the largest lists them all (Redis refuses a COUNT past i64::MAX).
+    let all = bus.dead_letters(recorder.name(), usize::MAX).await?;
+    let one = bus.dead_letters(recorder.name(), 1).await?;
+    ensure!(
+        all.len() == 3 && one.len() == 1,
+        "limits usize::MAX and 1 listed {} and {} dead letters, expected 3 and 1",
+        all.len(),
+        one.len()
+    );
     failing.store(false, Ordering::SeqCst);
 
     let chosen = &letters[1];
