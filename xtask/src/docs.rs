@@ -41,6 +41,15 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 /// Renders the API docs as docs.rs does (a nightly rustdoc, `--cfg docsrs`, so items behind a
 /// feature say which; every feature on), with warnings denied, into `target/docs-rs`.
 fn docs_rs() -> anyhow::Result<()> {
+    let nightly = std::process::Command::new("rustup")
+        .args(["run", "nightly", "rustdoc", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !nightly {
+        bail!(
+            "the docs.rs rendering needs a nightly toolchain: `rustup toolchain install nightly --profile minimal`"
+        );
+    }
     let mut command = std::process::Command::new("rustup");
     command
         .args([
@@ -56,9 +65,8 @@ fn docs_rs() -> anyhow::Result<()> {
         .arg(project_root().join("target/docs-rs"))
         .env("RUSTDOCFLAGS", "--cfg docsrs -D warnings")
         .current_dir(project_root());
-    crate::shell::run("docs.rs rendering", &mut command).context(
-        "the docs.rs rendering needs a nightly toolchain: `rustup toolchain install nightly --profile minimal`",
-    )?;
+    crate::shell::run("docs.rs rendering", &mut command)
+        .context("the API docs do not render as on docs.rs: see rustdoc's messages above")?;
     println!(
         "xtask docs: the API docs render as on docs.rs: target/docs-rs/doc/event_core/index.html"
     );
