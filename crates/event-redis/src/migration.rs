@@ -112,13 +112,8 @@ impl RedisBus {
         let prefix = format!("{}.", self.inner.config.consumer_group);
         let mut positions = Vec::new();
         for group in reply.into_array() {
-            let fields = fields_of(group);
-            let text = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .and_then(|(_, v)| v.as_string())
-            };
+            let fields = reply::fields_of(group);
+            let text = |name: &str| fields.get(name).and_then(Value::as_string);
             let Some(group) = text("name") else { continue };
             let Some(handler) = group.strip_prefix(&prefix).map(str::to_string) else {
                 continue;
@@ -151,13 +146,15 @@ impl RedisBus {
             Err(e) if e.details().contains("no such key") => return Ok(0),
             Err(e) => return Err(client::error("XINFO GROUPS", e)),
         };
-        let Some(fields) = reply.into_array().into_iter().map(fields_of).find(|f| {
-            f.iter()
-                .any(|(k, v)| k == "name" && v.as_string().as_deref() == Some(group.as_str()))
-        }) else {
+        let Some(fields) = reply
+            .into_array()
+            .into_iter()
+            .map(reply::fields_of)
+            .find(|f| f.get("name").and_then(Value::as_string).as_deref() == Some(group.as_str()))
+        else {
             return Ok(0);
         };
-        let value = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let value = |name: &str| fields.get(name);
         let pending = value("pending").and_then(Value::as_u64).unwrap_or(0);
         let mut after = value("last-delivered-id")
             .and_then(Value::as_string)
@@ -258,27 +255,6 @@ impl RedisBus {
             }
         }
         Ok(false)
-    }
-}
-
-/// A flat `[name, value, ...]` array (RESP2) or a map (RESP3) as pairs.
-fn fields_of(value: Value) -> Vec<(String, Value)> {
-    match value {
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.into_string()?, v)))
-            .collect(),
-        other => {
-            let mut out = Vec::new();
-            let mut items = other.into_array().into_iter();
-            while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                if let Some(k) = k.as_string() {
-                    out.push((k, v));
-                }
-            }
-            out
-        }
     }
 }
 

@@ -144,6 +144,27 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
+/// A flat `[name, value, ...]` array (RESP2) or a map (RESP3) as a map.
+pub(crate) fn fields_of(value: Value) -> std::collections::HashMap<String, Value> {
+    match value {
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.into_string()?, v)))
+            .collect(),
+        other => {
+            let mut out = std::collections::HashMap::new();
+            let mut items = other.into_array().into_iter();
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                if let Some(k) = k.as_string() {
+                    out.insert(k, v);
+                }
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

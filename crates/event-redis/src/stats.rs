@@ -96,7 +96,7 @@ async fn groups_of(inner: &Inner, stream: &str) -> Result<HashMap<String, GroupI
     };
     let mut groups = HashMap::new();
     for group in reply.into_array() {
-        let fields = fields_of(group);
+        let fields = reply::fields_of(group);
         let Some(name) = fields.get("name").and_then(Value::as_string) else {
             continue;
         };
@@ -132,27 +132,6 @@ async fn has_entries_after(inner: &Inner, stream: &str, id: &str) -> Result<bool
         .await
         .map_err(|e| client::error("XRANGE", e))?;
     Ok(!reply::entries(after).is_empty())
-}
-
-/// A flat `[name, value, ...]` array (RESP2) or a map (RESP3) as a map.
-fn fields_of(value: Value) -> HashMap<String, Value> {
-    match value {
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.into_string()?, v)))
-            .collect(),
-        other => {
-            let mut out = HashMap::new();
-            let mut items = other.into_array().into_iter();
-            while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                if let Some(k) = k.as_string() {
-                    out.insert(k, v);
-                }
-            }
-            out
-        }
-    }
 }
 
 /// The retained entries of every event stream: `XLEN` less the entries past the retention,
