@@ -13,6 +13,7 @@ mod consumer;
 mod control;
 mod core;
 mod data;
+mod kafka_admin;
 mod migration;
 mod partitioner;
 mod record;
@@ -20,8 +21,9 @@ mod replay;
 mod topics;
 
 pub use bus::KafkaBus;
-pub use migration::PartitionRecords;
 pub use config::{
     Compression, KafkaAssignmentStrategy, KafkaConfig, KafkaConfigBuilder, KafkaSasl,
     KafkaSaslMechanism, KafkaTls,
 };
+pub use kafka_admin::{KafkaAdmin, KafkaCluster, KafkaPartition, KafkaTopic, MissingApi};
+pub use migration::PartitionRecords;

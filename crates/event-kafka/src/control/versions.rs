@@ -18,7 +18,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
+use event_core::Error;
+
 use super::error::ControlError;
+use super::{ControlClient, Node};
 
 /// A request this client sends, tied to its response and API key.
 ///
@@ -139,6 +142,78 @@ impl fmt::Debug for ApiVersionTable {
     }
 }
 
+/// The requests of the data path (`rskafka`, patched in `patches/rskafka`) and the versions
+/// it sends them at (`api_version_range` of each message there).
+const DATA_PATH_APIS: [(&str, ApiKey, (i16, i16)); 4] = [
+    ("Produce", ApiKey::Produce, (3, 7)),
+    ("Fetch", ApiKey::Fetch, (4, 4)),
+    ("ListOffsets", ApiKey::ListOffsets, (0, 3)),
+    ("Metadata", ApiKey::Metadata, (0, 4)),
+];
+
+/// An API the bus sends that a broker does not speak at a version the bus can use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LackingApi {
+    /// The API's name in Kafka's protocol guide.
+    pub(crate) name: &'static str,
+    /// The versions the bus's client sends it at.
+    pub(crate) client: (i16, i16),
+    /// The versions the broker announced (`None`: not offered).
+    pub(crate) broker: Option<(i16, i16)>,
+}
+
+impl ApiVersionTable {
+    /// The APIs the bus sends that this broker lacks, on the data path and the control
+    /// plane. Left out: ApiVersions and SASL, which the connection has already used, and
+    /// DeleteTopics, which the bus never sends.
+    pub(crate) fn lacking(&self) -> Vec<LackingApi> {
+        let skipped = [
+            ApiKey::ApiVersions,
+            ApiKey::SaslHandshake,
+            ApiKey::SaslAuthenticate,
+            ApiKey::DeleteTopics,
+        ];
+        DATA_PATH_APIS
+            .into_iter()
+            .chain(client_apis())
+            .filter(|(_, key, _)| !skipped.contains(key))
+            .filter_map(|(name, key, client)| {
+                let broker = self.broker.get(&(key as i16)).copied();
+                negotiate(name, client, broker).err().map(|_| LackingApi {
+                    name,
+                    client,
+                    broker,
+                })
+            })
+            .collect()
+    }
+}
+
+impl ControlClient {
+    /// The API versions broker `id` announced, on the connection to it (opened when none is).
+    ///
+    /// # Errors
+    /// A backend error when the broker cannot be reached in time.
+    pub(crate) async fn broker_versions(&self, id: i32) -> Result<ApiVersionTable, Error> {
+        let deadline = self.deadline();
+        let node = Node::Broker(id);
+        let slot = self.slot(node);
+        let mut guard = deadline
+            .bound(|| format!("waiting for the connection to {node}"), async {
+                Ok(slot.lock().await)
+            })
+            .await?;
+        if let Some(connection) = guard.as_ref().filter(|c| !c.needs_renewal()) {
+            return Ok(connection.versions().clone());
+        }
+        *guard = None;
+        let connection = self.open(node, &deadline).await?;
+        let versions = connection.versions().clone();
+        *guard = Some(connection);
+        Ok(versions)
+    }
+}
+
 /// The highest version in both ranges, or why there is none.
 fn negotiate(
     name: &str,
@@ -196,5 +271,23 @@ mod tests {
             assert!(min <= max, "{name}: {min}..{max}");
         }
         assert_eq!(SaslHandshakeRequest::client_versions().0, 1);
+    }
+
+    #[test]
+    fn lacking_names_what_the_broker_does_not_speak() {
+        let mut table = ApiVersionTable::default();
+        for (_, key, (min, max)) in DATA_PATH_APIS.into_iter().chain(client_apis()) {
+            table.broker.insert(key as i16, (min, max));
+        }
+        assert_eq!(table.lacking(), Vec::new());
+        table.broker.insert(ApiKey::Fetch as i16, (0, 3));
+        table.broker.remove(&(ApiKey::JoinGroup as i16));
+        table.broker.remove(&(ApiKey::DeleteTopics as i16));
+        let lacking = table.lacking();
+        assert_eq!(lacking.len(), 2, "{lacking:?}");
+        assert_eq!(lacking[0].name, "Fetch");
+        assert_eq!(lacking[0].broker, Some((0, 3)));
+        assert_eq!(lacking[1].name, "JoinGroup");
+        assert_eq!(lacking[1].broker, None);
     }
 }

@@ -5,54 +5,26 @@
 
 use std::time::Duration;
 
+use event_kafka::{KafkaAdmin, KafkaCluster};
 use event_manager::Settings;
 
-use super::kafka_wire::{AdminConnection, ClusterFacts};
 use super::{Finding, bounded};
-
-/// The APIs the bus sends and the versions it can speak: the data path (rskafka: Produce
-/// v3..=7 and Fetch v4 carry record batches, Kafka 0.11 or newer) and the control plane
-/// (from the version each request's building starts at; open above).
-const NEEDED: &[(&str, i16, i16, i16)] = &[
-    ("Produce", 0, 3, 7),
-    ("Fetch", 1, 4, 4),
-    ("ListOffsets", 2, 1, 3),
-    ("Metadata", 3, 1, i16::MAX),
-    ("OffsetCommit", 8, 0, i16::MAX),
-    ("OffsetFetch", 9, 1, i16::MAX),
-    ("FindCoordinator", 10, 0, i16::MAX),
-    ("JoinGroup", 11, 0, i16::MAX),
-    ("Heartbeat", 12, 0, i16::MAX),
-    ("LeaveGroup", 13, 0, i16::MAX),
-    ("SyncGroup", 14, 0, i16::MAX),
-    ("DescribeGroups", 15, 0, i16::MAX),
-    ("ListGroups", 16, 0, i16::MAX),
-    ("CreateTopics", 19, 0, i16::MAX),
-    ("DescribeConfigs", 32, 0, i16::MAX),
-];
 
 /// Topics listed in one finding at most.
 const LISTED: usize = 5;
 
-/// The Kafka checks.
+/// The Kafka checks, on the listener and with the credentials the bus uses (TLS, SASL).
 pub(super) async fn check(settings: &Settings, timeout: Duration) -> Vec<Finding> {
     let kafka = &settings.kafka;
     let mut findings = vec![Finding::skip(
         "server.clock",
         "not available on Kafka: no request tells a broker's time without writing a record (only topics with message.timestamp.type=LogAppendTime stamp the broker's clock); check NTP on the hosts instead",
     )];
-    if kafka.sasl.is_some() || kafka.tls.is_some() {
-        findings.push(Finding::skip(
-            "server.version",
-            "the broker's version, brokers and topics are checked on plaintext listeners only (doctor's admin connection speaks neither SASL nor TLS); the connection, authentication, TLS and groups were checked through the bus above",
-        ));
-        return findings;
-    }
     let steps = async {
-        let mut connection = AdminConnection::connect(&kafka.bootstrap_servers).await?;
-        let mut found = vec![versions(&connection)];
-        let cluster = connection.cluster().await?;
-        found.extend(topics(settings, &cluster, &mut connection).await?);
+        let admin = KafkaAdmin::connect(kafka).await?;
+        let mut found = vec![versions(&admin).await?];
+        let cluster = admin.cluster().await?;
+        found.extend(topics(settings, &cluster, &admin).await?);
         anyhow::Ok(found)
     };
     match bounded(timeout, steps).await {
@@ -71,41 +43,25 @@ pub(super) async fn check(settings: &Settings, timeout: Duration) -> Vec<Finding
     findings
 }
 
-/// Whether the broker implements every API the bus sends, at a version the bus speaks.
-fn versions(connection: &AdminConnection) -> Finding {
-    let mut missing = Vec::new();
-    for (name, key, least, most) in NEEDED {
-        match connection.versions.get(key) {
-            Some((min, max)) if *max >= *least && *min <= *most => {}
-            Some((min, max)) => missing.push(format!(
-                "{name} (broker v{min}..=v{max}, bus v{least}..=v{})",
-                if *most == i16::MAX {
-                    "newest".to_string()
-                } else {
-                    most.to_string()
-                }
-            )),
-            None => missing.push(format!("{name} (not implemented)")),
-        }
-    }
-    if missing.is_empty() {
+/// Whether every broker implements every API the bus sends, at a version the bus speaks.
+async fn versions(admin: &KafkaAdmin) -> anyhow::Result<Finding> {
+    let missing = admin.missing_apis().await?;
+    Ok(if missing.is_empty() {
         Finding::ok(
             "server.version",
-            format!(
-                "the broker implements the {} APIs the bus sends, at versions it speaks",
-                NEEDED.len()
-            ),
+            "every broker implements the APIs the bus sends, at versions it speaks",
         )
     } else {
+        let missing: Vec<String> = missing.iter().map(ToString::to_string).collect();
         Finding::fail(
             "server.version",
             format!(
-                "the broker lacks what the bus needs: {}",
+                "the brokers lack what the bus needs: {}",
                 missing.join(", ")
             ),
-            "use a broker that implements them (Apache Kafka 1.0 or newer; the project tests with 4.x); a partial Kafka-compatible server cannot run the bus",
+            "use brokers that implement them (Apache Kafka 1.0 or newer; the project tests with 4.x); a partial Kafka-compatible server cannot run the bus",
         )
-    }
+    })
 }
 
 /// A list of names, shortened.
@@ -121,9 +77,13 @@ fn listed(names: &[String]) -> String {
 
 /// What the cluster holds instead: the prefixes of other buses (known by their dead-letter
 /// and redrive topics, `{prefix}.dlq.{group}`), else some topic names.
-fn other_prefixes(cluster: &ClusterFacts) -> String {
-    let mut names: Vec<String> = cluster.topics.keys().cloned().collect();
-    names.sort();
+fn other_prefixes(cluster: &KafkaCluster) -> String {
+    let names: Vec<String> = cluster
+        .topics
+        .iter()
+        .filter(|t| !t.internal)
+        .map(|t| t.name.clone())
+        .collect();
     let mut prefixes: Vec<String> = names
         .iter()
         .filter_map(|t| t.split_once(".dlq.").or_else(|| t.split_once(".redrive.")))
@@ -145,8 +105,8 @@ fn other_prefixes(cluster: &ClusterFacts) -> String {
 /// The brokers, and the bus's topics: existence, partitions, replication, retention.
 async fn topics(
     settings: &Settings,
-    cluster: &ClusterFacts,
-    connection: &mut AdminConnection,
+    cluster: &KafkaCluster,
+    admin: &KafkaAdmin,
 ) -> anyhow::Result<Vec<Finding>> {
     let kafka = &settings.kafka;
     let prefix = format!("{}.", kafka.topic_prefix);
@@ -172,13 +132,13 @@ async fn topics(
             ),
         )
     }];
-    let mut ours: Vec<String> = cluster
+    // Sorted by name, as the cluster lists them.
+    let ours: Vec<String> = cluster
         .topics
-        .keys()
-        .filter(|t| t.starts_with(&prefix))
-        .cloned()
+        .iter()
+        .filter(|t| !t.internal && t.name.starts_with(&prefix))
+        .map(|t| t.name.clone())
         .collect();
-    ours.sort();
     if ours.is_empty() {
         findings.push(Finding::warn(
             "topics",
@@ -212,7 +172,7 @@ async fn topics(
     let other_count: Vec<String> = events
         .iter()
         .filter_map(|t| {
-            let n = cluster.topics.get(t)?.len();
+            let n = cluster.topic(t)?.partitions.len();
             (n != partitions).then(|| format!("{t} ({n})"))
         })
         .collect();
@@ -229,18 +189,17 @@ async fn topics(
     let mut lagging = Vec::new();
     let mut leaderless = Vec::new();
     for topic in &ours {
-        for (i, p) in cluster.topics.get(topic).into_iter().flatten().enumerate() {
-            if p.leader < 0 {
-                leaderless.push(format!("{topic}/{i}"));
+        let partitions = cluster.topic(topic).map_or(&[][..], |t| &t.partitions);
+        for p in partitions {
+            let at = format!("{topic}/{}", p.partition);
+            if p.leader.is_none() {
+                leaderless.push(at.clone());
             }
             if p.in_sync < p.replicas {
-                lagging.push(format!(
-                    "{topic}/{i} ({} of {} in sync)",
-                    p.in_sync, p.replicas
-                ));
+                lagging.push(format!("{at} ({} of {} in sync)", p.in_sync, p.replicas));
             }
         }
-        if let Some(p) = cluster.topics.get(topic).and_then(|ps| ps.first())
+        if let Some(p) = partitions.first()
             && p.replicas < factor
         {
             few.push(format!("{topic} ({})", p.replicas));
@@ -268,11 +227,11 @@ async fn topics(
         Finding::ok("topic.replication", format!("every topic has {factor} or more replicas, all in sync"))
     });
     let wanted = kafka.retention.as_millis().to_string();
-    let retention = connection.topic_config(&events, "retention.ms").await?;
+    let configs = admin.topic_configs(&events).await?;
     let other_retention: Vec<String> = events
         .iter()
         .filter_map(|t| {
-            let value = retention.get(t)?;
+            let value = configs.get(t)?.get("retention.ms")?;
             (*value != wanted).then(|| format!("{t} ({value} ms)"))
         })
         .collect();

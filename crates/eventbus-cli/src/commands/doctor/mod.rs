@@ -7,8 +7,9 @@
 //!   TLS), and every handler's group from its stats (lag, pending, dead letters, members);
 //! - `redis`: the Redis server's facts (version, memory policy, replicas, clock, streams,
 //!   stalled consumers);
-//! - `kafka` and `kafka_wire`: the Kafka cluster's facts (the APIs the bus needs, brokers,
-//!   topics: partitions, replication, retention).
+//! - `kafka`: the Kafka cluster's facts through `event_kafka::KafkaAdmin`, with the bus's TLS
+//!   and SASL settings (the APIs the bus needs, brokers, topics: partitions, replication,
+//!   retention).
 //!
 //! An unreachable server is a finding, not an error: the configuration is still checked, and
 //! every network step is bounded by `--timeout`, so doctor never hangs.
@@ -16,7 +17,6 @@
 mod config;
 mod groups;
 mod kafka;
-mod kafka_wire;
 mod redis;
 
 use std::time::Duration;

@@ -4,25 +4,31 @@
 //! Each round fetches every partition of the original's topics under the prefix from the
 //! group's position, decodes each record as `migrate from-original` does (ids, timestamps,
 //! source, correlation id and metadata kept), publishes the events to the configured bus, and
-//! only then commits the new positions to the group in the original's cluster
-//! ([`GroupOffsets`]). A crash between the publish and the commit publishes those records
+//! only then commits the new positions to the group in the original's cluster. A crash between the publish and the commit publishes those records
 //! again, with the same ids: handlers see a duplicate, never a gap. A record that cannot be
 //! decoded is listed in the report file with its key and reason and passed over; a publish
 //! that fails is tried again from the same record.
 //!
 //! One bridge per group: the group has no membership, so two bridges in one group would each
 //! carry every record (still at least once, but twice the work and the duplicates).
+//!
+//! The group's offsets are kept by Kafka's group coordinator in the original's cluster
+//! (`__consumer_offsets`), as a Java consumer with `assign()` and `commitSync()` keeps them
+//! (`event_kafka::KafkaAdmin`: generation -1, no member), so `kafka-consumer-groups.sh
+//! --describe --group NAME` shows its position and lag like any group's. The connection is
+//! plaintext without SASL: the original's `KafkaEventBus` had no TLS or SASL settings.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use event_core::Event;
+use event_kafka::{KafkaAdmin, KafkaConfig};
 use tokio::sync::watch;
 
 use super::decode::{Problem, Rejection, original_type};
-use super::group::GroupOffsets;
 use super::original_kafka::{DEFAULT_PREFIX, OriginalKafka, Partition, record_key, topic_type};
 use super::report::ImportReport;
 use super::{Source, decode_record, target_settings};
@@ -106,9 +112,15 @@ pub(crate) async fn run(
     let manager = open_with(settings.clone(), explicit).await?;
     let bus = manager.bus()?;
     let mut report = ImportReport::appending("topic", args.report.as_deref())?;
+    let source = OriginalKafka::connect(&brokers).await?;
+    let original = KafkaConfig::builder()
+        .bootstrap_servers(brokers.split(',').map(str::trim).filter(|s| !s.is_empty()))
+        .build()
+        .map_err(|e| ArgError(format!("--kafka-brokers {brokers}: {e}")))?;
     let mut bridge = Bridge {
-        source: OriginalKafka::connect(&brokers).await?,
-        group: GroupOffsets::new(&brokers, &args.group),
+        source,
+        admin: KafkaAdmin::connect(&original).await?,
+        group: args.group.clone(),
         prefix: args.topic_prefix.clone(),
         start: args.start,
         positions: BTreeMap::new(),
@@ -163,7 +175,9 @@ async fn pause(stop: &mut watch::Receiver<bool>, how_long: Duration) {
 
 struct Bridge {
     source: OriginalKafka,
-    group: GroupOffsets,
+    /// The original's cluster, where the group's offsets are.
+    admin: KafkaAdmin,
+    group: String,
     prefix: String,
     start: Start,
     /// The next offset to read of every partition carried.
@@ -203,7 +217,7 @@ impl Bridge {
         if new.is_empty() {
             return Ok(());
         }
-        let committed = self.group.fetch(&new).await?;
+        let committed = self.committed(&new).await?;
         let mut started = BTreeMap::new();
         for at in new {
             let position = match committed.get(&at) {
@@ -221,7 +235,45 @@ impl Bridge {
             tracing::info!(topic = %at.topic, partition = at.partition, position, "bridge: carrying");
             self.positions.insert(at, position);
         }
-        self.group.commit(&started).await
+        self.commit(&started).await
+    }
+
+    /// The group's committed offset (the next one to read) of each of `partitions` that has
+    /// one.
+    async fn committed(
+        &self,
+        partitions: &[Partition],
+    ) -> anyhow::Result<BTreeMap<Partition, i64>> {
+        let wanted: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let committed = self
+            .admin
+            .committed_offsets(&self.group, &wanted)
+            .await
+            .with_context(|| format!("reading the offsets of group {}", self.group))?;
+        Ok(committed
+            .into_iter()
+            .map(|((topic, partition), offset)| (Partition { topic, partition }, offset))
+            .collect())
+    }
+
+    /// Commits `offsets` (each the next offset to read) to the group.
+    async fn commit(&self, offsets: &BTreeMap<Partition, i64>) -> anyhow::Result<()> {
+        let offsets: Vec<(String, i32, i64)> = offsets
+            .iter()
+            .map(|(p, offset)| (p.topic.clone(), p.partition, *offset))
+            .collect();
+        self.admin
+            .commit_offsets(&self.group, &offsets)
+            .await
+            .with_context(|| {
+                format!(
+                    "committing the bridge's positions to group {} (UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION: the group has members; give the bridge a group of its own, --group)",
+                    self.group
+                )
+            })
     }
 
     /// One round over every partition; the number of records read.
@@ -315,7 +367,7 @@ impl Bridge {
             .into_iter()
             .filter(|(at, offset)| self.positions.get(at) != Some(offset))
             .collect();
-        self.group.commit(&moved).await?;
+        self.commit(&moved).await?;
         self.positions.extend(moved);
         if let Some(e) = unreadable {
             if read == 0 {

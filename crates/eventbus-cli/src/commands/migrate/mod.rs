@@ -10,7 +10,6 @@
 
 pub(crate) mod bridge;
 mod decode;
-mod group;
 mod import;
 mod original;
 mod original_kafka;
