@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::services::{RunningServices, Service, browser};
+use crate::services::{RunningServices, Service, browser, faketime};
 use crate::shell::{self, cargo};
 use crate::{alerts, docs, suites};
 
@@ -57,6 +57,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         let (name, value) = browser::env(&chromedriver);
         tests.env(name, value);
     }
+    // The doctor's clock test shifts the clock of one process with libfaketime.
+    let libfaketime = steps.check("libfaketime", faketime::find_or_install)?;
+    tests.env(faketime::VAR, libfaketime);
     // An integration run was asked for: a backend that cannot be reached fails its suite
     // instead of being skipped.
     tests.env("EVENTBUS_REQUIRE_INTEGRATION", "1");

@@ -5,9 +5,10 @@
 //! the user; the password never appears in errors, `Debug` output or logs.
 //!
 //! TLS: a `SASL_SSL` listener with a certificate from a throwaway CA (made with `openssl`
-//! at test time) works with `KAFKA_TLS_CA_FILE` and is refused without it; a bad
-//! `KAFKA_TLS_CA_FILE` fails before any connection. Client certificates (`KAFKA_TLS_CERT_FILE`,
-//! `KAFKA_TLS_KEY_FILE`) are not tested against a broker.
+//! at test time) works with `KAFKA_TLS_CA_FILE`, for the bus and for `KafkaAdmin` (doctor's
+//! checks), and is refused without it; a bad `KAFKA_TLS_CA_FILE` fails before any connection.
+//! Client certificates (`KAFKA_TLS_CERT_FILE`, `KAFKA_TLS_KEY_FILE`) are not tested against a
+//! broker.
 
 mod support;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use event_core::{EnvSettings as _, Error, EventBus};
-use event_kafka::KafkaBus;
+use event_kafka::{KafkaAdmin, KafkaBus};
 use event_kafka::{KafkaConfig, KafkaSasl, KafkaSaslMechanism, KafkaTls};
 use event_testkit::secrets::{captured_logs, everything_shown, hidden, round_trip};
 use harness::{BROKER_START, SaslBroker, USER, openssl};
@@ -155,6 +156,7 @@ async fn tls_with_a_private_ca_works_and_an_untrusted_broker_is_refused() -> any
             .map_err(|e| anyhow!("connecting over TLS failed: {e}"))?;
         round_trip(&bus).await.context("round trip over TLS")?;
         bus.shutdown().await?;
+        admin_over_tls(&config.kafka).await.context("the admin API over TLS")?;
 
         // The system's roots do not hold the test CA: verification is on.
         config.kafka.tls = Some(KafkaTls::default());
@@ -180,6 +182,35 @@ async fn tls_with_a_private_ca_works_and_an_untrusted_broker_is_refused() -> any
         Err(_) => bail!("the test did not finish within {TEST_LIMIT:?}"),
     }
     hidden(&logs.text(), &[&password])
+}
+
+/// `KafkaAdmin` on a `SASL_SSL` listener, as `eventbus doctor` uses it: the cluster's facts,
+/// no API missing, the round trip's topic and its configs, a simple group's offsets.
+async fn admin_over_tls(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let admin = KafkaAdmin::connect(kafka).await?;
+    let cluster = admin.cluster().await?;
+    ensure!(cluster.brokers == 1, "{cluster:?}");
+    let missing = admin.missing_apis().await?;
+    ensure!(missing.is_empty(), "{missing:?}");
+    let topic = format!("{}.user.registered", kafka.topic_prefix);
+    let partitions = cluster
+        .topic(&topic)
+        .map(|t| t.partitions.len())
+        .with_context(|| format!("{topic} is not in {cluster:?}"))?;
+    ensure!(partitions == kafka.partitions as usize, "{cluster:?}");
+    let configs = admin.topic_configs(std::slice::from_ref(&topic)).await?;
+    ensure!(
+        configs[&topic].get("retention.ms") == Some(&kafka.retention.as_millis().to_string()),
+        "{configs:?}"
+    );
+    admin
+        .commit_offsets("admin-over-tls", &[(topic.clone(), 0, 1)])
+        .await?;
+    let committed = admin
+        .committed_offsets("admin-over-tls", &[(topic.clone(), 0)])
+        .await?;
+    ensure!(committed.get(&(topic, 0)) == Some(&1), "{committed:?}");
+    Ok(())
 }
 
 /// Credentials without a mechanism, and an unreadable `KAFKA_TLS_CA_FILE`, are configuration

@@ -20,6 +20,9 @@ use common::{code, run, stderr};
 #[path = "doctor/kafka.rs"]
 mod kafka;
 
+#[path = "doctor/clock.rs"]
+mod clock;
+
 /// The deadline of each wait.
 const WAIT: Duration = Duration::from_secs(120);
 

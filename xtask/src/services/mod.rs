@@ -2,7 +2,8 @@
 //! three masters with a replica each, a single-node Apache Kafka broker (KRaft) and a
 //! three-node Kafka cluster, and a PostgreSQL server ([`postgres`]), each on free loopback ports with its data in a fresh directory,
 //! with no Docker needed; Chromium with chromedriver for the browser tests ([`browser`]); and
-//! `promtool` for the alerting rules ([`promtool`]).
+//! `promtool` for the alerting rules ([`promtool`]); libfaketime for the doctor's clock test
+//! ([`faketime`]).
 //!
 //! `cargo xtask test` and `cargo xtask integration-test` start the ones their suites need
 //! ([`RunningServices`], stopped when dropped, also on failure); `cargo xtask services up`
@@ -11,6 +12,7 @@
 
 pub(crate) mod browser;
 pub(crate) mod command;
+pub(crate) mod faketime;
 mod kafka;
 mod kafka_cluster;
 mod kafka_jars;
