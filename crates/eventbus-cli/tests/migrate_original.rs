@@ -17,18 +17,36 @@ use fred::types::Value;
 use fred::types::config::Config;
 use futures::TryStreamExt as _;
 use serde::Serialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use time::OffsetDateTime;
 
 mod common;
 
 use common::{code, run, stderr, stdout};
 
+/// The original's events, whatever they are written to.
+#[path = "original_data/mod.rs"]
+mod original_data;
+
 /// The original's data, written as its Python code wrote it.
 #[path = "migrate_original/python.rs"]
 mod python;
 
-use python::command;
+use original_data::imported::{
+    assert_holds, command, comparable, delete_matching, import_report, report_lines, report_path,
+    target_events, unwinding,
+};
+
+/// `eventbus --json migrate from-original --redis-url SOURCE ARGS...`, which must succeed
+/// (`what` names the run in the error); its JSON report.
+fn redis_import(
+    vars: &[(&str, &str)],
+    source: &str,
+    args: &[&str],
+    what: &str,
+) -> anyhow::Result<Json> {
+    import_report(vars, &["--redis-url", source], args, what)
+}
 
 /// An event as the original wrote it, and what the bus must hold after the import.
 struct Written {
@@ -130,64 +148,6 @@ fn totals(report: &Json) -> anyhow::Result<Counts> {
     )
 }
 
-/// The fields of an imported event that the import must keep or map.
-fn comparable(event: &Event) -> Json {
-    json!({
-        "id": event.id.to_string(),
-        "event_type": event.event_type.as_str(),
-        "payload": event.payload,
-        "timestamp": event_core::timestamp::format(event.timestamp),
-        "source": event.source,
-        "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
-        "metadata": event.metadata,
-        "aggregate_id": event.aggregate_id,
-        "aggregate_type": event.aggregate_type,
-        "aggregate_version": event.aggregate_version,
-        "partition_key": event.partition_key,
-    })
-}
-
-async fn target_events(settings: &Settings) -> anyhow::Result<Vec<Event>> {
-    let bus = event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
-    let events: Vec<Event> = bus
-        .replay(ReplayQuery::new([], OffsetDateTime::UNIX_EPOCH))
-        .await?
-        .try_collect()
-        .await?;
-    bus.shutdown().await?;
-    Ok(events)
-}
-
-async fn delete_matching(client: &Client, pattern: &str) -> anyhow::Result<()> {
-    let mut cursor = "0".to_string();
-    loop {
-        let reply = command(
-            client,
-            "SCAN",
-            vec![
-                cursor.clone().into(),
-                "MATCH".into(),
-                pattern.into(),
-                "COUNT".into(),
-                1000.into(),
-            ],
-        )
-        .await?;
-        let mut parts = reply.into_array().into_iter();
-        cursor = parts
-            .next()
-            .and_then(|v| v.as_string())
-            .unwrap_or_else(|| "0".into());
-        for key in parts.next().map(Value::into_array).unwrap_or_default() {
-            command(client, "DEL", vec![key]).await?;
-        }
-        if cursor == "0" {
-            return Ok(());
-        }
-    }
-}
-
 /// The original's data written into a database of its own, and removed again.
 struct OriginalFixture {
     source: String,
@@ -277,7 +237,7 @@ fn imports_into_kafka_once() -> anyhow::Result<()> {
             .collect();
         let valid = expected.len() as u64;
         for (imported, duplicates) in [(valid, 0), (0, valid)] {
-            let counts = totals(&import_report(&vars, &original.source, &[], "import")?)?;
+            let counts = totals(&redis_import(&vars, &original.source, &[], "import")?)?;
             assert_eq!((counts.imported, counts.duplicates), (imported, duplicates));
             assert_eq!(counts.expired, python::EXPIRED as u64);
         }
@@ -310,29 +270,6 @@ fn imports_into_kafka_once() -> anyhow::Result<()> {
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// `eventbus --json migrate from-original --redis-url SOURCE ARGS...`, which must succeed
-/// (`what` names the run in the error); its JSON report.
-fn import_report(
-    vars: &[(&str, &str)],
-    source: &str,
-    args: &[&str],
-    what: &str,
-) -> anyhow::Result<Json> {
-    let mut all = vec!["--json", "migrate", "from-original", "--redis-url", source];
-    all.extend_from_slice(args);
-    let out = run(vars, &all)?;
-    ensure!(code(&out) == 0, "{what}: {} {}", stdout(&out), stderr(&out));
-    Ok(serde_json::from_str(&stdout(&out))?)
-}
-
-/// Runs a check that may panic (a failed assertion), so that the caller can clean up before it
-/// fails as the check did (`resume_unwind`).
-fn unwinding(
-    check: impl FnOnce() -> anyhow::Result<()>,
-) -> std::thread::Result<anyhow::Result<()>> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check))
-}
-
 fn check_import(
     runtime: &tokio::runtime::Runtime,
     vars: &[(&str, &str)],
@@ -350,7 +287,7 @@ fn check_import(
     );
 
     // A dry run prints the plan and writes nothing.
-    let counts = totals(&import_report(vars, source, &["--dry-run"], "dry run")?)?;
+    let counts = totals(&redis_import(vars, source, &["--dry-run"], "dry run")?)?;
     assert_eq!(counts.read, written.len() as u64);
     assert_eq!(counts.imported, valid);
     assert_eq!((counts.expired, counts.undecodable), (expired, bad));
@@ -388,7 +325,7 @@ fn check_import(
         written.len()
     );
     let since = event_core::timestamp::format(cut);
-    let plan = import_report(vars, source, &["--dry-run", "--since", &since], "--since")?;
+    let plan = redis_import(vars, source, &["--dry-run", "--since", &since], "--since")?;
     let counts = totals(&plan)?;
     assert_eq!(counts.read, recent.len() as u64);
     assert_eq!(
@@ -397,8 +334,8 @@ fn check_import(
     );
 
     // The import: every decodable event, once, as the original stored it.
-    let report_file = tempfile_path("first");
-    let report = import_report(vars, source, &["--report", &report_file], "import")?;
+    let report_file = report_path("migrate-report", "first");
+    let report = redis_import(vars, source, &["--report", &report_file], "import")?;
     let counts = totals(&report)?;
     assert_eq!(counts.read, written.len() as u64);
     assert_eq!(counts.imported, valid, "{report:#}");
@@ -421,12 +358,7 @@ fn check_import(
         Json::Null
     );
 
-    let listed = std::fs::read_to_string(&report_file)?;
-    let lines: Vec<Json> = listed
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("the report file is not JSON lines")?;
+    let (listed, lines) = report_lines(&report_file)?;
     assert_eq!(lines.len() as u64, bad, "{listed}");
     let mut kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
     kinds.sort_unstable();
@@ -463,34 +395,18 @@ fn check_import(
 
     // Event by event: what the bus holds is what the original stored.
     let held = runtime.block_on(target_events(settings))?;
-    let mut found: BTreeMap<String, Json> = BTreeMap::new();
-    for event in &held {
-        ensure!(
-            found
-                .insert(event.id.to_string(), comparable(event))
-                .is_none(),
-            "{} stored twice",
-            event.id
-        );
-    }
     let expected: BTreeMap<String, Json> = written
         .iter()
         .filter_map(|w| Some((w.id.clone(), w.expected.clone()?)))
         .collect();
-    assert_eq!(found.len(), expected.len());
-    for (id, want) in &expected {
-        let got = found
-            .get(id)
-            .with_context(|| format!("{id} was not imported"))?;
-        assert_eq!(got, want, "event {id}");
-    }
+    assert_holds(&held, &expected)?;
     for event in &held {
         ensure!(event.event_type.as_str() != "EventType.OPPORTUNITY_CREATED");
         assert!(EventType::new(event.event_type.as_str()).is_ok());
     }
 
     // Again: nothing stored twice, and the report says so.
-    let counts = totals(&import_report(vars, source, &[], "second run")?)?;
+    let counts = totals(&redis_import(vars, source, &[], "second run")?)?;
     assert_eq!((counts.imported, counts.duplicates), (0, valid));
     assert_eq!((counts.expired, counts.undecodable), (expired, bad));
     assert_eq!(runtime.block_on(target_events(settings))?.len(), held.len());
@@ -516,16 +432,6 @@ fn check_import(
     );
     let _ = std::fs::remove_file(&report_file);
     Ok(())
-}
-
-fn tempfile_path(name: &str) -> String {
-    std::env::temp_dir()
-        .join(format!(
-            "{}-{name}.jsonl",
-            event_testkit::unique("migrate-report")
-        ))
-        .display()
-        .to_string()
 }
 
 #[test]

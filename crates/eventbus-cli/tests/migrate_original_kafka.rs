@@ -11,22 +11,26 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use event_core::{Event, EventBus, ReplayQuery};
 use event_manager::Settings;
 use event_testkit::test_server;
-use futures::TryStreamExt as _;
-use serde_json::{Value as Json, json};
-use time::OffsetDateTime;
+use serde_json::Value as Json;
 
 mod common;
 
 use common::{code, eventbus, run, stderr, stdout};
+
+/// The original's events, whatever they are written to.
+#[path = "original_data/mod.rs"]
+mod original_data;
 
 /// The original's records, written as its Python code wrote them.
 #[path = "migrate_original_kafka/original.rs"]
 mod original;
 
 use original::Made;
+use original_data::imported::{
+    self, assert_holds, comparable, report_lines, target_events, unwinding,
+};
 
 /// Decodable records of the import test: several hundred in each topic, more than one fetch.
 const EVENTS: usize = 3_200;
@@ -44,85 +48,20 @@ fn servers() -> anyhow::Result<Option<(String, String)>> {
     )
 }
 
-/// The fields of an imported event that the import must keep or map.
-fn comparable(event: &Event) -> Json {
-    json!({
-        "id": event.id.to_string(),
-        "event_type": event.event_type.as_str(),
-        "payload": event.payload,
-        "timestamp": event_core::timestamp::format(event.timestamp),
-        "source": event.source,
-        "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
-        "metadata": event.metadata,
-        "aggregate_id": event.aggregate_id,
-        "aggregate_type": event.aggregate_type,
-        "aggregate_version": event.aggregate_version,
-        "partition_key": event.partition_key,
-    })
-}
-
-/// Every event the target Redis bus holds, copies included.
-async fn target_events(settings: &Settings) -> anyhow::Result<Vec<Event>> {
-    let bus = event_redis::RedisBus::connect(settings.redis.clone(), settings.bus.clone()).await?;
-    let events: Vec<Event> = bus
-        .replay(ReplayQuery::new([], OffsetDateTime::UNIX_EPOCH))
-        .await?
-        .try_collect()
-        .await?;
-    bus.shutdown().await?;
-    Ok(events)
-}
-
 /// Removes the target's keys.
 async fn remove_target(url: &str, prefix: &str) -> anyhow::Result<()> {
     use fred::prelude::{Builder, ClientLike};
-    use fred::types::Value;
     use fred::types::config::Config;
     let client = Builder::from_config(Config::from_url(url)?).build()?;
     client.init().await?;
-    let mut cursor = "0".to_string();
-    loop {
-        let args: Vec<Value> = vec![
-            cursor.clone().into(),
-            "MATCH".into(),
-            format!("{prefix}:*").into(),
-            "COUNT".into(),
-            1000.into(),
-        ];
-        let reply: Value = client.custom(fred::cmd!("SCAN"), args).await?;
-        let mut parts = reply.into_array().into_iter();
-        cursor = parts
-            .next()
-            .and_then(|v| v.as_string())
-            .unwrap_or_else(|| "0".into());
-        for key in parts.next().map(Value::into_array).unwrap_or_default() {
-            let _: Value = client.custom(fred::cmd!("DEL"), vec![key]).await?;
-        }
-        if cursor == "0" {
-            break;
-        }
-    }
+    imported::delete_matching(&client, &format!("{prefix}:*")).await?;
     client.quit().await?;
     Ok(())
 }
 
-/// Runs a check that may panic, so that the caller can clean up before it fails as the check
-/// did (`resume_unwind`).
-fn unwinding(
-    check: impl FnOnce() -> anyhow::Result<()>,
-) -> std::thread::Result<anyhow::Result<()>> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(check))
-}
-
+/// A fresh path for the report file `name` of a run.
 fn report_path(name: &str) -> String {
-    std::env::temp_dir()
-        .join(format!(
-            "{}-{name}.jsonl",
-            event_testkit::unique("migrate-kafka-report")
-        ))
-        .display()
-        .to_string()
+    imported::report_path("migrate-kafka-report", name)
 }
 
 /// `eventbus --json migrate from-original --kafka-brokers B --topic-prefix P ARGS...`, which
@@ -133,24 +72,8 @@ fn import(
     prefix: &str,
     args: &[&str],
 ) -> anyhow::Result<Json> {
-    let mut all = vec![
-        "--json",
-        "migrate",
-        "from-original",
-        "--kafka-brokers",
-        brokers,
-        "--topic-prefix",
-        prefix,
-    ];
-    all.extend_from_slice(args);
-    let out = run(vars, &all)?;
-    ensure!(
-        code(&out) == 0,
-        "{args:?}: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    Ok(serde_json::from_str(&stdout(&out))?)
+    let source = ["--kafka-brokers", brokers, "--topic-prefix", prefix];
+    imported::import_report(vars, &source, args, &format!("{args:?}"))
 }
 
 fn total(report: &Json, field: &str) -> u64 {
@@ -250,12 +173,7 @@ fn check_import(
     }
 
     // The report file: each bad record with its key and reason.
-    let listed = std::fs::read_to_string(&report_file)?;
-    let lines: Vec<Json> = listed
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("the report file is not JSON lines")?;
+    let (listed, lines) = report_lines(&report_file)?;
     let mut kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(
@@ -285,27 +203,11 @@ fn check_import(
 
     // Event by event: what the bus holds is what the original stored.
     let held = runtime.block_on(target_events(settings))?;
-    let mut found: BTreeMap<String, Json> = BTreeMap::new();
-    for event in &held {
-        ensure!(
-            found
-                .insert(event.id.to_string(), comparable(event))
-                .is_none(),
-            "{} stored twice",
-            event.id
-        );
-    }
     let expected: BTreeMap<String, Json> = made
         .iter()
         .filter_map(|m| Some((m.id.clone(), m.expected.clone()?)))
         .collect();
-    assert_eq!(found.len(), expected.len());
-    for (id, want) in &expected {
-        let got = found
-            .get(id)
-            .with_context(|| format!("{id} was not imported"))?;
-        assert_eq!(got, want, "event {id}");
-    }
+    assert_holds(&held, &expected)?;
 
     // Again: nothing stored twice, and the table says so.
     let started = Instant::now();
