@@ -4,35 +4,36 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use clap::Args;
-use event_core::{Event, EventBus, EventId, EventType, ReplayQuery};
+use event_core::{Event, EventBus, EventId, ReplayQuery};
 use event_manager::{BusType, Settings, replay_page};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::args::{backend_url, parse_time};
+use super::copy::span::Span;
 use crate::context::{Context, open_with};
 use crate::exit::Exit;
 use crate::output;
 
-/// Arguments of `verify-copy`.
+/// Arguments of `verify-copy`: `copy`'s span, with help that says to give what `copy` was
+/// given.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("from", |a| a.help("The source, as given to `copy --from`")),
+    mut_arg("to", |a| a.help("The target, as given to `copy --to`")),
+    mut_arg("since", |a| a.help(
+        "Compare events from this time (an age such as `7d`, or an RFC 3339 timestamp), as \
+         given to `copy --since`; default every retained event"
+    )),
+    mut_arg("until", |a| a.help(
+        "Up to (not including) this time, as given to `copy --until`; default now"
+    )),
+    mut_arg("types", |a| a.help(
+        "Only this type (repeat for several); default every type either side holds"
+    )),
+)]
 pub(crate) struct VerifyCopyArgs {
-    /// The source, as given to `copy --from`.
-    #[arg(long)]
-    from: String,
-    /// The target, as given to `copy --to`.
-    #[arg(long)]
-    to: String,
-    /// Compare events from this time (an age such as `7d`, or an RFC 3339 timestamp), as
-    /// given to `copy --since`; default every retained event.
-    #[arg(long)]
-    since: Option<String>,
-    /// Up to (not including) this time, as given to `copy --until`; default now.
-    #[arg(long)]
-    until: Option<String>,
-    /// Only this type (repeat for several); default every type either side holds.
-    #[arg(long = "type", short = 't', value_name = "TYPE")]
-    types: Vec<String>,
+    #[command(flatten)]
+    span: Span,
 }
 
 /// Events read per page.
@@ -69,23 +70,10 @@ struct Report {
 
 pub(crate) async fn run(ctx: &Context, args: VerifyCopyArgs) -> anyhow::Result<Exit> {
     let now = OffsetDateTime::now_utc();
-    let types = args
-        .types
-        .iter()
-        .map(|t| EventType::new(t.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let since = match &args.since {
-        Some(t) => parse_time("--since", t, now)?,
-        None => OffsetDateTime::UNIX_EPOCH,
-    };
-    let mut query = ReplayQuery::new(types, since);
-    if let Some(until) = &args.until {
-        query = query.to(parse_time("--until", until, now)?);
-    }
-    query.validate()?;
-    let (from_settings, from_explicit) =
-        for_reading(ctx.on_backend(&backend_url("--from", &args.from)?)?);
-    let (to_settings, to_explicit) = for_reading(ctx.on_backend(&backend_url("--to", &args.to)?)?);
+    let query = args.span.selection(now)?.query;
+    let (from, to) = args.span.ends(ctx)?;
+    let (from_settings, from_explicit) = for_reading(from);
+    let (to_settings, to_explicit) = for_reading(to);
     let source = open_with(from_settings, from_explicit).await?;
     let target = open_with(to_settings, to_explicit).await?;
     let left = read_all(source.bus()?.as_ref(), &query).await?;
@@ -255,6 +243,7 @@ fn print(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use event_core::EventType;
 
     fn event(n: u32) -> Event {
         Event::builder(EventType::USER_REGISTERED, "s")

@@ -4,41 +4,28 @@
 //! aggregate histories; `docs/migration.md` gives the cut-over around it.
 
 mod positions;
+pub(crate) mod span;
 mod to_kafka;
 
 use clap::Args;
 use std::collections::HashSet;
 
-use event_core::{Event, EventBus, EventId, EventType, ReplayQuery};
+use event_core::{Event, EventBus, EventId, ReplayQuery};
 use event_manager::{BusType, replay_page};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::args::{backend_url, parse_time};
 use crate::context::{Context, open_with};
 use crate::exit::Exit;
 use crate::output;
+use span::{Selection, Span};
 
 /// Arguments of `copy`.
 #[derive(Args, Debug)]
 pub(crate) struct CopyArgs {
-    /// Where to read: redis://host:port/db, rediss://..., or kafka://host:port (several brokers comma-separated).
-    #[arg(long)]
-    from: String,
-    /// Where to write, in the same forms.
-    #[arg(long)]
-    to: String,
-    /// Copy events from this time: an age (`7d`, `1h`) or an RFC 3339 timestamp; default
-    /// every retained event.
-    #[arg(long)]
-    since: Option<String>,
-    /// Up to (not including) this time; default now.
-    #[arg(long)]
-    until: Option<String>,
-    /// Only this type (repeat for several); default every type.
-    #[arg(long = "type", short = 't', value_name = "TYPE")]
-    types: Vec<String>,
+    #[command(flatten)]
+    span: Span,
     /// From Redis to Kafka: copy the events of aggregates as plain events and leave their
     /// histories behind (without it, a source with aggregates is refused).
     #[arg(long)]
@@ -55,28 +42,13 @@ const SHOWN_ERRORS: usize = 10;
 
 pub(crate) async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<Exit> {
     let now = OffsetDateTime::now_utc();
-    let types = args
-        .types
-        .iter()
-        .map(|t| EventType::new(t.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let since = args
-        .since
-        .as_deref()
-        .map(|t| parse_time("--since", t, now))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| parse_time("--until", t, now))
-        .transpose()?;
-    let mut query = ReplayQuery::new(types.clone(), since.unwrap_or(OffsetDateTime::UNIX_EPOCH));
-    if let Some(until) = until {
-        query = query.to(until);
-    }
-    query.validate()?;
-    let (from_settings, from_explicit) = ctx.on_backend(&backend_url("--from", &args.from)?)?;
-    let (to_settings, to_explicit) = ctx.on_backend(&backend_url("--to", &args.to)?)?;
+    let Selection {
+        since,
+        until,
+        query,
+    } = args.span.selection(now)?;
+    let types = query.event_types.clone();
+    let ((from_settings, from_explicit), (to_settings, to_explicit)) = args.span.ends(ctx)?;
     if let Some(since) = since {
         warn_retention(&to_settings, since, now);
     }
