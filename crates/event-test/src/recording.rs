@@ -35,6 +35,17 @@ impl RecordingBus {
     fn record(&self, events: impl IntoIterator<Item = Event>) {
         self.records.published(events, publisher().as_deref());
     }
+
+    /// Records the events of a batch that were stored: those whose result is `Ok`.
+    fn record_stored<T, E>(&self, events: Vec<Event>, results: &[Result<T, E>]) {
+        self.record(
+            events
+                .into_iter()
+                .zip(results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(e, _)| e),
+        );
+    }
 }
 
 #[async_trait]
@@ -53,13 +64,7 @@ impl EventBus for RecordingBus {
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
         let copies = events.clone();
         let results = self.inner.publish_batch(events).await;
-        self.record(
-            copies
-                .into_iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(e, _)| e),
-        );
+        self.record_stored(copies, &results);
         results
     }
 
@@ -69,13 +74,7 @@ impl EventBus for RecordingBus {
     ) -> Vec<Result<EventId, Unpublished>> {
         let copies = events.clone();
         let results = self.inner.publish_batch_returning(events).await;
-        self.record(
-            copies
-                .into_iter()
-                .zip(&results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(e, _)| e),
-        );
+        self.record_stored(copies, &results);
         results
     }
 
