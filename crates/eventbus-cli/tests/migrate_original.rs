@@ -34,7 +34,7 @@ mod python;
 
 use original_data::imported::{
     assert_holds, command, comparable, delete_matching, import_report, report_lines, report_path,
-    target_events, unwinding,
+    target_events, total_row, unwinding,
 };
 
 /// `eventbus --json migrate from-original --redis-url SOURCE ARGS...`, which must succeed
@@ -413,13 +413,8 @@ fn check_import(
     let out = run(vars, &["migrate", "from-original", "--redis-url", source])?;
     ensure!(code(&out) == 0, "{}", stderr(&out));
     let text = stdout(&out);
-    let total = text
-        .lines()
-        .find(|l| l.starts_with("total"))
-        .context("no total row")?;
-    let cells: Vec<&str> = total.split_whitespace().collect();
     assert_eq!(
-        cells[1..],
+        total_row(&text)?,
         [
             written.len().to_string().as_str(),
             "0",

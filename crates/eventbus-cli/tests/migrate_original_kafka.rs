@@ -29,7 +29,7 @@ mod original;
 
 use original::Made;
 use original_data::imported::{
-    self, assert_holds, comparable, report_lines, target_events, unwinding,
+    self, assert_holds, comparable, report_lines, target_events, total_row, unwinding,
 };
 
 /// Decodable records of the import test: several hundred in each topic, more than one fetch.
@@ -231,13 +231,8 @@ fn check_import(
     )?;
     ensure!(code(&out) == 0, "{}", stderr(&out));
     let text = stdout(&out);
-    let row = text
-        .lines()
-        .find(|l| l.starts_with("total"))
-        .context("no total row")?;
-    let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
-        cells[1..],
+        total_row(&text)?,
         [
             made.len().to_string().as_str(),
             "0",

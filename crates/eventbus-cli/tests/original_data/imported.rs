@@ -152,3 +152,12 @@ pub(crate) fn assert_holds(
     }
     Ok(())
 }
+
+/// The counts in the `total` row of a run's text report (the row's label left out).
+pub(crate) fn total_row(text: &str) -> anyhow::Result<Vec<&str>> {
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .context("no total row")?;
+    Ok(row.split_whitespace().skip(1).collect())
+}
