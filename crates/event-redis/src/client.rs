@@ -208,6 +208,43 @@ pub(crate) fn every_primary(client: &Client) -> Vec<Option<Server>> {
     }
 }
 
+/// One page of `SCAN cursor MATCH pattern COUNT 1000 TYPE kind` on `node`: the next cursor
+/// (`"0"` at the end) and the keys found.
+pub(crate) async fn scan_page(
+    client: &Client,
+    node: &Option<Server>,
+    cursor: &str,
+    pattern: &str,
+    kind: &str,
+) -> Result<(String, Vec<fred::types::Value>), Error> {
+    use fred::types::Value;
+    let reply: Value = client
+        .with_options(&on_node(node))
+        .custom(
+            fred::cmd!("SCAN"),
+            vec![
+                Value::from(cursor),
+                Value::from("MATCH"),
+                Value::from(pattern),
+                Value::from("COUNT"),
+                Value::from(1000),
+                Value::from("TYPE"),
+                Value::from(kind),
+            ],
+        )
+        .await
+        .map_err(|e| error("SCAN", e))?;
+    let mut parts = reply.into_array().into_iter();
+    let next = parts
+        .next()
+        .and_then(|v| v.as_string())
+        .unwrap_or_else(|| "0".into());
+    Ok((
+        next,
+        parts.next().map(Value::into_array).unwrap_or_default(),
+    ))
+}
+
 /// The primary that holds `key` on a Redis Cluster, as the client knows it (`None` off a
 /// cluster, or while the client knows no slot map).
 pub(crate) fn node_of(client: &Client, key: &str) -> Option<Server> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use event_core::{Error, Event, EventType, JsonCodec};
-use fred::prelude::{ClientLike, StreamsInterface};
+use fred::prelude::StreamsInterface;
 use fred::types::Value;
 
 use crate::bus::RedisBus;
@@ -220,33 +220,10 @@ impl RedisBus {
         for node in client::every_primary(&self.inner.client) {
             let mut cursor = "0".to_string();
             loop {
-                let reply: Value = self
-                    .inner
-                    .client
-                    .with_options(&client::on_node(&node))
-                    .custom(
-                        fred::cmd!("SCAN"),
-                        vec![
-                            Value::from(cursor.as_str()),
-                            Value::from("MATCH"),
-                            Value::from(pattern.as_str()),
-                            Value::from("COUNT"),
-                            Value::from(1000),
-                            Value::from("TYPE"),
-                            Value::from("list"),
-                        ],
-                    )
-                    .await
-                    .map_err(|e| client::error("SCAN", e))?;
-                let mut parts = reply.into_array().into_iter();
-                cursor = parts
-                    .next()
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_else(|| "0".into());
-                if parts
-                    .next()
-                    .is_some_and(|keys| !keys.into_array().is_empty())
-                {
+                let (next, keys) =
+                    client::scan_page(&self.inner.client, &node, &cursor, &pattern, "list").await?;
+                cursor = next;
+                if !keys.is_empty() {
                     return Ok(true);
                 }
                 if cursor == "0" {

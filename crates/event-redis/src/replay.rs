@@ -3,7 +3,7 @@
 //! warning per stream and the metric `eventbus_replay_skipped_entries_total{event_type}`.
 
 use event_core::{Error, Event, EventStream, EventType, JsonCodec, ReplayQuery};
-use fred::prelude::{ClientLike, StreamsInterface};
+use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use futures::StreamExt;
 
@@ -116,29 +116,16 @@ async fn scan_node(
 ) -> Result<(), Error> {
     let mut cursor = "0".to_string();
     loop {
-        let reply: Value = inner
-            .client
-            .with_options(&client::on_node(node))
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![
-                    Value::from(cursor.as_str()),
-                    Value::from("MATCH"),
-                    Value::from(inner.keys.stream_pattern()),
-                    Value::from("COUNT"),
-                    Value::from(1000),
-                    Value::from("TYPE"),
-                    Value::from("stream"),
-                ],
-            )
-            .await
-            .map_err(|e| client::error("SCAN", e))?;
-        let mut parts = reply.into_array().into_iter();
-        cursor = parts
-            .next()
-            .and_then(|v| v.as_string())
-            .unwrap_or_else(|| "0".into());
-        for key in parts.next().map(Value::into_array).unwrap_or_default() {
+        let (next, keys) = client::scan_page(
+            &inner.client,
+            node,
+            &cursor,
+            &inner.keys.stream_pattern(),
+            "stream",
+        )
+        .await?;
+        cursor = next;
+        for key in keys {
             if let Some(event_type) = key.as_string().and_then(|k| inner.keys.event_type_of(&k)) {
                 types.push(event_type);
             }
