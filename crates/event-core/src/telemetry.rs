@@ -225,9 +225,7 @@ where
         _ => None,
     };
     let span = trace::publish_span(backend, destination, Some(events.len()));
-    for event in &mut events {
-        trace::inject(&span, event);
-    }
+    trace::inject_all(&span, &mut events);
     let started = Instant::now();
     let results = publish(events).instrument(span.clone()).await;
     if let Some(first) = results.iter().find_map(|r| r.as_ref().err()) {

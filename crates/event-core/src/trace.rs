@@ -66,7 +66,7 @@ pub fn publish_span(system: &'static str, destination: Option<&str>, batch: Opti
     let name = span_name("publish", destination);
     tracing::info_span!(
         "publish",
-        otel.name = %name,
+        otel.name = name.as_str(),
         otel.kind = "producer",
         messaging.system = system,
         "messaging.operation.type" = "send",
@@ -112,21 +112,34 @@ fn span_name(operation: &str, destination: Option<&str>) -> String {
 /// producer's). Inside the handling of an unsampled event ([`scoped`]) that event's context is
 /// written instead. Without the `otel` feature, or when `span` is not traced, nothing else is.
 pub fn inject(span: &Span, event: &mut Event) {
-    if event.traceparent.is_some() {
-        return;
+    inject_all(span, std::slice::from_mut(event));
+}
+
+/// [`inject`] for each event of a batch published in `span`, the span's context read once.
+pub fn inject_all(span: &Span, events: &mut [Event]) {
+    let mut context = None;
+    for event in events.iter_mut().filter(|e| e.traceparent.is_none()) {
+        let Some((parent, state)) = context.get_or_insert_with(|| context_for(span)) else {
+            return;
+        };
+        event.traceparent = Some(parent.clone());
+        event.tracestate.clone_from(state);
     }
-    if let Ok((parent, state)) = UNSAMPLED.try_with(Clone::clone) {
-        event.traceparent = Some(parent);
-        event.tracestate = state;
-        return;
+}
+
+/// The trace context what is published in `span` carries: the unsampled event's being handled
+/// ([`scoped`]), else `span`'s when it is traced (with the `otel` feature).
+fn context_for(span: &Span) -> Option<(String, Option<String>)> {
+    if let Ok(context) = UNSAMPLED.try_with(Clone::clone) {
+        return Some(context);
     }
     #[cfg(feature = "otel")]
-    if let Some((parent, state)) = otel::context_of(span) {
-        event.traceparent = Some(parent);
-        event.tracestate = state;
-    }
+    return otel::context_of(span);
     #[cfg(not(feature = "otel"))]
-    let _ = span;
+    {
+        let _ = span;
+        None
+    }
 }
 
 /// The consumer span of one handling attempt of `event` by `handler` of `group` on `system`,
@@ -146,9 +159,10 @@ pub fn process_span(
         // context on to what the handler publishes.
         return Span::none();
     }
+    let name = format!("process {}", event.event_type);
     let span = tracing::info_span!(
         "process",
-        otel.name = %format!("process {}", event.event_type),
+        otel.name = name.as_str(),
         otel.kind = "consumer",
         messaging.system = system,
         "messaging.operation.type" = "process",
@@ -178,7 +192,7 @@ pub fn dead_letter_span(
     let name = span_name("dead_letter", destination);
     let span = tracing::info_span!(
         "dead_letter",
-        otel.name = %name,
+        otel.name = name.as_str(),
         otel.kind = "client",
         messaging.system = system,
         "messaging.operation.type" = "settle",
@@ -240,25 +254,35 @@ fn is_sampled(traceparent: &str) -> bool {
 /// Whether `value` is a W3C `traceparent` this crate can continue: version `00`, a 32-digit
 /// trace id and a 16-digit span id in lowercase hex, neither all zeros, and 2 digits of flags.
 pub fn is_valid_traceparent(value: &str) -> bool {
-    // Checked on every event that carries a context: without allocating.
-    let mut parts = value.split('-');
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    // Checked for every event handled that carries a context: by position, without
+    // allocating. `00-{trace id: 32}-{span id: 16}-{flags: 2}`.
+    let bytes = value.as_bytes();
+    let hex = |digits: &[u8]| {
+        digits
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    matches!(
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some("00"), Some(trace), Some(span), Some(flags), None)
-            if hex(trace, 32) && nonzero(trace) && hex(span, 16) && nonzero(span) && hex(flags, 2)
-    )
+    let nonzero = |digits: &[u8]| digits.iter().any(|&b| b != b'0');
+    bytes.len() == 55
+        && bytes.starts_with(b"00-")
+        && bytes[35] == b'-'
+        && bytes[52] == b'-'
+        && hex(&bytes[3..35])
+        && nonzero(&bytes[3..35])
+        && hex(&bytes[36..52])
+        && nonzero(&bytes[36..52])
+        && hex(&bytes[53..55])
 }
 
 #[cfg(feature = "otel")]
 mod otel {
-    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-    use opentelemetry::trace::TraceContextExt;
+    use std::str::FromStr;
+
+    use opentelemetry::Context;
+    use opentelemetry::propagation::{Injector, TextMapPropagator};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use tracing::Span;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -283,20 +307,6 @@ mod otel {
         }
     }
 
-    impl Extractor for Headers {
-        fn get(&self, key: &str) -> Option<&str> {
-            match key {
-                TRACEPARENT => self.parent.as_deref(),
-                TRACESTATE => self.state.as_deref(),
-                _ => None,
-            }
-        }
-
-        fn keys(&self) -> Vec<&str> {
-            vec![TRACEPARENT, TRACESTATE]
-        }
-    }
-
     /// `span`'s context as `traceparent` and `tracestate`, when it is traced.
     pub(super) fn context_of(span: &Span) -> Option<(String, Option<String>)> {
         let context = span.context();
@@ -310,27 +320,91 @@ mod otel {
 
     /// Makes the publishing span of `event` the parent of `span`, or links it.
     pub(super) fn continue_from(span: &Span, event: &Event, relation: Relation) {
-        let Some(parent) = event.traceparent.clone() else {
+        let Some(parent) = event.traceparent.as_deref() else {
             return;
         };
-        if !super::is_valid_traceparent(&parent) {
+        let Some(publisher) = remote_context(parent, event.tracestate.as_deref()) else {
             tracing::debug!(event = %event.id, "ignoring an invalid traceparent: {parent:?}");
             return;
-        }
-        let headers = Headers {
-            parent: Some(parent),
-            state: event.tracestate.clone(),
         };
-        let remote = TraceContextPropagator::new().extract(&headers);
-        let publisher = remote.span().span_context().clone();
-        if !publisher.is_valid() {
-            return;
-        }
         match relation {
             Relation::Child => {
-                let _ = span.set_parent(remote);
+                let _ = span.set_parent(Context::new().with_remote_span_context(publisher));
             }
             Relation::Link => span.add_link(publisher),
+        }
+    }
+
+    /// The remote span context a valid `traceparent` (and its `tracestate`) names, read as the
+    /// W3C propagator reads it (only the sampled flag kept, an unreadable `tracestate`
+    /// dropped), without its copies: this runs for every event handled.
+    fn remote_context(parent: &str, state: Option<&str>) -> Option<SpanContext> {
+        if !super::is_valid_traceparent(parent) {
+            return None;
+        }
+        // Valid: `00-{32 hex}-{16 hex}-{2 hex}`.
+        let trace_id = TraceId::from_hex(&parent[3..35]).ok()?;
+        let span_id = SpanId::from_hex(&parent[36..52]).ok()?;
+        let flags = u8::from_str_radix(&parent[53..55], 16).ok()?;
+        let state = state
+            .and_then(|state| TraceState::from_str(state).ok())
+            .unwrap_or_default();
+        let context = SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::new(flags) & TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        context.is_valid().then_some(context)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use opentelemetry::propagation::{Extractor, TextMapPropagator};
+        use opentelemetry::trace::TraceContextExt;
+        use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+        use super::{Headers, TRACEPARENT, TRACESTATE, remote_context};
+
+        /// Read by the W3C propagator, which the test compares with.
+        impl Extractor for Headers {
+            fn get(&self, key: &str) -> Option<&str> {
+                match key {
+                    TRACEPARENT => self.parent.as_deref(),
+                    TRACESTATE => self.state.as_deref(),
+                    _ => None,
+                }
+            }
+
+            fn keys(&self) -> Vec<&str> {
+                vec![TRACEPARENT, TRACESTATE]
+            }
+        }
+
+        #[test]
+        fn remote_contexts_are_read_as_the_w3c_propagator_reads_them() {
+            let parents = [
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+            ];
+            for parent in parents {
+                for state in [None, Some("vendor=value,other=1"), Some("not a state!")] {
+                    let headers = Headers {
+                        parent: Some(parent.to_owned()),
+                        state: state.map(str::to_owned),
+                    };
+                    let expected = TraceContextPropagator::new().extract(&headers);
+                    let expected = expected.span().span_context().clone();
+                    assert_eq!(
+                        remote_context(parent, state),
+                        Some(expected),
+                        "{parent} {state:?}"
+                    );
+                }
+            }
+            assert_eq!(remote_context("00-zz", None), None);
         }
     }
 }
@@ -355,6 +429,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+            "00-4bf92f3577b34da6a3ce929d0e0e47360-0f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736+00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{e9}",
         ] {
             assert!(!is_valid_traceparent(bad), "{bad:?}");
         }

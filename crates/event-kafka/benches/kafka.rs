@@ -437,7 +437,8 @@ fn main() {
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
     // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`; `e2e_traced`:
-    // untraced, then with OpenTelemetry) runs it alone, without the warm-up or the reference, and prints no RESULT lines.
+    // untraced, then with OpenTelemetry; `e2e_sampled`: only with every span sampled) runs it alone, without the warm-up or
+    // the reference, and prints no RESULT lines.
     if let Ok(only) = std::env::var("EVENTBUS_BENCH_ONLY") {
         let rate = runtime.block_on(async {
             match only.as_str() {
@@ -453,6 +454,10 @@ fn main() {
                     })
                     .await;
                     untraced
+                }
+                "e2e_sampled" => {
+                    event_testkit::bench_tracing::BenchTracing::install(1.0);
+                    bench.end_to_end(false).await
                 }
                 other => panic!("EVENTBUS_BENCH_ONLY: unknown measurement `{other}`"),
             }
