@@ -27,6 +27,8 @@ const BATCH: usize = 1_000;
 /// Concurrent `publish_batch` callers in the second batch measurement and end to end.
 const BATCH_PUBLISHERS: usize = 8;
 const E2E_EVENTS: usize = 300_000;
+/// Names one measurement to run alone (see `main`).
+const ONLY_VAR: &str = "EVENTBUS_BENCH_ONLY";
 /// `ProducerPerformance`'s record count (the label of its row says 1,000,000).
 const RAW_RECORDS: u64 = 1_000_000;
 /// `ProducerPerformance`'s record count one record at a time (a few seconds' worth).
@@ -436,10 +438,14 @@ fn main() {
     let compression = kafka.compression.as_str().to_string();
     let partitions = kafka.partitions;
     let bench = Bench { config, kafka, run };
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`; `e2e_traced`:
-    // untraced, then with OpenTelemetry; `e2e_sampled`: only with every span sampled) runs it alone, without the warm-up or
-    // the reference, and prints no RESULT lines.
-    if let Ok(only) = std::env::var("EVENTBUS_BENCH_ONLY") {
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=e2e_one` (`backlog_one`, `single`, `concurrent`, `batches`;
+    // `e2e_sampled`, `e2e_sampled_1`: with every trace, 1 % of traces sampled) runs it alone, without the warm-up or the
+    // reference, and prints no RESULT lines; `e2e_traced` runs the three end to ends in processes of their own and prints theirs.
+    if let Ok(only) = std::env::var(ONLY_VAR) {
+        if only == "e2e_traced" {
+            event_testkit::bench_tracing::traced_end_to_end(ONLY_VAR, 3);
+            return;
+        }
         let rate = runtime.block_on(async {
             match only.as_str() {
                 "single" => bench.single().await,
@@ -447,19 +453,11 @@ fn main() {
                 "batches" => bench.batches("batches", BATCH, 1).await,
                 "e2e_one" => bench.end_to_end(false).await,
                 "backlog_one" => bench.end_to_end(true).await,
-                "e2e_traced" => {
-                    let untraced = bench.end_to_end(false).await;
-                    event_testkit::bench_tracing::traced_end_to_end(untraced, || {
-                        bench.end_to_end(false)
-                    })
-                    .await;
-                    untraced
+                "e2e_sampled" | "e2e_sampled_1" => {
+                    event_testkit::bench_tracing::sampled_end_to_end(&only, bench.end_to_end(false))
+                        .await
                 }
-                "e2e_sampled" => {
-                    event_testkit::bench_tracing::BenchTracing::install(1.0);
-                    bench.end_to_end(false).await
-                }
-                other => panic!("EVENTBUS_BENCH_ONLY: unknown measurement `{other}`"),
+                other => panic!("{ONLY_VAR}: unknown measurement `{other}`"),
             }
         });
         println!("{only}: {rate:.0} events/s");
@@ -613,10 +611,9 @@ fn main() {
             ),
             Err(e) => note(&format!("`ProducerPerformance` one record at a time did not run: {e}")),
         }
-        // Last: the tracing subscriber stays installed once there.
-        event_testkit::bench_tracing::traced_end_to_end(e2e, || bench.end_to_end(false)).await;
         (per_batch_ms, per_small_ms)
     });
+    event_testkit::bench_tracing::traced_end_to_end(ONLY_VAR, 3);
     let busy_after = busy_share(Duration::from_secs(2));
     note(&format!(
         "CPU busy while the benchmark sat idle for 2 s: {:.0} % before the run, {:.0} % after (the broker's own background work included){}",

@@ -440,9 +440,14 @@ fn main() {
     let size = JsonCodec::default().encoded_len(&event(0, 0)).unwrap_or(0);
     println!("RedisBus benchmark on {url}, envelopes of {size} bytes");
 
-    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=single` (`batches`, `e2e_one`, `e2e_four`; `e2e_traced`: untraced, then with OpenTelemetry) runs
-    // it alone, without the reference, and prints no RESULT lines.
+    // For profiling one measurement: `EVENTBUS_BENCH_ONLY=single` (`batches`, `e2e_one`, `e2e_four`; `e2e_sampled`, `e2e_sampled_1`:
+    // with every trace, 1 % of traces sampled) runs it alone, without the reference, and prints no RESULT lines; `e2e_traced`
+    // runs the three end to ends in processes of their own and prints theirs.
     if let Ok(only) = std::env::var(ONLY_VAR) {
+        if only == "e2e_traced" {
+            event_testkit::bench_tracing::traced_end_to_end(ONLY_VAR, 3);
+            return;
+        }
         let rate = runtime.block_on(async {
             match only.as_str() {
                 "single" => bench.single(20_000).await,
@@ -450,13 +455,12 @@ fn main() {
                 "batches" => bench.batches(500_000, 100).await,
                 "e2e_one" => bench.end_to_end(200_000, 1).await,
                 "e2e_four" => bench.end_to_end(100_000, 4).await,
-                "e2e_traced" => {
-                    let untraced = bench.end_to_end(200_000, 1).await;
-                    event_testkit::bench_tracing::traced_end_to_end(untraced, || {
-                        bench.end_to_end(200_000, 1)
-                    })
-                    .await;
-                    untraced
+                "e2e_sampled" | "e2e_sampled_1" => {
+                    event_testkit::bench_tracing::sampled_end_to_end(
+                        &only,
+                        bench.end_to_end(200_000, 1),
+                    )
+                    .await
                 }
                 other => panic!("{ONLY_VAR}: unknown measurement `{other}`"),
             }
@@ -563,11 +567,9 @@ fn main() {
             "-",
             "Latency publish to handled at 10,000 events/s: p99.9",
         );
-        // Last: the tracing subscriber stays installed once there.
-        event_testkit::bench_tracing::traced_end_to_end(e2e_one, || bench.end_to_end(200_000, 1))
-            .await;
         raw_client
     });
+    event_testkit::bench_tracing::traced_end_to_end(ONLY_VAR, 3);
     for (id, value, label) in [
         (
             "raw_client_single",

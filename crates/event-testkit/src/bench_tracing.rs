@@ -117,33 +117,53 @@ impl BenchTracing {
     }
 }
 
-/// Runs the end-to-end measurement `e2e` twice more with the pipeline installed, every root
-/// span sampled and then 1 in 100, and prints their `RESULT` lines (format in
-/// `xtask/src/bench.rs`) against `untraced`, the same measurement without a subscriber made
-/// earlier in the run. Install nothing before the untraced measurements: the subscriber stays
-/// for the rest of the process.
-pub async fn traced_end_to_end<F, Fut>(untraced: f64, mut e2e: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = f64>,
-{
-    let tracing = BenchTracing::install(1.0);
-    let before = tracing.exported();
-    let full = e2e().await;
-    let spans = tracing.exported() - before;
+/// The measurements [`traced_end_to_end`] makes, each by a process of its own: the benchmark
+/// run with its `only` variable set to one of these and printing `{name}: {rate} events/s`.
+pub const MEASUREMENTS: [&str; 3] = ["e2e_one", "e2e_sampled", "e2e_sampled_1"];
+
+/// In a process measuring `e2e_sampled` or `e2e_sampled_1` (see [`MEASUREMENTS`]): installs
+/// the pipeline sampling every trace or 1 % of them, runs `e2e` and prints how many spans were
+/// exported. Returns `e2e`'s rate.
+pub async fn sampled_end_to_end(measurement: &str, e2e: impl Future<Output = f64>) -> f64 {
+    let ratio = if measurement == MEASUREMENTS[1] {
+        1.0
+    } else {
+        0.01
+    };
+    let tracing = BenchTracing::install(ratio);
+    let rate = e2e.await;
+    println!("spans exported: {}", tracing.exported());
+    rate
+}
+
+/// Measures the end to end without a subscriber, with every trace sampled and with 1 % of
+/// traces sampled, `rounds` times each, in turn, each in a fresh process: this benchmark run
+/// again with `only_var` set to each of [`MEASUREMENTS`]. Prints the `RESULT` lines (format in
+/// `xtask/src/bench.rs`) with the medians, the traced ones against the untraced one.
+///
+/// Fresh processes, because a global subscriber cannot be removed once installed, and runs
+/// made one after the other in one process are not alike: the later ones met a broker and a
+/// heap the earlier ones had filled, and so looked slower for reasons tracing had no part in.
+///
+/// # Panics
+/// When a measuring process fails or prints no rate.
+pub fn traced_end_to_end(only_var: &str, rounds: usize) {
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (measurement, rates) in MEASUREMENTS.iter().zip(&mut rates) {
+            rates.push(measure_in_process(only_var, measurement));
+        }
+    }
+    let [untraced, full, sampled] = rates.map(|mut rates| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    });
     println!(
-        "end to end, 1 handler, traced (all sampled, {spans} spans exported): {full:.0} events/s"
-    );
-    tracing.set_ratio(0.01);
-    let before = tracing.exported();
-    let sampled = e2e().await;
-    let spans = tracing.exported() - before;
-    println!(
-        "end to end, 1 handler, traced (1 % sampled, {spans} spans exported): {sampled:.0} events/s"
+        "end to end, 1 handler, medians of {rounds} processes each: untraced {untraced:.0}, all sampled {full:.0}, 1 % sampled {sampled:.0} events/s"
     );
     let share = |v: f64| format!("{:.0} % of untraced", v / untraced * 100.0);
     println!(
-        "RESULT\tbus\te2e_traced\t{full:.1}\tevents/s\t>={:.0}\tEnd to end, 1 handler, with OpenTelemetry: every span sampled and exported ({}; target: at most 15 % below untraced)",
+        "RESULT\tbus\te2e_traced\t{full:.1}\tevents/s\t>={:.0}\tEnd to end, 1 handler, with OpenTelemetry: every span sampled and exported ({}; target: at most 15 % below untraced; medians of {rounds} processes each)",
         untraced * 0.85,
         share(full)
     );
@@ -151,4 +171,33 @@ where
         "RESULT\tbus\te2e_traced_sampled\t{sampled:.1}\tevents/s\t-\tEnd to end, 1 handler, with OpenTelemetry: 1 % of traces sampled ({})",
         share(sampled)
     );
+}
+
+/// Runs this benchmark again measuring `measurement` alone and returns the rate it printed.
+fn measure_in_process(only_var: &str, measurement: &str) -> f64 {
+    let program = std::env::current_exe().expect("the benchmark's own path");
+    let output = std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .env(only_var, measurement)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running the benchmark for {measurement}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "measuring {measurement} failed ({}): {stdout}",
+        output.status
+    );
+    let prefix = format!("{measurement}: ");
+    let rate = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.strip_suffix(" events/s"))
+        .and_then(|rate| rate.parse().ok())
+        .unwrap_or_else(|| panic!("measuring {measurement} printed no rate: {stdout}"));
+    let spans = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("spans exported: "))
+        .map_or(String::new(), |spans| format!(" ({spans} spans exported)"));
+    println!("end to end, 1 handler, {measurement}: {rate:.0} events/s{spans}");
+    rate
 }
