@@ -63,10 +63,9 @@ pub fn publish_span(system: &'static str, destination: Option<&str>, batch: Opti
         // unsampled, and a span would be the root of another.
         return Span::none();
     }
-    let name = span_name("publish", destination);
     tracing::info_span!(
         "publish",
-        otel.name = name.as_str(),
+        otel.name = %SpanName("publish", destination),
         otel.kind = "producer",
         messaging.system = system,
         "messaging.operation.type" = "send",
@@ -103,9 +102,18 @@ fn unsampled_parent(event: &Event) -> Option<&str> {
         .filter(|parent| is_valid_traceparent(parent) && !is_sampled(parent))
 }
 
-/// `{operation} {destination}`, or the operation alone when there is no one destination.
-fn span_name(operation: &str, destination: Option<&str>) -> String {
-    destination.map_or_else(|| operation.to_string(), |d| format!("{operation} {d}"))
+/// A span's name: `{operation} {destination}`, or the operation alone when there is no one
+/// destination. Formatted only when a subscriber records the span (a disabled span costs no
+/// allocation).
+struct SpanName<'a>(&'static str, Option<&'a str>);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(destination) => write!(f, "{} {destination}", self.0),
+            None => f.write_str(self.0),
+        }
+    }
 }
 
 /// Writes `span`'s trace context into `event` unless it has one (a redrive, a copy, a foreign
@@ -159,10 +167,9 @@ pub fn process_span(
         // context on to what the handler publishes.
         return Span::none();
     }
-    let name = format!("process {}", event.event_type);
     let span = tracing::info_span!(
         "process",
-        otel.name = name.as_str(),
+        otel.name = %SpanName("process", Some(event.event_type.as_str())),
         otel.kind = "consumer",
         messaging.system = system,
         "messaging.operation.type" = "process",
@@ -189,10 +196,9 @@ pub fn dead_letter_span(
     event: Option<&Event>,
 ) -> Span {
     let destination = event.map(|e| e.event_type.as_str());
-    let name = span_name("dead_letter", destination);
     let span = tracing::info_span!(
         "dead_letter",
-        otel.name = name.as_str(),
+        otel.name = %SpanName("dead_letter", destination),
         otel.kind = "client",
         messaging.system = system,
         "messaging.operation.type" = "settle",
@@ -237,8 +243,11 @@ fn kafka_key<'a>(system: &str, event: &'a Event) -> Option<&'a str> {
 }
 
 fn continue_trace(span: &Span, event: &Event, relation: Relation) {
+    // A disabled span (no subscriber wants it) has no context to set: nothing is parsed.
     #[cfg(feature = "otel")]
-    otel::continue_from(span, event, relation);
+    if !span.is_disabled() {
+        otel::continue_from(span, event, relation);
+    }
     #[cfg(not(feature = "otel"))]
     let _ = (span, event, relation);
 }

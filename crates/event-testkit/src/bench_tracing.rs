@@ -110,6 +110,12 @@ impl BenchTracing {
         self.ratio.store(ratio.to_bits(), Ordering::Relaxed);
     }
 
+    /// A tracer of the pipeline's provider, for spans made with the OpenTelemetry API directly
+    /// (the `span_cost` benchmark compares them with the bus's spans through `tracing`).
+    pub fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
+        self.provider.tracer("eventbus-bench-direct")
+    }
+
     /// Spans exported so far, after flushing the batch processor.
     pub fn exported(&self) -> u64 {
         let _ = self.provider.force_flush();
