@@ -1,26 +1,22 @@
 //! What one handling attempt's `process` span costs, in CPU time per span (every thread of
 //! the process, the SDK's export thread included), three ways on the same events:
 //!
-//! - `none`: the bus's code with no subscriber installed (the span is a disabled callsite);
-//! - `tracing`: [`event_core::trace::process_span`] through `tracing-opentelemetry` into the
-//!   SDK's batch processor, as `eventbus` runs it (`event_testkit::bench_tracing`), every span
-//!   sampled;
-//! - `direct`: a span of the same name, kind, parent and attributes made with the
-//!   OpenTelemetry SDK's API straight into the same processor.
+//! - `none`: [`event_core::trace::process`] with no subscriber installed (the span is a
+//!   disabled callsite);
+//! - `tracing`: the same through `tracing-opentelemetry` into the SDK's batch processor
+//!   (`event_testkit::bench_tracing`), every span sampled;
+//! - `direct`: the same with the pipeline's tracer given to
+//!   [`event_core::trace::set_process_tracer`], as `eventbus` runs it: the span made with the
+//!   OpenTelemetry API straight into the same processor.
 //!
-//! It answers whether building the span without `tracing` would make full sampling cheap
-//! enough (docs/benchmarks.md, "What tracing costs").
+//! Each span is started, the (empty) handling run in it, and ended, as a consumer's lane does.
 
 use std::time::Duration;
 
 use event_core::trace::{self, LogPosition, Relation};
 use event_core::{Event, EventType};
 use event_testkit::bench_tracing::BenchTracing;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    Tracer as _,
-};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::global::BoxedTracer;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -48,27 +44,28 @@ fn main() {
     for _ in 0..ROUNDS {
         rows[0].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                through_tracing(chunk);
+                process(chunk);
             }
         }));
     }
     // The subscriber, once installed, stays: the rounds with it come after.
     let pipeline = BenchTracing::install(1.0);
-    let tracer = pipeline.tracer();
     for _ in 0..ROUNDS {
+        trace::set_process_tracer(None);
         let exported = pipeline.exported();
         // In chunks, each flushed: made faster than the export thread takes them, spans would
         // be dropped when the processor's queue (2,048) is full.
         rows[1].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                through_tracing(chunk);
+                process(chunk);
                 pipeline.exported();
             }
         }));
         let through = pipeline.exported() - exported;
+        trace::set_process_tracer(Some(BoxedTracer::new(Box::new(pipeline.tracer()))));
         rows[2].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                direct(&tracer, chunk);
+                process(chunk);
                 pipeline.exported();
             }
         }));
@@ -102,62 +99,21 @@ fn cpu_per_span(work: impl FnOnce()) -> Duration {
     (process_cpu() - before) / SPANS as u32
 }
 
-/// The bus's span for each event, entered and closed as a lane does around the handler.
-fn through_tracing(events: &[Event]) {
+/// The bus's `process` span for each event, the (empty) handling run in it, as a lane does.
+fn process(events: &[Event]) {
     for (offset, event) in events.iter().enumerate() {
         let position = LogPosition {
             partition: (offset % 12) as i32,
             offset: offset as i64,
         };
-        let span = trace::process_span(
+        let mut processing = trace::process(
             "kafka",
             "bench-group",
             "bench-handler",
             (event, Some(position)),
             Relation::Child,
         );
-        drop(span.enter());
-    }
-}
-
-/// The same span through the SDK's API: the same name, kind, parent and attributes.
-fn direct(tracer: &opentelemetry_sdk::trace::SdkTracer, events: &[Event]) {
-    for (offset, event) in events.iter().enumerate() {
-        let parent = event.traceparent.as_deref().expect("every event is traced");
-        let publisher = SpanContext::new(
-            TraceId::from_hex(&parent[3..35]).expect("a trace id"),
-            SpanId::from_hex(&parent[36..52]).expect("a span id"),
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
-        let parent = Context::new().with_remote_span_context(publisher);
-        let mut attributes = vec![
-            KeyValue::new("messaging.system", "kafka"),
-            KeyValue::new("messaging.operation.type", "process"),
-            KeyValue::new("messaging.operation.name", "process"),
-            KeyValue::new(
-                "messaging.destination.name",
-                event.event_type.as_str().to_owned(),
-            ),
-            KeyValue::new("messaging.consumer.group.name", "bench-group"),
-            KeyValue::new("messaging.message.id", event.id.to_string()),
-            KeyValue::new(
-                "messaging.destination.partition.id",
-                (offset % 12).to_string(),
-            ),
-            KeyValue::new("messaging.kafka.offset", offset as i64),
-            KeyValue::new("eventbus.handler", "bench-handler"),
-        ];
-        if let Some(key) = &event.partition_key {
-            attributes.push(KeyValue::new("messaging.kafka.message.key", key.clone()));
-        }
-        let span = tracer
-            .span_builder(format!("process {}", event.event_type))
-            .with_kind(SpanKind::Consumer)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &parent);
-        drop(span);
+        futures::executor::block_on(processing.run(async {}));
     }
 }
 

@@ -95,6 +95,10 @@ impl BenchTracing {
                 .with_filter(LevelFilter::INFO);
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
                 .unwrap_or_else(|e| panic!("the benchmark's subscriber: {e}"));
+            // As `eventbus` does: `process` spans made with the OpenTelemetry API directly.
+            event_core::trace::set_process_tracer(Some(opentelemetry::global::BoxedTracer::new(
+                Box::new(provider.tracer("eventbus-bench")),
+            )));
             BenchTracing {
                 ratio,
                 exported,

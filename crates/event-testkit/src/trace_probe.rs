@@ -10,6 +10,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
 
+/// The instrumentation scope of the spans made with [`TraceProbe::tracer`] (the others are
+/// `event-testkit`'s).
+pub(crate) const DIRECT_SCOPE: &str = "event-testkit-direct";
+
 /// The process's span collector.
 pub(crate) struct TraceProbe {
     exporter: InMemorySpanExporter,
@@ -42,6 +46,12 @@ impl TraceProbe {
             Ok(probe) => Ok(probe),
             Err(e) => bail!("{e}"),
         }
+    }
+
+    /// A tracer of the probe's provider, for `event_core::trace::set_process_tracer`; its
+    /// spans' instrumentation scope is [`DIRECT_SCOPE`].
+    pub(crate) fn tracer(&self) -> opentelemetry::global::BoxedTracer {
+        opentelemetry::global::BoxedTracer::new(Box::new(self.provider.tracer(DIRECT_SCOPE)))
     }
 
     /// Every span ended so far.

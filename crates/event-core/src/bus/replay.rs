@@ -4,7 +4,6 @@
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use time::OffsetDateTime;
-use tracing::Instrument as _;
 
 use crate::{Error, Event, EventBus, EventHandler, EventType};
 
@@ -125,17 +124,17 @@ pub async fn replay_into(
         let event = event?;
         report.replayed += 1;
         // A replay is not caused by the publish: its span links the publishing span.
-        let span = crate::trace::process_span(
+        let mut processing = crate::trace::process(
             system,
             "replay",
             handler.name(),
             (&event, None),
             crate::trace::Relation::Link,
         );
-        match handler.handle(&event).instrument(span.clone()).await {
+        match processing.run(handler.handle(&event)).await {
             Ok(()) => report.handled += 1,
             Err(e) => {
-                crate::trace::record_error(&span, "replay_failed");
+                processing.record_error("replay_failed");
                 report.failed.push((event.id, e.to_string()));
             }
         }

@@ -206,16 +206,15 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
         return Outcome::Done(item.delivery.token);
     }
     let settings = &shared.settings;
-    let span = trace::process_span(
+    let mut processing = trace::process(
         settings.system,
         &settings.group,
         shared.handler.name(),
         (event, item.delivery.position),
         Relation::Child,
     );
-    let handling = AssertUnwindSafe(shared.handler.handle(event)).catch_unwind();
-    let result = trace::scoped(event, handling)
-        .instrument(span.clone())
+    let result = processing
+        .run(AssertUnwindSafe(shared.handler.handle(event)).catch_unwind())
         .await;
     let error = match result {
         Ok(Ok(())) => {
@@ -227,11 +226,11 @@ async fn attempt<T: Send + 'static>(shared: &LaneShared<T>, mut item: Item<T>) -
                 FailureKind::Transient => "transient",
                 FailureKind::Permanent => "permanent",
             };
-            trace::record_error(&span, kind);
+            processing.record_error(kind);
             error
         }
         Err(panic) => {
-            trace::record_error(&span, "panic");
+            processing.record_error("panic");
             HandlerError::new(
                 FailureKind::Transient,
                 format!("handler panicked: {}", panic_message(&*panic)),

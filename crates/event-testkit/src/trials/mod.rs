@@ -133,6 +133,8 @@ macro_rules! __for_each_trial {
                 "Stats count processed, failed, retried and dead-lettered events per handler.";
             traces::traces_cross_buses => always,
                 "One trace runs from the publishing request through each handling attempt (retries, a redrive), across two bus instances where the backend is shared, and on through the events handlers publish; replay links to it.";
+            traces::traces_cross_buses_direct => always,
+                "The same trace with `process` spans made with the OpenTelemetry API directly (`trace::set_process_tracer`).";
             telemetry::metrics_agree_with_history => always,
                 "The bus's metrics count each type's publishes by outcome, and per handler the deliveries, acknowledgements, failures and dead letters of a workload of two types with backlogs bigger than a batch.";
             stats_health::healthy_with_live_consumers => always,

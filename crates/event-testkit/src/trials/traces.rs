@@ -19,7 +19,7 @@ use crate::fixture::Fixture;
 use crate::support::{
     DEADLINE, Recorder, fresh_handler, fresh_type, n_of, numbered, subscribe, wait_for_dead_letters,
 };
-use crate::trace_probe::TraceProbe;
+use crate::trace_probe::{DIRECT_SCOPE, TraceProbe};
 
 /// Events published: more than a consumer reads at once (`EVENT_BATCH_SIZE` 100).
 const EVENTS: u64 = 150;
@@ -50,9 +50,30 @@ fn ids(spans: &[&SpanData]) -> HashSet<SpanId> {
     spans.iter().map(|s| s.span_context.span_id()).collect()
 }
 
+/// The two trials of this module, one at a time: one gives the bus a tracer for its `process`
+/// spans, which the other must not meet.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One trace runs from the publishing request through each handling attempt (retries, a redrive), across two bus instances where the backend is shared, and on through the events handlers publish; replay links to it.
 pub(crate) async fn traces_cross_buses(fx: &Fixture) -> anyhow::Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    traces(fx, TraceProbe::installed()?, None).await
+}
+
+/// The same, with `process` spans made with the OpenTelemetry API directly (a tracer given to
+/// `event_core::trace::set_process_tracer`, as `eventbus` does).
+pub(crate) async fn traces_cross_buses_direct(fx: &Fixture) -> anyhow::Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let probe = TraceProbe::installed()?;
+    event_core::trace::set_process_tracer(Some(probe.tracer()));
+    let result = traces(fx, probe, Some(DIRECT_SCOPE)).await;
+    event_core::trace::set_process_tracer(None);
+    result
+}
+
+/// The trial, `direct`: the instrumentation scope the `process` spans must have been made in
+/// when they are made directly.
+async fn traces(fx: &Fixture, probe: &TraceProbe, direct: Option<&str>) -> anyhow::Result<()> {
     let consumer = fx.bus().await?;
     // On a shared backend the publisher is another bus instance, as another service would be.
     let publisher = if fx.capabilities.shared_groups {
@@ -202,11 +223,18 @@ pub(crate) async fn traces_cross_buses(fx: &Fixture) -> anyhow::Result<()> {
                 && publish_ids.contains(&span.parent_span_id),
             "an attempt of {first} does not continue its publish span: {span:?}"
         );
+        ensure!(
+            direct.is_none_or(|scope| span.instrumentation_scope.name() == scope),
+            "a process span not made directly: {span:?}"
+        );
         for key in [
+            "messaging.system",
             "messaging.message.id",
             "messaging.consumer.group.name",
             "messaging.destination.name",
             "messaging.operation.type",
+            "messaging.operation.name",
+            "eventbus.handler",
         ] {
             ensure!(attribute(span, key).is_some(), "{key} missing: {span:?}");
         }
