@@ -124,6 +124,8 @@ async fn fetch_loop(
     let inner = group.inner.clone();
     let reader = inner.plane.reader();
     let topic = group.topics()[topic_index].clone();
+    // The type of an event topic (the redrive topic, last, holds every type of the handler).
+    let topic_type = group.event_types.get(topic_index).cloned();
     let sink = KafkaSink {
         group: group.clone(),
     };
@@ -251,6 +253,21 @@ async fn fetch_loop(
             };
             match item {
                 Item::Record(r) => match record::decode(&inner.codec, &r.record) {
+                    // Another producer's envelope of another type: not for this topic's
+                    // handlers, and never seen by its own type's.
+                    Ok(event)
+                        if topic_type
+                            .as_ref()
+                            .is_some_and(|t| event.event_type.as_str() != t) =>
+                    {
+                        let reason = format!(
+                            "the envelope's event_type {} is not {}, the type of the topic {topic}",
+                            event.event_type,
+                            topic_type.as_deref().unwrap_or_default(),
+                        );
+                        let error = event_core::Error::InvalidEvent { reason };
+                        dead.push((token, invalid_letter(&group, &r.record, error)));
+                    }
                     Ok(event) => {
                         deliveries.push(Delivery::new(Arc::new(event), token).at(LogPosition {
                             partition,
