@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_core::dispatch::{Delivery, DeliverySink};
-use event_core::{DeadLetter, DeadLetterReason, Error, JsonCodec};
+use event_core::{DeadLetter, DeadLetterReason, Error, EventType, JsonCodec};
 use fred::prelude::{Client, ClientLike, Options, StreamsInterface};
 use fred::types::Value;
 
@@ -111,6 +111,30 @@ impl Taken {
                 let letter = letter(reason, event, text, error, 1);
                 self.dead.push((token, letter));
             }
+            // Another producer's envelope of another type than its stream's, as on Kafka: its
+            // own type's handlers never see it here, and this stream's may not subscribe to
+            // its type. The redrive stream, last, holds every type of the handler.
+            Ok(event)
+                if stream + 1 < sub.streams.len()
+                    && sub.inner.keys.stream(&event.event_type) != sub.streams[stream] =>
+            {
+                let key = &sub.streams[stream];
+                let own = sub.inner.keys.event_type_of(key);
+                let own = own.as_ref().map_or("?", EventType::as_str);
+                let error = format!(
+                    "the envelope's event_type {} is not {own}, the type of the stream {key}",
+                    event.event_type,
+                );
+                let text = entry::raw_text(raw.fields.as_deref().unwrap_or_default());
+                let letter = letter(
+                    DeadLetterReason::InvalidEnvelope,
+                    None,
+                    Some(text),
+                    error,
+                    1,
+                );
+                self.dead.push((token, letter));
+            }
             Ok(event) if deliveries_before > max_retries => {
                 // Delivered this often and never acknowledged: the consumers holding it died
                 // or gave up. Handing it out again would repeat that forever.
@@ -150,6 +174,9 @@ pub(super) async fn settle(sub: &Arc<Subscriber>, taken: &mut Taken) {
         sink.ack(std::mem::take(&mut taken.gone)).await;
     }
     for (token, letter) in taken.dead.drain(..) {
+        // Counted like the dispatcher's dead letters (`HandlerStats::dead_lettered`, the
+        // metric `eventbus_consumer_dead_lettered_total`): these never reach a dispatcher.
+        sub.handler_counters.add_dead_lettered();
         tracing::warn!(handler = %sub.handler, entry = %token.id, "entry dead-lettered: {}", letter.last_error);
         sink.dead_letter(token, letter).await;
     }
