@@ -489,7 +489,7 @@ async fn a_users_workload_with_three_processes_and_foreign_producers() -> anyhow
 
     // Each record that is no event of its topic is one dead letter of each handler reading
     // the topic (an envelope of another type too: none of its handlers reads that topic).
-    let mut depths = HashMap::new();
+    let (mut depths, mut processed) = (HashMap::new(), HashMap::new());
     for (handler, log, want, topic_types) in [
         (&a, &log_a, &want_a, &types[..2]),
         (&b, &log_b, &want_b, &types[1..]),
@@ -498,6 +498,9 @@ async fn a_users_workload_with_three_processes_and_foreign_producers() -> anyhow
         per_key_order(&log)?;
         let distinct: HashSet<EventId> = log.iter().map(|h| h.0).collect();
         let by_process = |p| log.iter().filter(|h| h.4 == p).count();
+        for p in [1, 3] {
+            processed.insert((handler.clone(), p), by_process(p) as u64);
+        }
         eprintln!(
             "{handler}: {} handlings of {} events ({} again), by process: {}, {}, {}",
             log.len(),
@@ -561,12 +564,15 @@ async fn a_users_workload_with_three_processes_and_foreign_producers() -> anyhow
         );
         depths.insert(handler.clone(), letters.len() as u64);
     }
-    for process in [&p1, &p3] {
+    for (i, process) in [(1, &p1), (3, &p3)] {
         let stats = process.on(|bus| async move { bus.stats().await }).await?;
         for handler in [&a, &b] {
             let h = &stats.handlers[handler];
             ensure!(
-                h.dead_letter_depth == depths[handler] && h.members.len() == 2,
+                h.dead_letter_depth == depths[handler]
+                    && h.members.len() == 2
+                    && h.processed == processed[&(handler.clone(), i)]
+                    && h.failed == 0,
                 "{handler}: {h:?}"
             );
         }
