@@ -1,6 +1,7 @@
 //! Replay: `XRANGE` from the window's start, paged, merged across types by timestamp.
-//! Entries that are not events (written by another producer) are skipped, and said so: a
-//! warning per stream and the metric `eventbus_replay_skipped_entries_total{event_type}`.
+//! Entries that are not events (written by another producer), envelopes of another type than
+//! their stream's included, are skipped, and said so: a warning per stream and the metric
+//! `eventbus_replay_skipped_entries_total{event_type}`.
 
 use event_core::{Error, Event, EventStream, EventType, JsonCodec, ReplayQuery};
 use fred::prelude::StreamsInterface;
@@ -82,6 +83,11 @@ async fn read_stream(
         let full = page.len() as u64 == PAGE;
         for raw in page {
             match JsonCodec::keep_sealed(entry::decode(&inner.codec, &raw)) {
+                // An envelope of another type than the stream's: consumers dead-letter it too.
+                Ok(event) if inner.keys.stream(&event.event_type) != key => {
+                    skipped += 1;
+                    tracing::debug!(stream = %key, entry = %raw.id, event_type = %event.event_type, "replay skips an envelope of another type than its stream's");
+                }
                 Ok(event) if query.matches(&event) => out.push(event),
                 Ok(_) => {}
                 // Not one of ours: consumers dead-letter it; replay skips it.

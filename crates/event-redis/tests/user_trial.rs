@@ -10,7 +10,8 @@
 //! key within each consumer (events taken over from the killed process excepted, as
 //! `docs/redis.md` says), each foreign entry dead-lettered once per handler of its stream with
 //! its raw fields, the killed process's entries taken over, nothing pending, stats with lag 0
-//! and the right dead-letter counts, health healthy without a loop restart.
+//! and the right dead-letter counts, health healthy without a loop restart, and a replay of
+//! every type that returns exactly the valid events.
 
 mod common;
 
@@ -23,11 +24,13 @@ use anyhow::{Context as _, bail, ensure};
 use common::{Scenario, Settings, admin_client, lock, n_of, numbered, secs, wait_until};
 use event_core::{
     DeadLetterReason, Event, EventBus, EventHandler, EventType, HandlerError, HealthStatus,
-    StartFrom, SubscriptionSpec,
+    ReplayQuery, StartFrom, SubscriptionSpec,
 };
 use event_redis::RedisBus;
 use fred::prelude::{Client, ClientLike, ListInterface, StreamsInterface};
 use fred::types::Value;
+use futures::TryStreamExt as _;
+use time::OffsetDateTime;
 
 /// Valid events per type published before anyone subscribes.
 const BACKLOG_PER_TYPE: u64 = 3_000;
@@ -340,6 +343,18 @@ async fn trial(sc: &Scenario) -> anyhow::Result<()> {
     }
 
     check_order(all.iter().copied(), &orphan_ids)?;
+    // Replay of every type: the valid events, none of the foreign entries.
+    let query = ReplayQuery::new(tr.types.to_vec(), OffsetDateTime::UNIX_EPOCH);
+    let replayed: Vec<Event> = publisher.replay(query).await?.try_collect().await?;
+    let valid: HashSet<&String> = tr.valid.iter().flatten().collect();
+    let replayed_ids: HashSet<String> = replayed.iter().map(|e| e.id.to_string()).collect();
+    let exact = replayed.len() == valid.len() && replayed_ids.iter().all(|id| valid.contains(id));
+    ensure!(
+        exact,
+        "replay: {} events for {} valid",
+        replayed.len(),
+        valid.len()
+    );
     for (bus, name) in buses.iter().zip(["bus0", "bus1"]) {
         let health = bus.health().await;
         let consumers_ok = health.consumers.len() == 2
