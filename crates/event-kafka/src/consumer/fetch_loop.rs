@@ -296,6 +296,9 @@ async fn fetch_loop(
         drop(room);
         for (token, letter) in dead {
             tracing::warn!(handler = %group.handler, %topic, partition, offset = token.offset, reason = ?letter.reason, "record dead-lettered as it was read: {}", letter.last_error);
+            // Counted like the dispatcher's dead letters (`HandlerStats::dead_lettered`, the
+            // metric `eventbus_consumer_dead_lettered_total`): these never reach a dispatcher.
+            group.counters.add_dead_lettered();
             sink.dead_letter(token, letter).await;
         }
         if !deliveries.is_empty() {
