@@ -2,7 +2,7 @@
 //! high watermark taken when the replay starts, merged across partitions and types by
 //! timestamp. No group moves.
 
-use event_core::{Error, EventStream, JsonCodec, ReplayQuery};
+use event_core::{Error, EventStream, EventType, JsonCodec, ReplayQuery};
 use futures::StreamExt;
 
 use crate::admin::read_partition;
@@ -16,20 +16,14 @@ const CLOCK_SKEW_MS: i64 = 60_000;
 
 pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStream, Error> {
     event_core::backend::check_replay(&inner.config, &query)?;
-    let topics: Vec<(String, i32)> = if query.event_types.is_empty() {
-        inner
-            .topics
-            .all_event_topics(&inner.control)
-            .await?
-            .into_iter()
-            .map(|(_, topic, n)| (topic, n))
-            .collect()
+    let topics: Vec<(EventType, String, i32)> = if query.event_types.is_empty() {
+        inner.topics.all_event_topics(&inner.control).await?
     } else {
         let mut topics = Vec::new();
-        for event_type in &query.distinct_types() {
+        for event_type in query.distinct_types() {
             let topic = inner.topics.events(event_type.as_str());
             if let Some(n) = inner.topics.existing(&inner.control, &topic).await? {
-                topics.push((topic, n));
+                topics.push((event_type, topic, n));
             }
         }
         topics
@@ -38,7 +32,7 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
         .saturating_sub(CLOCK_SKEW_MS)
         .max(0);
     let mut events = Vec::new();
-    for (topic, partitions) in &topics {
+    for (topic_type, topic, partitions) in &topics {
         for partition in 0..*partitions {
             let end = inner
                 .plane
@@ -50,6 +44,10 @@ pub(crate) async fn replay(inner: &Inner, query: ReplayQuery) -> Result<EventStr
                 .await?;
             for (offset, r) in read_partition(inner, topic, partition, start, end).await? {
                 match JsonCodec::keep_sealed(record::decode(&inner.codec, &r)) {
+                    // Another producer's envelope of another type: consumers dead-letter it.
+                    Ok(event) if event.event_type != *topic_type => {
+                        tracing::debug!(%topic, partition, offset, event_type = %event.event_type, "replay skips an envelope of another type than its topic's")
+                    }
                     Ok(event) if query.matches(&event) => events.push(event),
                     Ok(_) => {}
                     // Not one of ours: consumers dead-letter it; replay only skips it.

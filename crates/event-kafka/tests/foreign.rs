@@ -1,8 +1,9 @@
 //! Records another Kafka application wrote into the bus's topics, among thousands of events
 //! of several types: tombstones, null keys, null header values, binary and non-UTF-8 values,
-//! JSON that is no envelope, and a record whose timestamp the client cannot represent (its
-//! fetch could not be decoded at all before). Each is dead-lettered once, every event is
-//! handled once, and no partition is wedged. Against a real broker
+//! JSON that is no envelope, an envelope of another type than the topic's, and a record whose
+//! timestamp the client cannot represent (its fetch could not be decoded at all before). Each
+//! is dead-lettered once, every event is handled once, no partition is wedged, and a replay
+//! returns the events alone. Against a real broker
 //! (`EVENTBUS_TEST_KAFKA_BROKERS`) with Kafka's Java client (`EVENTBUS_TEST_KAFKA_CLASSPATH`).
 
 mod support;
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use event_core::{
-    DeadLetterReason, Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec,
+    DeadLetterReason, Event, EventBus, EventId, EventType, ReplayQuery, StartFrom, SubscriptionSpec,
 };
+use futures::TryStreamExt as _;
 use support::{exactly, hex_field, kafka_script, quiescent, recorder};
 
 /// Events of each type, published in two halves around the foreign records.
@@ -23,7 +25,10 @@ const EVENTS_PER_TYPE: usize = 1200;
 
 /// The foreign records written to each partition of each topic: (what, key, value,
 /// timestamp, headers), in `KafkaScript.java`'s fields. Each carries a `mark` header naming it.
-fn foreign_records(valid_envelope: &str) -> Vec<(&'static str, String, String, String, String)> {
+fn foreign_records(
+    valid_envelope: &str,
+    other_type: &str,
+) -> Vec<(&'static str, String, String, String, String)> {
     let far_future = i64::MAX.to_string();
     vec![
         (
@@ -58,6 +63,14 @@ fn foreign_records(valid_envelope: &str) -> Vec<(&'static str, String, String, S
             "JSON, no envelope",
             "k".into(),
             r#"{"id":"x","event_type":42}"#.into(),
+            "-".into(),
+            String::new(),
+        ),
+        (
+            // A valid envelope, in the topic of another type: not for this topic's handlers.
+            "envelope of another type",
+            "k".into(),
+            other_type.to_string(),
             "-".into(),
             String::new(),
         ),
@@ -139,9 +152,16 @@ async fn foreign_records_are_dead_lettered_once_and_wedge_nothing() -> anyhow::R
     for event_type in &types {
         let topic = format!("{prefix}.{event_type}");
         for partition in 0..2 {
-            let envelope = Event::builder(event_type.clone(), "java").build()?;
-            let json = String::from_utf8(event_core::JsonCodec::default().encode(&envelope)?)?;
-            for (what, key, value, timestamp, headers) in foreign_records(&json) {
+            let encode = |event_type: &EventType| -> anyhow::Result<String> {
+                let envelope = Event::builder(event_type.clone(), "java").build()?;
+                Ok(String::from_utf8(
+                    event_core::JsonCodec::default().encode(&envelope)?,
+                )?)
+            };
+            let other = types.iter().find(|t| *t != event_type).expect("two types");
+            for (what, key, value, timestamp, headers) in
+                foreign_records(&encode(event_type)?, &encode(other)?)
+            {
                 let mark = format!("{what}/{topic}/{partition}");
                 script.push_str(&format!(
                     "SEND\t{topic}\t{partition}\t{key}\t{value}\t{timestamp}\tmark={mark}{headers}\n"
@@ -189,6 +209,23 @@ async fn foreign_records_are_dead_lettered_once_and_wedge_nothing() -> anyhow::R
         out_of_range.is_some_and(|l| l.last_error.contains("undecodable")),
         "the record with a timestamp out of range should say why: {out_of_range:?}"
     );
+    // A replay returns the events alone: no foreign record, and no envelope read from the
+    // topic of another type (by type, and of every type).
+    let from = time::OffsetDateTime::now_utc() - Duration::from_secs(3600);
+    for query in [
+        ReplayQuery::new(types.clone(), from),
+        ReplayQuery::new([], from),
+    ] {
+        let replayed: Vec<Event> = bus.replay(query).await?.try_collect().await?;
+        let ids: HashSet<EventId> = replayed.iter().map(|e| e.id).collect();
+        ensure!(
+            replayed.len() == valid.len() && ids == valid,
+            "replay returned {} events ({} distinct) for {} published",
+            replayed.len(),
+            ids.len(),
+            valid.len()
+        );
+    }
     bus.shutdown().await?;
     Ok(())
 }
