@@ -27,7 +27,7 @@
 //! The `process` span is made for every event handled, so its cost counts: through
 //! `tracing-opentelemetry` it costs about 2.5 µs of CPU, made with the OpenTelemetry API
 //! directly about 1 µs (`cargo bench -p event-testkit --bench span_cost`). An application that
-//! exports every span can give the bus its tracer ([`set_process_tracer`], feature `otel`;
+//! exports every span can give the bus its tracer (`set_process_tracer`, feature `otel`;
 //! `eventbus` does): `process` spans are then made directly, with the same name, kind, parent
 //! and attributes, and the handling runs with that span's context current, so the handler's
 //! own `tracing` spans and what it publishes are still its children. They are no longer
@@ -120,8 +120,9 @@ impl std::fmt::Display for SpanName<'_> {
 }
 
 /// Writes `span`'s trace context into `event` unless it has one (a redrive, a copy, a foreign
-/// producer's). Inside the handling of an unsampled event ([`Processing::run`]) that event's context is
-/// written instead. Without the `otel` feature, or when `span` is not traced, nothing else is.
+/// producer's). Inside the handling of an unsampled event ([`Processing::run`]) that event's
+/// context is written instead. Without the `otel` feature, or when `span` is not traced, nothing
+/// else is.
 pub fn inject(span: &Span, event: &mut Event) {
     inject_all(span, std::slice::from_mut(event));
 }
@@ -140,7 +141,7 @@ pub fn inject_all(span: &Span, events: &mut [Event]) {
 
 /// The trace context what is published in `span` carries: the unsampled event's being handled
 /// ([`Processing::run`]), else `span`'s when it is traced, else the current OpenTelemetry
-/// context's (a handling attempt's span made directly, see [`set_process_tracer`]); the last two
+/// context's (a handling attempt's span made directly, see `set_process_tracer`); the last two
 /// with the `otel` feature.
 fn context_for(span: &Span) -> Option<(String, Option<String>)> {
     if let Ok(context) = UNSAMPLED.try_with(Clone::clone) {
@@ -157,7 +158,7 @@ fn context_for(span: &Span) -> Option<(String, Option<String>)> {
 
 /// One handling attempt's consumer span `process {destination}` (see [`process`]): a
 /// `tracing` span, an OpenTelemetry span made directly (with a tracer given to
-/// [`set_process_tracer`]), or none when the publisher's trace is not sampled. Ends when
+/// `set_process_tracer`, feature `otel`), or none when the publisher's trace is not sampled. Ends when
 /// dropped.
 #[must_use = "the span ends when this is dropped: run the handling in it"]
 pub struct Processing {

@@ -60,8 +60,7 @@ pub(crate) async fn traces_cross_buses(fx: &Fixture) -> anyhow::Result<()> {
     traces(fx, TraceProbe::installed()?, None).await
 }
 
-/// The same, with `process` spans made with the OpenTelemetry API directly (a tracer given to
-/// `event_core::trace::set_process_tracer`, as `eventbus` does).
+/// The same trace with `process` spans made with the OpenTelemetry API directly (`trace::set_process_tracer`).
 pub(crate) async fn traces_cross_buses_direct(fx: &Fixture) -> anyhow::Result<()> {
     let _alone = ONE_AT_A_TIME.lock().await;
     let probe = TraceProbe::installed()?;
