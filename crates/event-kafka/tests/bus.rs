@@ -26,40 +26,6 @@ fn config(brokers: &str) -> Settings {
     config
 }
 
-/// Sends `lines` to `topic` with Kafka's `ConsoleProducer`, from the jars xtask fetched.
-async fn console_produce(
-    classpath: &str,
-    brokers: &str,
-    topic: &str,
-    lines: &str,
-) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new("java")
-        .args(["-cp", classpath, "org.apache.kafka.tools.ConsoleProducer"])
-        .args(["--bootstrap-server", brokers, "--topic", topic])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting java for Kafka's ConsoleProducer")?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .context("no stdin for the console producer")?;
-    stdin.write_all(lines.as_bytes()).await?;
-    drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .context("the console producer did not finish within 60 s")??;
-    ensure!(
-        output.status.success(),
-        "the console producer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
 fn fresh(what: &str) -> String {
     format!("{what}{:08x}", fastrand::u32(..))
 }
@@ -106,7 +72,7 @@ async fn a_foreign_record_is_dead_lettered_with_provenance() -> anyhow::Result<(
     else {
         return Ok(());
     };
-    console_produce(&classpath, &brokers, &topic, "not an envelope\n").await?;
+    support::console_produce(&classpath, &brokers, &topic, &[], "not an envelope\n").await?;
     let client = ClientBuilder::new(vec![brokers.clone()]).build().await?;
     let event = Event::builder(event_type.clone(), "bus_test").build()?;
     let id = bus.publish(event).await?;

@@ -168,40 +168,6 @@ async fn publish(
     Ok(ids)
 }
 
-/// Runs Kafka's console producer on `topic` with `codec`, `key\tvalue` lines.
-async fn console_produce(
-    classpath: &str,
-    brokers: &str,
-    topic: String,
-    codec: &str,
-    lines: String,
-) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new(support::java())
-        .args(["-cp", classpath, "org.apache.kafka.tools.ConsoleProducer"])
-        .args(["--bootstrap-server", brokers, "--topic", &topic])
-        .args(["--compression-codec", codec])
-        .args(["--reader-property", "parse.key=true"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting java for Kafka's ConsoleProducer")?;
-    let mut stdin = child.stdin.take().context("the console producer's stdin")?;
-    stdin.write_all(lines.as_bytes()).await?;
-    drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-        .await
-        .context("the console producer did not finish within 90 s")??;
-    ensure!(
-        output.status.success(),
-        "the console producer ({codec}) failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
 /// What foreign producers write, and what must come of it.
 #[derive(Default)]
 struct Foreign {
@@ -296,17 +262,20 @@ async fn write_foreign(
         }
         lines.push_str(&format!("{codec}-text\tcompressed, but no envelope\n"));
         foreign.invalid.push(format!("{codec}-text"));
-        consoles.push(console_produce(
-            classpath,
-            brokers,
-            topic(two),
+        let args = [
+            "--compression-codec",
             codec,
-            lines,
-        ));
+            "--reader-property",
+            "parse.key=true",
+        ];
+        consoles.push((args, lines));
     }
+    let topic_two = topic(two);
     let (scripted, consoled) = tokio::join!(
         kafka_script(classpath, brokers, &script),
-        futures::future::join_all(consoles)
+        futures::future::join_all(consoles.iter().map(|(args, lines)| {
+            support::console_produce(classpath, brokers, &topic_two, args, lines)
+        }))
     );
     scripted?;
     for c in consoled {

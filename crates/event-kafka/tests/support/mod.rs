@@ -64,6 +64,42 @@ pub fn java() -> PathBuf {
     }
 }
 
+/// Sends `lines` to `topic` with Kafka's `ConsoleProducer` (from the jars xtask fetched), with
+/// its extra `args` (say a compression codec, or `--reader-property parse.key=true` for
+/// `key\tvalue` lines); fails with the producer's error output when it fails or takes more than
+/// 90 s.
+pub async fn console_produce(
+    classpath: &str,
+    brokers: &str,
+    topic: &str,
+    args: &[&str],
+    lines: &str,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(java())
+        .args(["-cp", classpath, "org.apache.kafka.tools.ConsoleProducer"])
+        .args(["--bootstrap-server", brokers, "--topic", topic])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting java for Kafka's ConsoleProducer")?;
+    let mut stdin = child.stdin.take().context("the console producer's stdin")?;
+    stdin.write_all(lines.as_bytes()).await?;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+        .await
+        .context("the console producer did not finish within 90 s")??;
+    ensure!(
+        output.status.success(),
+        "the console producer ({args:?}) failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// Runs one of Kafka's command-line tools (`class` on the jars' class path, such as
 /// `org.apache.kafka.tools.TopicCommand`) against `brokers` with `args`: its standard output
 /// and error; an error when it fails or takes over a minute.
