@@ -70,6 +70,14 @@ impl Keys {
     }
 
     /// The event type of an event stream's key.
+    /// Whether `key` is the stream of `event_type` ([`Keys::stream`]), without building it:
+    /// checked for every entry a consumer or a replay reads.
+    pub(crate) fn is_stream_of(&self, key: &str, event_type: &EventType) -> bool {
+        key.strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix(":stream:"))
+            == Some(event_type.as_str())
+    }
+
     pub(crate) fn event_type_of(&self, key: &str) -> Option<EventType> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":stream:")?;
         EventType::new(rest).ok()
@@ -110,6 +118,16 @@ mod tests {
             keys.event_type_of(&key),
             Some(EventType::OPPORTUNITY_CREATED)
         );
+        assert!(keys.is_stream_of(&key, &EventType::OPPORTUNITY_CREATED));
+        assert!(!keys.is_stream_of(&key, &EventType::new("opportunity.created2").unwrap()));
+        assert!(!keys.is_stream_of(
+            "other:stream:opportunity.created",
+            &EventType::OPPORTUNITY_CREATED
+        ));
+        assert!(!keys.is_stream_of(
+            "app:dlq:opportunity.created",
+            &EventType::OPPORTUNITY_CREATED
+        ));
         assert_eq!(keys.event_type_of("app:dlq:g"), None);
         assert_eq!(keys.event_type_of("other:stream:a.b"), None);
         assert_eq!(keys.dead_letters("grp.h"), "app:dlq:grp.h");

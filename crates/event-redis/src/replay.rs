@@ -84,7 +84,7 @@ async fn read_stream(
         for raw in page {
             match JsonCodec::keep_sealed(entry::decode(&inner.codec, &raw)) {
                 // An envelope of another type than the stream's: consumers dead-letter it too.
-                Ok(event) if inner.keys.stream(&event.event_type) != key => {
+                Ok(event) if !inner.keys.is_stream_of(key, &event.event_type) => {
                     skipped += 1;
                     tracing::debug!(stream = %key, entry = %raw.id, event_type = %event.event_type, "replay skips an envelope of another type than its stream's");
                 }

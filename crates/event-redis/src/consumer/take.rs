@@ -116,7 +116,10 @@ impl Taken {
             // its type. The redrive stream, last, holds every type of the handler.
             Ok(event)
                 if stream + 1 < sub.streams.len()
-                    && sub.inner.keys.stream(&event.event_type) != sub.streams[stream] =>
+                    && !sub
+                        .inner
+                        .keys
+                        .is_stream_of(&sub.streams[stream], &event.event_type) =>
             {
                 let key = &sub.streams[stream];
                 let own = sub.inner.keys.event_type_of(key);
