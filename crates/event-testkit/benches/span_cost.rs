@@ -44,7 +44,7 @@ fn main() {
     for _ in 0..ROUNDS {
         rows[0].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                process(chunk);
+                handle_all(chunk);
             }
         }));
     }
@@ -57,7 +57,7 @@ fn main() {
         // be dropped when the processor's queue (2,048) is full.
         rows[1].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                process(chunk);
+                handle_all(chunk);
                 pipeline.exported();
             }
         }));
@@ -65,7 +65,7 @@ fn main() {
         trace::set_process_tracer(Some(BoxedTracer::new(Box::new(pipeline.tracer()))));
         rows[2].push(cpu_per_span(|| {
             for chunk in events.chunks(CHUNK) {
-                process(chunk);
+                handle_all(chunk);
                 pipeline.exported();
             }
         }));
@@ -100,7 +100,7 @@ fn cpu_per_span(work: impl FnOnce()) -> Duration {
 }
 
 /// The bus's `process` span for each event, the (empty) handling run in it, as a lane does.
-fn process(events: &[Event]) {
+fn handle_all(events: &[Event]) {
     for (offset, event) in events.iter().enumerate() {
         let position = LogPosition {
             partition: (offset % 12) as i32,

@@ -2,6 +2,7 @@
 //! gives ([`set_process_tracer`]): the same name, kind, parent and attributes as the `tracing`
 //! span that `tracing-opentelemetry` would convert, at about half its cost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use opentelemetry::global::BoxedTracer;
@@ -14,6 +15,9 @@ use crate::Event;
 
 /// The tracer of `process` spans, when the application gave one.
 static TRACER: RwLock<Option<BoxedTracer>> = RwLock::new(None);
+/// Whether [`TRACER`] holds one: read for every event handled, so that without a tracer (the
+/// default) no lock is taken on that path.
+static HAS_TRACER: AtomicBool = AtomicBool::new(false);
 
 /// Makes each handling attempt's `process` span with `tracer`, through the OpenTelemetry API
 /// directly, instead of as a `tracing` span for a `tracing-opentelemetry` layer to convert
@@ -34,7 +38,9 @@ static TRACER: RwLock<Option<BoxedTracer>> = RwLock::new(None);
 /// Worth it when every span is sampled, where the `process` span is most of the bus's own
 /// tracing cost (see the [module](super) docs for what changes for log lines).
 pub fn set_process_tracer(tracer: Option<BoxedTracer>) {
-    *TRACER.write().unwrap_or_else(PoisonError::into_inner) = tracer;
+    let mut current = TRACER.write().unwrap_or_else(PoisonError::into_inner);
+    HAS_TRACER.store(tracer.is_some(), Ordering::Release);
+    *current = tracer;
 }
 
 /// The context of a `process` span started now with the tracer given, or `None` when none
@@ -46,6 +52,9 @@ pub(super) fn start(
     (event, position): (&Event, Option<LogPosition>),
     relation: Relation,
 ) -> Option<Context> {
+    if !HAS_TRACER.load(Ordering::Acquire) {
+        return None;
+    }
     let tracer = TRACER.read().unwrap_or_else(PoisonError::into_inner);
     let tracer = tracer.as_ref()?;
     let publisher = event

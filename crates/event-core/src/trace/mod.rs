@@ -311,7 +311,7 @@ pub fn error_type(error: &crate::Error) -> &'static str {
     }
 }
 
-pub(crate) fn kafka_key<'a>(system: &str, event: &'a Event) -> Option<&'a str> {
+fn kafka_key<'a>(system: &str, event: &'a Event) -> Option<&'a str> {
     (system == "kafka")
         .then_some(event.partition_key.as_deref())
         .flatten()
@@ -359,7 +359,7 @@ pub fn is_valid_traceparent(value: &str) -> bool {
 }
 
 #[cfg(feature = "otel")]
-pub(crate) mod otel {
+mod otel {
     use std::str::FromStr;
 
     use opentelemetry::Context;
