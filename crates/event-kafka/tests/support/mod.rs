@@ -75,29 +75,52 @@ pub async fn console_produce(
     args: &[&str],
     lines: &str,
 ) -> anyhow::Result<()> {
+    let mut command = vec!["-cp", classpath, "org.apache.kafka.tools.ConsoleProducer"];
+    command.extend(["--bootstrap-server", brokers, "--topic", topic]);
+    command.extend(args);
+    let what = format!("Kafka's ConsoleProducer {args:?}");
+    java_with_input(&command, lines, Duration::from_secs(90), &what).await?;
+    Ok(())
+}
+
+/// Runs `java` with `args`, `input` on its standard input (written while its output is read,
+/// so neither side waits on a full pipe); its output, or an error naming `what` when it does
+/// not start, fails, or takes longer than `within`.
+async fn java_with_input(
+    args: &[&str],
+    input: &str,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<std::process::Output> {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(java())
-        .args(["-cp", classpath, "org.apache.kafka.tools.ConsoleProducer"])
-        .args(["--bootstrap-server", brokers, "--topic", topic])
         .args(args)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("starting java for Kafka's ConsoleProducer")?;
-    let mut stdin = child.stdin.take().context("the console producer's stdin")?;
-    stdin.write_all(lines.as_bytes()).await?;
-    drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-        .await
-        .context("the console producer did not finish within 90 s")??;
+        .with_context(|| format!("starting java for {what}"))?;
+    let mut stdin = child.stdin.take().context("java's stdin")?;
+    let input = input.to_string();
+    let writer = async move {
+        stdin.write_all(input.as_bytes()).await?;
+        stdin.shutdown().await
+    };
+    let (written, output) = tokio::time::timeout(within, async {
+        tokio::join!(writer, child.wait_with_output())
+    })
+    .await
+    .with_context(|| format!("{what} did not finish within {within:?}"))?;
+    let output = output?;
     ensure!(
         output.status.success(),
-        "the console producer ({args:?}) failed: {}",
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(())
+    written?;
+    Ok(output)
 }
 
 /// Runs one of Kafka's command-line tools (`class` on the jars' class path, such as
@@ -286,37 +309,17 @@ pub async fn tool_offsets(
 /// Runs `tests/java/KafkaScript.java` (what another Kafka application writes: transactions,
 /// foreign records, topic configs) on `script`, one command a line, fields separated by tabs.
 pub async fn kafka_script(classpath: &str, brokers: &str, script: &str) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/KafkaScript.java");
-    let mut child = tokio::process::Command::new(java())
-        .args(["-cp", classpath])
-        .arg(&source)
-        .arg(brokers)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running java")?;
-    let mut stdin = child.stdin.take().context("java's stdin")?;
-    let input = script.to_string();
-    let writer = async move {
-        stdin.write_all(input.as_bytes()).await?;
-        stdin.shutdown().await
-    };
-    let (written, output) = tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(writer, child.wait_with_output())
-    })
-    .await
-    .context("KafkaScript.java did not finish within 120 s")?;
-    let output = output?;
+    let source = source.to_string_lossy();
+    let args = ["-cp", classpath, source.as_ref(), brokers];
+    let output =
+        java_with_input(&args, script, Duration::from_secs(120), "KafkaScript.java").await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
-        output.status.success() && stdout.contains("done"),
-        "KafkaScript.java failed: {stdout}\n{}",
+        stdout.contains("done"),
+        "KafkaScript.java did not say it was done: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    written?;
     Ok(())
 }
 
