@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use fantoccini::error::{CmdError, ErrorStatus};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -208,15 +209,26 @@ impl Browser {
         Ok(text.as_str().unwrap_or_default().to_string())
     }
 
-    /// Clicks the first element matching `css` (waiting for it), as a user would.
+    /// Clicks the first element matching `css` (waiting for it), as a user would. A page that
+    /// redraws under load can replace or cover the element between finding and clicking it
+    /// (WebDriver's "stale element reference", "no such element", "element click intercepted"
+    /// or "element not interactable"); the click is then aimed again at the element matching
+    /// `css` now, as a user clicks again on the row that moved, for up to 10 s.
     pub(crate) async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.until_present(css, Duration::from_secs(10)).await?;
-        let element = self.client.find(Locator::Css(css)).await?;
-        element
-            .click()
-            .await
-            .with_context(|| format!("clicking {css}"))?;
-        Ok(())
+        let within = Duration::from_secs(10);
+        let deadline = Instant::now() + within;
+        loop {
+            self.until_present(css, within).await?;
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return Ok(()),
+                Err(e) if moved(&e) && Instant::now() < deadline => continue,
+                Err(e) => return Err(e).with_context(|| format!("clicking {css}")),
+            }
+        }
     }
 
     /// Types `text` into the field `css` (after clearing it).
@@ -296,4 +308,13 @@ pub(crate) async fn call(
     let stream = TcpStream::connect(addr).await?;
     let reply = http_client::request(stream, method, path, Some(token), body).await?;
     Ok((reply.status, reply.json()?))
+}
+
+/// Whether a click failed because the page moved under it: the element was replaced, removed,
+/// covered or not yet interactable, so that aiming again can succeed.
+fn moved(e: &CmdError) -> bool {
+    e.is_stale_element_reference()
+        || e.is_no_such_element()
+        || e.is_element_not_interactable()
+        || matches!(e, CmdError::Standard(w) if w.error == ErrorStatus::ElementClickIntercepted)
 }
