@@ -16,7 +16,7 @@ use event_core::{
     DeadLetterReason, EventBus, EventId, EventType, HandlerError, ReplayQuery, StartFrom,
     SubscriptionSpec,
 };
-use fred::prelude::ClientLike;
+use fred::prelude::{ClientLike, StreamsInterface};
 use fred::types::Value;
 use futures::TryStreamExt as _;
 use time::OffsetDateTime;
@@ -74,27 +74,32 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
     // events in batches with foreign entries and valid-but-unusual entries in between.
     let mut valid: Vec<EventId> = Vec::new();
     let mut markers: Vec<String> = Vec::new();
+    // Each foreign entry's stream and id, by marker.
+    let mut origins: HashMap<String, (String, String)> = HashMap::new();
     let mut kind = 0;
     for (t, event_type) in types.iter().enumerate() {
-        let mut foreign = async |markers: &mut Vec<String>| -> anyhow::Result<()> {
+        let mut foreign = async |markers: &mut Vec<String>,
+                                 origins: &mut HashMap<String, (String, String)>|
+               -> anyhow::Result<()> {
             let marker = format!("foreign-{t}-{kind}");
             let mut fields = foreign_fields(kind);
             fields.push((b"marker", marker.as_bytes()));
-            sc.raw_xadd(&streams[t], "*", &fields).await?;
+            let id = sc.raw_xadd(&streams[t], "*", &fields).await?;
+            origins.insert(marker.clone(), (streams[t].clone(), id));
             markers.push(marker);
             kind += 1;
             Ok(())
         };
         for _ in 0..6 {
-            foreign(&mut markers).await?;
+            foreign(&mut markers, &mut origins).await?;
         }
         for chunk in 0..VALID_PER_TYPE / 150 {
             let events = (chunk * 150..(chunk + 1) * 150)
                 .map(|n| numbered(event_type, n, Some(&format!("k{}", n % 13))))
                 .collect();
             valid.extend(publish_all(&bus, events).await?);
-            foreign(&mut markers).await?;
-            foreign(&mut markers).await?;
+            foreign(&mut markers, &mut origins).await?;
+            foreign(&mut markers, &mut origins).await?;
             valid.push(valid_with_extra_binary_field(sc, event_type, chunk).await?);
         }
     }
@@ -174,7 +179,34 @@ async fn foreign_entries_scenario(sc: &Scenario) -> anyhow::Result<()> {
             })
             .ok_or_else(|| anyhow::anyhow!("a dead letter without its raw fields: {raw:?}"))?;
         *by_marker.entry(marker.as_str()).or_default() += 1;
+        // The error says which entry of which stream it was.
+        let (stream, id) = &origins[marker];
+        ensure!(
+            letter
+                .last_error
+                .ends_with(&format!("(entry {id} of {stream})")),
+            "the dead letter of {marker} does not name its entry {id} of {stream}: {}",
+            letter.last_error
+        );
     }
+    // And so does the dead-letter entry, in fields of its own.
+    let entries: Vec<(String, HashMap<String, String>)> =
+        sc.admin.xrange(dlq.as_str(), "-", "+", None).await?;
+    let mut found: Vec<(String, String)> = entries
+        .iter()
+        .map(|(_, fields)| {
+            let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+            (field("original_stream"), field("original_id"))
+        })
+        .collect();
+    let mut expected_origins: Vec<(String, String)> = origins.values().cloned().collect();
+    found.sort_unstable();
+    expected_origins.sort_unstable();
+    ensure!(
+        found == expected_origins,
+        "the dead-letter entries' original_stream and original_id are not the foreign entries' \
+         streams and ids: {found:?}"
+    );
     ensure!(
         by_marker.len() == markers.len() && by_marker.values().all(|n| *n == 1),
         "each foreign entry must be dead-lettered exactly once: {by_marker:?}"

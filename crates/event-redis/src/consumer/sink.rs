@@ -22,10 +22,10 @@ use fred::types::scripts::Script;
 use super::{Subscriber, Token};
 
 /// KEYS[1]: the dead-letter stream; KEYS[2]: the entry's stream. ARGV[1]: the dead letter
-/// (JSON); ARGV[2]: the group; ARGV[3]: the entry id. Stores the dead letter, then
-/// acknowledges the entry; a failed `XADD` ends the script before the `XACK`. Returns 1, or 0
-/// when the entry is no longer pending (settled by someone else, or its group deleted): then
-/// nothing is written.
+/// (JSON); ARGV[2]: the group; ARGV[3]: the entry id. Stores the dead letter, with the entry's
+/// stream and id beside it ([`ORIGINAL_STREAM`], [`ORIGINAL_ID`]), then acknowledges the
+/// entry; a failed `XADD` ends the script before the `XACK`. Returns 1, or 0 when the entry is
+/// no longer pending (settled by someone else, or its group deleted): then nothing is written.
 const DEAD_LETTER_LUA: &str = r#"
 local pending = redis.pcall('XPENDING', KEYS[2], ARGV[2], ARGV[3], ARGV[3], 1)
 if type(pending) == 'table' and pending.err then
@@ -37,10 +37,15 @@ end
 if #pending == 0 then
   return 0
 end
-redis.call('XADD', KEYS[1], '*', 'dead_letter', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'dead_letter', ARGV[1], 'original_stream', KEYS[2], 'original_id', ARGV[3])
 redis.pcall('XACK', KEYS[2], ARGV[2], ARGV[3])
 return 1
 "#;
+
+/// The field of a dead-letter entry that names the stream of the entry it was made from.
+const ORIGINAL_STREAM: &str = "original_stream";
+/// The field of a dead-letter entry that holds the id of the entry it was made from.
+const ORIGINAL_ID: &str = "original_id";
 
 /// The dead-letter script, loaded on first use.
 static DEAD_LETTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DEAD_LETTER_LUA));
@@ -206,7 +211,11 @@ async fn store(
             false,
             None,
             "*",
-            vec![("dead_letter", Value::Bytes(json.clone()))],
+            vec![
+                ("dead_letter", Value::Bytes(json.clone())),
+                (ORIGINAL_STREAM, Value::from(stream)),
+                (ORIGINAL_ID, Value::from(id)),
+            ],
         )
         .await?;
     let _: Value = client.xack(stream, sub.group.as_str(), id).await?;

@@ -104,6 +104,7 @@ impl Taken {
         match entry::decode(&sub.inner.codec, &raw) {
             Err(e) => {
                 let (reason, event, error) = JsonCodec::failed_decode(e);
+                let error = format!("{error} (entry {} of {})", raw.id, sub.streams[stream]);
                 // A sealed event keeps its envelope; anything else keeps the entry's text.
                 let text = event
                     .is_none()
@@ -125,8 +126,9 @@ impl Taken {
                 let own = sub.inner.keys.event_type_of(key);
                 let own = own.as_ref().map_or("?", EventType::as_str);
                 let error = format!(
-                    "the envelope's event_type {} is not {own}, the type of the stream {key}",
-                    event.event_type,
+                    "the envelope's event_type {} is not {own}, the type of the stream {key} \
+                     (entry {})",
+                    event.event_type, raw.id,
                 );
                 let text = entry::raw_text(raw.fields.as_deref().unwrap_or_default());
                 let letter = letter(
