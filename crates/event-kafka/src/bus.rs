@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use event_core::backend::{BatchResults, Lifecycle, LocalHandlers, SharedFailure};
+use event_core::backend::{self, BatchResults, Lifecycle, LocalHandlers, SharedFailure};
 use event_core::telemetry;
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
     EventHandler, EventId, EventStream, Health, JsonCodec, RedriveReport, ReplayQuery,
-    Subscription, SubscriptionSpec,
+    Subscription, SubscriptionSpec, Unpublished,
 };
 use rskafka::record::Record;
 
@@ -158,11 +158,11 @@ impl KafkaBus {
     }
 
     /// `publish_batch`, unrecorded.
-    async fn produce_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+    async fn produce_batch(&self, events: &[Event]) -> Vec<Result<EventId, Error>> {
         if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
             return refused;
         }
-        let (mut results, encoded) = BatchResults::prepare(&events, |event| {
+        let (mut results, encoded) = BatchResults::prepare(events, |event| {
             let record = record::encode(&self.inner.codec, event)?;
             Ok((self.inner.topics.events(event.event_type.as_str()), record))
         });
@@ -221,7 +221,26 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        telemetry::publish_batch("kafka", events, |e| self.produce_batch(e), |e| e).await
+        telemetry::publish_batch(
+            "kafka",
+            events,
+            |e| async move { self.produce_batch(&e).await },
+            |e| e,
+        )
+        .await
+    }
+
+    async fn publish_batch_returning(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, Unpublished>> {
+        // The events stay here while their records are sent: the ones not published go back
+        // whole, with no copies made.
+        let publish = |events: Vec<Event>| async move {
+            let results = self.produce_batch(&events).await;
+            backend::hand_back(events, results)
+        };
+        telemetry::publish_batch("kafka", events, publish, |u| &u.error).await
     }
 
     async fn subscribe(

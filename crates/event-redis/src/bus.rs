@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use event_core::backend::{BatchResults, Lifecycle, LocalHandlers};
+use event_core::backend::{self, BatchResults, Lifecycle, LocalHandlers};
 use event_core::telemetry;
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
     EnvSettings as _, Error, Event, EventBus, EventHandler, EventId, EventStream, Health,
-    JsonCodec, RedriveReport, ReplayQuery, Subscription, SubscriptionSpec,
+    JsonCodec, RedriveReport, ReplayQuery, Subscription, SubscriptionSpec, Unpublished,
 };
 use fred::prelude::{ClientLike, StreamsInterface};
 use fred::types::Value;
@@ -162,12 +162,12 @@ impl RedisBus {
     }
 
     /// `publish_batch`, unrecorded.
-    async fn add_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
+    async fn add_batch(&self, events: &[Event]) -> Vec<Result<EventId, Error>> {
         if let Err(refused) = self.inner.lifecycle.check_open_batch(events.len()) {
             return refused;
         }
         let mut batch = publish::Batch::new(&self.inner.keys, self.inner.retention_minid().await);
-        let (mut results, encoded) = BatchResults::prepare(&events, |e| self.inner.codec.encode(e));
+        let (mut results, encoded) = BatchResults::prepare(events, |e| self.inner.codec.encode(e));
         for (slot, json) in encoded {
             batch.push(slot, &events[slot], json);
         }
@@ -187,7 +187,26 @@ impl EventBus for RedisBus {
     }
 
     async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<EventId, Error>> {
-        telemetry::publish_batch("redis", events, |e| self.add_batch(e), |e| e).await
+        telemetry::publish_batch(
+            "redis",
+            events,
+            |e| async move { self.add_batch(&e).await },
+            |e| e,
+        )
+        .await
+    }
+
+    async fn publish_batch_returning(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<EventId, Unpublished>> {
+        // The events stay here while their records are sent: the ones not published go back
+        // whole, with no copies made.
+        let publish = |events: Vec<Event>| async move {
+            let results = self.add_batch(&events).await;
+            backend::hand_back(events, results)
+        };
+        telemetry::publish_batch("redis", events, publish, |u| &u.error).await
     }
 
     async fn subscribe(

@@ -1,9 +1,10 @@
-//! [`BatchResults`]: the results of a `publish_batch`, one per event, and [`SharedFailure`]:
-//! one failure that befell several events, handed to each with its source.
+//! [`BatchResults`]: the results of a `publish_batch`, one per event; [`SharedFailure`]:
+//! one failure that befell several events, handed to each with its source; [`hand_back`]:
+//! the results paired with the events, for `publish_batch_returning`.
 
 use std::sync::Arc;
 
-use crate::{Error, Event, EventId, SharedSource};
+use crate::{Error, Event, EventId, SharedSource, Unpublished};
 
 /// The results of a `publish_batch` while it is being sent: one per event, in order. Events
 /// start as published (`Ok(id)`); an event that cannot be prepared, or whose send fails, gets
@@ -50,6 +51,39 @@ impl BatchResults {
     pub fn into_results(self) -> Vec<Result<EventId, Error>> {
         self.results
     }
+}
+
+/// Pairs each event of a batch with its result and hands back whole the events that were not
+/// published: the [`publish_batch_returning`](crate::EventBus::publish_batch_returning) of a
+/// backend whose `publish_batch` reads the events by reference (it encodes them), which thus
+/// keeps them while it publishes and copies none. An event without a result (fewer results
+/// than events) comes back too, its fate unknown.
+#[allow(
+    clippy::result_large_err,
+    reason = "the event comes back whole, in a Vec the caller walks once"
+)]
+pub fn hand_back(
+    events: Vec<Event>,
+    results: Vec<Result<EventId, Error>>,
+) -> Vec<Result<EventId, Unpublished>> {
+    let mut results = results.into_iter();
+    events
+        .into_iter()
+        .map(|event| match results.next() {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(error)) => Err(Unpublished::new(event, error)),
+            None => Err(Unpublished::new(event, fate_unknown())),
+        })
+        .collect()
+}
+
+/// The error of an event a `publish_batch` returned no result for.
+pub(crate) fn fate_unknown() -> Error {
+    Error::backend(
+        "bus",
+        "publish_batch returned fewer results than events; this event's fate is unknown",
+        false,
+    )
 }
 
 /// One failure (a send of several events, a topic that could not be created) that every
@@ -101,6 +135,23 @@ mod tests {
         Event::builder(EventType::USER_REGISTERED, "test")
             .build()
             .expect("a valid event")
+    }
+
+    #[test]
+    fn hand_back_returns_each_unpublished_event_whole() {
+        let events = vec![event(), event(), event()];
+        let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        let results = vec![Ok(ids[0]), Err(Error::InvalidArgument("refused".into()))];
+        let handed = hand_back(events, results);
+        assert_eq!(handed.len(), 3);
+        assert_eq!(handed[0].as_ref().ok(), Some(&ids[0]));
+        let refused = handed[1].as_ref().expect_err("the refused event");
+        assert_eq!(refused.event.id, ids[1]);
+        assert_eq!(refused.error.kind(), ErrorKind::InvalidInput);
+        // No result for the third: it comes back, its fate unknown.
+        let unknown = handed[2].as_ref().expect_err("the event without a result");
+        assert_eq!(unknown.event.id, ids[2]);
+        assert!(unknown.error.to_string().contains("fate is unknown"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   [`ConsumerHost`](crate::dispatch::ConsumerHost) a backend's subscriptions hold.
 //! - [`LocalHandlers`]: the handlers subscribed through one bus instance and their members.
 //! - [`BatchResults`]: one result per event of a `publish_batch`, and one failure handed to
-//!   several events with its source kept ([`SharedFailure`]).
+//!   several events with its source kept ([`SharedFailure`]); [`hand_back`] pairs the results
+//!   with the events for a `publish_batch_returning` that copies nothing.
 //! - The checks and limits every backend applies the same way: [`check_replay`],
 //!   [`check_sourcing`], [`cut_raw_text`], [`NOT_AN_ENVELOPE`].
 //!
@@ -16,7 +17,8 @@ mod batch;
 mod lifecycle;
 mod local;
 
-pub use batch::{BatchResults, SharedFailure};
+pub(crate) use batch::fate_unknown;
+pub use batch::{BatchResults, SharedFailure, hand_back};
 pub use lifecycle::Lifecycle;
 pub use local::{LocalHandler, LocalHandlers};
 

@@ -69,9 +69,9 @@ pub trait EventBus: Send + Sync + 'static {
     /// back each event it did not take with the reason, so a caller that must keep failed
     /// events (a batch publisher) need not copy every event first.
     ///
-    /// The default keeps compact copies of the events for the duration of the call, which a
-    /// backend that sends events over the network hardly notices; the in-memory bus
-    /// overrides it and copies nothing.
+    /// The default keeps compact copies of the events for the duration of the call (each
+    /// event encoded once more); the built-in backends override it and copy nothing
+    /// ([`backend::hand_back`](crate::backend::hand_back)).
     #[allow(
         clippy::result_large_err,
         reason = "the event comes back whole, in a Vec the caller walks once"
@@ -92,11 +92,7 @@ pub trait EventBus: Send + Sync + 'static {
         for i in handed_back.len()..copies.len() {
             handed_back.push(Err(Unpublished::new(
                 copies.restore(i),
-                Error::backend(
-                    "bus",
-                    "publish_batch returned fewer results than events; this event's fate is unknown",
-                    false,
-                ),
+                crate::backend::fate_unknown(),
             )));
         }
         handed_back
