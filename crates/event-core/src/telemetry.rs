@@ -7,8 +7,8 @@
 //!
 //! - **Publishing** is recorded as it happens, once per call ([`record_publish`]): events by
 //!   type and outcome, the call's duration, the batch's size. The backends publish through
-//!   [`publish_one`] and [`publish_batch`], which also run the call in its producer span and
-//!   write the span's trace context into the events ([`trace`]).
+//!   [`publish_one`], [`publish_batch`] and [`publish_batch_returning`], which also run the
+//!   call in its producer span and write the span's trace context into the events ([`trace`]).
 //! - **Consuming** is counted per event in each handler's [`HandlerCounters`] (plain atomics:
 //!   nothing on the delivery path looks up a metric), and exported to the recorder by a
 //!   background thread every [`EXPORT_INTERVAL`], or at once by [`export`] (the manager's
@@ -28,7 +28,7 @@ use metrics::{Label, SharedString};
 use crate::dispatch::{CounterSnapshot, HandlerCounters};
 use tracing::Instrument as _;
 
-use crate::{Error, ErrorKind, Event, EventId, EventType, trace};
+use crate::{Error, ErrorKind, Event, EventId, EventType, Unpublished, trace};
 
 /// Events given to `publish` or `publish_batch`, by `backend`, `event_type` and `outcome`
 /// (`ok`; `invalid`: the event was refused, fix it; `failed`: the bus could not store it).
@@ -237,6 +237,26 @@ where
     });
     record_publish(backend, PublishCall::Batch, started, outcomes);
     results
+}
+
+/// Runs one `publish_batch_returning` of `backend` as [`publish_batch`] runs a batch, for a
+/// backend that publishes the events by reference: `publish` hands the events back with
+/// their results, and the ones not published go back whole to the caller, with no copies
+/// made ([`hand_back`](crate::backend::hand_back)).
+pub async fn publish_batch_returning<F, Fut>(
+    backend: &'static str,
+    events: Vec<Event>,
+    publish: F,
+) -> Vec<Result<EventId, Unpublished>>
+where
+    F: FnOnce(Vec<Event>) -> Fut,
+    Fut: Future<Output = (Vec<Event>, Vec<Result<EventId, Error>>)>,
+{
+    let publish = async |events| {
+        let (events, results) = publish(events).await;
+        crate::backend::hand_back(events, results)
+    };
+    publish_batch(backend, events, publish, |u: &Unpublished| &u.error).await
 }
 
 /// Records one publishing call of `backend` that started at `started`: each event's type and

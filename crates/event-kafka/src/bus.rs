@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use event_core::backend::{self, BatchResults, Lifecycle, LocalHandlers, SharedFailure};
+use event_core::backend::{BatchResults, Lifecycle, LocalHandlers, SharedFailure};
 use event_core::telemetry;
 use event_core::{
     BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection, Error, Event, EventBus,
@@ -234,13 +234,11 @@ impl EventBus for KafkaBus {
         &self,
         events: Vec<Event>,
     ) -> Vec<Result<EventId, Unpublished>> {
-        // The events stay here while their records are sent: the ones not published go back
-        // whole, with no copies made.
         let publish = |events: Vec<Event>| async move {
             let results = self.produce_batch(&events).await;
-            backend::hand_back(events, results)
+            (events, results)
         };
-        telemetry::publish_batch("kafka", events, publish, |u| &u.error).await
+        telemetry::publish_batch_returning("kafka", events, publish).await
     }
 
     async fn subscribe(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use event_core::backend::{self, BatchResults, Lifecycle, LocalHandlers};
+use event_core::backend::{BatchResults, Lifecycle, LocalHandlers};
 use event_core::telemetry;
 use event_core::{
     AggregateAppend, BusStats, Capabilities, Config, DeadLetter, DeadLetterSelection,
@@ -200,13 +200,11 @@ impl EventBus for RedisBus {
         &self,
         events: Vec<Event>,
     ) -> Vec<Result<EventId, Unpublished>> {
-        // The events stay here while their records are sent: the ones not published go back
-        // whole, with no copies made.
         let publish = |events: Vec<Event>| async move {
             let results = self.add_batch(&events).await;
-            backend::hand_back(events, results)
+            (events, results)
         };
-        telemetry::publish_batch("redis", events, publish, |u| &u.error).await
+        telemetry::publish_batch_returning("redis", events, publish).await
     }
 
     async fn subscribe(
