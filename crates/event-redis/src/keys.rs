@@ -69,18 +69,20 @@ impl Keys {
         format!("{}:stream:*", self.prefix)
     }
 
-    /// The event type of an event stream's key.
     /// Whether `key` is the stream of `event_type` ([`Keys::stream`]), without building it:
     /// checked for every entry a consumer or a replay reads.
     pub(crate) fn is_stream_of(&self, key: &str, event_type: &EventType) -> bool {
-        key.strip_prefix(&self.prefix)
-            .and_then(|rest| rest.strip_prefix(":stream:"))
-            == Some(event_type.as_str())
+        self.type_name_of(key) == Some(event_type.as_str())
     }
 
+    /// The event type of an event stream's key.
     pub(crate) fn event_type_of(&self, key: &str) -> Option<EventType> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":stream:")?;
-        EventType::new(rest).ok()
+        EventType::new(self.type_name_of(key)?).ok()
+    }
+
+    /// The part of an event stream's key that names its type, unchecked.
+    fn type_name_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix(":stream:")
     }
 
     pub(crate) fn redrive(&self, group: &str) -> String {
