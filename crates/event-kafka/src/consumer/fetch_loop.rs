@@ -24,6 +24,13 @@ use crate::record;
 const MAX_WAIT: Duration = Duration::from_millis(200);
 /// About how many bytes one fetch returns.
 const MAX_BYTES: i32 = 1024 * 1024;
+/// How far a partition is read past its commit point, in offsets. An event its handler holds
+/// (a slow call, or retries) holds the commit point while the partition's other keys go on;
+/// reading pauses this far past it, so a rebalance, a crash or a broker restart hands out
+/// again at most this many events.
+const MAX_AHEAD: u64 = 1024;
+/// How often a partition paused at [`MAX_AHEAD`] looks whether its commit point moved.
+const AHEAD_POLL: Duration = Duration::from_millis(20);
 
 /// What a fetch returned that is still to be handed out, in offset order.
 enum Item {
@@ -139,6 +146,16 @@ async fn fetch_loop(
         // After the stop check: a loop already told to stop (an earlier subscription's, still
         // winding down) does not take a fault meant for the running one.
         event_core::fault::checkpoint(&group.handler);
+        let ahead = group.trackers().get(&key).map_or(0, Tracker::ahead);
+        let allowance = usize::try_from(MAX_AHEAD.saturating_sub(ahead)).unwrap_or(usize::MAX);
+        if allowance == 0 {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(AHEAD_POLL) => {}
+            }
+            continue;
+        }
         let mut room = tokio::select! {
             biased;
             _ = stop.changed() => continue,
@@ -241,7 +258,7 @@ async fn fetch_loop(
         }
         let mut deliveries = Vec::new();
         let mut dead: Vec<(Token, DeadLetter)> = Vec::new();
-        while deliveries.len() + dead.len() < room.unused {
+        while deliveries.len() + dead.len() < room.unused.min(allowance) {
             let Some(item) = buffer.pop_front() else {
                 break;
             };

@@ -104,6 +104,12 @@ impl Tracker {
         self.unfinished.len() as u64
     }
 
+    /// How far reading is past the commit point, in offsets: what a new owner of the
+    /// partition would be handed again if this one stopped now.
+    pub(crate) fn ahead(&self) -> u64 {
+        u64::try_from(self.read - self.committed()).unwrap_or(0)
+    }
+
     /// Not handed out yet.
     pub(crate) fn lag(&self) -> u64 {
         u64::try_from(self.high_watermark - self.read).unwrap_or(0)
@@ -125,8 +131,10 @@ mod tests {
         t.finish(12);
         assert_eq!(t.committed(), 10);
         assert_eq!(t.pending(), 3);
+        assert_eq!(t.ahead(), 5);
         t.finish(10);
         assert_eq!(t.committed(), 13);
+        assert_eq!(t.ahead(), 2);
         t.finish(13);
         t.finish(14);
         assert_eq!(t.committed(), 15);
