@@ -17,6 +17,7 @@ use fred::types::Value;
 use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::core::Inner;
+use crate::direct::{Direct, Outcome};
 use crate::keys::Keys;
 use crate::{admin, client, consumer, entry, publish, replay, sourcing, stats};
 
@@ -86,12 +87,20 @@ impl RedisBus {
             client = client::build(&redis)?;
             client::connect(&client, &redis).await?;
         }
+        // `WAIT` counts the writes of its own connection: with it, every write goes through
+        // the client's.
+        let direct = if redis.wait_replicas == 0 {
+            Direct::for_client(&client, &redis.key_prefix)
+        } else {
+            None
+        };
         let bus = Self {
             inner: Arc::new(Inner {
                 codec: JsonCodec::from_config(&config),
                 keys: Keys::new(&redis.key_prefix, redis.is_cluster()),
                 redis,
                 client,
+                direct,
                 lifecycle: Arc::new(Lifecycle::new(config.shutdown_timeout)),
                 handlers: LocalHandlers::new("redis"),
                 clock: ServerClock::default(),
@@ -123,11 +132,6 @@ impl RedisBus {
             .local_clock_offset_ms
             .store(offset_ms, Ordering::Relaxed);
     }
-
-    /// The trimming of one `XADD`: to the retention, on the server's clock.
-    async fn cap(&self) -> (&'static str, &'static str, String) {
-        ("MINID", "~", self.inner.retention_minid().await)
-    }
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -145,16 +149,17 @@ impl RedisBus {
         self.inner.lifecycle.check_open("publishes")?;
         let json = self.inner.codec.encode(&event)?;
         let key = self.inner.keys.stream(&event.event_type);
+        let minid = self.inner.retention_minid().await;
+        let fields = entry::fields(&event, json);
+        if let Some(direct) = &self.inner.direct
+            && let Outcome::Added = direct.xadd(key.as_str(), &minid, &fields).await?
+        {
+            return Ok(event.id);
+        }
         let _: Value = self
             .inner
             .client
-            .xadd(
-                key.as_str(),
-                false,
-                self.cap().await,
-                "*",
-                entry::fields(&event, json),
-            )
+            .xadd(key.as_str(), false, ("MINID", "~", minid), "*", fields)
             .await
             .map_err(|e| client::error("XADD", e))?;
         self.inner.wait_replicas(&[key]).await?;
@@ -265,6 +270,9 @@ impl EventBus for RedisBus {
         // Events not yet delivered stay in the streams for the next start: consumers stop
         // taking events at once and only finish what they hold. A second call waits too.
         if self.inner.lifecycle.shutdown().await {
+            if let Some(direct) = &self.inner.direct {
+                direct.close().await;
+            }
             self.inner
                 .client
                 .quit()

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::counters::RedisCounters;
+use crate::direct::Direct;
 use crate::keys::Keys;
 use crate::{client, entry};
 
@@ -34,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) redis: RedisConfig,
     pub(crate) codec: JsonCodec,
     pub(crate) client: Client,
+    /// Where an awaited single publish writes and reads itself, on a single server.
+    pub(crate) direct: Option<Arc<Direct>>,
     pub(crate) keys: Keys,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) handlers: LocalHandlers<RedisHandler>,

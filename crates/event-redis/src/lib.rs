@@ -11,6 +11,7 @@ mod config;
 mod consumer;
 mod core;
 mod counters;
+mod direct;
 mod entry;
 mod keys;
 mod migration;
