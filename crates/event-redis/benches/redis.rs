@@ -31,6 +31,11 @@ fn note(text: &str) {
     println!("RESULT\tnote\t{text}");
 }
 
+/// Rounds of single publishes, each with its references.
+const SINGLE_ROUNDS: usize = 3;
+/// Single publishes made before the clock starts.
+const WARM_UP: u64 = 1_000;
+
 /// How many event types the events spread over: one on a single server; on a cluster
 /// ([`CLUSTER_VAR`]), six, whose streams lie on the different masters.
 static TYPES: OnceLock<usize> = OnceLock::new();
@@ -129,6 +134,11 @@ impl Bench {
         let events: Vec<Event> = (0..n).map(|i| event(i, 0)).collect();
         let publisher = bus.clone();
         let rate = tokio::spawn(async move {
+            // Untimed: the stream is created and the connections are up, as for the references
+            // (`redis-benchmark` adds to a stream that exists).
+            for i in 0..WARM_UP {
+                publisher.publish(event(n + i, 0)).await.expect("publish");
+            }
             let start = Instant::now();
             for e in events {
                 publisher.publish(e).await.expect("publish");
@@ -158,8 +168,11 @@ impl Bench {
         let publisher = client.clone();
         let stream = key.clone();
         let rate = tokio::spawn(async move {
-            let start = Instant::now();
-            for _ in 0..n {
+            let mut start = Instant::now();
+            for i in 0..WARM_UP + n {
+                if i == WARM_UP {
+                    start = Instant::now();
+                }
                 let fields = vec![
                     ("id", fred::types::Value::from(id.as_str())),
                     ("type", fred::types::Value::from(EVENT_TYPE.as_str())),
@@ -415,6 +428,12 @@ fn fsync_every_second(url: &str) -> Option<()> {
     reply[..n].starts_with(b"+OK").then_some(())
 }
 
+/// The middle of `values` (of the upper two for an even count), `None` for none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 fn percentile(sorted: &[f64], per_mille: usize) -> f64 {
     sorted
         .get((sorted.len() * per_mille / 1000).min(sorted.len().saturating_sub(1)))
@@ -486,15 +505,27 @@ fn main() {
         Some(()) => "`appendonly yes` with `appendfsync everysec` (set by the benchmark)",
         None => "the server's own persistence settings (CONFIG SET appendfsync failed)",
     };
-    let raw_single = redis_benchmark(&url, 1, 1, 20_000);
+    // Single publishes in turn with their references, the medians of a few rounds: one short
+    // run each is at the mercy of the machine's moment (ratios from 70 % to 100 % in
+    // consecutive runs of one).
+    let (mut raws, mut buses, mut clients) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=SINGLE_ROUNDS {
+        raws.extend(redis_benchmark(&url, 1, 1, 20_000));
+        buses.push(runtime.block_on(bench.single(20_000)));
+        clients.extend(runtime.block_on(bench.raw_client_single(20_000)));
+        println!(
+            "single awaited publishes, round {round}: redis-benchmark {:?}, the bus {:?}, fred alone {:?} per second",
+            raws.last(),
+            buses.last(),
+            clients.last()
+        );
+    }
+    let (raw_single, single, raw_client) = (median(raws), median(buses), median(clients));
+    let single = single.unwrap_or(f64::NAN);
     let raw_concurrent = redis_benchmark(&url, 64, 1, 200_000);
     let raw_pipelined = redis_benchmark(&url, 1, 100, 500_000);
 
-    let raw_client = runtime.block_on(async {
-        let single = bench.single(20_000).await;
-        println!("single awaited publishes: {single:.0} events/s");
-        let raw_client = bench.raw_client_single(20_000).await;
-        println!("the client alone, awaited XADDs: {raw_client:?} events/s");
+    runtime.block_on(async {
         let concurrent = bench.concurrent(200_000, 64).await;
         println!("64 concurrent publishers: {concurrent:.0} events/s");
         let batches = bench.batches(500_000, 100).await;
@@ -523,7 +554,7 @@ fn main() {
             single,
             "events/s",
             &share(raw_single, 0.8),
-            "Single publishes, each awaited (target: 80 % of `redis-benchmark -c 1 -P 1`)",
+            "Single publishes, each awaited, from a task (target: 80 % of `redis-benchmark -c 1 -P 1`; medians of 3 rounds in turn with the references)",
         );
         result(
             "bus",
@@ -581,19 +612,18 @@ fn main() {
             "-",
             "Latency publish to handled at 10,000 events/s: p99.9",
         );
-        raw_client
     });
     event_testkit::bench_tracing::traced_end_to_end(ONLY_VAR, 3);
     for (id, value, label) in [
         (
             "raw_client_single",
             raw_client,
-            "fred (the client the bus uses) alone: the same `XADD`, each awaited, envelope encoded beforehand",
+            "fred (the client the bus uses) alone: the same `XADD`, each awaited from a task, envelope encoded beforehand (median of 3 rounds)",
         ),
         (
             "raw_single",
             raw_single,
-            "`redis-benchmark -c 1 -P 1`, the same XADD",
+            "`redis-benchmark -c 1 -P 1`, the same XADD (median of 3 rounds)",
         ),
         (
             "raw_concurrent",
