@@ -189,7 +189,7 @@ impl Direct {
 
     /// Closes the connection for good (the bus shuts down).
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
         *self.connection.lock().await = None;
     }
 
@@ -203,10 +203,14 @@ impl Direct {
             let made =
                 tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(&direct.target)).await;
             match made {
-                Ok(Ok(connection)) if !direct.closed.load(Ordering::Relaxed) => {
-                    *direct.connection.lock().await = Some(connection);
+                Ok(Ok(connection)) => {
+                    let mut slot = direct.connection.lock().await;
+                    // Looked at under the lock, which `close` takes after setting the flag:
+                    // a connection made while the bus shut down is not kept.
+                    if !direct.closed.load(Ordering::Acquire) {
+                        *slot = Some(connection);
+                    }
                 }
-                Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::debug!("the direct Redis connection could not be made: {e}");
                     tokio::time::sleep(RETRY_AFTER).await;
