@@ -118,13 +118,7 @@ async fn a_killed_consumer_resumes_from_its_committed_offsets() -> anyhow::Resul
     let handler = format!("killed{tag}");
     let file = std::env::temp_dir().join(format!("eventbus-kafka-fault-{tag}.txt"));
     let bus = config(&brokers, &prefix).connect().await?;
-    let events: Vec<Event> = (0..EVENTS)
-        .map(|n| {
-            Event::builder(event_type.clone(), "faults")
-                .partition_key(format!("key-{}", n % 7))
-                .build()
-        })
-        .collect::<Result<_, _>>()?;
+    let events = support::keyed_events(&event_type, "faults", EVENTS, 7)?;
     let ids: Vec<EventId> = bus
         .publish_batch(events)
         .await

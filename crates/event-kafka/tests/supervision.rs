@@ -11,18 +11,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::ensure;
-use event_core::{Event, EventBus, EventId, EventType, HealthStatus, StartFrom, SubscriptionSpec};
+use event_core::{EventBus, EventId, EventType, HealthStatus, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use support::{quiescent, recorder};
 
 async fn publish(bus: &KafkaBus, event_type: &EventType, n: usize) -> anyhow::Result<Vec<EventId>> {
-    let events: Vec<Event> = (0..n)
-        .map(|i| {
-            Event::builder(event_type.clone(), "test")
-                .partition_key(format!("key-{}", i % 9))
-                .build()
-        })
-        .collect::<Result<_, _>>()?;
+    let events = support::keyed_events(event_type, "test", n, 9)?;
     bus.publish_batch(events)
         .await
         .into_iter()

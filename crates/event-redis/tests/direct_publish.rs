@@ -11,7 +11,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use anyhow::{Context as _, ensure};
-use common::{Scenario, numbered, secs, wait_until};
+use common::{Scenario, client_list, numbered, secs, wait_until};
 use event_core::{EventBus, EventId};
 use fred::prelude::{Client, ClientLike as _, KeysInterface as _};
 use fred::types::Value;
@@ -24,18 +24,9 @@ const EVERY: u64 = 500;
 
 /// The `CLIENT LIST` fields of the connections named `name`.
 async fn connections(admin: &Client, name: &str) -> anyhow::Result<Vec<HashMap<String, String>>> {
-    let list: Value = admin.custom(fred::cmd!("CLIENT"), vec!["LIST"]).await?;
-    let list = list.as_string().context("CLIENT LIST answered no text")?;
-    Ok(list
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .filter_map(|field| field.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>()
-        })
-        .filter(|c| c.get("name").is_some_and(|n| n == name))
-        .collect())
+    let mut all = client_list(admin).await?;
+    all.retain(|c| c.get("name").is_some_and(|n| n == name));
+    Ok(all)
 }
 
 /// Waits until the direct connection is up, and returns its id.

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::Settings;
+use common::{Settings, client_fields, client_list};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -855,11 +855,9 @@ async fn killed_reader_scenario(url: &str, prefix: &str, suffix: &str) -> anyhow
 /// The ids of the connections on database `db` whose last command is `XREADGROUP` and that
 /// are blocked in it.
 async fn blocked_readers(admin: &Client, db: &str) -> anyhow::Result<Vec<String>> {
-    let list: Value = admin.custom(fred::cmd!("CLIENT"), vec!["LIST"]).await?;
-    let list = list.as_string().context("CLIENT LIST answered no text")?;
-    Ok(list
-        .lines()
-        .map(client_fields)
+    Ok(client_list(admin)
+        .await?
+        .into_iter()
         .filter(|c| {
             c.get("db").is_some_and(|d| d == db)
                 && c.get("cmd").is_some_and(|cmd| cmd == "xreadgroup")
@@ -867,14 +865,6 @@ async fn blocked_readers(admin: &Client, db: &str) -> anyhow::Result<Vec<String>
         })
         .filter_map(|mut c| c.remove("id"))
         .collect())
-}
-
-/// The `name=value` fields of one `CLIENT LIST` / `CLIENT INFO` line.
-fn client_fields(line: &str) -> HashMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|field| field.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// The URL with its database replaced by one the other suites do not use (15, or 14 when

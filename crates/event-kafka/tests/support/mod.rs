@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use event_core::{Event, EventHandler, EventId, HandlerError, handler_fn};
+use event_core::{Event, EventHandler, EventId, EventType, HandlerError, handler_fn};
 #[allow(unused_imports)] // each test binary uses its own part of the support
 pub use event_testkit::load::{all_handled, recorder};
 
@@ -45,6 +45,23 @@ pub fn id_writer(
             Ok::<(), HandlerError>(())
         }
     }))
+}
+
+/// `n` events of `event_type` from `source`, keyed `key-{i % keys}`: spread over a topic's
+/// partitions, each key's events in order.
+pub fn keyed_events(
+    event_type: &EventType,
+    source: &str,
+    n: usize,
+    keys: usize,
+) -> anyhow::Result<Vec<Event>> {
+    (0..n)
+        .map(|i| {
+            Ok(Event::builder(event_type.clone(), source)
+                .partition_key(format!("key-{}", i % keys))
+                .build()?)
+        })
+        .collect()
 }
 
 /// The ids an [`id_writer`] wrote, in order.

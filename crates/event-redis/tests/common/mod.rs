@@ -218,6 +218,21 @@ async fn cleanup(admin: &Client, prefix: &str) {
     }
 }
 
+/// The connections the server has (`CLIENT LIST`), each as its `name=value` fields.
+pub(crate) async fn client_list(admin: &Client) -> anyhow::Result<Vec<HashMap<String, String>>> {
+    let list: Value = admin.custom(fred::cmd!("CLIENT"), vec!["LIST"]).await?;
+    let list = list.as_string().context("CLIENT LIST answered no text")?;
+    Ok(list.lines().map(client_fields).collect())
+}
+
+/// The `name=value` fields of one `CLIENT LIST` / `CLIENT INFO` line.
+pub(crate) fn client_fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Polls `check` until it answers `Ok(None)`, failing after `timeout` with the last
 /// `Some(status)` it gave.
 pub(crate) async fn wait_until<F>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
