@@ -46,6 +46,8 @@ async fn a_held_event_bounds_what_is_handed_out_again() -> anyhow::Result<()> {
     config.bus.handler_concurrency = 64;
     // The held call is abandoned at shutdown, uncommitted.
     config.bus.shutdown_timeout = Duration::from_secs(1);
+    // A handler whose partitions wait behind held events is reported soon.
+    config.bus.stall_timeout = Duration::from_secs(2);
     let types = [
         EventType::new("test.held")?,
         EventType::new("test.held_too")?,
@@ -119,6 +121,20 @@ async fn a_held_event_bounds_what_is_handed_out_again() -> anyhow::Result<()> {
             "{count} events handled past the held ones, more than {BOUND}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Health says so: the handler is alive, has a backlog, and makes no progress.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = first.health().await;
+        let consumer = health.consumers.iter().find(|c| c.handler == handler);
+        if consumer.is_some_and(|c| c.alive && c.stalled && c.lag > 0) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "health does not report the held handler as stalled: {consumer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let handled_first: HashSet<EventId> = past.lock().unwrap().iter().copied().collect();
     first.shutdown().await?;
