@@ -20,6 +20,7 @@ use event_core::{Config, EventBus, MemoryBus};
 use event_kafka::{KafkaBus, KafkaConfig};
 use event_publishers::{BatchPublisher, BatchSettings, EventPublisher, SignalDetected};
 use event_redis::{RedisBus, RedisConfig};
+use event_testkit::bench::median;
 
 const ROUNDS: usize = 9;
 
@@ -126,7 +127,8 @@ where
         batcheds.push(b);
         ratios.push(100.0 * b / r);
     }
-    let (raw, batched, ratio) = (median(raws), median(batcheds), median(ratios));
+    let [raw, batched, ratio] =
+        [raws, batcheds, ratios].map(|values| median(values).unwrap_or(f64::NAN));
     result(
         "bus",
         &format!("{backend}_batched"),
@@ -155,11 +157,6 @@ where
             "{backend}: raw `publish_batch` of {size}, the same envelopes built by `EventPublisher::event`"
         ),
     );
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// mimalloc, as a service built for throughput would use: with glibc's allocator the Kafka

@@ -16,6 +16,7 @@ use event_core::{
     SubscriptionSpec,
 };
 use event_redis::{RedisBus, RedisConfig};
+use event_testkit::bench::median;
 use serde_json::Value;
 
 const EVENT_TYPE: EventType = EventType::SIGNAL_DETECTED;
@@ -426,12 +427,6 @@ fn fsync_every_second(url: &str) -> Option<()> {
     let mut reply = [0u8; 64];
     let n = stream.read(&mut reply).ok()?;
     reply[..n].starts_with(b"+OK").then_some(())
-}
-
-/// The middle of `values` (of the upper two for an even count), `None` for none.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
 }
 
 fn percentile(sorted: &[f64], per_mille: usize) -> f64 {

@@ -164,10 +164,8 @@ pub fn traced_end_to_end(only_var: &str, rounds: usize) {
             rates.push(measure_in_process(only_var, measurement));
         }
     }
-    let [untraced, full, sampled] = rates.map(|mut rates| {
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    });
+    let [untraced, full, sampled] =
+        rates.map(|rates| crate::bench::median(rates).expect("at least one round"));
     println!(
         "end to end, 1 handler, medians of {rounds} processes each: untraced {untraced:.0}, all sampled {full:.0}, 1 % sampled {sampled:.0} events/s"
     );
