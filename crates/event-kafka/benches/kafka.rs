@@ -516,10 +516,10 @@ fn main() {
             singles.push(single);
         }
         let single = median(singles).unwrap_or(f64::NAN);
-        let raw_single = match raw_singles.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(rates) => median(rates).ok_or_else(|| "no round".to_string()),
-            Err(e) => Err(e),
-        };
+        let raw_single = raw_singles
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|rates| median(rates).ok_or_else(|| "no round".to_string()));
         let batches = bench.batches("batches", BATCH, 1).await;
         println!("batches of {BATCH}: {batches:.0} events/s");
         let small_batches = bench.batches("small", 100, 1).await;

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use event_core::{Event, EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
+use event_core::{EventBus, EventId, EventType, StartFrom, SubscriptionSpec};
 use event_kafka::KafkaBus;
 use event_testkit::load::{Load, LoadReport};
 use support::brokers::{KafkaNodes, kafka_classpath};
-use support::{Settings, all_handled, recorder, topics_tool};
+use support::{Settings, all_handled, keyed_events, recorder, topics_tool};
 
 const NODES: usize = 3;
 const PARTITIONS: u32 = 6;
@@ -97,13 +97,7 @@ async fn a_node_down_at_start(nodes: &mut KafkaNodes, classpath: &str) -> anyhow
     }
     let bus = settings.connect().await?;
     bus.subscribe(spec, handler).await?;
-    let events: Vec<Event> = (0..500)
-        .map(|i| {
-            Event::builder(event_type.clone(), "cluster_test")
-                .partition_key(format!("k{}", i % 20))
-                .build()
-        })
-        .collect::<Result<_, _>>()?;
+    let events = keyed_events(&event_type, "cluster_test", 500, 20)?;
     let expected: HashSet<EventId> = events.iter().map(|e| e.id).collect();
     for result in bus.publish_batch(events).await {
         result?;
